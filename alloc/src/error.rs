@@ -1,0 +1,63 @@
+//! Typed errors of the pool and the allocator. Every pool error names the pool it concerns.
+
+use std::path::PathBuf;
+
+/// Why a pool could not be created, opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// An I/O error on the pool's backing file or device.
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither superblock slot holds the pfnfs magic.
+    #[error("{path}: not a pfnfs pool (no pfnfs magic in either superblock slot)")]
+    NotAPool { path: PathBuf },
+    /// The pool was written by a format this build does not understand.
+    #[error("{path}: pool format version {found} is not supported (this pfnfs reads version {supported})")]
+    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
+    /// Both superblock slots carry the magic but neither is intact.
+    #[error("{path}: both superblock slots are damaged: A: {slot_a}; B: {slot_b}")]
+    SuperblockDamaged { path: PathBuf, slot_a: String, slot_b: String },
+    /// The superblock describes a pool larger than the file or device holding it.
+    #[error("{path}: pool is truncated: superblock says {expected_bytes} bytes, the backing store has {actual_bytes}")]
+    Truncated { path: PathBuf, expected_bytes: u64, actual_bytes: u64 },
+    /// A field of the superblock is out of range.
+    #[error("{path}: superblock is inconsistent: {what}")]
+    BadSuperblock { path: PathBuf, what: String },
+    /// `create` was asked for a size that cannot hold a pool.
+    #[error("{path}: invalid pool size {size_bytes} bytes: {why}")]
+    BadSize { path: PathBuf, size_bytes: u64, why: String },
+    /// `create` refused to overwrite something.
+    #[error("{path}: {why} (use --force to overwrite)")]
+    WouldOverwrite { path: PathBuf, why: String },
+    /// The path is not a regular file or block/DAX device.
+    #[error("{path}: not a regular file or block device")]
+    NotAFileOrDevice { path: PathBuf },
+    /// A byte range outside the pool was asked for (a bug or a corrupt pointer).
+    #[error("{path}: range {offset:#x}+{len:#x} lies outside the pool ({pool_bytes:#x} bytes)")]
+    OutOfRange { path: PathBuf, offset: u64, len: u64, pool_bytes: u64 },
+}
+
+/// Why the allocator could not satisfy or accept a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    /// Not enough free frames in the whole pool.
+    #[error("no space: {requested} frames requested, {free} free")]
+    NoSpace { requested: u64, free: u64 },
+    /// A range given to `free`/`reserve`/`from_free_extents` lies outside the data region.
+    #[error("range {range} lies outside the data region {data}")]
+    OutOfRegion { range: String, data: String },
+    /// `reserve` of a range that is not entirely free, or a free-set image with overlaps.
+    #[error("range {range} is not free")]
+    NotFree { range: String },
+    /// `free` of a range that is (partly) free already.
+    #[error("range {range} is already free (double free)")]
+    DoubleFree { range: String },
+    /// An encoded free-set image failed to decode.
+    #[error("free-set image is corrupt: {0}")]
+    Corrupt(String),
+}

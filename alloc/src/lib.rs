@@ -1,0 +1,23 @@
+//! pfnfs-alloc: the persistent-memory pool and the extent allocator.
+//!
+//! - [`pfn`]: [`Pfn`] and [`PfnRange`], how pool memory is named.
+//! - [`layout`]: the on-pool layout constants (mirrored in docs/DESIGN.md).
+//! - [`backend`]: [`PoolBackend`], the only door to pool memory (mmap, RAM, crash simulator).
+//! - [`superblock`]: the two-slot superblock.
+//! - [`pool`]: [`Pool`], open/create with every check, range-checked access.
+//! - [`allocator`]: [`ExtentAllocator`], free space as extents in allocation groups.
+
+pub mod allocator;
+pub mod backend;
+pub mod error;
+pub mod layout;
+pub mod pfn;
+pub mod pool;
+pub mod superblock;
+
+pub use allocator::{AllocStats, ExtentAllocator};
+pub use backend::{Durability, PoolBackend};
+pub use error::{AllocError, PoolError};
+pub use pfn::{FRAME_SHIFT, FRAME_SIZE, HUGE_FRAMES, Pfn, PfnRange};
+pub use pool::{CreateOptions, OpenOptions, Pool};
+pub use superblock::{CheckpointRef, Superblock};

@@ -1,0 +1,2 @@
+//! The `pfnfs` command. TODO(helper).
+fn main() {}

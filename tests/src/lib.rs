@@ -1,0 +1,1 @@
+//! Test support: mounting a pool under a temp dir with a guard that always unmounts.
