@@ -56,3 +56,46 @@ pub fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), String> {
     let _ = (config, ready);
     todo!()
 }
+
+/// Figures `pfnfs stat` prints, read from a pool (mounted or not) without writing to it.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PoolReport {
+    /// The pool's path.
+    pub pool: String,
+    /// Pool UUID, hex.
+    pub uuid: String,
+    /// Total pool bytes.
+    pub size_bytes: u64,
+    /// Bytes in the data region.
+    pub data_bytes: u64,
+    /// Data-region bytes in use (file frames and checkpoint frames).
+    pub used_bytes: u64,
+    /// Free data-region bytes.
+    pub free_bytes: u64,
+    /// Number of inodes (files, directories, links, ...).
+    pub inodes: u64,
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub directories: u64,
+    /// Extents over all files.
+    pub extents: u64,
+    /// Free extents.
+    pub free_extents: u64,
+    /// Largest free extent in bytes.
+    pub largest_free_bytes: u64,
+    /// Share of file data (mapped frames) held in 2 MiB-aligned huge extents, 0..=1.
+    pub huge_extent_share: f64,
+    /// Bytes of metadata in RAM (inode table, extent maps, directories, free set), estimated.
+    pub metadata_ram_bytes: u64,
+    /// Bytes of metadata on the pool (log in use + checkpoint).
+    pub metadata_pool_bytes: u64,
+    /// True if the pool is marked mounted (in use, or not cleanly unmounted).
+    pub mounted: bool,
+}
+
+/// Reads a pool read-only (replaying its log in memory) and reports its figures.
+pub fn report(pool: &std::path::Path) -> Result<PoolReport, String> {
+    let _ = pool;
+    todo!()
+}
