@@ -13,9 +13,21 @@
 //! the journal. The backend itself only guarantees that disjoint ranges may be used in
 //! parallel.
 
-// TODO(helper): implement. Keep the trait's shape; add items as needed.
+//!
+//! Implementations here:
+//! - [`MemBackend`]: zero-filled RAM, for tests and as the base of crash simulators.
+//! - [`MmapBackend`]: a regular file, a block device or a `/dev/dax` character device mapped
+//!   shared with memmap2; flushes with the CPU's cache-line write-back ([`crate::cpu_flush`]).
+//! - `Arc<T>` of any backend, so that a test can keep a handle on a backend it gave to a pool.
 
 use std::fmt::Debug;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::cpu_flush::{self, FlushInstr};
+use crate::error::PoolError;
 
 /// How hard `persist` works for a file-backed pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,4 +73,505 @@ pub trait PoolBackend: Send + Sync + Debug {
     /// Makes everything persisted so far durable on the backing store as well (msync of the
     /// range for a file mapping). A no-op where the memory itself is the persistence domain.
     fn sync(&self, offset: u64, len: u64) -> std::io::Result<()>;
+}
+
+impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
+    fn len_bytes(&self) -> u64 {
+        (**self).len_bytes()
+    }
+    fn read(&self, offset: u64, len: usize) -> &[u8] {
+        (**self).read(offset, len)
+    }
+    fn write(&self, offset: u64, data: &[u8]) {
+        (**self).write(offset, data)
+    }
+    fn zero(&self, offset: u64, len: u64) {
+        (**self).zero(offset, len)
+    }
+    fn flush(&self, offset: u64, len: u64) {
+        (**self).flush(offset, len)
+    }
+    fn fence(&self) {
+        (**self).fence()
+    }
+    fn persist(&self, offset: u64, len: u64) {
+        (**self).persist(offset, len)
+    }
+    fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        (**self).sync(offset, len)
+    }
+}
+
+/// Converts a checked-in-range `(offset, len)` to `usize`s; the caller ([`crate::Pool`]) has
+/// checked `offset + len <= len_bytes`, and `len_bytes` fits the address space since the whole
+/// pool is mapped or allocated, so failure here is a broken contract.
+fn span(len_bytes: u64, offset: u64, len: u64) -> (usize, usize) {
+    let end = offset.checked_add(len);
+    assert!(
+        end.is_some_and(|end| end <= len_bytes),
+        "pool backend: range {offset:#x}+{len:#x} outside {len_bytes:#x} bytes (caller bug)"
+    );
+    // Both fit in usize: they are <= len_bytes, which is the size of a live allocation.
+    (offset as usize, len as usize)
+}
+
+// ---------------------------------------------------------------------------------------------
+// MemBackend
+
+/// Alignment of a [`MemBackend`]'s memory: one frame, like a mapping.
+const MEM_ALIGN_BYTES: usize = 4096;
+
+/// A pool in plain RAM, zero-filled at creation. For tests and crash simulators.
+///
+/// `flush` executes the same cache-line write-back instructions as [`MmapBackend`] (so the
+/// cost model is the same); `sync` is a no-op.
+///
+/// # Soundness
+/// The bytes live in one heap allocation owned by the backend and reached only through a raw
+/// pointer; no `&mut` to them is ever formed. [`PoolBackend::write`] takes `&self`, and the
+/// trait's concurrency contract says no range is written while a slice of it borrowed from
+/// [`PoolBackend::read`] is alive, and that concurrent writers use disjoint ranges. Under that
+/// contract every write is to bytes nobody else reads or writes at that moment, which is what
+/// makes sharing the backend between threads (`Send + Sync`) sound. The contract is the
+/// caller's: the backend cannot check it.
+pub struct MemBackend {
+    ptr: NonNull<u8>,
+    len_bytes: u64,
+    layout: Option<std::alloc::Layout>,
+    flush: FlushInstr,
+}
+
+// SAFETY: the allocation is owned by the backend and freed only in Drop; access from several
+// threads is governed by the trait's contract (disjoint writes, no write under a live borrow),
+// see the type's documentation.
+unsafe impl Send for MemBackend {}
+// SAFETY: as above: `&self` methods write only ranges the caller holds exclusively.
+unsafe impl Sync for MemBackend {}
+
+impl MemBackend {
+    /// A zero-filled RAM pool of `len_bytes` bytes.
+    ///
+    /// # Panics
+    /// If `len_bytes` exceeds the address space (`isize::MAX`); aborts like `Vec` if the
+    /// memory cannot be allocated. Use [`MemBackend::try_new`] to get an error instead.
+    pub fn new(len_bytes: u64) -> MemBackend {
+        match MemBackend::try_new(len_bytes) {
+            Ok(backend) => backend,
+            Err(e) => panic!("MemBackend::new({len_bytes}): {e}"),
+        }
+    }
+
+    /// A zero-filled RAM pool of `len_bytes` bytes, or an error if it cannot be allocated.
+    pub fn try_new(len_bytes: u64) -> std::io::Result<MemBackend> {
+        let too_big = || {
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "size exceeds address space",
+            )
+        };
+        let size = usize::try_from(len_bytes).map_err(|_| too_big())?;
+        let flush = cpu_flush::detected();
+        if size == 0 {
+            return Ok(MemBackend {
+                ptr: NonNull::dangling(),
+                len_bytes: 0,
+                layout: None,
+                flush,
+            });
+        }
+        let layout =
+            std::alloc::Layout::from_size_align(size, MEM_ALIGN_BYTES).map_err(|_| too_big())?;
+        // SAFETY: `layout` has a non-zero size (checked above).
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "allocation failed",
+            ));
+        };
+        Ok(MemBackend {
+            ptr,
+            len_bytes,
+            layout: Some(layout),
+            flush,
+        })
+    }
+
+    /// A RAM pool holding a copy of `image`.
+    pub fn from_bytes(image: &[u8]) -> MemBackend {
+        let backend = MemBackend::new(image.len() as u64);
+        backend.write(0, image);
+        backend
+    }
+
+    /// A copy of the whole pool. Like `read`, it must not race with writers.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.read(0, self.len_bytes as usize).to_vec()
+    }
+}
+
+impl Drop for MemBackend {
+    fn drop(&mut self) {
+        if let Some(layout) = self.layout {
+            // SAFETY: `ptr` was returned by `alloc_zeroed(layout)` and is freed only here.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
+        }
+    }
+}
+
+impl Debug for MemBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemBackend")
+            .field("len_bytes", &self.len_bytes)
+            .field("flush", &self.flush)
+            .finish()
+    }
+}
+
+impl PoolBackend for MemBackend {
+    fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    fn read(&self, offset: u64, len: usize) -> &[u8] {
+        let (offset, len) = span(self.len_bytes, offset, len as u64);
+        // SAFETY: the range lies inside the allocation (checked by `span`); the allocation is
+        // initialised (zeroed) and lives as long as `self`; no writer touches the range while
+        // the slice lives (trait contract).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
+        // SAFETY: the destination lies inside the allocation (checked by `span`); `data` cannot
+        // overlap it, since no slice of the destination may be alive during a write (trait
+        // contract), and no other thread writes the same range.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), len) };
+    }
+
+    fn zero(&self, offset: u64, len: u64) {
+        let (offset, len) = span(self.len_bytes, offset, len);
+        // SAFETY: as for `write`: in bounds, exclusively ours for the duration of the call.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(offset), 0, len) };
+    }
+
+    fn flush(&self, offset: u64, len: u64) {
+        let (offset, len) = span(self.len_bytes, offset, len);
+        // SAFETY: the range lies inside the allocation; `self.flush` was detected on this CPU.
+        unsafe { cpu_flush::flush_range(self.flush, self.ptr.as_ptr().add(offset), len) };
+    }
+
+    fn fence(&self) {
+        cpu_flush::fence();
+    }
+
+    fn sync(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MmapBackend
+
+/// What an [`MmapBackend`] maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackingKind {
+    /// A regular file (emulated PMEM).
+    File,
+    /// A block device, e.g. `/dev/pmem0` or a loop device.
+    BlockDevice,
+    /// A device-DAX character device (`/dev/daxX.Y`), always mapped whole.
+    DaxDevice,
+}
+
+/// A file or device opened for a pool, its kind and size, before it is mapped.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) file: File,
+    pub(crate) kind: BackingKind,
+    pub(crate) len_bytes: u64,
+}
+
+/// What `path` is: a regular file, a block device or a DAX character device. Anything else
+/// (a directory, a pipe, `/dev/null`) is [`PoolError::NotAFileOrDevice`].
+pub(crate) fn classify(path: &Path, meta: &std::fs::Metadata) -> Result<BackingKind, PoolError> {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        Ok(BackingKind::File)
+    } else if ft.is_block_device() {
+        Ok(BackingKind::BlockDevice)
+    } else if ft.is_char_device() && dax_size_path(meta).exists() {
+        Ok(BackingKind::DaxDevice)
+    } else {
+        Err(PoolError::NotAFileOrDevice {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// `/sys/dev/char/MAJOR:MINOR/size` of a character device.
+fn dax_size_path(meta: &std::fs::Metadata) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = meta.rdev();
+    PathBuf::from(format!(
+        "/sys/dev/char/{}:{}/size",
+        libc::major(rdev),
+        libc::minor(rdev)
+    ))
+}
+
+/// Wraps an I/O error with the path and the operation that failed.
+pub(crate) fn io_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(std::io::Error) -> PoolError + 'a {
+    move |source| PoolError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+/// Opens `path` (read-only or read-write) and finds its kind and size. Block devices are
+/// opened `O_EXCL` when writable, so a device mounted or held by another pool is refused.
+pub(crate) fn open_target(path: &Path, read_only: bool) -> Result<Target, PoolError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = std::fs::metadata(path).map_err(io_err(path, "stat"))?;
+    let kind = classify(path, &meta)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(!read_only);
+    if kind == BackingKind::BlockDevice && !read_only {
+        opts.custom_flags(libc::O_EXCL);
+    }
+    let file = opts.open(path).map_err(io_err(path, "open"))?;
+    // The path may have been replaced between stat and open: classify the open handle.
+    let meta = file.metadata().map_err(io_err(path, "fstat"))?;
+    let kind2 = classify(path, &meta)?;
+    if kind2 != kind {
+        return Err(PoolError::NotAFileOrDevice {
+            path: path.to_path_buf(),
+        });
+    }
+    let len_bytes = match kind {
+        BackingKind::File => meta.len(),
+        BackingKind::BlockDevice => {
+            use std::io::Seek;
+            let mut f = &file;
+            f.seek(std::io::SeekFrom::End(0))
+                .map_err(io_err(path, "seek to the end of the device"))?
+        }
+        BackingKind::DaxDevice => {
+            let size_path = dax_size_path(&meta);
+            let text = std::fs::read_to_string(&size_path)
+                .map_err(io_err(path, "read the DAX device size from sysfs"))?;
+            text.trim().parse::<u64>().map_err(|e| PoolError::Io {
+                path: path.to_path_buf(),
+                op: "parse the DAX device size from sysfs",
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?
+        }
+    };
+    Ok(Target {
+        file,
+        kind,
+        len_bytes,
+    })
+}
+
+/// A pool in a shared memory mapping of a file, a block device or a device-DAX device.
+///
+/// `flush` writes back cache lines with CLWB / CLFLUSHOPT / CLFLUSH (the best this CPU has,
+/// see [`crate::cpu_flush`]) and `fence` is SFENCE. With [`Durability::Msync`], `persist`
+/// also msyncs the page-aligned range; `sync` always does (it is the fsync path).
+///
+/// A read-only backend maps the pool `PROT_READ`: `write` and `zero` must never be called on
+/// it ([`crate::Pool`] refuses writes to read-only pools before they reach the backend); they
+/// panic if they are, rather than fault.
+///
+/// # Soundness
+/// The mapping is `MAP_SHARED` and reached only through a raw pointer; the same contract as
+/// [`MemBackend`] (disjoint writers, no write under a live borrow) makes `&self` writes sound.
+/// pfnfs assumes it owns the pool: another process that writes or truncates the file while it
+/// is mapped breaks that assumption (a truncation shows up as SIGBUS), as with any mmap-based
+/// store.
+pub struct MmapBackend {
+    map: memmap2::MmapRaw,
+    len_bytes: u64,
+    kind: BackingKind,
+    durability: Durability,
+    read_only: bool,
+    flush: FlushInstr,
+    path: PathBuf,
+    /// Kept open for the mapping's lifetime (and to hold the O_EXCL claim on a device).
+    _file: File,
+}
+
+impl Debug for MmapBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmapBackend")
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .field("len_bytes", &self.len_bytes)
+            .field("durability", &self.durability)
+            .field("read_only", &self.read_only)
+            .field("flush", &self.flush)
+            .finish()
+    }
+}
+
+impl MmapBackend {
+    /// Opens and maps the file or device at `path` whole. Fails with
+    /// [`PoolError::NotAFileOrDevice`] for anything else, and with [`PoolError::BadSize`] for
+    /// an empty one (nothing to map).
+    pub fn open(
+        path: &Path,
+        read_only: bool,
+        durability: Durability,
+    ) -> Result<MmapBackend, PoolError> {
+        let target = open_target(path, read_only)?;
+        MmapBackend::map(path, target, read_only, durability)
+    }
+
+    /// Maps an opened target whole.
+    pub(crate) fn map(
+        path: &Path,
+        target: Target,
+        read_only: bool,
+        durability: Durability,
+    ) -> Result<MmapBackend, PoolError> {
+        let Target {
+            file,
+            kind,
+            len_bytes,
+        } = target;
+        if len_bytes == 0 {
+            return Err(PoolError::BadSize {
+                path: path.to_path_buf(),
+                size_bytes: 0,
+                why: "nothing to map".into(),
+            });
+        }
+        let len = usize::try_from(len_bytes).map_err(|_| PoolError::BadSize {
+            path: path.to_path_buf(),
+            size_bytes: len_bytes,
+            why: "larger than the address space".into(),
+        })?;
+        let mut opts = memmap2::MmapOptions::new();
+        opts.len(len);
+        let map = if read_only {
+            opts.map_raw_read_only(&file)
+        } else {
+            opts.map_raw(&file)
+        };
+        let map = map.map_err(io_err(path, "mmap"))?;
+        Ok(MmapBackend {
+            map,
+            len_bytes,
+            kind,
+            durability,
+            read_only,
+            flush: cpu_flush::detected(),
+            path: path.to_path_buf(),
+            _file: file,
+        })
+    }
+
+    /// What is mapped.
+    pub fn kind(&self) -> BackingKind {
+        self.kind
+    }
+
+    /// The durability mode `persist` honours.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The path this backend maps.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The cache-line flush instruction in use.
+    pub fn flush_instr(&self) -> FlushInstr {
+        self.flush
+    }
+
+    fn msync(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        let (offset, len) = span(self.len_bytes, offset, len);
+        if len == 0 {
+            return Ok(());
+        }
+        // memmap2 widens the range to page boundaries and calls msync(MS_SYNC).
+        self.map.flush_range(offset, len)
+    }
+
+    fn assert_writable(&self) {
+        assert!(
+            !self.read_only,
+            "{}: write to a read-only mapping (caller bug)",
+            self.path.display()
+        );
+    }
+}
+
+impl PoolBackend for MmapBackend {
+    fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    fn read(&self, offset: u64, len: usize) -> &[u8] {
+        let (offset, len) = span(self.len_bytes, offset, len as u64);
+        // SAFETY: the range lies inside the mapping (checked by `span`), which lives as long
+        // as `self`; mapped memory is always initialised; no writer touches the range while
+        // the slice lives (trait contract).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        self.assert_writable();
+        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
+        // SAFETY: the destination lies inside a writable mapping (checked above); no slice of
+        // it is alive and no other thread writes it during the call (trait contract), so it
+        // cannot overlap `data`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(offset), len)
+        };
+    }
+
+    fn zero(&self, offset: u64, len: u64) {
+        self.assert_writable();
+        let (offset, len) = span(self.len_bytes, offset, len);
+        // SAFETY: as for `write`.
+        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(offset), 0, len) };
+    }
+
+    fn flush(&self, offset: u64, len: u64) {
+        let (offset, len) = span(self.len_bytes, offset, len);
+        // SAFETY: the range lies inside the mapping; `self.flush` was detected on this CPU.
+        unsafe { cpu_flush::flush_range(self.flush, self.map.as_ptr().add(offset), len) };
+    }
+
+    fn fence(&self) {
+        cpu_flush::fence();
+    }
+
+    fn persist(&self, offset: u64, len: u64) {
+        self.flush(offset, len);
+        self.fence();
+        if self.durability == Durability::Msync && !self.read_only {
+            // `persist` cannot report errors (trait shape): an msync failure is logged, and the
+            // fsync path (`sync`) reports it.
+            if let Err(e) = self.msync(offset, len) {
+                tracing::error!(path = %self.path.display(), offset, len, error = %e, "msync failed in persist");
+            }
+        }
+    }
+
+    fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.msync(offset, len)
+    }
 }

@@ -17,20 +17,40 @@ pub enum PoolError {
     #[error("{path}: not a pfnfs pool (no pfnfs magic in either superblock slot)")]
     NotAPool { path: PathBuf },
     /// The pool was written by a format this build does not understand.
-    #[error("{path}: pool format version {found} is not supported (this pfnfs reads version {supported})")]
-    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
+    #[error(
+        "{path}: pool format version {found} is not supported (this pfnfs reads version {supported})"
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     /// Both superblock slots carry the magic but neither is intact.
     #[error("{path}: both superblock slots are damaged: A: {slot_a}; B: {slot_b}")]
-    SuperblockDamaged { path: PathBuf, slot_a: String, slot_b: String },
+    SuperblockDamaged {
+        path: PathBuf,
+        slot_a: String,
+        slot_b: String,
+    },
     /// The superblock describes a pool larger than the file or device holding it.
-    #[error("{path}: pool is truncated: superblock says {expected_bytes} bytes, the backing store has {actual_bytes}")]
-    Truncated { path: PathBuf, expected_bytes: u64, actual_bytes: u64 },
+    #[error(
+        "{path}: pool is truncated: superblock says {expected_bytes} bytes, the backing store has {actual_bytes}"
+    )]
+    Truncated {
+        path: PathBuf,
+        expected_bytes: u64,
+        actual_bytes: u64,
+    },
     /// A field of the superblock is out of range.
     #[error("{path}: superblock is inconsistent: {what}")]
     BadSuperblock { path: PathBuf, what: String },
     /// `create` was asked for a size that cannot hold a pool.
     #[error("{path}: invalid pool size {size_bytes} bytes: {why}")]
-    BadSize { path: PathBuf, size_bytes: u64, why: String },
+    BadSize {
+        path: PathBuf,
+        size_bytes: u64,
+        why: String,
+    },
     /// `create` refused to overwrite something.
     #[error("{path}: {why} (use --force to overwrite)")]
     WouldOverwrite { path: PathBuf, why: String },
@@ -39,7 +59,26 @@ pub enum PoolError {
     NotAFileOrDevice { path: PathBuf },
     /// A byte range outside the pool was asked for (a bug or a corrupt pointer).
     #[error("{path}: range {offset:#x}+{len:#x} lies outside the pool ({pool_bytes:#x} bytes)")]
-    OutOfRange { path: PathBuf, offset: u64, len: u64, pool_bytes: u64 },
+    OutOfRange {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        pool_bytes: u64,
+    },
+    /// A write, zero or superblock commit on a pool opened read-only.
+    #[error("{path}: the pool is open read-only")]
+    ReadOnly { path: PathBuf },
+    /// A write or zero over the pool header (superblock slots and reserved frames, PFN 0..512),
+    /// which only [`crate::Pool::commit_superblock`] and mkfs write.
+    #[error(
+        "{path}: range {offset:#x}+{len:#x} overlaps the pool header (bytes 0..{header_bytes:#x}), which only superblock commits write"
+    )]
+    HeaderRange {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        header_bytes: u64,
+    },
 }
 
 /// Why the allocator could not satisfy or accept a request.

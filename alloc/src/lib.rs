@@ -2,13 +2,17 @@
 //!
 //! - [`pfn`]: [`Pfn`] and [`PfnRange`], how pool memory is named.
 //! - [`layout`]: the on-pool layout constants (mirrored in docs/DESIGN.md).
-//! - [`backend`]: [`PoolBackend`], the only door to pool memory (mmap, RAM, crash simulator).
+//! - [`backend`]: [`PoolBackend`], the only door to pool memory (mmap, RAM, crash simulator):
+//!   [`MmapBackend`] for files and devices, [`MemBackend`] for RAM.
+//! - [`cpu_flush`]: cache-line write-back (CLWB/CLFLUSHOPT/CLFLUSH) and SFENCE, detected at
+//!   run time.
 //! - [`superblock`]: the two-slot superblock.
 //! - [`pool`]: [`Pool`], open/create with every check, range-checked access.
 //! - [`allocator`]: [`ExtentAllocator`], free space as extents in allocation groups.
 
 pub mod allocator;
 pub mod backend;
+pub mod cpu_flush;
 pub mod error;
 pub mod layout;
 pub mod pfn;
@@ -16,8 +20,8 @@ pub mod pool;
 pub mod superblock;
 
 pub use allocator::{AllocStats, ExtentAllocator};
-pub use backend::{Durability, PoolBackend};
+pub use backend::{BackingKind, Durability, MemBackend, MmapBackend, PoolBackend};
 pub use error::{AllocError, PoolError};
 pub use pfn::{FRAME_SHIFT, FRAME_SIZE, HUGE_FRAMES, Pfn, PfnRange};
 pub use pool::{CreateOptions, OpenOptions, Pool};
-pub use superblock::{CheckpointRef, Superblock};
+pub use superblock::{CheckpointRef, Superblock, SuperblockError};

@@ -3,13 +3,36 @@
 //! [`Pool`] validates and owns a [`PoolBackend`]. It checks every byte range it is given
 //! against the pool's length (returning [`PoolError::OutOfRange`], never panicking) and hands
 //! out borrowed slices of frames for reads.
+//!
+//! Invariants:
+//! - The geometry (size, log and data regions, uuid) is fixed when the pool is opened; only
+//!   `seq`, the checkpoint reference and the mounted flag change through
+//!   [`Pool::commit_superblock`].
+//! - The current superblock is in slot [`Slot::for_seq`]`(seq)`; a commit writes the other slot.
+//! - Nothing but `commit_superblock` (and mkfs) writes the header, PFN 0..[`LOG_START_PFN`]:
+//!   `write` and `zero` refuse it with [`PoolError::HeaderRange`].
+//! - A read-only pool never reaches the backend's `write`/`zero`/`sync`.
+//! - `open` writes nothing; in particular it never writes to a pool it refuses.
+//!
+//! Locking: the superblock mutex is held across a whole commit (write, persist, swap), so
+//! commits are serialised; readers of [`Pool::superblock`] see the old or the new one.
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::{Durability, PoolBackend};
+use parking_lot::Mutex;
+
+use crate::backend::{BackingKind, Durability, MmapBackend, PoolBackend, io_err};
 use crate::error::PoolError;
-use crate::pfn::{Pfn, PfnRange};
-use crate::superblock::Superblock;
+use crate::layout::{LOG_START_PFN, POOL_BYTES_MIN, SUPERBLOCK_BYTES};
+use crate::pfn::{FRAME_SIZE, HUGE_FRAMES, Pfn, PfnRange};
+use crate::superblock::{MAGIC, Slot, Superblock, SuperblockError};
+
+/// Bytes of the pool header (superblock slots and reserved frames), PFN 0..LOG_START_PFN.
+const HEADER_BYTES: u64 = LOG_START_PFN * FRAME_SIZE;
+/// Pools are sized in whole 2 MiB units.
+const POOL_ALIGN_BYTES: u64 = HUGE_FRAMES * FRAME_SIZE;
+/// `create` on a device refuses (without `force`) if any of these first bytes is non-zero.
+const DEVICE_PROBE_BYTES: u64 = 1 << 20;
 
 /// Options for [`Pool::create`].
 #[derive(Clone, Debug, Default)]
@@ -32,37 +55,316 @@ pub struct OpenOptions {
 pub struct Pool {
     name: PathBuf,
     backend: Box<dyn PoolBackend>,
-    superblock: parking_lot::Mutex<Superblock>,
+    superblock: Mutex<Superblock>,
     read_only: bool,
+    /// `superblock.pool_bytes`, fixed at open: every range is checked against it.
+    pool_bytes: u64,
+    /// The data region, fixed at open.
+    data: PfnRange,
+    /// Byte offset and length of the log, fixed at open.
+    log: (u64, u64),
+    /// `Msync`: superblock commits also msync (and report its errors). Backends given to
+    /// `format_backend`/`open_backend` handle durability themselves: `CacheLines` there.
+    durability: Durability,
 }
+
+/// How a slot decoded.
+type SlotResult = Result<Superblock, SuperblockError>;
 
 impl Pool {
     /// Creates (formats) a pool of `size_bytes` at `path`: a new sparse file, an existing file
     /// (refused if it is non-empty unless `force`), or a block/DAX device (size taken from the
     /// device when `size_bytes` is 0). Writes both superblock slots and persists them.
+    ///
+    /// The size is rounded down to a multiple of 2 MiB and must be at least
+    /// [`POOL_BYTES_MIN`]. A file pool is created sparse and only its header frames and first
+    /// log frame are written, so formatting takes the same time whatever the size.
     pub fn create(path: &Path, size_bytes: u64, opts: &CreateOptions) -> Result<Pool, PoolError> {
-        let _ = (path, size_bytes, opts);
-        todo!()
+        let bad_size = |size_bytes: u64, why: String| PoolError::BadSize {
+            path: path.to_path_buf(),
+            size_bytes,
+            why,
+        };
+        let round = |size: u64| -> Result<u64, PoolError> {
+            let rounded = size - size % POOL_ALIGN_BYTES;
+            if rounded < POOL_BYTES_MIN {
+                return Err(bad_size(
+                    size,
+                    format!(
+                        "a pool needs at least {POOL_BYTES_MIN} bytes (after rounding down to 2 MiB)"
+                    ),
+                ));
+            }
+            Ok(rounded)
+        };
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if size_bytes == 0 {
+                    return Err(bad_size(0, "a new file pool needs a size".into()));
+                }
+                let pool_bytes = round(size_bytes)?;
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .map_err(io_err(path, "create"))?;
+                // Remove the file again if formatting fails: we created it.
+                let mut guard = RemoveOnDrop(Some(path.to_path_buf()));
+                let pool = Pool::format_file(path, file, pool_bytes)?;
+                sync_parent_dir(path)?;
+                guard.0 = None;
+                Ok(pool)
+            }
+            Err(e) => Err(PoolError::Io {
+                path: path.to_path_buf(),
+                op: "stat",
+                source: e,
+            }),
+            Ok(meta) => {
+                let kind = crate::backend::classify(path, &meta)?;
+                let target = crate::backend::open_target(path, false)?;
+                match kind {
+                    BackingKind::File => {
+                        if size_bytes == 0 {
+                            return Err(bad_size(0, "a file pool needs a size".into()));
+                        }
+                        let pool_bytes = round(size_bytes)?;
+                        if target.len_bytes > 0 && !opts.force {
+                            let why = match probe_pool_file(&target.file, target.len_bytes) {
+                                Some(()) => "holds a pfnfs pool".to_string(),
+                                None => format!("file is not empty ({} bytes)", target.len_bytes),
+                            };
+                            return Err(PoolError::WouldOverwrite {
+                                path: path.to_path_buf(),
+                                why,
+                            });
+                        }
+                        // Truncating to zero first drops every old block: the new pool reads
+                        // as zeros everywhere and stays sparse.
+                        target.file.set_len(0).map_err(io_err(path, "truncate"))?;
+                        Pool::format_file(path, target.file, pool_bytes)
+                    }
+                    BackingKind::BlockDevice | BackingKind::DaxDevice => {
+                        let device_bytes = target.len_bytes;
+                        if size_bytes > device_bytes {
+                            return Err(bad_size(
+                                size_bytes,
+                                format!("larger than the device ({device_bytes} bytes)"),
+                            ));
+                        }
+                        let pool_bytes = round(if size_bytes == 0 {
+                            device_bytes
+                        } else {
+                            size_bytes
+                        })?;
+                        let backend = MmapBackend::map(path, target, false, Durability::Msync)?;
+                        if !opts.force {
+                            check_device_unused(path, &backend)?;
+                        }
+                        let mut pool = Pool::format_on(
+                            path.to_path_buf(),
+                            Box::new(backend),
+                            pool_bytes,
+                            true,
+                        )?;
+                        pool.durability = Durability::Msync;
+                        pool.sync(0, pool.data.start.byte_offset())?;
+                        Ok(pool)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Formats a freshly truncated (all-zero, sparse) file.
+    fn format_file(path: &Path, file: std::fs::File, pool_bytes: u64) -> Result<Pool, PoolError> {
+        file.set_len(pool_bytes)
+            .map_err(io_err(path, "set the file length"))?;
+        let target = crate::backend::Target {
+            file,
+            kind: BackingKind::File,
+            len_bytes: pool_bytes,
+        };
+        let backend = MmapBackend::map(path, target, false, Durability::CacheLines)?;
+        let pool = Pool::format_on(path.to_path_buf(), Box::new(backend), pool_bytes, false)?;
+        // The superblocks and the first log frame are all mkfs wrote; msync them, then fsync
+        // for the file's size.
+        pool.sync(0, pool.log.0 + FRAME_SIZE)?;
+        let file = std::fs::File::open(path).map_err(io_err(path, "reopen"))?;
+        file.sync_all().map_err(io_err(path, "fsync"))?;
+        Ok(pool)
     }
 
     /// Opens an existing pool, checking magic, version, checksums and sizes. Never writes to a
     /// pool it refuses.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Pool, PoolError> {
-        let _ = (path, opts);
-        todo!()
+        let target = crate::backend::open_target(path, opts.read_only)?;
+        if target.len_bytes < Slot::B.offset() + FRAME_SIZE {
+            return Err(refuse_tiny(path, &target.file, target.len_bytes));
+        }
+        let backend = MmapBackend::map(path, target, opts.read_only, opts.durability)?;
+        let mut pool = Pool::open_on(path.to_path_buf(), Box::new(backend), opts.read_only)?;
+        pool.durability = opts.durability;
+        Ok(pool)
     }
 
     /// Formats a pool on an arbitrary backend (tests, crash simulation). `name` is used in
     /// error messages.
+    ///
+    /// The pool takes the backend's length rounded down to 2 MiB. The header frames and the
+    /// whole log are zeroed, so an old image on the backend leaves nothing behind that log
+    /// replay could mistake for records.
     pub fn format_backend(name: &str, backend: Box<dyn PoolBackend>) -> Result<Pool, PoolError> {
-        let _ = (name, backend);
-        todo!()
+        let len = backend.len_bytes();
+        let pool_bytes = len - len % POOL_ALIGN_BYTES;
+        if pool_bytes < POOL_BYTES_MIN {
+            return Err(PoolError::BadSize {
+                path: PathBuf::from(name),
+                size_bytes: len,
+                why: format!(
+                    "a pool needs at least {POOL_BYTES_MIN} bytes (after rounding down to 2 MiB)"
+                ),
+            });
+        }
+        Pool::format_on(PathBuf::from(name), backend, pool_bytes, true)
+    }
+
+    /// Writes a new pool of `pool_bytes` onto `backend`: zeroes the header (and the whole log
+    /// if `zero_log`, else its first frame), writes slot B with seq 1, persists, writes slot A
+    /// with seq 2, persists. A crash in between leaves either no pool or a pool whose slot B is
+    /// current: both are valid outcomes of an interrupted mkfs.
+    fn format_on(
+        name: PathBuf,
+        backend: Box<dyn PoolBackend>,
+        pool_bytes: u64,
+        zero_log: bool,
+    ) -> Result<Pool, PoolError> {
+        let uuid = new_uuid();
+        let created_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut sb = Superblock::for_new_pool(pool_bytes, uuid, created_secs).map_err(|e| {
+            PoolError::BadSize {
+                path: name.clone(),
+                size_bytes: pool_bytes,
+                why: e.to_string(),
+            }
+        })?;
+        let mut pool = Pool::from_parts(name, backend, sb.clone(), false);
+        let (log_off, log_len) = pool.log;
+        let be = &pool.backend;
+        if zero_log {
+            be.zero(0, HEADER_BYTES);
+            be.zero(log_off, log_len);
+            be.persist(0, HEADER_BYTES);
+            be.persist(log_off, log_len);
+        } else {
+            be.zero(0, 2 * FRAME_SIZE);
+            be.zero(log_off, FRAME_SIZE);
+            be.persist(0, 2 * FRAME_SIZE);
+            be.persist(log_off, FRAME_SIZE);
+        }
+        debug_assert_eq!(sb.slot(), Slot::B);
+        write_slot(be.as_ref(), &sb);
+        let slot_b = sb.clone();
+        sb.seq = 2;
+        write_slot(be.as_ref(), &sb);
+        // Pair assertion: what we wrote reads back as what we meant.
+        for expected in [&slot_b, &sb] {
+            let slot = expected.slot();
+            match Superblock::decode(be.read(slot.offset(), SUPERBLOCK_BYTES)) {
+                Ok(got) if got == *expected => {}
+                other => {
+                    return Err(PoolError::BadSuperblock {
+                        path: pool.name.clone(),
+                        what: format!("slot {slot} does not read back after mkfs: {other:?}"),
+                    });
+                }
+            }
+        }
+        *pool.superblock.get_mut() = sb;
+        Ok(pool)
     }
 
     /// Opens a pool on an arbitrary backend with the same checks as [`Pool::open`].
-    pub fn open_backend(name: &str, backend: Box<dyn PoolBackend>, read_only: bool) -> Result<Pool, PoolError> {
-        let _ = (name, backend, read_only);
-        todo!()
+    pub fn open_backend(
+        name: &str,
+        backend: Box<dyn PoolBackend>,
+        read_only: bool,
+    ) -> Result<Pool, PoolError> {
+        if backend.len_bytes() < Slot::B.offset() + FRAME_SIZE {
+            let len = backend.len_bytes();
+            let head = backend.read(0, len.min(SUPERBLOCK_BYTES as u64) as usize);
+            return Err(refuse_tiny_bytes(Path::new(name), head, len));
+        }
+        Pool::open_on(PathBuf::from(name), backend, read_only)
+    }
+
+    /// The checks of `open` on a backend at least two frames long.
+    fn open_on(
+        name: PathBuf,
+        backend: Box<dyn PoolBackend>,
+        read_only: bool,
+    ) -> Result<Pool, PoolError> {
+        let decode = |slot: Slot| -> SlotResult {
+            let sb = Superblock::decode(backend.read(slot.offset(), SUPERBLOCK_BYTES))?;
+            if sb.slot() != slot {
+                return Err(SuperblockError::BadField {
+                    field: "seq",
+                    why: format!(
+                        "seq {} does not belong in slot {slot} (A holds even, B odd sequences)",
+                        sb.seq
+                    ),
+                });
+            }
+            Ok(sb)
+        };
+        let a = decode(Slot::A);
+        let b = decode(Slot::B);
+        let sb = choose_slot(&name, a, b)?;
+        let actual_bytes = backend.len_bytes();
+        if sb.pool_bytes > actual_bytes {
+            return Err(PoolError::Truncated {
+                path: name,
+                expected_bytes: sb.pool_bytes,
+                actual_bytes,
+            });
+        }
+        if sb.pool_bytes < actual_bytes {
+            tracing::debug!(pool = %name.display(), pool_bytes = sb.pool_bytes, actual_bytes, "backing store is larger than the pool");
+        }
+        Ok(Pool::from_parts(name, backend, sb, read_only))
+    }
+
+    fn from_parts(
+        name: PathBuf,
+        backend: Box<dyn PoolBackend>,
+        sb: Superblock,
+        read_only: bool,
+    ) -> Pool {
+        // `sb` passed `validate`: the regions are non-empty and inside the pool.
+        let data = PfnRange {
+            start: Pfn(sb.data_start_pfn),
+            len: sb.data_frames,
+        };
+        let log = (sb.log_start_pfn * FRAME_SIZE, sb.log_frames * FRAME_SIZE);
+        Pool {
+            name,
+            backend,
+            pool_bytes: sb.pool_bytes,
+            data,
+            log,
+            superblock: Mutex::new(sb),
+            read_only,
+            durability: Durability::CacheLines,
+        }
+    }
+
+    /// Gives the backend back (tests: reopen the same memory after dropping the pool).
+    pub fn into_backend(self) -> Box<dyn PoolBackend> {
+        self.backend
     }
 
     /// The pool's path or name, for messages.
@@ -82,76 +384,363 @@ impl Pool {
 
     /// Writes `sb` (with `seq` set to current + 1) into the slot that does not hold the
     /// current superblock, persists it, and makes it current.
-    pub fn commit_superblock(&self, sb: Superblock) -> Result<(), PoolError> {
-        let _ = sb;
-        todo!()
+    ///
+    /// Only `checkpoint`, `mounted` (and `seq`, which is overwritten) may differ from the
+    /// current superblock; a change to the geometry, uuid or version is refused with
+    /// [`PoolError::BadSuperblock`], as is a checkpoint outside the data region. With
+    /// [`Durability::Msync`] the slot is also msynced before the commit counts.
+    pub fn commit_superblock(&self, mut sb: Superblock) -> Result<(), PoolError> {
+        if self.read_only {
+            return Err(PoolError::ReadOnly {
+                path: self.name.clone(),
+            });
+        }
+        let mut current = self.superblock.lock();
+        let bad = |what: String| PoolError::BadSuperblock {
+            path: self.name.clone(),
+            what,
+        };
+        sb.seq = current
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| bad("seq would overflow".into()))?;
+        let mut fixed = sb.clone();
+        fixed.checkpoint = current.checkpoint;
+        fixed.mounted = current.mounted;
+        fixed.seq = current.seq;
+        if fixed != *current {
+            return Err(bad(format!(
+                "commit may change only the checkpoint and the mounted flag: {sb:?} vs current {:?}",
+                *current
+            )));
+        }
+        sb.validate().map_err(|e| bad(e.to_string()))?;
+        let slot = sb.slot();
+        debug_assert_ne!(slot, current.slot());
+        write_slot(self.backend.as_ref(), &sb);
+        if self.durability == Durability::Msync {
+            self.backend
+                .sync(slot.offset(), SUPERBLOCK_BYTES as u64)
+                .map_err(io_err(&self.name, "msync the superblock"))?;
+        }
+        match Superblock::decode(self.backend.read(slot.offset(), SUPERBLOCK_BYTES)) {
+            Ok(back) if back == sb => {}
+            other => {
+                return Err(bad(format!(
+                    "slot {slot} does not read back after commit: {other:?}"
+                )));
+            }
+        }
+        *current = sb;
+        Ok(())
     }
 
-    /// Total bytes in the pool.
+    /// Total bytes in the pool (`pool_bytes` of the superblock; the backing store may be
+    /// larger).
     pub fn len_bytes(&self) -> u64 {
-        self.backend.len_bytes()
+        self.pool_bytes
     }
 
     /// The data region (file frames and checkpoint frames).
     pub fn data_region(&self) -> PfnRange {
-        todo!()
+        self.data
     }
 
     /// Byte offset and length of the metadata log region.
     pub fn log_region(&self) -> (u64, u64) {
-        todo!()
+        self.log
+    }
+
+    /// Checks `offset + len <= pool_bytes`.
+    fn check(&self, offset: u64, len: u64) -> Result<(), PoolError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.pool_bytes => Ok(()),
+            _ => Err(PoolError::OutOfRange {
+                path: self.name.clone(),
+                offset,
+                len,
+                pool_bytes: self.pool_bytes,
+            }),
+        }
+    }
+
+    /// Checks a range for writing: inside the pool, outside the header, pool writable.
+    fn check_write(&self, offset: u64, len: u64) -> Result<(), PoolError> {
+        self.check(offset, len)?;
+        if self.read_only {
+            return Err(PoolError::ReadOnly {
+                path: self.name.clone(),
+            });
+        }
+        if len > 0 && offset < HEADER_BYTES {
+            return Err(PoolError::HeaderRange {
+                path: self.name.clone(),
+                offset,
+                len,
+                header_bytes: HEADER_BYTES,
+            });
+        }
+        Ok(())
     }
 
     /// Borrows `len` bytes at byte `offset`.
     pub fn read(&self, offset: u64, len: usize) -> Result<&[u8], PoolError> {
-        let _ = (offset, len);
-        todo!()
+        let len64 = u64::try_from(len).unwrap_or(u64::MAX);
+        self.check(offset, len64)?;
+        if len == 0 {
+            return Ok(&[]);
+        }
+        Ok(self.backend.read(offset, len))
     }
 
     /// Borrows the bytes of a frame range.
     pub fn frames(&self, range: PfnRange) -> Result<&[u8], PoolError> {
-        let _ = range;
-        todo!()
+        let out_of_range = || PoolError::OutOfRange {
+            path: self.name.clone(),
+            offset: range.start.byte_offset(),
+            len: range.len.saturating_mul(FRAME_SIZE),
+            pool_bytes: self.pool_bytes,
+        };
+        let offset = range
+            .start
+            .0
+            .checked_mul(FRAME_SIZE)
+            .ok_or_else(out_of_range)?;
+        let len = range.len.checked_mul(FRAME_SIZE).ok_or_else(out_of_range)?;
+        let len = usize::try_from(len).map_err(|_| out_of_range())?;
+        self.read(offset, len)
     }
 
     /// Stores `data` at byte `offset` (not yet durable).
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), PoolError> {
-        let _ = (offset, data);
-        todo!()
+        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        self.check_write(offset, len)?;
+        if !data.is_empty() {
+            self.backend.write(offset, data);
+        }
+        Ok(())
     }
 
     /// Stores zeros over `len` bytes at `offset` (not yet durable).
     pub fn zero(&self, offset: u64, len: u64) -> Result<(), PoolError> {
-        let _ = (offset, len);
-        todo!()
+        self.check_write(offset, len)?;
+        if len > 0 {
+            self.backend.zero(offset, len);
+        }
+        Ok(())
     }
 
     /// Starts write-back of the cache lines of a byte range (no fence).
     pub fn flush(&self, offset: u64, len: u64) -> Result<(), PoolError> {
-        let _ = (offset, len);
-        todo!()
+        self.check(offset, len)?;
+        if len > 0 && !self.read_only {
+            self.backend.flush(offset, len);
+        }
+        Ok(())
     }
 
     /// Completes earlier flushes.
     pub fn fence(&self) {
-        todo!()
+        self.backend.fence();
     }
 
     /// Flush + fence of a byte range.
     pub fn persist(&self, offset: u64, len: u64) -> Result<(), PoolError> {
-        let _ = (offset, len);
-        todo!()
+        self.check(offset, len)?;
+        if self.read_only {
+            return Ok(());
+        }
+        if len > 0 {
+            self.backend.persist(offset, len);
+        } else {
+            self.backend.fence();
+        }
+        Ok(())
     }
 
     /// msync-style durability of a byte range on the backing store (fsync path).
     pub fn sync(&self, offset: u64, len: u64) -> Result<(), PoolError> {
-        let _ = (offset, len);
-        todo!()
+        self.check(offset, len)?;
+        if len == 0 || self.read_only {
+            return Ok(());
+        }
+        self.backend
+            .sync(offset, len)
+            .map_err(io_err(&self.name, "msync"))
     }
 
     /// Byte offset of a frame, checked against the pool.
     pub fn frame_offset(&self, pfn: Pfn) -> Result<u64, PoolError> {
-        let _ = pfn;
-        todo!()
+        match pfn.0.checked_mul(FRAME_SIZE) {
+            Some(offset) if offset < self.pool_bytes => Ok(offset),
+            _ => Err(PoolError::OutOfRange {
+                path: self.name.clone(),
+                offset: pfn.byte_offset(),
+                len: FRAME_SIZE,
+                pool_bytes: self.pool_bytes,
+            }),
+        }
+    }
+}
+
+/// Encodes `sb` into its slot and persists it (the rest of the slot's frame stays zero).
+fn write_slot(backend: &dyn PoolBackend, sb: &Superblock) {
+    let offset = sb.slot().offset();
+    backend.write(offset, &sb.encode());
+    backend.persist(offset, SUPERBLOCK_BYTES as u64);
+}
+
+/// Picks the superblock to open from the two slot results (see docs/DESIGN.md, 3.2).
+fn choose_slot(name: &Path, a: SlotResult, b: SlotResult) -> Result<Superblock, PoolError> {
+    use SuperblockError::{BadField, BadMagic, UnsupportedVersion};
+    let path = || name.to_path_buf();
+    // A newer format in either slot: a newer pfnfs has written this pool, and the older slot
+    // may no longer describe it. Refuse rather than open a stale view.
+    for r in [&a, &b] {
+        if let Err(UnsupportedVersion { found }) = r
+            && *found > crate::superblock::FORMAT_VERSION
+        {
+            return Err(PoolError::UnsupportedVersion {
+                path: path(),
+                found: *found,
+                supported: crate::superblock::FORMAT_VERSION,
+            });
+        }
+    }
+    match (a, b) {
+        (Ok(a), Ok(b)) => {
+            let (newer, older) = if a.seq > b.seq { (a, b) } else { (b, a) };
+            if (newer.uuid, newer.pool_bytes) != (older.uuid, older.pool_bytes) {
+                tracing::warn!(pool = %name.display(), "the superblock slots describe different pools; using the newer (seq {})", newer.seq);
+            }
+            Ok(newer)
+        }
+        (Ok(sb), Err(e)) | (Err(e), Ok(sb)) => {
+            let bad_slot = sb.slot().other();
+            tracing::warn!(pool = %name.display(), "superblock slot {bad_slot} is damaged ({e}); opening from slot {} (seq {})", sb.slot(), sb.seq);
+            Ok(sb)
+        }
+        (Err(BadMagic { .. }), Err(BadMagic { .. })) => Err(PoolError::NotAPool { path: path() }),
+        (Err(ea), Err(eb)) => {
+            // Checksum-valid but inconsistent superblocks are not media damage but a bug or a
+            // crafted pool: say what is inconsistent.
+            let inconsistent: Vec<String> = [(Slot::A, &ea), (Slot::B, &eb)]
+                .into_iter()
+                .filter(|(_, e)| matches!(e, BadField { .. }))
+                .map(|(slot, e)| format!("slot {slot}: {e}"))
+                .collect();
+            if !inconsistent.is_empty() {
+                return Err(PoolError::BadSuperblock {
+                    path: path(),
+                    what: inconsistent.join("; "),
+                });
+            }
+            Err(PoolError::SuperblockDamaged {
+                path: path(),
+                slot_a: ea.to_string(),
+                slot_b: eb.to_string(),
+            })
+        }
+    }
+}
+
+/// The error for a backing store too small to hold both superblock slots, from its first bytes.
+fn refuse_tiny_bytes(path: &Path, head: &[u8], actual_bytes: u64) -> PoolError {
+    if head.len() >= MAGIC.len() && head[..MAGIC.len()] == MAGIC {
+        let off = crate::superblock::field::POOL_BYTES.offset;
+        let expected_bytes = head
+            .get(off..off + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(POOL_BYTES_MIN);
+        PoolError::Truncated {
+            path: path.to_path_buf(),
+            expected_bytes,
+            actual_bytes,
+        }
+    } else {
+        PoolError::NotAPool {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+/// As [`refuse_tiny_bytes`], reading the head of a file too small to map usefully.
+fn refuse_tiny(path: &Path, file: &std::fs::File, len_bytes: u64) -> PoolError {
+    use std::os::unix::fs::FileExt;
+    let mut head = vec![0u8; len_bytes.min(SUPERBLOCK_BYTES as u64) as usize];
+    match file.read_exact_at(&mut head, 0) {
+        Ok(()) => refuse_tiny_bytes(path, &head, len_bytes),
+        Err(e) => PoolError::Io {
+            path: path.to_path_buf(),
+            op: "read",
+            source: e,
+        },
+    }
+}
+
+/// `Some(())` if either superblock slot of the file starts with the pfnfs magic.
+fn probe_pool_file(file: &std::fs::File, len_bytes: u64) -> Option<()> {
+    use std::os::unix::fs::FileExt;
+    [Slot::A, Slot::B].into_iter().find_map(|slot| {
+        if slot.offset() + MAGIC.len() as u64 > len_bytes {
+            return None;
+        }
+        let mut magic = [0u8; 8];
+        file.read_exact_at(&mut magic, slot.offset()).ok()?;
+        (magic == MAGIC).then_some(())
+    })
+}
+
+/// Refuses a device that holds a pfnfs pool or any non-zero byte in its first MiB (a
+/// partition table, another filesystem's superblock).
+fn check_device_unused(path: &Path, backend: &MmapBackend) -> Result<(), PoolError> {
+    let len = backend.len_bytes();
+    let probe = backend.read(0, len.min(DEVICE_PROBE_BYTES) as usize);
+    for slot in [Slot::A, Slot::B] {
+        let off = slot.offset() as usize;
+        if probe.get(off..off + MAGIC.len()) == Some(&MAGIC[..]) {
+            return Err(PoolError::WouldOverwrite {
+                path: path.to_path_buf(),
+                why: "device holds a pfnfs pool".into(),
+            });
+        }
+    }
+    if let Some(pos) = probe.iter().position(|&b| b != 0) {
+        return Err(PoolError::WouldOverwrite {
+            path: path.to_path_buf(),
+            why: format!("device holds data (non-zero byte at offset {pos})"),
+        });
+    }
+    Ok(())
+}
+
+/// A random (version 4) UUID.
+fn new_uuid() -> [u8; 16] {
+    let mut uuid: [u8; 16] = rand::random();
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    uuid
+}
+
+/// fsyncs the directory holding `path`, so that a new file's name survives a power cut.
+fn sync_parent_dir(path: &Path) -> Result<(), PoolError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::File::open(parent).map_err(io_err(path, "open the parent directory"))?;
+    dir.sync_all()
+        .map_err(io_err(path, "fsync the parent directory"))
+}
+
+/// Removes a file on drop unless forgotten: undoes a half-made pool file.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }

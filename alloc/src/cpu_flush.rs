@@ -1,0 +1,193 @@
+//! CPU cache-line write-back and store fences: how a store becomes durable on real PMEM.
+//!
+//! The instruction is chosen once, at run time, from CPUID (leaf 7, EBX bits 23/24):
+//! CLWB (write back, line stays cached) if the CPU has it, else CLFLUSHOPT (write back and
+//! evict, weakly ordered), else CLFLUSH (every x86-64 CPU has it; strongly ordered, slow).
+//! `std::arch::is_x86_feature_detected!` does not know `clwb`/`clflushopt`, hence CPUID.
+//!
+//! On other architectures there is no user-level cache-line flush we rely on: [`FlushInstr`]
+//! is [`FlushInstr::None`], flushing does nothing and the fence is a `SeqCst` fence; durability
+//! of a file-backed pool then comes from msync alone.
+//!
+//! Invariants:
+//! - [`flush_range`] touches only the 64-byte lines overlapping the range it is given and never
+//!   writes memory (the flush instructions only write back what is already there).
+//! - A flush is complete only after a later [`fence`].
+
+use std::sync::OnceLock;
+
+/// Bytes in one CPU cache line: the unit of write-back.
+pub const CACHE_LINE_BYTES: usize = 64;
+
+/// The instruction used to write back a cache line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushInstr {
+    /// `CLWB`: writes the line back and may keep it cached. Weakly ordered: needs SFENCE.
+    Clwb,
+    /// `CLFLUSHOPT`: writes back and invalidates. Weakly ordered: needs SFENCE.
+    Clflushopt,
+    /// `CLFLUSH`: writes back and invalidates, ordered with other CLFLUSHes and stores.
+    Clflush,
+    /// No cache-line flush (not x86-64): flushing is a no-op.
+    None,
+}
+
+impl FlushInstr {
+    /// The instruction's assembler name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlushInstr::Clwb => "clwb",
+            FlushInstr::Clflushopt => "clflushopt",
+            FlushInstr::Clflush => "clflush",
+            FlushInstr::None => "none",
+        }
+    }
+
+    /// True if this CPU can execute the instruction (`None` always can).
+    pub fn is_supported(self) -> bool {
+        match self {
+            FlushInstr::None => true,
+            FlushInstr::Clflush => cfg!(target_arch = "x86_64"),
+            FlushInstr::Clflushopt | FlushInstr::Clwb => {
+                let (clflushopt, clwb) = cpuid_flush_bits();
+                if self == FlushInstr::Clwb {
+                    clwb
+                } else {
+                    clflushopt
+                }
+            }
+        }
+    }
+}
+
+/// The best flush instruction of this CPU, detected once.
+pub fn detected() -> FlushInstr {
+    static DETECTED: OnceLock<FlushInstr> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        if !cfg!(target_arch = "x86_64") {
+            return FlushInstr::None;
+        }
+        let (clflushopt, clwb) = cpuid_flush_bits();
+        if clwb {
+            FlushInstr::Clwb
+        } else if clflushopt {
+            FlushInstr::Clflushopt
+        } else {
+            FlushInstr::Clflush
+        }
+    })
+}
+
+/// `(clflushopt, clwb)` from CPUID leaf 7 sub-leaf 0, EBX bits 23 and 24.
+#[cfg(target_arch = "x86_64")]
+fn cpuid_flush_bits() -> (bool, bool) {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // SAFETY: CPUID exists on every x86-64 CPU and only reads identification registers. (The
+    // intrinsics are safe functions on newer toolchains, hence the allow.)
+    #[allow(unused_unsafe)]
+    let max_leaf = unsafe { __cpuid(0) }.eax;
+    if max_leaf < 7 {
+        return (false, false);
+    }
+    // SAFETY: as above; leaf 7 exists since max_leaf >= 7.
+    #[allow(unused_unsafe)]
+    let ebx = unsafe { __cpuid_count(7, 0) }.ebx;
+    (ebx & (1 << 23) != 0, ebx & (1 << 24) != 0)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpuid_flush_bits() -> (bool, bool) {
+    (false, false)
+}
+
+/// Writes back every cache line overlapping `[ptr, ptr + len)` with `instr`, without waiting.
+///
+/// # Safety
+/// `[ptr, ptr + len)` must lie inside one live mapping or allocation readable by this process,
+/// and `instr` must be supported by this CPU ([`FlushInstr::is_supported`]).
+pub unsafe fn flush_range(instr: FlushInstr, ptr: *const u8, len: usize) {
+    if len == 0 || instr == FlushInstr::None {
+        return;
+    }
+    let start = (ptr as usize) & !(CACHE_LINE_BYTES - 1);
+    // `ptr + len` does not overflow: the range lies inside one allocation (caller's contract).
+    let end = ptr as usize + len;
+    let mut line = start;
+    while line < end {
+        // SAFETY: `line` is the start of a cache line overlapping the caller's range, so it is
+        // mapped (a mapping and an allocation consist of whole pages, which hold whole lines),
+        // and the caller guarantees the CPU supports `instr`.
+        unsafe { flush_line(instr, line as *const u8) };
+        line += CACHE_LINE_BYTES;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn flush_line(instr: FlushInstr, line: *const u8) {
+    match instr {
+        // SAFETY (all three arms): the caller guarantees `line` is mapped and the instruction
+        // is supported; the flush instructions neither write memory visible to Rust nor use
+        // the stack or flags.
+        FlushInstr::Clwb => unsafe {
+            std::arch::asm!("clwb [{0}]", in(reg) line, options(nostack, preserves_flags, readonly));
+        },
+        FlushInstr::Clflushopt => unsafe {
+            std::arch::asm!("clflushopt [{0}]", in(reg) line, options(nostack, preserves_flags, readonly));
+        },
+        FlushInstr::Clflush => unsafe { std::arch::x86_64::_mm_clflush(line) },
+        FlushInstr::None => {}
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn flush_line(_instr: FlushInstr, _line: *const u8) {}
+
+/// Orders and completes all earlier flushes of this thread (SFENCE on x86-64).
+pub fn fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SFENCE has no memory operands and SSE is part of the x86-64 baseline. (Safe
+    // function on newer toolchains, hence the allow.)
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_supported_instruction_flushes_unaligned_ranges() {
+        let buf = vec![7u8; 3 * 4096];
+        for instr in [
+            FlushInstr::Clwb,
+            FlushInstr::Clflushopt,
+            FlushInstr::Clflush,
+            FlushInstr::None,
+        ] {
+            if !instr.is_supported() {
+                continue;
+            }
+            for (off, len) in [
+                (0, 1),
+                (1, 63),
+                (63, 2),
+                (100, 4000),
+                (0, buf.len()),
+                (5, 0),
+            ] {
+                // SAFETY: the range lies inside `buf`; `instr` is supported.
+                unsafe { flush_range(instr, buf.as_ptr().wrapping_add(off), len) };
+            }
+            fence();
+        }
+        assert!(
+            buf.iter().all(|&b| b == 7),
+            "flushing must not change memory"
+        );
+        assert!(detected().is_supported());
+    }
+}
