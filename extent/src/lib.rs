@@ -6,6 +6,8 @@
 //!   and zero runs (reads, no copy); writes land in place, allocating for holes with a goal
 //!   so that sequential files stay contiguous.
 
+#![forbid(unsafe_code)]
+
 pub mod io;
 pub mod map;
 
