@@ -1,6 +1,19 @@
 //! pfnfs-fs: the filesystem.
 //!
-//! TODO: map of modules.
+//! - [`inode`]: inodes, attributes and directories in RAM (stable readdir cookies).
+//! - [`journal`]: the metadata redo log and the checkpoint format: how RAM state becomes
+//!   durable and comes back at mount.
+//! - [`volume`]: [`volume::Volume`], the mounted filesystem: every operation, validated,
+//!   journaled, then applied by the same code replay uses. Locking rules live there.
+//! - [`fuse`]: the fuser adapter (errno conversion happens there and nowhere else).
+//! - [`serve`] / [`report`]: mounting a pool, and reading its figures.
+
+pub mod error;
+pub mod fuse;
+pub mod inode;
+pub mod journal;
+mod serve_impl;
+pub mod volume;
 
 use std::path::PathBuf;
 
@@ -53,8 +66,7 @@ pub struct MountConfig {
 /// Mounts the pool and serves it until unmounted (or SIGTERM/SIGINT). Calls `ready` once the
 /// mount is live. Persists everything before returning.
 pub fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), String> {
-    let _ = (config, ready);
-    todo!()
+    serve_impl::serve(config, ready)
 }
 
 /// Figures `pfnfs stat` prints, read from a pool (mounted or not) without writing to it.
@@ -96,6 +108,5 @@ pub struct PoolReport {
 
 /// Reads a pool read-only (replaying its log in memory) and reports its figures.
 pub fn report(pool: &std::path::Path) -> Result<PoolReport, String> {
-    let _ = pool;
-    todo!()
+    serve_impl::report(pool)
 }

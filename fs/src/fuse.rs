@@ -1,0 +1,477 @@
+//! The FUSE adapter: translates fuser requests into [`Volume`] calls and [`FsError`]s into
+//! errnos. No filesystem logic lives here.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::Mode;
+use crate::error::FsError;
+use crate::inode::{Attr, Kind, Time};
+use crate::volume::{Caller, Entry, SeekWhence, SetAttr, Volume};
+
+/// How long the kernel may cache attributes and names. Every change goes through this
+/// daemon, which answers each one with fresh attributes, so caching is safe.
+const TTL: Duration = Duration::from_secs(1);
+
+/// The fuser filesystem over a [`Volume`].
+#[derive(Debug)]
+pub struct PfnFuse {
+    vol: Arc<Volume>,
+    mode: Mode,
+}
+
+impl PfnFuse {
+    /// Serves `vol` in `mode`.
+    pub fn new(vol: Arc<Volume>, mode: Mode) -> PfnFuse {
+        PfnFuse { vol, mode }
+    }
+
+    fn open_flags(&self) -> FopenFlags {
+        match self.mode {
+            Mode::Direct => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+            Mode::Buffered => FopenFlags::FOPEN_KEEP_CACHE,
+        }
+    }
+}
+
+fn errno(e: FsError) -> Errno {
+    if e.errno == libc::EIO {
+        tracing::error!("{}", e.msg);
+    } else {
+        tracing::debug!("{}", e.msg);
+    }
+    Errno::from_i32(e.errno)
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+        Kind::Socket => FileType::Socket,
+    }
+}
+
+fn file_attr(ino: u64, a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.atime.to_system(),
+        mtime: a.mtime.to_system(),
+        ctime: a.ctime.to_system(),
+        crtime: a.crtime.to_system(),
+        kind: file_type(a.kind()),
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid() }
+}
+
+fn time_or_now(t: TimeOrNow) -> Time {
+    match t {
+        TimeOrNow::SpecificTime(t) => Time::from_system(t),
+        TimeOrNow::Now => Time::now(),
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, r: Result<Entry, FsError>) {
+    match r {
+        Ok(e) => reply.entry(&TTL, &file_attr(e.ino, &e.attr), Generation(e.attr.generation)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), FsError>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, r: Result<Vec<u8>, FsError>, size: u32) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+impl Filesystem for PfnFuse {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        if self.mode == Mode::Buffered {
+            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        for flag in wanted.iter() {
+            if config.add_capabilities(flag).is_err() {
+                tracing::info!("kernel does not offer {flag:?}");
+            }
+        }
+        Ok(())
+    }
+
+    fn destroy(&mut self) {}
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        reply_entry(reply, self.vol.lookup(parent.0, name.as_bytes()));
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.vol.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vol.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &file_attr(ino.0, &a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let r = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_or_now),
+            mtime: mtime.map(time_or_now),
+            ctime: ctime.map(Time::from_system),
+        };
+        match self.vol.setattr(caller(req), ino.0, r) {
+            Ok(a) => reply.attr(&TTL, &file_attr(ino.0, &a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vol.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        reply_entry(reply, self.vol.mknod(caller(req), parent.0, name.as_bytes(), mode, rdev));
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        reply_entry(reply, self.vol.mkdir(caller(req), parent.0, name.as_bytes(), mode));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.vol.remove(parent.0, name.as_bytes(), false));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.vol.remove(parent.0, name.as_bytes(), true));
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        reply_entry(reply, self.vol.symlink(caller(req), parent.0, link_name.as_bytes(), target.as_os_str().as_bytes()));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.vol.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), flags.bits()));
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        reply_entry(reply, self.vol.link(ino.0, newparent.0, newname.as_bytes()));
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        match self.vol.open(ino.0, write) {
+            Ok(()) => {
+                if flags.0 & libc::O_TRUNC != 0 && write {
+                    let r = SetAttr { size: Some(0), ..Default::default() };
+                    if let Err(e) = self.vol.setattr(caller(req), ino.0, r) {
+                        self.vol.release(ino.0);
+                        return reply.error(errno(e));
+                    }
+                }
+                reply.opened(FileHandle(0), self.open_flags())
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let mut reply = Some(reply);
+        let r = self.vol.read(ino.0, offset, size, |bytes| {
+            if let Some(rep) = reply.take() {
+                rep.data(bytes)
+            }
+        });
+        if let (Err(e), Some(rep)) = (r, reply) {
+            rep.error(errno(e));
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.vol.write(caller(req), ino.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.vol.release(ino.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply_empty(reply, self.vol.fsync(ino.0));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.vol.getattr(ino.0) {
+            Ok(a) if a.kind() == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let r = self.vol.readdir(ino.0, offset, |child, next, kind, name| {
+            reply.add(INodeNo(child), next, file_type(kind), OsStr::from_bytes(name))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let vol = &self.vol;
+        let r = vol.readdir(ino.0, offset, |child, next, _kind, name| {
+            let is_dot = name == b"." || name == b"..";
+            let attr = match vol.getattr(child) {
+                Ok(a) => a,
+                Err(_) => return false,
+            };
+            let full = reply.add(INodeNo(child), next, OsStr::from_bytes(name), &TTL, &file_attr(child, &attr), Generation(attr.generation));
+            if !full && !is_dot {
+                vol.add_lookup(child);
+            }
+            full
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply_empty(reply, self.vol.fsync(ino.0));
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.vol.statfs();
+        reply.statfs(
+            s.total_frames,
+            s.free_frames,
+            s.free_frames,
+            s.inodes + s.free_inodes,
+            s.free_inodes,
+            4096,
+            crate::volume::NAME_MAX as u32,
+            4096,
+        );
+    }
+
+    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        reply_empty(reply, self.vol.setxattr(ino.0, name.as_bytes(), value, flags));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.vol.getxattr(ino.0, name.as_bytes()), size);
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.vol.listxattr(ino.0), size);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.vol.removexattr(ino.0, name.as_bytes()));
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        match self.vol.getattr(ino.0) {
+            Ok(a) => {
+                let want = mask.bits() & 7;
+                if req.uid() == 0 {
+                    // root: everything but execute on files with no x bit at all
+                    if want & libc::X_OK != 0 && a.kind() != Kind::Dir && a.mode & 0o111 == 0 {
+                        return reply.error(Errno::EACCES);
+                    }
+                    return reply.ok();
+                }
+                let bits = if req.uid() == a.uid {
+                    (a.mode >> 6) & 7
+                } else if req.gid() == a.gid {
+                    (a.mode >> 3) & 7
+                } else {
+                    a.mode & 7
+                } as i32;
+                if want & !bits != 0 { reply.error(Errno::EACCES) } else { reply.ok() }
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        let exclusive = flags & libc::O_EXCL != 0;
+        match self.vol.create(caller(req), parent.0, name.as_bytes(), mode, exclusive) {
+            Ok(e) => {
+                let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+                if let Err(err) = self.vol.open(e.ino, write) {
+                    return reply.error(errno(err));
+                }
+                let mut attr = e.attr;
+                if flags & libc::O_TRUNC != 0 && attr.size != 0 {
+                    match self.vol.setattr(caller(req), e.ino, SetAttr { size: Some(0), ..Default::default() }) {
+                        Ok(a) => attr = a,
+                        Err(err) => {
+                            self.vol.release(e.ino);
+                            return reply.error(errno(err));
+                        }
+                    }
+                }
+                reply.created(&TTL, &file_attr(e.ino, &attr), Generation(attr.generation), FileHandle(0), self.open_flags())
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        reply_empty(reply, self.vol.fallocate(ino.0, offset, length, mode));
+    }
+
+    fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        let whence = match whence {
+            libc::SEEK_DATA => SeekWhence::Data,
+            libc::SEEK_HOLE => SeekWhence::Hole,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        if offset < 0 {
+            return reply.error(Errno::ENXIO);
+        }
+        match self.vol.seek(ino.0, offset as u64, whence) {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let len = len.min(u32::MAX as u64 / 2);
+        match self.vol.copy_range(caller(req), ino_in.0, offset_in, ino_out.0, offset_out, len) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The metadata log (a logical redo log) and the checkpoint it starts from.
+//!
+//! Every metadata change is one [`Op`] record appended to the log region and persisted
+//! (flush + fence) before the change is applied in RAM and before the kernel hears of it.
+//! Mount loads the newest checkpoint and replays, in order, the records of the checkpoint's
+//! log generation whose header, sequence number and checksum are intact; the first record
+//! that is not ends the log. A record is therefore atomic: present whole or absent.
+//!
+//! Record layout (little-endian; offsets from the record start, records 8-byte aligned):
+//!
+//! ```text
+//! 0   u32  magic  "PLOG"
+//! 4   u32  payload length in bytes
+//! 8   u64  log generation (== superblock.checkpoint.log_generation)
+//! 16  u64  sequence number, 0, 1, 2, ... within the generation
+//! 24  u32  CRC32C of bytes 0..24 and of the payload
+//! 28  u32  zero
+//! 32  ...  payload: postcard encoding of `Op`
+//! ```
+//!
+//! A checkpoint is written when the log passes half full, and at unmount: the full metadata
+//! image goes into freshly allocated data frames, is persisted, and only then does a
+//! superblock update (the commit point) name it and start a new log generation.
+
+use std::cell::RefCell;
+
+use parking_lot::Mutex;
+use pfnfs_alloc::{FRAME_SIZE, Pfn, PfnRange, Pool};
+use pfnfs_extent::Extent;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FsError, FsResult, eio, enospc};
+use crate::inode::{Attr, DirEntry, Time};
+
+/// Magic of a log record.
+pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"PLOG");
+/// Bytes of a record header.
+pub const RECORD_HEADER_BYTES: u64 = 32;
+/// Largest payload accepted (a record never exceeds this).
+pub const RECORD_PAYLOAD_MAX: u64 = 1 << 20;
+
+/// What a newly created inode is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NewBody {
+    File,
+    Dir,
+    Symlink(Vec<u8>),
+    Special,
+}
+
+/// One logged metadata operation. Applying it to the state before it gives the state after
+/// it; the same apply code runs at run time and at replay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// A new inode named `name` in `parent`.
+    Create { parent: u64, name: Vec<u8>, ino: u64, attr: Attr, body: NewBody },
+    /// A new name for an existing inode.
+    Link { parent: u64, name: Vec<u8>, ino: u64, time: Time },
+    /// Removes a name (unlink or rmdir); an inode left without names and references is
+    /// reclaimed.
+    Unlink { parent: u64, name: Vec<u8>, time: Time },
+    /// rename / RENAME_EXCHANGE. A replaced target loses that name.
+    Rename { parent: u64, name: Vec<u8>, new_parent: u64, new_name: Vec<u8>, exchange: bool, time: Time },
+    /// Mode, owner and times (never nlink or size).
+    SetAttr { ino: u64, mode: u32, uid: u32, gid: u32, atime: Time, mtime: Time, ctime: Time },
+    /// New size; frames past it are released, the tail of the last frame zeroed.
+    Truncate { ino: u64, size: u64, time: Time },
+    /// A data write that changed the mapping or the size (pure overwrites are not logged).
+    Write { ino: u64, allocated: Vec<Extent>, converted: Vec<Extent>, size: u64, mtime: Time, mode: u32 },
+    /// fallocate: unwritten extents added, size possibly extended.
+    Allocate { ino: u64, extents: Vec<Extent>, size: u64, time: Time },
+    /// PUNCH_HOLE / ZERO_RANGE: whole frames in the byte range released, edges zeroed.
+    Punch { ino: u64, offset: u64, len: u64, time: Time },
+    /// An extended attribute set.
+    SetXattr { ino: u64, name: Vec<u8>, value: Vec<u8>, time: Time },
+    /// An extended attribute removed.
+    RemoveXattr { ino: u64, name: Vec<u8>, time: Time },
+    /// An inode with no names lost its last reference: release it.
+    Reclaim { ino: u64 },
+}
+
+#[derive(Debug)]
+struct Tail {
+    /// Byte offset of the next record within the log region.
+    offset: u64,
+    /// Sequence number of the next record.
+    seq: u64,
+    /// Current generation.
+    generation: u64,
+}
+
+/// The log region of a pool: appends records and reads them back.
+///
+/// Locking: `tail` is held while a record is written and persisted, so records reach the
+/// pool in sequence order. Callers hold the locks of every inode the op touches while they
+/// append, so the log order of ops on one inode is the order they were applied.
+#[derive(Debug)]
+pub struct Journal {
+    region_offset: u64,
+    region_bytes: u64,
+    tail: Mutex<Tail>,
+}
+
+thread_local! {
+    static ENCODE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&header[..24]), payload)
+}
+
+impl Journal {
+    /// A journal over the pool's log region, appending after `records_end` with sequence
+    /// `next_seq` in `generation` (the values replay found).
+    pub fn new(pool: &Pool, generation: u64, records_end: u64, next_seq: u64) -> Journal {
+        let (region_offset, region_bytes) = pool.log_region();
+        Journal {
+            region_offset,
+            region_bytes,
+            tail: Mutex::new(Tail { offset: records_end, seq: next_seq, generation }),
+        }
+    }
+
+    /// Appends `op` and persists it. Returns once the record is durable.
+    pub fn append(&self, pool: &Pool, op: &Op) -> FsResult<()> {
+        ENCODE_BUF.with(|cell| {
+            let mut buf = cell.take();
+            let result = self.append_with(pool, op, &mut buf);
+            cell.replace(buf);
+            result
+        })
+    }
+
+    fn append_with(&self, pool: &Pool, op: &Op, buf: &mut Vec<u8>) -> FsResult<()> {
+        buf.clear();
+        buf.resize(RECORD_HEADER_BYTES as usize, 0);
+        *buf = postcard::to_extend(op, std::mem::take(buf))
+            .map_err(|e| eio(format!("cannot encode log record: {e}")))?;
+        let payload_len = buf.len() as u64 - RECORD_HEADER_BYTES;
+        if payload_len > RECORD_PAYLOAD_MAX {
+            return Err(FsError::new(libc::E2BIG, "metadata record too large"));
+        }
+        let total = (RECORD_HEADER_BYTES + payload_len).next_multiple_of(8);
+        let mut tail = self.tail.lock();
+        if tail.offset + total > self.region_bytes {
+            return Err(enospc("metadata log is full; a checkpoint is needed"));
+        }
+        buf[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        buf[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        buf[8..16].copy_from_slice(&tail.generation.to_le_bytes());
+        buf[16..24].copy_from_slice(&tail.seq.to_le_bytes());
+        let crc = {
+            let (header, payload) = buf.split_at(RECORD_HEADER_BYTES as usize);
+            record_crc(header, payload)
+        };
+        buf[24..28].copy_from_slice(&crc.to_le_bytes());
+        let at = self.region_offset + tail.offset;
+        pool.write(at, buf)?;
+        pool.persist(at, buf.len() as u64)?;
+        tail.offset += total;
+        tail.seq += 1;
+        Ok(())
+    }
+
+    /// Bytes of the log in use.
+    pub fn used_bytes(&self) -> u64 {
+        self.tail.lock().offset
+    }
+
+    /// Size of the log region.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.region_bytes
+    }
+
+    /// True once the log is more than half full: time for a checkpoint.
+    pub fn wants_checkpoint(&self) -> bool {
+        self.used_bytes() * 2 > self.region_bytes
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        self.tail.lock().generation
+    }
+
+    /// Starts an empty log in `generation` (after a checkpoint naming it is durable).
+    pub fn reset(&self, generation: u64) {
+        let mut tail = self.tail.lock();
+        tail.offset = 0;
+        tail.seq = 0;
+        tail.generation = generation;
+    }
+}
+
+/// The records of `generation`, in order, up to the first one that is not intact, and where
+/// the log ends (byte offset, next sequence number).
+pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
+    let (region_offset, region_bytes) = pool.log_region();
+    let mut ops = Vec::new();
+    let mut offset = 0u64;
+    let mut seq = 0u64;
+    while offset + RECORD_HEADER_BYTES <= region_bytes {
+        let header = pool.read(region_offset + offset, RECORD_HEADER_BYTES as usize)?;
+        let magic = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default()) as u64;
+        let rec_gen = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+        let rec_seq = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(header[24..28].try_into().unwrap_or_default());
+        if magic != RECORD_MAGIC || rec_gen != generation || rec_seq != seq || len > RECORD_PAYLOAD_MAX {
+            break;
+        }
+        let total = (RECORD_HEADER_BYTES + len).next_multiple_of(8);
+        if offset + total > region_bytes {
+            break;
+        }
+        let payload = pool.read(region_offset + offset + RECORD_HEADER_BYTES, len as usize)?;
+        if record_crc(header, payload) != crc {
+            break;
+        }
+        let op: Op = postcard::from_bytes(payload)
+            .map_err(|e| eio(format!("log record {seq} has a valid checksum but does not decode: {e}")))?;
+        ops.push(op);
+        offset += total;
+        seq += 1;
+    }
+    Ok((ops, offset, seq))
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoint image
+
+/// Magic of a checkpoint header frame.
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"PFNCKPT1";
+/// Most ranges a checkpoint may occupy (they must fit in its header frame).
+pub const CHECKPOINT_RANGES_MAX: usize = ((FRAME_SIZE as usize) - 32) / 16;
+
+/// A serialized inode.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InodeImage {
+    pub ino: u64,
+    pub attr: Attr,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: BodyImage,
+}
+
+/// A serialized inode body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum BodyImage {
+    File(Vec<Extent>),
+    Dir { parent: u64, next_cookie: u64, entries: Vec<(u64, DirEntry)> },
+    Symlink(Vec<u8>),
+    Special,
+}
+
+/// The whole metadata state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointImage {
+    /// Next inode number to hand out.
+    pub next_ino: u64,
+    /// Every inode.
+    pub inodes: Vec<InodeImage>,
+    /// The allocator's free set (`ExtentAllocator::encode_free_set`), with the frames of
+    /// the previous checkpoint counted free and those of this one in use.
+    pub free_set: Vec<u8>,
+}
+
+/// Header of a checkpoint (first 32 bytes of its first frame, then the range list).
+///
+/// ```text
+/// 0   [u8; 8] magic "PFNCKPT1"
+/// 8   u64     log generation that starts after this checkpoint
+/// 16  u64     body length in bytes
+/// 24  u32     CRC32C of the body
+/// 28  u32     number of ranges (<= CHECKPOINT_RANGES_MAX)
+/// 32  (u64 start pfn, u64 frames) per range
+/// ```
+/// The body (postcard `CheckpointImage`) starts in the second frame of the first range and
+/// continues through the ranges in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointHeader {
+    pub generation: u64,
+    pub body_len: u64,
+    pub body_crc: u32,
+    pub ranges: Vec<PfnRange>,
+}
+
+impl CheckpointHeader {
+    /// Encodes into one frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; FRAME_SIZE as usize];
+        b[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
+        b[8..16].copy_from_slice(&self.generation.to_le_bytes());
+        b[16..24].copy_from_slice(&self.body_len.to_le_bytes());
+        b[24..28].copy_from_slice(&self.body_crc.to_le_bytes());
+        b[28..32].copy_from_slice(&(self.ranges.len() as u32).to_le_bytes());
+        for (i, r) in self.ranges.iter().enumerate() {
+            let at = 32 + i * 16;
+            b[at..at + 8].copy_from_slice(&r.start.0.to_le_bytes());
+            b[at + 8..at + 16].copy_from_slice(&r.len.to_le_bytes());
+        }
+        b
+    }
+
+    /// Decodes and validates a header frame against the data region.
+    pub fn decode(frame: &[u8], data: PfnRange) -> Result<CheckpointHeader, String> {
+        if frame.len() < FRAME_SIZE as usize || frame[0..8] != CHECKPOINT_MAGIC {
+            return Err("checkpoint header has no checkpoint magic".into());
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(frame[at..at + 8].try_into().unwrap_or_default());
+        let generation = u64_at(8);
+        let body_len = u64_at(16);
+        let body_crc = u32::from_le_bytes(frame[24..28].try_into().unwrap_or_default());
+        let count = u32::from_le_bytes(frame[28..32].try_into().unwrap_or_default()) as usize;
+        if count == 0 || count > CHECKPOINT_RANGES_MAX {
+            return Err(format!("checkpoint header lists {count} ranges"));
+        }
+        let mut ranges = Vec::with_capacity(count);
+        let mut capacity = 0u64;
+        for i in 0..count {
+            let at = 32 + i * 16;
+            let r = PfnRange::new(Pfn(u64_at(at)), u64_at(at + 8))
+                .filter(|r| data.covers(r))
+                .ok_or_else(|| format!("checkpoint range {i} lies outside the data region"))?;
+            capacity = capacity.saturating_add(r.len_bytes());
+            ranges.push(r);
+        }
+        if body_len > capacity.saturating_sub(FRAME_SIZE) {
+            return Err(format!("checkpoint body of {body_len} bytes does not fit its {capacity}-byte ranges"));
+        }
+        Ok(CheckpointHeader { generation, body_len, body_crc, ranges })
+    }
+
+    /// Byte spans (pool offset, length) that hold the body, in order.
+    pub fn body_spans(&self) -> Vec<(u64, u64)> {
+        let mut spans = Vec::new();
+        let mut left = self.body_len;
+        for (i, r) in self.ranges.iter().enumerate() {
+            if left == 0 {
+                break;
+            }
+            let (start, bytes) = if i == 0 {
+                (r.start.byte_offset() + FRAME_SIZE, r.len_bytes() - FRAME_SIZE)
+            } else {
+                (r.start.byte_offset(), r.len_bytes())
+            };
+            let take = bytes.min(left);
+            if take > 0 {
+                spans.push((start, take));
+            }
+            left -= take;
+        }
+        spans
+    }
+}

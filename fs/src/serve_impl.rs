@@ -1,0 +1,132 @@
+//! Mounting a pool (`serve`) and reading its figures (`report`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fuser::{Config, MountOption, SessionACL};
+use pfnfs_alloc::{FRAME_SIZE, OpenOptions, Pool};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::fuse::PfnFuse;
+use crate::inode::Body;
+use crate::volume::Volume;
+use crate::{MountConfig, PoolReport};
+
+fn mount_option(opt: &str) -> Option<MountOption> {
+    Some(match opt {
+        "dev" => MountOption::Dev,
+        "nodev" => MountOption::NoDev,
+        "suid" => MountOption::Suid,
+        "nosuid" => MountOption::NoSuid,
+        "exec" => MountOption::Exec,
+        "noexec" => MountOption::NoExec,
+        "atime" => MountOption::Atime,
+        "noatime" => MountOption::NoAtime,
+        "dirsync" => MountOption::DirSync,
+        "sync" => MountOption::Sync,
+        "async" => MountOption::Async,
+        _ => return None,
+    })
+}
+
+pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), String> {
+    let pool = Pool::open(&config.pool, &OpenOptions { read_only: config.read_only, durability: config.durability })
+        .map_err(|e| e.to_string())?;
+    let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(|e| e.msg)?);
+    let mut options = vec![
+        MountOption::FSName(config.pool.display().to_string()),
+        MountOption::Subtype("pfnfs".into()),
+        if config.read_only { MountOption::RO } else { MountOption::RW },
+    ];
+    if config.default_permissions {
+        options.push(MountOption::DefaultPermissions);
+    }
+    for o in &config.extra_options {
+        match mount_option(o) {
+            Some(m) => options.push(m),
+            None => tracing::debug!("ignoring mount option {o:?}"),
+        }
+    }
+    let mut fuse_config = Config::default();
+    fuse_config.mount_options = options;
+    fuse_config.acl = if config.allow_other { SessionACL::All } else { SessionACL::Owner };
+    fuse_config.n_threads = Some(config.threads.max(1));
+    fuse_config.clone_fd = true;
+    let fs = PfnFuse::new(vol.clone(), config.mode);
+    let mut session = fuser::Session::new(fs, &config.mountpoint, &fuse_config)
+        .map_err(|e| format!("cannot mount {} on {}: {e}", config.pool.display(), config.mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signal_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("pfnfs-signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                tracing::info!("signal received: unmounting");
+                if let Err(e) = unmounter.unmount() {
+                    tracing::error!("unmount on signal failed: {e}");
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start signal thread: {e}"))?;
+    tracing::info!(pool = %config.pool.display(), mountpoint = %config.mountpoint.display(), mode = ?config.mode, "mounted");
+    ready();
+    let run = session.run();
+    signal_handle.close();
+    let shut = vol.shutdown();
+    run.map_err(|e| format!("FUSE session ended with an error: {e}"))?;
+    shut.map_err(|e| format!("{}: could not write the final checkpoint: {}", config.pool.display(), e.msg))?;
+    tracing::info!("unmounted cleanly");
+    Ok(())
+}
+
+pub(crate) fn report(path: &Path) -> Result<PoolReport, String> {
+    let pool = Pool::open(path, &OpenOptions { read_only: true, ..Default::default() }).map_err(|e| e.to_string())?;
+    let sb = pool.superblock();
+    let vol = Volume::load(Arc::new(pool)).map_err(|e| e.msg)?;
+    let stats = vol.allocator().stats();
+    let mut r = PoolReport {
+        pool: path.display().to_string(),
+        uuid: sb.uuid.iter().map(|b| format!("{b:02x}")).collect(),
+        size_bytes: sb.pool_bytes,
+        data_bytes: stats.total_frames * FRAME_SIZE,
+        used_bytes: (stats.total_frames - stats.free_frames) * FRAME_SIZE,
+        free_bytes: stats.free_frames * FRAME_SIZE,
+        free_extents: stats.free_extents,
+        largest_free_bytes: stats.largest_free_frames * FRAME_SIZE,
+        mounted: sb.mounted,
+        ..Default::default()
+    };
+    let mut mapped = 0u64;
+    let mut huge = 0u64;
+    let mut ram = (stats.free_extents * 48) as usize;
+    for cell in vol.cells() {
+        let inode = cell.inode.read();
+        r.inodes += 1;
+        ram += std::mem::size_of::<Inode>() + 64 + inode.xattr_bytes();
+        match &inode.body {
+            Body::File(m) => {
+                r.files += 1;
+                r.extents += m.len() as u64;
+                mapped += m.mapped_frames();
+                huge += m.huge_frames();
+                ram += m.len() * 48;
+            }
+            Body::Dir(d) => {
+                r.directories += 1;
+                ram += d.iter().map(|(_, e)| e.name.len() + 96).sum::<usize>();
+            }
+            Body::Symlink(t) => ram += t.len(),
+            Body::Special => {}
+        }
+    }
+    r.huge_extent_share = if mapped == 0 { 0.0 } else { huge as f64 / mapped as f64 };
+    r.metadata_ram_bytes = ram as u64;
+    r.metadata_pool_bytes = vol.journal().used_bytes()
+        + vol.checkpoint_ranges().iter().map(|x| x.len_bytes()).sum::<u64>()
+        + 2 * FRAME_SIZE;
+    Ok(r)
+}
+
+use crate::inode::Inode;

@@ -1,0 +1,793 @@
+//! [`Volume`]: a mounted pool's metadata in RAM, the journal that makes it durable, and every
+//! filesystem operation, independent of FUSE (the adapter in `fuse` only translates).
+//!
+//! # Locking (outermost first; never acquire against this order)
+//! 1. `gate` (RwLock): every mutation holds it shared; a checkpoint holds it exclusive, so
+//!    it sees no half-done operation.
+//! 2. `ns` (Mutex): namespace mutations (create, link, unlink, rename) hold it, so the names
+//!    they validate cannot change before they are applied.
+//! 3. Inode locks (RwLock per inode), taken in ascending inode-number order. Reads of file
+//!    data hold the file's lock shared; writes hold it exclusive.
+//! 4. The journal tail, then allocator groups (inside `Journal::append` / the allocator).
+//!
+//! # Durability rule
+//! Validate, append the [`Op`] (persisted), then apply it in RAM with [`Volume::apply`], the
+//! same function replay uses. Frames released by an op go back to the allocator only in
+//! `apply`, i.e. after the record that stops referencing them is durable. Data written into
+//! new frames is persisted before the record that maps them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::lock_api::ArcRwLockWriteGuard;
+use parking_lot::{Mutex, RawRwLock, RwLock};
+use pfnfs_alloc::{ExtentAllocator, FRAME_SIZE, Pfn, PfnRange, Pool};
+use pfnfs_extent::{ExtentMap, io as extent_io};
+
+use crate::error::*;
+use crate::inode::*;
+use crate::journal::*;
+
+/// Largest file size the format allows (and the largest byte offset + 1).
+pub const MAX_FILE_BYTES: u64 = (1u64 << 63) - FRAME_SIZE;
+/// Longest name.
+pub const NAME_MAX: usize = 255;
+/// Largest extended-attribute value.
+pub const XATTR_VALUE_MAX: usize = 65536;
+/// Largest total of xattr names and values on one inode.
+pub const XATTR_TOTAL_MAX: usize = 1 << 20;
+/// Longest symlink target.
+pub const SYMLINK_MAX: usize = 4095;
+
+/// An inode and its in-RAM reference counts.
+#[derive(Debug)]
+pub struct InodeCell {
+    /// The inode, behind its lock.
+    pub inode: Arc<RwLock<Inode>>,
+    /// Kernel lookup count (FUSE lookup/forget).
+    pub lookups: AtomicU64,
+    /// Open file handles.
+    pub opens: AtomicU32,
+}
+
+type WriteGuard = ArcRwLockWriteGuard<RawRwLock, Inode>;
+
+/// Write guards of the inodes an operation touches, by inode number.
+struct Locked(BTreeMap<u64, WriteGuard>);
+
+impl Locked {
+    fn get(&mut self, ino: u64) -> FsResult<&mut Inode> {
+        self.0.get_mut(&ino).map(|g| &mut **g).ok_or_else(|| eio(format!("inode {ino} not locked")))
+    }
+}
+
+/// Who is asking (from the FUSE request).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A setattr request: every field optional.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+    pub ctime: Option<Time>,
+}
+
+/// What was found or created: the inode number and a snapshot of its attributes.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub ino: u64,
+    pub attr: Attr,
+}
+
+/// statfs figures.
+#[derive(Clone, Copy, Debug)]
+pub struct FsStat {
+    pub total_frames: u64,
+    pub free_frames: u64,
+    pub inodes: u64,
+    pub free_inodes: u64,
+}
+
+/// The mounted filesystem.
+#[derive(Debug)]
+pub struct Volume {
+    pool: Arc<Pool>,
+    alloc: ExtentAllocator,
+    inodes: DashMap<u64, Arc<InodeCell>>,
+    journal: Journal,
+    next_ino: AtomicU64,
+    gate: RwLock<()>,
+    ns: Mutex<()>,
+    checkpoint_ranges: Mutex<Vec<PfnRange>>,
+    read_only: bool,
+}
+
+fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        return Err(einval("invalid name"));
+    }
+    if name.len() > NAME_MAX {
+        return Err(enametoolong(format!("name of {} bytes exceeds {NAME_MAX}", name.len())));
+    }
+    Ok(())
+}
+
+fn new_cell(inode: Inode) -> Arc<InodeCell> {
+    Arc::new(InodeCell { inode: Arc::new(RwLock::new(inode)), lookups: AtomicU64::new(0), opens: AtomicU32::new(0) })
+}
+
+impl Volume {
+    // -----------------------------------------------------------------------------------
+    // Loading, checkpointing, unmounting
+
+    /// Loads the filesystem from `pool`: newest checkpoint, then the log. Read-write pools
+    /// then reclaim orphaned inodes and write a fresh checkpoint so recovery is done once.
+    pub fn load(pool: Arc<Pool>) -> FsResult<Volume> {
+        let read_only = pool.is_read_only();
+        let sb = pool.superblock();
+        let data = pool.data_region();
+        let generation = sb.checkpoint.log_generation;
+        let (alloc, inodes, next_ino, ranges, fresh) = if sb.checkpoint.len_bytes == 0 {
+            let alloc = ExtentAllocator::new_empty(data);
+            let now = Time::now();
+            let root = Inode {
+                ino: ROOT_INO,
+                attr: Attr {
+                    mode: libc::S_IFDIR | 0o755,
+                    uid: 0,
+                    gid: 0,
+                    nlink: 2,
+                    size: 0,
+                    atime: now,
+                    mtime: now,
+                    ctime: now,
+                    crtime: now,
+                    rdev: 0,
+                    generation: 1,
+                },
+                xattrs: BTreeMap::new(),
+                body: Body::Dir(Directory::new(ROOT_INO)),
+            };
+            let inodes = DashMap::new();
+            inodes.insert(ROOT_INO, new_cell(root));
+            (alloc, inodes, ROOT_INO + 1, Vec::new(), true)
+        } else {
+            Self::load_checkpoint(&pool)?
+        };
+        let (ops, log_end, next_seq) = read_log(&pool, generation)?;
+        let journal = Journal::new(&pool, generation, log_end, next_seq);
+        let vol = Volume {
+            pool,
+            alloc,
+            inodes,
+            journal,
+            next_ino: AtomicU64::new(next_ino),
+            gate: RwLock::new(()),
+            ns: Mutex::new(()),
+            checkpoint_ranges: Mutex::new(ranges),
+            read_only,
+        };
+        let replayed = ops.len();
+        for (i, op) in ops.iter().enumerate() {
+            vol.replay(op).map_err(|e| eio(format!("{}: log record {i} cannot be replayed: {}", vol.pool_name(), e.msg)))?;
+        }
+        if replayed > 0 {
+            tracing::info!(records = replayed, "replayed metadata log");
+        }
+        if !read_only {
+            let orphans: Vec<u64> = vol
+                .inodes
+                .iter()
+                .filter(|c| c.value().inode.read().attr.nlink == 0)
+                .map(|c| *c.key())
+                .collect();
+            for ino in &orphans {
+                vol.reclaim_now(*ino)?;
+            }
+            if fresh || replayed > 0 || !orphans.is_empty() {
+                vol.checkpoint()?;
+            }
+            let mut sb = vol.pool.superblock();
+            sb.mounted = true;
+            vol.pool.commit_superblock(sb)?;
+        }
+        Ok(vol)
+    }
+
+    fn pool_name(&self) -> String {
+        self.pool.name().display().to_string()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn load_checkpoint(
+        pool: &Pool,
+    ) -> FsResult<(ExtentAllocator, DashMap<u64, Arc<InodeCell>>, u64, Vec<PfnRange>, bool)> {
+        let name = pool.name().display().to_string();
+        let sb = pool.superblock();
+        let data = pool.data_region();
+        let head = PfnRange::new(Pfn(sb.checkpoint.head_pfn), 1)
+            .filter(|r| data.covers(r))
+            .ok_or_else(|| eio(format!("{name}: checkpoint pointer lies outside the data region")))?;
+        let header = CheckpointHeader::decode(pool.frames(head)?, data).map_err(|e| eio(format!("{name}: {e}")))?;
+        if header.generation != sb.checkpoint.log_generation
+            || header.body_len != sb.checkpoint.len_bytes
+            || header.body_crc != sb.checkpoint.crc
+            || header.ranges[0].start != head.start
+        {
+            return Err(eio(format!("{name}: checkpoint header does not match the superblock")));
+        }
+        let mut body = Vec::with_capacity(header.body_len.min(1 << 30) as usize);
+        for (offset, len) in header.body_spans() {
+            body.extend_from_slice(pool.read(offset, len as usize)?);
+        }
+        if crc32c::crc32c(&body) != header.body_crc {
+            return Err(eio(format!("{name}: checkpoint checksum mismatch")));
+        }
+        let image: CheckpointImage =
+            postcard::from_bytes(&body).map_err(|e| eio(format!("{name}: checkpoint does not decode: {e}")))?;
+        let alloc = ExtentAllocator::decode_free_set(data, &image.free_set)
+            .map_err(|e| eio(format!("{name}: checkpoint free set: {e}")))?;
+        let inodes = DashMap::new();
+        for img in image.inodes {
+            let body = match img.body {
+                BodyImage::File(extents) => Body::File(
+                    ExtentMap::from_extents(extents)
+                        .map_err(|e| eio(format!("{name}: inode {}: {e}", img.ino)))?,
+                ),
+                BodyImage::Dir { parent, next_cookie, entries } => Body::Dir(
+                    Directory::from_parts(parent, next_cookie, entries)
+                        .map_err(|e| eio(format!("{name}: inode {}: {e}", img.ino)))?,
+                ),
+                BodyImage::Symlink(t) => Body::Symlink(t),
+                BodyImage::Special => Body::Special,
+            };
+            let inode = Inode { ino: img.ino, attr: img.attr, xattrs: img.xattrs.into_iter().collect(), body };
+            if inodes.insert(img.ino, new_cell(inode)).is_some() {
+                return Err(eio(format!("{name}: inode {} appears twice in the checkpoint", img.ino)));
+            }
+        }
+        if !inodes.contains_key(&ROOT_INO) {
+            return Err(eio(format!("{name}: checkpoint has no root directory")));
+        }
+        Ok((alloc, inodes, image.next_ino, header.ranges, false))
+    }
+
+    /// Writes the whole metadata state as a new checkpoint and starts a new log generation.
+    pub fn checkpoint(&self) -> FsResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let _gate = self.gate.write();
+        let mut images = Vec::with_capacity(self.inodes.len());
+        for cell in self.inodes.iter() {
+            let inode = cell.value().inode.read();
+            let body = match &inode.body {
+                Body::File(m) => BodyImage::File(m.iter().collect()),
+                Body::Dir(d) => BodyImage::Dir {
+                    parent: d.parent,
+                    next_cookie: d.next_cookie(),
+                    entries: d.iter().map(|(c, e)| (c, e.clone())).collect(),
+                },
+                Body::Symlink(t) => BodyImage::Symlink(t.clone()),
+                Body::Special => BodyImage::Special,
+            };
+            images.push(InodeImage {
+                ino: inode.ino,
+                attr: inode.attr.clone(),
+                xattrs: inode.xattrs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                body,
+            });
+        }
+        images.sort_by_key(|i| i.ino);
+        let mut image = CheckpointImage { next_ino: self.next_ino.load(Ordering::Relaxed), inodes: images, free_set: Vec::new() };
+        let base = postcard::to_stdvec(&image).map_err(|e| eio(format!("checkpoint encode: {e}")))?.len() as u64;
+        let mut ckpt = self.checkpoint_ranges.lock();
+        let old = ckpt.clone();
+        let mut slack = 0u64;
+        for _attempt in 0..4 {
+            let free_est = 64 + 16 * (self.alloc.stats().free_extents + old.len() as u64 + 2 * CHECKPOINT_RANGES_MAX as u64);
+            let want = 1 + (base + free_est + 64 + slack).div_ceil(FRAME_SIZE);
+            let ranges = self.alloc.allocate(want, None)?;
+            if ranges.len() > CHECKPOINT_RANGES_MAX {
+                for r in ranges {
+                    let _ = self.alloc.free(r);
+                }
+                return Err(enospc("pool too fragmented for a checkpoint"));
+            }
+            let mut free: Vec<PfnRange> = self.alloc.free_extents();
+            free.extend(old.iter().copied());
+            let free_alloc = ExtentAllocator::from_free_extents(self.pool.data_region(), free)?;
+            image.free_set = free_alloc.encode_free_set();
+            let body = postcard::to_stdvec(&image).map_err(|e| eio(format!("checkpoint encode: {e}")))?;
+            let capacity = ranges.iter().map(|r| r.len_bytes()).sum::<u64>() - FRAME_SIZE;
+            if body.len() as u64 > capacity {
+                for r in ranges {
+                    let _ = self.alloc.free(r);
+                }
+                slack += body.len() as u64 - capacity + FRAME_SIZE;
+                continue;
+            }
+            let generation = self.journal.generation() + 1;
+            let header = CheckpointHeader {
+                generation,
+                body_len: body.len() as u64,
+                body_crc: crc32c::crc32c(&body),
+                ranges: ranges.clone(),
+            };
+            let result = self.write_checkpoint(&header, &body);
+            if let Err(e) = result {
+                for r in ranges {
+                    let _ = self.alloc.free(r);
+                }
+                return Err(e);
+            }
+            self.journal.reset(generation);
+            for r in old {
+                self.alloc.free(r)?;
+            }
+            *ckpt = ranges;
+            tracing::debug!(bytes = body.len(), generation, "checkpoint written");
+            return Ok(());
+        }
+        Err(eio("checkpoint did not fit after several attempts"))
+    }
+
+    fn write_checkpoint(&self, header: &CheckpointHeader, body: &[u8]) -> FsResult<()> {
+        let head = header.ranges[0].start.byte_offset();
+        let hdr = header.encode();
+        self.pool.write(head, &hdr)?;
+        self.pool.flush(head, hdr.len() as u64)?;
+        let mut done = 0usize;
+        for (offset, len) in header.body_spans() {
+            let piece = &body[done..done + len as usize];
+            self.pool.write(offset, piece)?;
+            self.pool.flush(offset, len)?;
+            done += len as usize;
+        }
+        self.pool.fence();
+        for (offset, len) in std::iter::once((head, hdr.len() as u64)).chain(header.body_spans()) {
+            self.pool.persist(offset, len)?;
+        }
+        let mut sb = self.pool.superblock();
+        sb.checkpoint = pfnfs_alloc::CheckpointRef {
+            head_pfn: header.ranges[0].start.0,
+            len_bytes: header.body_len,
+            crc: header.body_crc,
+            log_generation: header.generation,
+        };
+        self.pool.commit_superblock(sb)?;
+        Ok(())
+    }
+
+    /// Clean unmount: checkpoint, clear the mounted flag, sync the pool.
+    pub fn shutdown(&self) -> FsResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.checkpoint()?;
+        let mut sb = self.pool.superblock();
+        sb.mounted = false;
+        self.pool.commit_superblock(sb)?;
+        self.pool.sync(0, self.pool.len_bytes())?;
+        Ok(())
+    }
+
+    fn maybe_checkpoint(&self) {
+        if self.journal.wants_checkpoint() {
+            if let Err(e) = self.checkpoint() {
+                tracing::error!("checkpoint failed: {e}");
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Accessors
+
+    /// The pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The allocator.
+    pub fn allocator(&self) -> &ExtentAllocator {
+        &self.alloc
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Frames held by the current checkpoint.
+    pub fn checkpoint_ranges(&self) -> Vec<PfnRange> {
+        self.checkpoint_ranges.lock().clone()
+    }
+
+    /// Every inode cell (for reports and fsck).
+    pub fn cells(&self) -> Vec<Arc<InodeCell>> {
+        self.inodes.iter().map(|c| c.value().clone()).collect()
+    }
+
+    /// The cell of `ino`.
+    pub fn cell(&self, ino: u64) -> FsResult<Arc<InodeCell>> {
+        self.inodes.get(&ino).map(|c| c.value().clone()).ok_or_else(|| enoent(format!("no inode {ino}")))
+    }
+
+    fn lock(&self, inos: &[u64]) -> FsResult<Locked> {
+        let mut sorted: Vec<u64> = inos.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut map = BTreeMap::new();
+        for ino in sorted {
+            let cell = self.cell(ino)?;
+            map.insert(ino, cell.inode.write_arc());
+        }
+        Ok(Locked(map))
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if self.read_only { Err(erofs("read-only mount")) } else { Ok(()) }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Apply: the one place state changes
+
+    fn replay(&self, op: &Op) -> FsResult<()> {
+        let inos = match self.touched(op) {
+            Ok(i) => i,
+            Err(e) if Self::tolerates_missing(op) => {
+                tracing::debug!("replay skips {op:?}: {}", e.msg);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut locked = match self.lock(&inos) {
+            Ok(l) => l,
+            Err(_) if Self::tolerates_missing(op) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.apply(op, &mut locked, true)
+    }
+
+    /// Ops on one inode whose inode may have been reclaimed earlier in replay than at run
+    /// time (an unlinked file still open when it was written to).
+    fn tolerates_missing(op: &Op) -> bool {
+        !matches!(op, Op::Create { .. } | Op::Link { .. } | Op::Unlink { .. } | Op::Rename { .. })
+    }
+
+    /// Inodes an op touches (namespace ops resolve names; call under `ns`).
+    fn touched(&self, op: &Op) -> FsResult<Vec<u64>> {
+        Ok(match op {
+            Op::Create { parent, .. } => vec![*parent],
+            Op::Link { parent, ino, .. } => vec![*parent, *ino],
+            Op::Unlink { parent, name, .. } => vec![*parent, self.child(*parent, name)?],
+            Op::Rename { parent, name, new_parent, new_name, .. } => {
+                let mut v = vec![*parent, *new_parent, self.child(*parent, name)?];
+                if let Ok(t) = self.child(*new_parent, new_name) {
+                    v.push(t);
+                }
+                v
+            }
+            Op::SetAttr { ino, .. }
+            | Op::Truncate { ino, .. }
+            | Op::Write { ino, .. }
+            | Op::Allocate { ino, .. }
+            | Op::Punch { ino, .. }
+            | Op::SetXattr { ino, .. }
+            | Op::RemoveXattr { ino, .. }
+            | Op::Reclaim { ino } => {
+                if !self.inodes.contains_key(ino) {
+                    return Err(enoent(format!("no inode {ino}")));
+                }
+                vec![*ino]
+            }
+        })
+    }
+
+    fn child(&self, parent: u64, name: &[u8]) -> FsResult<u64> {
+        let cell = self.cell(parent)?;
+        let inode = cell.inode.read();
+        let dir = inode.dir().ok_or_else(|| enotdir("not a directory"))?;
+        dir.get(name).map(|e| e.ino).ok_or_else(|| enoent("no such entry"))
+    }
+
+    fn is_referenced(&self, ino: u64) -> bool {
+        self.inodes
+            .get(&ino)
+            .map(|c| c.lookups.load(Ordering::Acquire) > 0 || c.opens.load(Ordering::Acquire) > 0)
+            .unwrap_or(false)
+    }
+
+    /// Applies `op` to the locked inodes. At run time the op was validated and its record is
+    /// durable; at replay (`replay == true`) mapping changes of data ops are redone too.
+    fn apply(&self, op: &Op, locked: &mut Locked, replay: bool) -> FsResult<()> {
+        match op {
+            Op::Create { parent, name, ino, attr, body } => {
+                let kind = attr.kind();
+                let inode = Inode {
+                    ino: *ino,
+                    attr: attr.clone(),
+                    xattrs: BTreeMap::new(),
+                    body: match body {
+                        NewBody::File => Body::File(ExtentMap::new()),
+                        NewBody::Dir => Body::Dir(Directory::new(*parent)),
+                        NewBody::Symlink(t) => Body::Symlink(t.clone()),
+                        NewBody::Special => Body::Special,
+                    },
+                };
+                let p = locked.get(*parent)?;
+                let dir = p.dir_mut().ok_or_else(|| enotdir("parent is not a directory"))?;
+                if dir.get(name).is_some() {
+                    return Err(eexist("entry exists"));
+                }
+                dir.insert(DirEntry { name: name.clone(), ino: *ino, kind });
+                p.attr.mtime = attr.ctime;
+                p.attr.ctime = attr.ctime;
+                if kind == Kind::Dir {
+                    p.attr.nlink += 1;
+                }
+                self.inodes.insert(*ino, new_cell(inode));
+                self.next_ino.fetch_max(ino + 1, Ordering::AcqRel);
+            }
+            Op::Link { parent, name, ino, time } => {
+                let child = locked.get(*ino)?;
+                child.attr.nlink += 1;
+                child.attr.ctime = *time;
+                let kind = child.attr.kind();
+                let p = locked.get(*parent)?;
+                let dir = p.dir_mut().ok_or_else(|| enotdir("parent is not a directory"))?;
+                if dir.get(name).is_some() {
+                    return Err(eexist("entry exists"));
+                }
+                dir.insert(DirEntry { name: name.clone(), ino: *ino, kind });
+                p.attr.mtime = *time;
+                p.attr.ctime = *time;
+            }
+            Op::Unlink { parent, name, time } => {
+                let p = locked.get(*parent)?;
+                let dir = p.dir_mut().ok_or_else(|| enotdir("parent is not a directory"))?;
+                let entry = dir.remove(name).ok_or_else(|| enoent("no such entry"))?;
+                p.attr.mtime = *time;
+                p.attr.ctime = *time;
+                if entry.kind == Kind::Dir {
+                    p.attr.nlink = p.attr.nlink.saturating_sub(1);
+                }
+                let child = locked.get(entry.ino)?;
+                if entry.kind == Kind::Dir {
+                    child.attr.nlink = 0;
+                } else {
+                    child.attr.nlink = child.attr.nlink.saturating_sub(1);
+                }
+                child.attr.ctime = *time;
+                if child.attr.nlink == 0 && (replay || !self.is_referenced(entry.ino)) {
+                    self.reclaim_locked(child)?;
+                }
+            }
+            Op::Rename { parent, name, new_parent, new_name, exchange, time } => {
+                self.apply_rename(locked, *parent, name, *new_parent, new_name, *exchange, *time, replay)?;
+            }
+            Op::SetAttr { ino, mode, uid, gid, atime, mtime, ctime } => {
+                let i = locked.get(*ino)?;
+                i.attr.mode = *mode;
+                i.attr.uid = *uid;
+                i.attr.gid = *gid;
+                i.attr.atime = *atime;
+                i.attr.mtime = *mtime;
+                i.attr.ctime = *ctime;
+            }
+            Op::Truncate { ino, size, time } => {
+                let i = locked.get(*ino)?;
+                let old = i.attr.size;
+                if let Body::File(map) = &mut i.body {
+                    if *size < old && size % FRAME_SIZE != 0 {
+                        let frame_end = size.next_multiple_of(FRAME_SIZE);
+                        extent_io::zero_mapped(&self.pool, map, *size, frame_end - size)?;
+                    }
+                    for r in map.truncate(size.div_ceil(FRAME_SIZE)) {
+                        self.alloc.free(r)?;
+                    }
+                }
+                i.attr.size = *size;
+                i.attr.mtime = *time;
+                i.attr.ctime = *time;
+            }
+            Op::Write { ino, allocated, converted, size, mtime, mode } => {
+                let i = locked.get(*ino)?;
+                if replay {
+                    let Body::File(map) = &mut i.body else { return Err(eio("write to a non-file")) };
+                    for e in allocated {
+                        self.alloc.reserve(e.pfns)?;
+                        map.insert(*e)?;
+                    }
+                    for c in converted {
+                        map.mark_written(c.file_frame, c.pfns.len);
+                    }
+                }
+                i.attr.size = *size;
+                i.attr.mtime = *mtime;
+                i.attr.ctime = *mtime;
+                i.attr.mode = *mode;
+            }
+            Op::Allocate { ino, extents, size, time } => {
+                let i = locked.get(*ino)?;
+                if replay {
+                    let Body::File(map) = &mut i.body else { return Err(eio("fallocate of a non-file")) };
+                    for e in extents {
+                        self.alloc.reserve(e.pfns)?;
+                        map.insert(*e)?;
+                    }
+                }
+                i.attr.size = *size;
+                i.attr.ctime = *time;
+                i.attr.mtime = *time;
+            }
+            Op::Punch { ino, offset, len, time } => {
+                let i = locked.get(*ino)?;
+                if let Body::File(map) = &mut i.body {
+                    let end = offset.saturating_add(*len);
+                    let first_full = offset.next_multiple_of(FRAME_SIZE);
+                    let last_full = end / FRAME_SIZE * FRAME_SIZE;
+                    if first_full >= last_full {
+                        extent_io::zero_mapped(&self.pool, map, *offset, *len)?;
+                    } else {
+                        extent_io::zero_mapped(&self.pool, map, *offset, first_full - offset)?;
+                        extent_io::zero_mapped(&self.pool, map, last_full, end - last_full)?;
+                        let frames = (last_full - first_full) / FRAME_SIZE;
+                        for r in map.punch(first_full / FRAME_SIZE, frames) {
+                            self.alloc.free(r)?;
+                        }
+                    }
+                }
+                i.attr.mtime = *time;
+                i.attr.ctime = *time;
+            }
+            Op::SetXattr { ino, name, value, time } => {
+                let i = locked.get(*ino)?;
+                i.xattrs.insert(name.clone(), value.clone());
+                i.attr.ctime = *time;
+            }
+            Op::RemoveXattr { ino, name, time } => {
+                let i = locked.get(*ino)?;
+                i.xattrs.remove(name);
+                i.attr.ctime = *time;
+            }
+            Op::Reclaim { ino } => {
+                let i = locked.get(*ino)?;
+                if i.attr.nlink == 0 {
+                    self.reclaim_locked(i)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_rename(
+        &self,
+        locked: &mut Locked,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        exchange: bool,
+        time: Time,
+        replay: bool,
+    ) -> FsResult<()> {
+        let src = locked.get(parent)?.dir().and_then(|d| d.get(name)).cloned().ok_or_else(|| enoent("no source"))?;
+        let dst = locked.get(new_parent)?.dir().and_then(|d| d.get(new_name)).cloned();
+        let src_dir = src.kind == Kind::Dir;
+        if exchange {
+            let dst = dst.ok_or_else(|| enoent("no target to exchange with"))?;
+            let dst_dir = dst.kind == Kind::Dir;
+            {
+                let p = locked.get(parent)?;
+                p.dir_mut().ok_or_else(|| enotdir("not a directory"))?.replace(name, dst.ino, dst.kind);
+                p.attr.mtime = time;
+                p.attr.ctime = time;
+                if parent != new_parent {
+                    p.attr.nlink = (p.attr.nlink + dst_dir as u32).saturating_sub(src_dir as u32);
+                }
+            }
+            {
+                let np = locked.get(new_parent)?;
+                np.dir_mut().ok_or_else(|| enotdir("not a directory"))?.replace(new_name, src.ino, src.kind);
+                np.attr.mtime = time;
+                np.attr.ctime = time;
+                if parent != new_parent {
+                    np.attr.nlink = (np.attr.nlink + src_dir as u32).saturating_sub(dst_dir as u32);
+                }
+            }
+            let s = locked.get(src.ino)?;
+            s.attr.ctime = time;
+            if let Some(d) = s.dir_mut() {
+                d.parent = new_parent;
+            }
+            let t = locked.get(dst.ino)?;
+            t.attr.ctime = time;
+            if let Some(d) = t.dir_mut() {
+                d.parent = parent;
+            }
+            return Ok(());
+        }
+        if let Some(dst) = &dst {
+            let t = locked.get(dst.ino)?;
+            if dst.kind == Kind::Dir {
+                t.attr.nlink = 0;
+            } else {
+                t.attr.nlink = t.attr.nlink.saturating_sub(1);
+            }
+            t.attr.ctime = time;
+            if t.attr.nlink == 0 && (replay || !self.is_referenced(dst.ino)) {
+                self.reclaim_locked(t)?;
+            }
+            if dst.kind == Kind::Dir {
+                let np = locked.get(new_parent)?;
+                np.attr.nlink = np.attr.nlink.saturating_sub(1);
+            }
+        }
+        {
+            let p = locked.get(parent)?;
+            p.dir_mut().ok_or_else(|| enotdir("not a directory"))?.remove(name);
+            p.attr.mtime = time;
+            p.attr.ctime = time;
+            if src_dir {
+                p.attr.nlink = p.attr.nlink.saturating_sub(1);
+            }
+        }
+        {
+            let np = locked.get(new_parent)?;
+            let d = np.dir_mut().ok_or_else(|| enotdir("not a directory"))?;
+            if d.replace(new_name, src.ino, src.kind).is_none() {
+                d.insert(DirEntry { name: new_name.to_vec(), ino: src.ino, kind: src.kind });
+            }
+            np.attr.mtime = time;
+            np.attr.ctime = time;
+            if src_dir {
+                np.attr.nlink += 1;
+            }
+        }
+        let s = locked.get(src.ino)?;
+        s.attr.ctime = time;
+        if let Some(d) = s.dir_mut() {
+            d.parent = new_parent;
+        }
+        Ok(())
+    }
+
+    /// Releases an inode without names: frees its frames and drops it from the table.
+    fn reclaim_locked(&self, inode: &mut Inode) -> FsResult<()> {
+        if let Body::File(map) = &mut inode.body {
+            for e in map.iter().collect::<Vec<_>>() {
+                self.alloc.free(e.pfns)?;
+            }
+            *map = ExtentMap::new();
+        }
+        self.inodes.remove(&inode.ino);
+        Ok(())
+    }
+
+    fn reclaim_now(&self, ino: u64) -> FsResult<()> {
+        let mut locked = self.lock(&[ino])?;
+        let i = locked.get(ino)?;
+        self.reclaim_locked(i)
+    }
+
+    /// Logs and applies `op` on already-locked inodes.
+    fn commit(&self, op: Op, locked: &mut Locked) -> FsResult<()> {
+        self.journal.append(&self.pool, &op)?;
+        self.apply(&op, locked, false)
+    }
+}
+
+mod ops;
+pub use ops::SeekWhence;

@@ -1,0 +1,756 @@
+//! The filesystem operations the FUSE adapter calls: validate, journal, apply.
+
+use std::sync::atomic::Ordering;
+
+use pfnfs_alloc::FRAME_SIZE;
+use pfnfs_extent::{ReadSegment, io as extent_io};
+
+use super::*;
+
+/// SEEK_DATA or SEEK_HOLE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeekWhence {
+    Data,
+    Hole,
+}
+
+thread_local! {
+    static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
+const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
+const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
+
+impl Volume {
+    // ---- lookups and attributes ------------------------------------------------------
+
+    /// Looks `name` up in `parent`; counts a kernel lookup reference on success.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Entry> {
+        if name.len() > NAME_MAX {
+            return Err(enametoolong("name too long"));
+        }
+        let pcell = self.cell(parent)?;
+        let ino = {
+            let p = pcell.inode.read();
+            let dir = p.dir().ok_or_else(|| enotdir("not a directory"))?;
+            match name {
+                b"." => parent,
+                b".." => dir.parent,
+                _ => dir.get(name).map(|e| e.ino).ok_or_else(|| enoent("no such entry"))?,
+            }
+        };
+        let cell = self.cell(ino)?;
+        cell.lookups.fetch_add(1, Ordering::AcqRel);
+        let attr = cell.inode.read().attr.clone();
+        Ok(Entry { ino, attr })
+    }
+
+    /// Counts a lookup reference for an inode handed to the kernel by create/mkdir/readdirplus.
+    pub fn add_lookup(&self, ino: u64) {
+        if let Ok(c) = self.cell(ino) {
+            c.lookups.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The kernel forgets `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let Ok(cell) = self.cell(ino) else { return };
+        let prev = cell.lookups.fetch_sub(n.min(cell.lookups.load(Ordering::Acquire)), Ordering::AcqRel);
+        if prev <= n {
+            self.reclaim_if_orphan(ino);
+        }
+    }
+
+    fn reclaim_if_orphan(&self, ino: u64) {
+        if self.read_only || ino == ROOT_INO {
+            return;
+        }
+        let Ok(cell) = self.cell(ino) else { return };
+        if cell.lookups.load(Ordering::Acquire) > 0 || cell.opens.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        if cell.inode.read().attr.nlink != 0 {
+            return;
+        }
+        let _gate = self.gate.read();
+        let Ok(mut locked) = self.lock(&[ino]) else { return };
+        let still = locked.get(ino).map(|i| i.attr.nlink == 0).unwrap_or(false);
+        if still && !self.is_referenced(ino) {
+            if let Err(e) = self.commit(Op::Reclaim { ino }, &mut locked) {
+                tracing::warn!("reclaim of inode {ino} failed: {e}");
+            }
+        }
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        Ok(self.cell(ino)?.inode.read().attr.clone())
+    }
+
+    /// chmod / chown / truncate / utimes.
+    pub fn setattr(&self, caller: Caller, ino: u64, req: SetAttr) -> FsResult<Attr> {
+        self.check_writable()?;
+        self.maybe_checkpoint();
+        let _gate = self.gate.read();
+        let mut locked = self.lock(&[ino])?;
+        let now = Time::now();
+        if let Some(size) = req.size {
+            let inode = locked.get(ino)?;
+            match inode.body {
+                Body::File(_) => {}
+                Body::Dir(_) => return Err(eisdir("cannot truncate a directory")),
+                _ => return Err(einval("cannot truncate this file type")),
+            }
+            if size > MAX_FILE_BYTES {
+                return Err(efbig(format!("size {size} exceeds the largest file size")));
+            }
+            if size != inode.attr.size || req.mtime.is_none() {
+                self.commit(Op::Truncate { ino, size, time: now }, &mut locked)?;
+            }
+            // POSIX: truncation by a non-owner clears setuid/setgid like a write does.
+            let inode = locked.get(ino)?;
+            let cleared = kill_suid(inode.attr.mode, caller.uid);
+            if cleared != inode.attr.mode && req.mode.is_none() {
+                let a = inode.attr.clone();
+                self.commit(
+                    Op::SetAttr { ino, mode: cleared, uid: a.uid, gid: a.gid, atime: a.atime, mtime: a.mtime, ctime: now },
+                    &mut locked,
+                )?;
+            }
+        }
+        let inode = locked.get(ino)?;
+        let a = inode.attr.clone();
+        let mut mode = a.mode;
+        let mut uid = a.uid;
+        let mut gid = a.gid;
+        let mut changed = false;
+        if let Some(m) = req.mode {
+            mode = (a.mode & libc::S_IFMT) | (m & 0o7777);
+            changed = true;
+        }
+        if let Some(u) = req.uid {
+            changed |= u != uid;
+            uid = u;
+        }
+        if let Some(g) = req.gid {
+            changed |= g != gid;
+            gid = g;
+        }
+        if (req.uid.is_some_and(|u| u != a.uid) || req.gid.is_some_and(|g| g != a.gid))
+            && req.mode.is_none()
+            && a.kind() != Kind::Dir
+        {
+            // chown clears setuid, and setgid when group-executable.
+            mode = clear_suid_sgid(mode);
+        }
+        let atime = req.atime.unwrap_or(a.atime);
+        let mtime = req.mtime.unwrap_or(a.mtime);
+        changed |= req.atime.is_some() || req.mtime.is_some() || req.uid.is_some() || req.gid.is_some();
+        let ctime = req.ctime.unwrap_or(if changed { now } else { a.ctime });
+        if changed || req.ctime.is_some() {
+            self.commit(Op::SetAttr { ino, mode, uid, gid, atime, mtime, ctime }, &mut locked)?;
+        }
+        Ok(locked.get(ino)?.attr.clone())
+    }
+
+    // ---- namespace ------------------------------------------------------------------
+
+    fn new_attr(&self, caller: Caller, parent: &Attr, mode: u32, rdev: u32, size: u64) -> Attr {
+        let now = Time::now();
+        let mut mode = mode;
+        let mut gid = caller.gid;
+        if parent.mode & libc::S_ISGID != 0 {
+            gid = parent.gid;
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                mode |= libc::S_ISGID;
+            }
+        }
+        let nlink = if mode & libc::S_IFMT == libc::S_IFDIR { 2 } else { 1 };
+        Attr {
+            mode,
+            uid: caller.uid,
+            gid,
+            nlink,
+            size,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            rdev,
+            generation: 1,
+        }
+    }
+
+    fn create_inode(&self, caller: Caller, parent: u64, name: &[u8], mode: u32, rdev: u32, body: NewBody) -> FsResult<Entry> {
+        self.check_writable()?;
+        check_name(name)?;
+        self.maybe_checkpoint();
+        let _gate = self.gate.read();
+        let _ns = self.ns.lock();
+        let mut locked = self.lock(&[parent])?;
+        let p = locked.get(parent)?;
+        let dir = p.dir().ok_or_else(|| enotdir("parent is not a directory"))?;
+        if p.attr.nlink == 0 {
+            return Err(enoent("parent directory was removed"));
+        }
+        if dir.get(name).is_some() {
+            return Err(eexist("entry exists"));
+        }
+        let size = match &body {
+            NewBody::Symlink(t) => t.len() as u64,
+            _ => 0,
+        };
+        let attr = self.new_attr(caller, &p.attr, mode, rdev, size);
+        let ino = self.next_ino.fetch_add(1, Ordering::AcqRel);
+        self.commit(Op::Create { parent, name: name.to_vec(), ino, attr: attr.clone(), body }, &mut locked)?;
+        self.add_lookup(ino);
+        Ok(Entry { ino, attr })
+    }
+
+    /// mknod: regular files, FIFOs, sockets, device nodes.
+    pub fn mknod(&self, caller: Caller, parent: u64, name: &[u8], mode: u32, rdev: u32) -> FsResult<Entry> {
+        let body = match Kind::from_mode(mode) {
+            Some(Kind::File) => NewBody::File,
+            Some(Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev) => NewBody::Special,
+            Some(Kind::Dir) => return self.mkdir(caller, parent, name, mode),
+            _ => return Err(einval("mknod of an unknown file type")),
+        };
+        let mode = if mode & libc::S_IFMT == 0 { mode | libc::S_IFREG } else { mode };
+        self.create_inode(caller, parent, name, mode, rdev, body)
+    }
+
+    /// mkdir.
+    pub fn mkdir(&self, caller: Caller, parent: u64, name: &[u8], mode: u32) -> FsResult<Entry> {
+        self.create_inode(caller, parent, name, libc::S_IFDIR | (mode & 0o7777), 0, NewBody::Dir)
+    }
+
+    /// symlink.
+    pub fn symlink(&self, caller: Caller, parent: u64, name: &[u8], target: &[u8]) -> FsResult<Entry> {
+        if target.is_empty() {
+            return Err(enoent("empty symlink target"));
+        }
+        if target.len() > SYMLINK_MAX {
+            return Err(enametoolong("symlink target too long"));
+        }
+        self.create_inode(caller, parent, name, libc::S_IFLNK | 0o777, 0, NewBody::Symlink(target.to_vec()))
+    }
+
+    /// create (O_CREAT). With `exclusive`, an existing name is EEXIST; otherwise the existing
+    /// file is returned (a race with another creator).
+    pub fn create(&self, caller: Caller, parent: u64, name: &[u8], mode: u32, exclusive: bool) -> FsResult<Entry> {
+        match self.create_inode(caller, parent, name, libc::S_IFREG | (mode & 0o7777), 0, NewBody::File) {
+            Err(e) if e.errno == libc::EEXIST && !exclusive => {
+                let entry = self.lookup(parent, name)?;
+                if entry.attr.kind() == Kind::Dir {
+                    self.forget(entry.ino, 1);
+                    return Err(eisdir("is a directory"));
+                }
+                Ok(entry)
+            }
+            other => other,
+        }
+    }
+
+    /// readlink.
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match &self.cell(ino)?.inode.read().body {
+            Body::Symlink(t) => Ok(t.clone()),
+            _ => Err(einval("not a symlink")),
+        }
+    }
+
+    /// link.
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> FsResult<Entry> {
+        self.check_writable()?;
+        check_name(new_name)?;
+        self.maybe_checkpoint();
+        let _gate = self.gate.read();
+        let _ns = self.ns.lock();
+        let mut locked = self.lock(&[ino, new_parent])?;
+        let i = locked.get(ino)?;
+        if i.attr.kind() == Kind::Dir {
+            return Err(eperm("hard links to directories are not allowed"));
+        }
+        if i.attr.nlink == 0 {
+            return Err(enoent("file was removed"));
+        }
+        if i.attr.nlink >= u32::MAX - 1 {
+            return Err(emlink("too many links"));
+        }
+        let p = locked.get(new_parent)?;
+        let dir = p.dir().ok_or_else(|| enotdir("not a directory"))?;
+        if p.attr.nlink == 0 {
+            return Err(enoent("directory was removed"));
+        }
+        if dir.get(new_name).is_some() {
+            return Err(eexist("entry exists"));
+        }
+        self.commit(Op::Link { parent: new_parent, name: new_name.to_vec(), ino, time: Time::now() }, &mut locked)?;
+        self.add_lookup(ino);
+        let attr = locked.get(ino)?.attr.clone();
+        Ok(Entry { ino, attr })
+    }
+
+    /// unlink (`dir == false`) or rmdir (`dir == true`).
+    pub fn remove(&self, parent: u64, name: &[u8], dir: bool) -> FsResult<()> {
+        self.check_writable()?;
+        if name.len() > NAME_MAX {
+            return Err(enametoolong("name too long"));
+        }
+        if dir && name == b"." {
+            return Err(einval("cannot remove ."));
+        }
+        if dir && name == b".." {
+            return Err(enotempty("cannot remove .."));
+        }
+        self.maybe_checkpoint();
+        let _gate = self.gate.read();
+        let _ns = self.ns.lock();
+        let child = self.child(parent, name)?;
+        let mut locked = self.lock(&[parent, child])?;
+        let c = locked.get(child)?;
+        match (dir, c.dir()) {
+            (true, None) => return Err(enotdir("not a directory")),
+            (false, Some(_)) => return Err(eisdir("is a directory")),
+            (true, Some(d)) if !d.is_empty() => return Err(enotempty("directory not empty")),
+            _ => {}
+        }
+        self.commit(Op::Unlink { parent, name: name.to_vec(), time: Time::now() }, &mut locked)
+    }
+
+    /// rename with RENAME_NOREPLACE / RENAME_EXCHANGE.
+    pub fn rename(&self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8], flags: u32) -> FsResult<()> {
+        self.check_writable()?;
+        check_name(new_name)?;
+        if name.len() > NAME_MAX {
+            return Err(enametoolong("name too long"));
+        }
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange) {
+            return Err(einval("unsupported rename flags"));
+        }
+        self.maybe_checkpoint();
+        let _gate = self.gate.read();
+        let _ns = self.ns.lock();
+        let src = self.child(parent, name)?;
+        let dst = match self.child(new_parent, new_name) {
+            Ok(d) => Some(d),
+            Err(e) if e.errno == libc::ENOENT => None,
+            Err(e) => return Err(e),
+        };
+        if exchange && dst.is_none() {
+            return Err(enoent("exchange target does not exist"));
+        }
+        if noreplace && dst.is_some() {
+            return Err(eexist("target exists"));
+        }
+        if dst == Some(src) {
+            return Ok(());
+        }
+        // A directory may not move into itself or its own subtree (checked before locking:
+        // parent pointers only change under `ns`, which we hold).
+        if parent != new_parent
+            && (self.is_ancestor(src, new_parent)? || (exchange && self.is_ancestor(dst.unwrap_or(0), parent)?))
+        {
+            return Err(einval("cannot move a directory into itself"));
+        }
+        let mut inos = vec![parent, new_parent, src];
+        inos.extend(dst);
+        let mut locked = self.lock(&inos)?;
+        let src_is_dir = locked.get(src)?.attr.kind() == Kind::Dir;
+        let dst_is_dir = match dst {
+            Some(d) => Some(locked.get(d)?.attr.kind() == Kind::Dir),
+            None => None,
+        };
+        if locked.get(new_parent)?.dir().is_none() {
+            return Err(enotdir("target parent is not a directory"));
+        }
+        if !exchange {
+            if let (Some(d), Some(d_is_dir)) = (dst, dst_is_dir) {
+                if src_is_dir && !d_is_dir {
+                    return Err(enotdir("cannot replace a non-directory with a directory"));
+                }
+                if !src_is_dir && d_is_dir {
+                    return Err(eisdir("cannot replace a directory with a non-directory"));
+                }
+                if d_is_dir && locked.get(d)?.dir().is_some_and(|dd| !dd.is_empty()) {
+                    return Err(enotempty("target directory not empty"));
+                }
+            }
+        }
+        let op = Op::Rename {
+            parent,
+            name: name.to_vec(),
+            new_parent,
+            new_name: new_name.to_vec(),
+            exchange,
+            time: Time::now(),
+        };
+        self.commit(op, &mut locked)
+    }
+
+    /// True if `ancestor` is `ino` or lies on the path from `ino` up to the root. Called
+    /// under `ns`, so parent pointers are stable; reads each directory briefly.
+    fn is_ancestor(&self, ancestor: u64, mut ino: u64) -> FsResult<bool> {
+        for _ in 0..1_000_000 {
+            if ino == ancestor {
+                return Ok(true);
+            }
+            if ino == ROOT_INO {
+                return Ok(false);
+            }
+            let cell = self.cell(ino)?;
+            let next = cell.inode.read().dir().map(|d| d.parent);
+            ino = match next {
+                Some(p) => p,
+                None => return Ok(false),
+            };
+        }
+        Err(eio("directory tree too deep or cyclic"))
+    }
+
+    /// Directory entries after cookie `offset`: calls `add(ino, next_offset, kind, name)`
+    /// until it returns true (buffer full). Includes "." and "..".
+    pub fn readdir(&self, ino: u64, offset: u64, mut add: impl FnMut(u64, u64, Kind, &[u8]) -> bool) -> FsResult<()> {
+        let cell = self.cell(ino)?;
+        let inode = cell.inode.read();
+        let dir = inode.dir().ok_or_else(|| enotdir("not a directory"))?;
+        if offset < 1 && add(ino, 1, Kind::Dir, b".") {
+            return Ok(());
+        }
+        if offset < 2 && add(dir.parent, 2, Kind::Dir, b"..") {
+            return Ok(());
+        }
+        for (cookie, e) in dir.entries_after(offset.max(2)) {
+            if add(e.ino, cookie, e.kind, &e.name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- files ----------------------------------------------------------------------
+
+    /// Counts an open handle.
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<()> {
+        if write {
+            self.check_writable()?;
+        }
+        let cell = self.cell(ino)?;
+        cell.opens.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Drops an open handle; reclaims an unlinked inode on its last close.
+    pub fn release(&self, ino: u64) {
+        if let Ok(cell) = self.cell(ino) {
+            let prev = cell.opens.fetch_sub(1, Ordering::AcqRel);
+            if prev == 1 {
+                self.reclaim_if_orphan(ino);
+            }
+        }
+    }
+
+    /// Reads up to `size` bytes at `offset` and hands them to `reply` as one slice: straight
+    /// from pool memory when the range lies in one extent, else gathered once.
+    pub fn read<R>(&self, ino: u64, offset: u64, size: u32, reply: impl FnOnce(&[u8]) -> R) -> FsResult<R> {
+        let cell = self.cell(ino)?;
+        let inode = cell.inode.read();
+        let map = match &inode.body {
+            Body::File(m) => m,
+            Body::Dir(_) => return Err(eisdir("is a directory")),
+            _ => return Err(einval("not a regular file")),
+        };
+        let file_size = inode.attr.size;
+        if offset >= file_size || size == 0 {
+            return Ok(reply(&[]));
+        }
+        let len = (size as u64).min(file_size - offset);
+        let mut segments: smallvec_segments::Segments<'_> = Default::default();
+        extent_io::read_segments(&self.pool, map, offset, len, &mut segments.0)?;
+        if let [ReadSegment::Pool(bytes)] = segments.0.as_slice() {
+            return Ok(reply(bytes));
+        }
+        GATHER.with(|g| {
+            let mut buf = g.borrow_mut();
+            buf.clear();
+            for s in &segments.0 {
+                match s {
+                    ReadSegment::Pool(b) => buf.extend_from_slice(b),
+                    ReadSegment::Zeros(n) => {
+                        let at = buf.len();
+                        buf.resize(at + n, 0)
+                    }
+                }
+            }
+            Ok(reply(&buf))
+        })
+    }
+
+    /// Writes `data` at `offset`; returns bytes written.
+    pub fn write(&self, caller: Caller, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.check_writable()?;
+        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= MAX_FILE_BYTES).ok_or_else(|| efbig("write past the largest file size"))?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.maybe_checkpoint();
+        let _gate = self.gate.read();
+        let cell = self.cell(ino)?;
+        let mut inode = cell.inode.write();
+        let Body::File(map) = &mut inode.body else { return Err(einval("not a regular file")) };
+        let outcome = extent_io::write(&self.pool, &self.alloc, map, offset, data)?;
+        let mode = kill_suid(inode.attr.mode, caller.uid);
+        let size = inode.attr.size.max(end);
+        let now = Time::now();
+        if outcome.is_empty() && size == inode.attr.size && mode == inode.attr.mode {
+            inode.attr.mtime = now;
+            inode.attr.ctime = now;
+            return Ok(data.len() as u32);
+        }
+        let op = Op::Write { ino, allocated: outcome.allocated, converted: outcome.converted, size, mtime: now, mode };
+        if let Err(e) = self.journal.append(&self.pool, &op) {
+            // The record did not land: undo the mapping change so RAM matches the pool.
+            if let (Op::Write { allocated, converted, .. }, Body::File(map)) = (&op, &mut inode.body) {
+                for a in allocated {
+                    for r in map.punch(a.file_frame, a.pfns.len) {
+                        let _ = self.alloc.free(r);
+                    }
+                }
+                let _ = converted;
+            }
+            return Err(e);
+        }
+        inode.attr.size = size;
+        inode.attr.mtime = now;
+        inode.attr.ctime = now;
+        inode.attr.mode = mode;
+        Ok(data.len() as u32)
+    }
+
+    /// fsync / fdatasync / fsyncdir / syncfs: everything is persisted as it happens; make
+    /// the pool durable on its backing store as well.
+    pub fn fsync(&self, _ino: u64) -> FsResult<()> {
+        self.pool.sync(0, self.pool.len_bytes())?;
+        Ok(())
+    }
+
+    /// fallocate with modes 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE[|KEEP_SIZE].
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        self.check_writable()?;
+        if len == 0 {
+            return Err(einval("fallocate of zero length"));
+        }
+        let end = offset.checked_add(len).filter(|e| *e <= MAX_FILE_BYTES).ok_or_else(|| efbig("range past the largest file size"))?;
+        let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
+        let punch = mode & FALLOC_FL_PUNCH_HOLE != 0;
+        let zero = mode & FALLOC_FL_ZERO_RANGE != 0;
+        if mode & !(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 || (punch && (zero || !keep)) {
+            return Err(eopnotsupp("unsupported fallocate mode"));
+        }
+        self.maybe_checkpoint();
+        let _gate = self.gate.read();
+        let mut locked = self.lock(&[ino])?;
+        let inode = locked.get(ino)?;
+        match inode.body {
+            Body::File(_) => {}
+            Body::Dir(_) => return Err(eisdir("is a directory")),
+            _ => return Err(enodev_like()),
+        }
+        let now = Time::now();
+        let size = inode.attr.size;
+        if punch || zero {
+            let punch_end = if punch { end.min(size) } else { end };
+            if punch_end > offset {
+                self.commit(Op::Punch { ino, offset, len: punch_end - offset, time: now }, &mut locked)?;
+            }
+            if punch {
+                return Ok(());
+            }
+        }
+        // Mode 0 / KEEP_SIZE / ZERO_RANGE: make sure every frame of the range is mapped.
+        let first = offset / FRAME_SIZE;
+        let frames = end.div_ceil(FRAME_SIZE) - first;
+        let inode = locked.get(ino)?;
+        let Body::File(map) = &mut inode.body else { return Err(eio("not a file")) };
+        let extents = extent_io::allocate_unwritten(&self.alloc, map, first, frames)?;
+        let new_size = if keep { size } else { size.max(end) };
+        if extents.is_empty() && new_size == size && !zero {
+            return Ok(());
+        }
+        let op = Op::Allocate { ino, extents: extents.clone(), size: new_size, time: now };
+        if let Err(e) = self.journal.append(&self.pool, &op) {
+            for x in &extents {
+                for r in map.punch(x.file_frame, x.pfns.len) {
+                    let _ = self.alloc.free(r);
+                }
+            }
+            return Err(e);
+        }
+        self.apply(&op, &mut locked, false)
+    }
+
+    /// SEEK_DATA / SEEK_HOLE.
+    pub fn seek(&self, ino: u64, offset: u64, whence: SeekWhence) -> FsResult<u64> {
+        let cell = self.cell(ino)?;
+        let inode = cell.inode.read();
+        let map = inode.file_map().ok_or_else(|| einval("not a regular file"))?;
+        let size = inode.attr.size;
+        if offset >= size {
+            return Err(enxio("offset at or past end of file"));
+        }
+        let frame = offset / FRAME_SIZE;
+        match whence {
+            SeekWhence::Data => match map.next_data(frame) {
+                Some(f) => {
+                    let at = (f * FRAME_SIZE).max(offset);
+                    if at >= size { Err(enxio("no data past offset")) } else { Ok(at) }
+                }
+                None => Err(enxio("no data past offset")),
+            },
+            SeekWhence::Hole => {
+                let f = map.next_hole(frame);
+                Ok(f.saturating_mul(FRAME_SIZE).max(offset).min(size))
+            }
+        }
+    }
+
+    /// copy_file_range: copies through the pool extent by extent.
+    pub fn copy_range(&self, caller: Caller, ino_in: u64, off_in: u64, ino_out: u64, off_out: u64, len: u64) -> FsResult<u64> {
+        self.check_writable()?;
+        let size_in = self.getattr(ino_in)?.size;
+        if off_in >= size_in || len == 0 {
+            return Ok(0);
+        }
+        let len = len.min(size_in - off_in);
+        if ino_in == ino_out && off_in < off_out.saturating_add(len) && off_out < off_in + len {
+            return Err(einval("overlapping copy within one file"));
+        }
+        let mut done = 0u64;
+        let mut buf = vec![0u8; (1u64 << 20).min(len) as usize];
+        while done < len {
+            let n = ((len - done) as usize).min(buf.len());
+            let got = self.read(ino_in, off_in + done, n as u32, |b| {
+                buf[..b.len()].copy_from_slice(b);
+                b.len()
+            })?;
+            if got == 0 {
+                break;
+            }
+            self.write(caller, ino_out, off_out + done, &buf[..got])?;
+            done += got as u64;
+        }
+        Ok(done)
+    }
+
+    // ---- xattrs ---------------------------------------------------------------------
+
+    /// setxattr with XATTR_CREATE / XATTR_REPLACE.
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        self.check_writable()?;
+        check_xattr_name(name)?;
+        if value.len() > XATTR_VALUE_MAX {
+            return Err(e2big("xattr value too large"));
+        }
+        self.maybe_checkpoint();
+        let _gate = self.gate.read();
+        let mut locked = self.lock(&[ino])?;
+        let inode = locked.get(ino)?;
+        let exists = inode.xattrs.contains_key(name);
+        if flags & libc::XATTR_CREATE != 0 && exists {
+            return Err(eexist("xattr exists"));
+        }
+        if flags & libc::XATTR_REPLACE != 0 && !exists {
+            return Err(enodata("no such xattr"));
+        }
+        let old = inode.xattrs.get(name).map(|v| name.len() + v.len()).unwrap_or(0);
+        if inode.xattr_bytes() - old + name.len() + value.len() > XATTR_TOTAL_MAX {
+            return Err(enospc("no room for more extended attributes on this inode"));
+        }
+        self.commit(Op::SetXattr { ino, name: name.to_vec(), value: value.to_vec(), time: Time::now() }, &mut locked)
+    }
+
+    /// getxattr.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        check_xattr_name(name)?;
+        let cell = self.cell(ino)?;
+        let inode = cell.inode.read();
+        inode.xattrs.get(name).cloned().ok_or_else(|| enodata("no such xattr"))
+    }
+
+    /// listxattr: NUL-terminated names.
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let cell = self.cell(ino)?;
+        let inode = cell.inode.read();
+        let mut out = Vec::new();
+        for k in inode.xattrs.keys() {
+            out.extend_from_slice(k);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// removexattr.
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        self.check_writable()?;
+        check_xattr_name(name)?;
+        self.maybe_checkpoint();
+        let _gate = self.gate.read();
+        let mut locked = self.lock(&[ino])?;
+        if !locked.get(ino)?.xattrs.contains_key(name) {
+            return Err(enodata("no such xattr"));
+        }
+        self.commit(Op::RemoveXattr { ino, name: name.to_vec(), time: Time::now() }, &mut locked)
+    }
+
+    // ---- figures --------------------------------------------------------------------
+
+    /// statfs figures.
+    pub fn statfs(&self) -> FsStat {
+        let s = self.alloc.stats();
+        let inodes = self.inodes.len() as u64;
+        FsStat { total_frames: s.total_frames, free_frames: s.free_frames, inodes, free_inodes: s.free_frames.max(1 << 20) }
+    }
+}
+
+fn enodev_like() -> FsError {
+    FsError::new(libc::ENODEV, "fallocate on a special file")
+}
+
+fn check_xattr_name(name: &[u8]) -> FsResult<()> {
+    if name.is_empty() || name.len() > NAME_MAX {
+        return Err(erange("xattr name length out of range"));
+    }
+    let known = [b"user.".as_slice(), b"trusted.", b"security.", b"system."];
+    if !known.iter().any(|p| name.starts_with(p)) {
+        return Err(eopnotsupp("unknown xattr namespace"));
+    }
+    if name.starts_with(b"system.") {
+        return Err(eopnotsupp("system.* attributes (POSIX ACLs) are not supported"));
+    }
+    Ok(())
+}
+
+/// Mode after a write or truncate by `uid`: setuid always cleared, setgid when group-exec
+/// (Linux `file_remove_privs`), unless the writer is root.
+fn kill_suid(mode: u32, uid: u32) -> u32 {
+    if uid == 0 { mode } else { clear_suid_sgid(mode) }
+}
+
+fn clear_suid_sgid(mode: u32) -> u32 {
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
+    }
+    m
+}
+
+mod smallvec_segments {
+    use pfnfs_extent::ReadSegment;
+
+    /// The segments of one read (reuses no buffer yet; a read within one extent has one).
+    #[derive(Default)]
+    pub struct Segments<'a>(pub Vec<ReadSegment<'a>>);
+}
