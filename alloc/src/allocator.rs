@@ -1,11 +1,79 @@
 //! The extent allocator: free space as extents, never as per-frame state.
 //!
-//! TODO(helper): module doc (why groups, why 2 MiB alignment, invariants).
+//! # Structure
+//!
+//! The data region is cut into *allocation groups* of [`ExtentAllocator::group_frames`] frames
+//! (the first and the last group may be shorter). Each group keeps its free extents in
+//! [`extents::FreeExtents`]: a `BTreeMap<start, len>` and a `BTreeSet<(len, start)>`, behind
+//! its own `parking_lot::Mutex`. Memory is proportional to the number of free extents; there is
+//! no bitmap and no per-frame entry anywhere.
+//!
+//! # Group rule
+//!
+//! Group boundaries sit at `base + i * group_frames`, where `base` is the region start rounded
+//! down to a 2 MiB boundary (512 frames) and `group_frames` is a multiple of 512, so every
+//! boundary is 2 MiB-aligned. By default (see [`default_group_frames`])
+//! `group_frames = round_up_512(max(ceil(span / 16), 65536))` with `span = region end - base`:
+//! at most 16 groups, each at least 256 MiB. A free extent never crosses a group boundary, so
+//! the largest extent the allocator stores, and the largest single range an allocation
+//! without a goal can return, is one group.
+//!
+//! # Policy of [`ExtentAllocator::allocate`]
+//!
+//! 1. Goal: if `[goal, goal + frames)` is entirely free, take exactly that (one range, even
+//!    across a group boundary). This keeps an appended file contiguous.
+//! 2. One contiguous range, starting from the *home group* (the goal's group, else a group
+//!    fixed per thread) and spilling to the next groups in turn. Requests of at least 512
+//!    frames first look in every group for a 2 MiB-aligned start (extents of at least
+//!    `frames + 511` frames via the length index, then those of `[frames, frames + 511)` frames
+//!    checking alignment); then best fit. Smaller requests take best fit (smallest extent that
+//!    fits, ties lowest start) in the first group that has one.
+//! 3. Several ranges: groups visited in order of their largest extent, each giving its largest
+//!    extents until the rest fits one extent, which is then taken best fit. The result is
+//!    sorted by start, with physically adjacent pieces merged.
+//!
+//! All or nothing: a request larger than the free count fails at once with `NoSpace`; if
+//! concurrent allocations make step 3 come up short, everything it took is given back.
+//!
+//! # Invariants (checked by [`ExtentAllocator::check_consistency`])
+//!
+//! - The groups tile the region in order; every free extent lies inside its group.
+//! - In each group: both indexes hold the same extents; extents are non-empty, disjoint and
+//!   never adjacent (coalescing is complete); the group's counter is the sum of the lengths.
+//! - The allocator's atomic free counter is the sum of the group counters.
+//!
+//! # Locking
+//!
+//! Each group's mutex guards its extents and its counter. `allocate` holds at most one group
+//! lock at a time, except in the goal step. Any operation that needs several groups (goal
+//! step, `free`/`reserve` of a range crossing a boundary, `free_extents`, `stats`,
+//! `check_consistency`) locks them in ascending group order, so there is no lock-order cycle.
+//! The atomic free counter is only changed while the lock of the group concerned is held.
+//! No lock is held across a call out of this module.
 
+mod extents;
+pub mod image;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use self::extents::FreeExtents;
 use crate::error::AllocError;
-use crate::pfn::{Pfn, PfnRange};
+use crate::pfn::{HUGE_FRAMES, Pfn, PfnRange};
+
+/// Smallest default allocation group: 65536 frames (256 MiB).
+pub const MIN_GROUP_FRAMES: u64 = 65_536;
+/// The default rule aims at this many groups.
+pub const TARGET_GROUP_COUNT: u64 = 16;
+/// Never more groups than this, whatever group size is asked for.
+pub const MAX_GROUP_COUNT: u64 = 4096;
 
 /// Figures the allocator reports (statfs, `pfnfs stat`).
+///
+/// Extents are counted as the allocator stores them: a free run that crosses a group boundary
+/// counts once per group, and `largest_free_frames` is the largest run one allocation without a
+/// goal can get.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct AllocStats {
     /// Frames in the data region.
@@ -20,18 +88,124 @@ pub struct AllocStats {
     pub fragmentation: f64,
 }
 
+/// The default group size for a span of `span_frames` frames (counted from the 2 MiB boundary
+/// at or below the region start): `max(ceil(span / 16), 65536)` rounded up to a multiple of 512.
+pub fn default_group_frames(span_frames: u64) -> u64 {
+    round_up_huge(
+        span_frames
+            .div_ceil(TARGET_GROUP_COUNT)
+            .max(MIN_GROUP_FRAMES),
+    )
+}
+
+/// `frames` rounded up to a multiple of 512 (the largest such `u64` if that overflows).
+fn round_up_huge(frames: u64) -> u64 {
+    frames
+        .checked_next_multiple_of(HUGE_FRAMES)
+        .unwrap_or(u64::MAX - u64::MAX % HUGE_FRAMES)
+}
+
+/// Hands every thread a distinct number, the first time it allocates.
+static NEXT_THREAD_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_SLOT: usize = NEXT_THREAD_SLOT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One allocation group: a fixed slice of the region and the free extents inside it.
+struct Group {
+    /// The frames this group owns.
+    range: PfnRange,
+    /// Its free extents; see the module header for the locking rules.
+    free: Mutex<FreeExtents>,
+}
+
 /// Free space of the data region as extents, split into allocation groups so that threads
 /// allocating in different groups never contend.
-#[derive(Debug)]
+///
+/// Shared by reference between threads (`&self` everywhere); see the module header for the
+/// locking rules. Dropping it drops only RAM state: the free set lives on the pool only as an
+/// image written by the owner ([`encode_free_set`](Self::encode_free_set)).
 pub struct ExtentAllocator {
-    // TODO(helper)
+    /// The data region.
+    region: PfnRange,
+    /// `region.start` rounded down to a multiple of 512: where group 0 would start.
+    base: u64,
+    /// Frames per group (a multiple of 512); the first and last group may be shorter.
+    group_frames: u64,
+    /// The groups, in PFN order, tiling `region`.
+    groups: Box<[Group]>,
+    /// Free frames in all groups; changed only under the lock of the group concerned.
+    free_frames: AtomicU64,
+}
+
+impl std::fmt::Debug for ExtentAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtentAllocator")
+            .field("region", &self.region)
+            .field("group_frames", &self.group_frames)
+            .field("groups", &self.groups.len())
+            .field("free_frames", &self.free_frames.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl ExtentAllocator {
+    // ----- construction -------------------------------------------------------------------
+
+    /// An allocator over `data` with no free frame, groups of about `group_frames` frames.
+    fn with_layout(data: PfnRange, group_frames: Option<u64>) -> ExtentAllocator {
+        let base = data.start.0 - data.start.0 % HUGE_FRAMES;
+        // > 0: the region is non-empty and base <= start.
+        let span = data.end().0 - base;
+        let asked = match group_frames {
+            Some(g) => round_up_huge(g.max(HUGE_FRAMES)),
+            None => default_group_frames(span),
+        };
+        let group_frames = asked.max(round_up_huge(span.div_ceil(MAX_GROUP_COUNT)));
+        let count = span.div_ceil(group_frames);
+        let groups = (0..count)
+            .filter_map(|i| {
+                // i * group_frames < span, so this does not overflow; the upper bound may.
+                let lo = (base + i * group_frames).max(data.start.0);
+                let hi = base
+                    .saturating_add((i + 1).saturating_mul(group_frames))
+                    .min(data.end().0);
+                PfnRange::from_bounds(Pfn(lo), Pfn(hi))
+            })
+            .map(|range| Group {
+                range,
+                free: Mutex::new(FreeExtents::default()),
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        ExtentAllocator {
+            region: data,
+            base,
+            group_frames,
+            groups,
+            free_frames: AtomicU64::new(0),
+        }
+    }
+
     /// An allocator over `data` with every frame free.
     pub fn new_empty(data: PfnRange) -> ExtentAllocator {
-        let _ = data;
-        todo!()
+        Self::fill(Self::with_layout(data, None))
+    }
+
+    /// Like [`new_empty`](Self::new_empty) with groups of `group_frames` frames instead of the
+    /// default rule. The size is rounded up to a multiple of 512 (at least 512) and raised so
+    /// that there are at most [`MAX_GROUP_COUNT`] groups. Meant for tests and tuning.
+    pub fn new_empty_with_group_frames(data: PfnRange, group_frames: u64) -> ExtentAllocator {
+        Self::fill(Self::with_layout(data, Some(group_frames)))
+    }
+
+    fn fill(alloc: ExtentAllocator) -> ExtentAllocator {
+        for g in alloc.groups.iter() {
+            g.free.lock().insert_coalesce(g.range.start.0, g.range.len);
+        }
+        alloc.free_frames.store(alloc.region.len, Ordering::Relaxed);
+        alloc
     }
 
     /// An allocator over `data` whose free set is exactly `free` (any order; adjacent ranges
@@ -40,58 +214,456 @@ impl ExtentAllocator {
         data: PfnRange,
         free: impl IntoIterator<Item = PfnRange>,
     ) -> Result<ExtentAllocator, AllocError> {
-        let _ = (data, free.into_iter());
-        todo!()
+        Self::load(Self::with_layout(data, None), free)
     }
+
+    /// Like [`from_free_extents`](Self::from_free_extents) with a chosen group size (see
+    /// [`new_empty_with_group_frames`](Self::new_empty_with_group_frames)).
+    pub fn from_free_extents_with_group_frames(
+        data: PfnRange,
+        group_frames: u64,
+        free: impl IntoIterator<Item = PfnRange>,
+    ) -> Result<ExtentAllocator, AllocError> {
+        Self::load(Self::with_layout(data, Some(group_frames)), free)
+    }
+
+    fn load(
+        alloc: ExtentAllocator,
+        free: impl IntoIterator<Item = PfnRange>,
+    ) -> Result<ExtentAllocator, AllocError> {
+        let mut ranges: Vec<PfnRange> = free.into_iter().collect();
+        for r in &ranges {
+            alloc.check_in_region(*r)?;
+        }
+        ranges.sort_unstable();
+        let mut total: u64 = 0;
+        let mut prev: Option<PfnRange> = None;
+        for r in ranges {
+            if let Some(p) = prev
+                && r.start.0 < p.end().0
+            {
+                return Err(AllocError::NotFree {
+                    range: r.to_string(),
+                });
+            }
+            prev = Some(r);
+            // Adjacent ranges coalesce through insert_coalesce; pieces are clipped per group.
+            for (gi, piece) in alloc.pieces(r) {
+                alloc.groups[gi]
+                    .free
+                    .lock()
+                    .insert_coalesce(piece.start.0, piece.len);
+            }
+            // Disjoint ranges inside the region: the sum is at most the region length.
+            total += r.len;
+        }
+        alloc.free_frames.store(total, Ordering::Relaxed);
+        Ok(alloc)
+    }
+
+    /// Rebuilds an allocator from an image made by [`encode_free_set`](Self::encode_free_set).
+    /// The image must be for exactly the region `data`; every field is validated and the
+    /// result has exactly the free set that was encoded.
+    pub fn decode_free_set(data: PfnRange, image: &[u8]) -> Result<ExtentAllocator, AllocError> {
+        let extents = image::decode(data, image)?;
+        Self::from_free_extents(data, extents)
+    }
+
+    /// Encodes the free set as a self-checking image (for the checkpoint). The layout is
+    /// documented in [`image`] and in docs/DESIGN.md.
+    pub fn encode_free_set(&self) -> Vec<u8> {
+        image::encode(self.region, &self.free_extents())
+    }
+
+    // ----- geometry -----------------------------------------------------------------------
+
+    /// The data region this allocator manages.
+    pub fn region(&self) -> PfnRange {
+        self.region
+    }
+
+    /// Frames per allocation group (a multiple of 512; the first and last group may be
+    /// shorter). Also the largest range one allocation without a goal can return.
+    pub fn group_frames(&self) -> u64 {
+        self.group_frames
+    }
+
+    /// Number of allocation groups.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The frames owned by group `index`, if it exists.
+    pub fn group_range(&self, index: usize) -> Option<PfnRange> {
+        self.groups.get(index).map(|g| g.range)
+    }
+
+    /// Free frames, from the atomic counter (no lock).
+    pub fn free_frames(&self) -> u64 {
+        self.free_frames.load(Ordering::Relaxed)
+    }
+
+    /// Index of the group owning `pfn`, which must lie in the region.
+    fn group_of(&self, pfn: u64) -> usize {
+        debug_assert!(self.region.contains(Pfn(pfn)));
+        let i = (pfn - self.base) / self.group_frames;
+        // i < groups.len() <= MAX_GROUP_COUNT for every pfn of the region.
+        (i as usize).min(self.groups.len() - 1)
+    }
+
+    /// `range` (inside the region) cut at group boundaries: `(group index, piece)`.
+    fn pieces(&self, range: PfnRange) -> impl Iterator<Item = (usize, PfnRange)> + '_ {
+        let first = self.group_of(range.start.0);
+        let last = self.group_of(range.end().0 - 1);
+        (first..=last).filter_map(move |gi| {
+            let g = self.groups[gi].range;
+            let lo = range.start.0.max(g.start.0);
+            let hi = range.end().0.min(g.end().0);
+            PfnRange::from_bounds(Pfn(lo), Pfn(hi)).map(|p| (gi, p))
+        })
+    }
+
+    fn check_in_region(&self, range: PfnRange) -> Result<(), AllocError> {
+        if self.region.covers(&range) {
+            Ok(())
+        } else {
+            Err(AllocError::OutOfRegion {
+                range: range.to_string(),
+                data: self.region.to_string(),
+            })
+        }
+    }
+
+    /// The group a request starts in: the goal's group, else one fixed per thread.
+    fn home_group(&self, goal: Option<Pfn>) -> usize {
+        match goal {
+            Some(g) if self.region.contains(g) => self.group_of(g.0),
+            _ => THREAD_SLOT.with(|slot| *slot) % self.groups.len(),
+        }
+    }
+
+    fn lock_all(&self) -> Vec<MutexGuard<'_, FreeExtents>> {
+        self.groups.iter().map(|g| g.free.lock()).collect()
+    }
+
+    // ----- allocation -----------------------------------------------------------------------
 
     /// Allocates `frames` frames, preferring one contiguous range starting at `goal` (e.g. just
     /// after a file's last extent), then one contiguous range anywhere (2 MiB-aligned when
     /// `frames >= 512`), then several ranges. All or nothing: on `NoSpace` nothing is taken.
+    ///
+    /// The returned ranges are disjoint, sorted by start and sum to exactly `frames`;
+    /// `frames == 0` returns an empty vector. A goal outside the region is ignored.
     pub fn allocate(&self, frames: u64, goal: Option<Pfn>) -> Result<Vec<PfnRange>, AllocError> {
-        let _ = (frames, goal);
-        todo!()
+        if frames == 0 {
+            return Ok(Vec::new());
+        }
+        let free = self.free_frames();
+        if frames > free {
+            return Err(AllocError::NoSpace {
+                requested: frames,
+                free,
+            });
+        }
+        if let Some(goal) = goal
+            && let Some(want) = PfnRange::new(goal, frames)
+            && self.region.covers(&want)
+            && self.take_exact(want)
+        {
+            return Ok(vec![want]);
+        }
+        let home = self.home_group(goal);
+        if let Some(r) = self.allocate_contiguous(frames, home) {
+            return Ok(vec![r]);
+        }
+        self.allocate_gather(frames, home)
     }
 
-    /// Returns `range` to the free set, coalescing with neighbours.
+    /// Groups in spill order from `home`.
+    fn spill_order(&self, home: usize) -> impl Iterator<Item = usize> + '_ {
+        let n = self.groups.len();
+        (0..n).map(move |i| (home + i) % n)
+    }
+
+    /// Step 2 of the policy: one contiguous range, or `None`.
+    fn allocate_contiguous(&self, frames: u64, home: usize) -> Option<PfnRange> {
+        if frames >= HUGE_FRAMES {
+            for gi in self.spill_order(home) {
+                let group = &self.groups[gi];
+                if group.range.len < frames {
+                    continue;
+                }
+                let mut free = group.free.lock();
+                if let Some((extent, at)) = free.aligned_fit(frames) {
+                    free.take(extent, at, frames);
+                    self.free_frames.fetch_sub(frames, Ordering::Relaxed);
+                    return PfnRange::new(Pfn(at), frames);
+                }
+            }
+        }
+        for gi in self.spill_order(home) {
+            let group = &self.groups[gi];
+            if group.range.len < frames {
+                continue;
+            }
+            let mut free = group.free.lock();
+            if let Some(extent) = free.best_fit(frames) {
+                free.take(extent, extent.0, frames);
+                self.free_frames.fetch_sub(frames, Ordering::Relaxed);
+                return PfnRange::new(Pfn(extent.0), frames);
+            }
+        }
+        None
+    }
+
+    /// Step 3 of the policy: several ranges, or `NoSpace` with everything given back.
+    fn allocate_gather(&self, frames: u64, home: usize) -> Result<Vec<PfnRange>, AllocError> {
+        // Visit groups by their largest extent, largest first; the stable sort keeps the spill
+        // order among equals. The figures may be stale by the time a group is locked again:
+        // they only order the visit.
+        let mut order: Vec<(u64, usize)> = self
+            .spill_order(home)
+            .map(|gi| (self.groups[gi].free.lock().largest_len(), gi))
+            .collect();
+        order.sort_by_key(|&(largest, _)| std::cmp::Reverse(largest));
+
+        let mut taken: Vec<PfnRange> = Vec::new();
+        let mut remaining = frames;
+        for (_, gi) in order {
+            if remaining == 0 {
+                break;
+            }
+            let mut free = self.groups[gi].free.lock();
+            let mut taken_here: u64 = 0;
+            while remaining > 0 {
+                if let Some(extent) = free.best_fit(remaining) {
+                    free.take(extent, extent.0, remaining);
+                    taken.extend(PfnRange::new(Pfn(extent.0), remaining));
+                    taken_here += remaining;
+                    remaining = 0;
+                } else if let Some(extent) = free.largest() {
+                    free.take(extent, extent.0, extent.1);
+                    taken.extend(PfnRange::new(Pfn(extent.0), extent.1));
+                    taken_here += extent.1;
+                    remaining -= extent.1;
+                } else {
+                    break;
+                }
+            }
+            self.free_frames.fetch_sub(taken_here, Ordering::Relaxed);
+        }
+        if remaining > 0 {
+            // Concurrent allocations took what the counter promised: give everything back.
+            for r in taken {
+                self.give_back(r);
+            }
+            return Err(AllocError::NoSpace {
+                requested: frames,
+                free: self.free_frames(),
+            });
+        }
+        taken.sort_unstable();
+        let mut merged: Vec<PfnRange> = Vec::with_capacity(taken.len());
+        for r in taken {
+            match merged.last_mut() {
+                Some(last) if last.end() == r.start => last.len += r.len,
+                _ => merged.push(r),
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Returns a range this module itself took (rollback): it cannot overlap free space.
+    fn give_back(&self, range: PfnRange) {
+        for (gi, piece) in self.pieces(range) {
+            let mut free = self.groups[gi].free.lock();
+            debug_assert!(!free.overlaps(piece.start.0, piece.end().0));
+            free.insert_coalesce(piece.start.0, piece.len);
+            self.free_frames.fetch_add(piece.len, Ordering::Relaxed);
+        }
+    }
+
+    // ----- free and reserve -------------------------------------------------------------------
+
+    /// Returns `range` to the free set, coalescing with neighbours (within each group).
+    ///
+    /// `OutOfRegion` if any frame lies outside the data region, `DoubleFree` if any frame is
+    /// free already; either way nothing changes. A range crossing group boundaries is split
+    /// per group and checked whole before anything is inserted.
     pub fn free(&self, range: PfnRange) -> Result<(), AllocError> {
-        let _ = range;
-        todo!()
+        self.check_in_region(range)?;
+        let first = self.group_of(range.start.0);
+        let last = self.group_of(range.end().0 - 1);
+        if first == last {
+            let mut free = self.groups[first].free.lock();
+            if free.overlaps(range.start.0, range.end().0) {
+                return Err(AllocError::DoubleFree {
+                    range: range.to_string(),
+                });
+            }
+            free.insert_coalesce(range.start.0, range.len);
+            self.free_frames.fetch_add(range.len, Ordering::Relaxed);
+            return Ok(());
+        }
+        let pieces: Vec<(usize, PfnRange)> = self.pieces(range).collect();
+        let mut guards: Vec<MutexGuard<'_, FreeExtents>> = pieces
+            .iter()
+            .map(|&(gi, _)| self.groups[gi].free.lock())
+            .collect();
+        for (guard, (_, p)) in guards.iter().zip(&pieces) {
+            if guard.overlaps(p.start.0, p.end().0) {
+                return Err(AllocError::DoubleFree {
+                    range: range.to_string(),
+                });
+            }
+        }
+        for (guard, (_, p)) in guards.iter_mut().zip(&pieces) {
+            guard.insert_coalesce(p.start.0, p.len);
+            self.free_frames.fetch_add(p.len, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Takes a specific range out of the free set (log replay, checkpoint frames).
+    ///
+    /// `OutOfRegion` if any frame lies outside the data region, `NotFree` if any frame is not
+    /// free; either way nothing changes.
     pub fn reserve(&self, range: PfnRange) -> Result<(), AllocError> {
-        let _ = range;
-        todo!()
+        self.check_in_region(range)?;
+        if self.take_exact(range) {
+            Ok(())
+        } else {
+            Err(AllocError::NotFree {
+                range: range.to_string(),
+            })
+        }
     }
 
-    /// The free set, sorted by start, fully coalesced.
+    /// Takes `range` (inside the region) out of the free set if every frame of it is free;
+    /// otherwise changes nothing and returns false.
+    fn take_exact(&self, range: PfnRange) -> bool {
+        let first = self.group_of(range.start.0);
+        let last = self.group_of(range.end().0 - 1);
+        if first == last {
+            let mut free = self.groups[first].free.lock();
+            let Some(extent) = free.covering(range.start.0, range.len) else {
+                return false;
+            };
+            free.take(extent, range.start.0, range.len);
+            self.free_frames.fetch_sub(range.len, Ordering::Relaxed);
+            return true;
+        }
+        let pieces: Vec<(usize, PfnRange)> = self.pieces(range).collect();
+        let mut guards: Vec<MutexGuard<'_, FreeExtents>> = pieces
+            .iter()
+            .map(|&(gi, _)| self.groups[gi].free.lock())
+            .collect();
+        let mut extents = Vec::with_capacity(pieces.len());
+        for (guard, (_, p)) in guards.iter().zip(&pieces) {
+            match guard.covering(p.start.0, p.len) {
+                Some(extent) => extents.push(extent),
+                None => return false,
+            }
+        }
+        for ((guard, (_, p)), extent) in guards.iter_mut().zip(&pieces).zip(extents) {
+            guard.take(extent, p.start.0, p.len);
+            self.free_frames.fetch_sub(p.len, Ordering::Relaxed);
+        }
+        true
+    }
+
+    // ----- inspection -------------------------------------------------------------------------
+
+    /// The free set, sorted by start, fully coalesced (runs that cross a group boundary come
+    /// back as one range). A consistent snapshot: all groups are locked while it is taken.
     pub fn free_extents(&self) -> Vec<PfnRange> {
-        todo!()
+        let guards = self.lock_all();
+        let count: usize = guards.iter().map(|g| g.extent_count()).sum();
+        let mut out: Vec<PfnRange> = Vec::with_capacity(count);
+        for guard in &guards {
+            for (s, l) in guard.iter() {
+                match out.last_mut() {
+                    Some(last) if last.end().0 == s => last.len += l,
+                    _ => out.extend(PfnRange::new(Pfn(s), l)),
+                }
+            }
+        }
+        out
     }
 
-    /// Current figures.
+    /// Current figures (a consistent snapshot; O(number of groups)).
     pub fn stats(&self) -> AllocStats {
-        todo!()
+        let guards = self.lock_all();
+        let mut free_frames: u64 = 0;
+        let mut free_extents: u64 = 0;
+        let mut largest: u64 = 0;
+        for g in &guards {
+            free_frames += g.free_frames();
+            free_extents += g.extent_count() as u64;
+            largest = largest.max(g.largest_len());
+        }
+        let fragmentation = if free_frames == 0 {
+            0.0
+        } else {
+            1.0 - largest as f64 / free_frames as f64
+        };
+        AllocStats {
+            total_frames: self.region.len,
+            free_frames,
+            free_extents,
+            largest_free_frames: largest,
+            fragmentation,
+        }
     }
 
-    /// The data region this allocator manages.
-    pub fn region(&self) -> PfnRange {
-        todo!()
-    }
-
-    /// Checks every invariant (indexes agree, no overlap, coalescing complete, counters right).
+    /// Checks every invariant (indexes agree, no overlap, coalescing complete, counters right,
+    /// everything inside the region and inside its group). O(n log n) in the number of free
+    /// extents; cheap enough to call after every step of a test.
     pub fn check_consistency(&self) -> Result<(), String> {
-        todo!()
-    }
-
-    /// Encodes the free set as a self-checking image (for the checkpoint).
-    pub fn encode_free_set(&self) -> Vec<u8> {
-        todo!()
-    }
-
-    /// Rebuilds an allocator from an image made by [`encode_free_set`](Self::encode_free_set).
-    pub fn decode_free_set(data: PfnRange, image: &[u8]) -> Result<ExtentAllocator, AllocError> {
-        let _ = (data, image);
-        todo!()
+        let guards = self.lock_all();
+        let mut expect_start = self.region.start.0;
+        let mut sum: u64 = 0;
+        for (i, (group, free)) in self.groups.iter().zip(&guards).enumerate() {
+            let r = group.range;
+            if r.start.0 != expect_start {
+                return Err(format!(
+                    "group {i} {r} does not start where the previous one ended ({expect_start:#x})"
+                ));
+            }
+            if r.len > self.group_frames {
+                return Err(format!(
+                    "group {i} {r} is longer than {} frames",
+                    self.group_frames
+                ));
+            }
+            if i > 0 && !(r.start.0 - self.base).is_multiple_of(self.group_frames) {
+                return Err(format!("group {i} {r} does not start on a group boundary"));
+            }
+            expect_start = r.end().0;
+            free.check(r.start.0, r.end().0)
+                .map_err(|e| format!("group {i} {r}: {e}"))?;
+            sum = sum
+                .checked_add(free.free_frames())
+                .ok_or_else(|| "free frame total overflows".to_string())?;
+        }
+        if expect_start != self.region.end().0 {
+            return Err(format!(
+                "groups end at {expect_start:#x}, the region at {:#x}",
+                self.region.end().0
+            ));
+        }
+        let counter = self.free_frames();
+        if counter != sum {
+            return Err(format!(
+                "free counter says {counter}, the groups hold {sum}"
+            ));
+        }
+        if sum > self.region.len {
+            return Err(format!(
+                "{sum} frames free in a region of {}",
+                self.region.len
+            ));
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,497 @@
+//! Deterministic tests of the extent allocator: policy, errors, group geometry, concurrency.
+//! The randomised model test is in `allocator_model.rs`, the free-set image in
+//! `allocator_image.rs`.
+
+use std::sync::Arc;
+
+use pfnfs_alloc::allocator::{MIN_GROUP_FRAMES, default_group_frames};
+use pfnfs_alloc::{AllocError, ExtentAllocator, HUGE_FRAMES, Pfn, PfnRange};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn r(start: u64, len: u64) -> PfnRange {
+    PfnRange::new(Pfn(start), len).expect("valid range")
+}
+
+fn sum(ranges: &[PfnRange]) -> u64 {
+    ranges.iter().map(|x| x.len).sum()
+}
+
+fn consistent(a: &ExtentAllocator) {
+    if let Err(e) = a.check_consistency() {
+        panic!("inconsistent allocator: {e}");
+    }
+}
+
+#[test]
+fn new_empty_has_the_whole_region_free() {
+    let region = r(1024, 100_000);
+    let a = ExtentAllocator::new_empty(region);
+    consistent(&a);
+    assert_eq!(a.region(), region);
+    assert_eq!(a.free_extents(), vec![region]);
+    let s = a.stats();
+    assert_eq!(s.total_frames, 100_000);
+    assert_eq!(s.free_frames, 100_000);
+    assert_eq!(s.free_extents, a.group_count() as u64);
+    assert_eq!(a.free_frames(), 100_000);
+}
+
+#[test]
+fn default_group_rule() {
+    assert_eq!(default_group_frames(1), MIN_GROUP_FRAMES);
+    assert_eq!(
+        default_group_frames(16 * MIN_GROUP_FRAMES),
+        MIN_GROUP_FRAMES
+    );
+    assert_eq!(
+        default_group_frames(16 * MIN_GROUP_FRAMES + 1),
+        MIN_GROUP_FRAMES + 512
+    );
+    assert_eq!(default_group_frames(1 << 30), 1 << 26);
+    assert_eq!(default_group_frames(u64::MAX) % HUGE_FRAMES, 0);
+
+    // A 4 GiB region from PFN 1536 (2 MiB-aligned): 16 groups of 65536 frames.
+    let a = ExtentAllocator::new_empty(r(1536, 1 << 20));
+    assert_eq!(a.group_frames(), MIN_GROUP_FRAMES);
+    assert_eq!(a.group_count(), 16);
+    // An unaligned start: boundaries stay 2 MiB-aligned, the first group is short.
+    let a = ExtentAllocator::new_empty(r(1000, 200_000));
+    assert_eq!(a.group_range(0), Some(r(1000, 65536 - 488)));
+    assert_eq!(a.group_range(1), Some(r(65536 + 512, 65536)));
+    let last = a.group_range(a.group_count() - 1).unwrap();
+    assert_eq!(last.end(), Pfn(201_000));
+    for i in 1..a.group_count() {
+        assert!(a.group_range(i).unwrap().start.is_huge_aligned());
+    }
+    consistent(&a);
+    // Chosen sizes round up to 512, and the group count is capped.
+    let a = ExtentAllocator::new_empty_with_group_frames(r(0, 10_000), 1000);
+    assert_eq!(a.group_frames(), 1024);
+    let a = ExtentAllocator::new_empty_with_group_frames(r(0, u64::MAX), 0);
+    assert!(a.group_count() as u64 <= pfnfs_alloc::allocator::MAX_GROUP_COUNT);
+    consistent(&a);
+}
+
+#[test]
+fn zero_frames_is_an_empty_success() {
+    let a = ExtentAllocator::new_empty(r(0, 100));
+    assert_eq!(a.allocate(0, None), Ok(vec![]));
+    assert_eq!(a.allocate(0, Some(Pfn(5))), Ok(vec![]));
+    assert_eq!(a.free_frames(), 100);
+}
+
+#[test]
+fn goal_directed_allocation_continues_a_file() {
+    let a = ExtentAllocator::new_empty(r(512, 50_000));
+    let first = a.allocate(10, None).unwrap();
+    assert_eq!(first.len(), 1);
+    let mut file_end = first[0].end();
+    // A second file growing elsewhere, also by goal, in between this file's appends.
+    let mut other_end = Pfn(30_000);
+    for round in 0..40 {
+        let other = a.allocate(3 + round % 5, Some(other_end)).unwrap();
+        assert_eq!(other, vec![r(other_end.0, 3 + round % 5)]);
+        other_end = other[0].end();
+        let next = a.allocate(7, Some(file_end)).unwrap();
+        assert_eq!(next, vec![r(file_end.0, 7)], "round {round}");
+        file_end = next[0].end();
+        consistent(&a);
+    }
+    // The first file starts at the region start: two free runs remain, after each file.
+    assert_eq!(a.free_extents().len(), 2);
+}
+
+#[test]
+fn busy_or_outside_goal_falls_back() {
+    let a = ExtentAllocator::new_empty(r(0, 1000));
+    a.reserve(r(100, 10)).unwrap();
+    let got = a.allocate(5, Some(Pfn(105))).unwrap();
+    assert_eq!(sum(&got), 5);
+    assert!(!got[0].overlaps(&r(100, 10)));
+    // The goal is free but too short a run is free from it: no partial goal allocation.
+    let got = a.allocate(10, Some(Pfn(95))).unwrap();
+    assert_ne!(got[0].start, Pfn(95));
+    // Goals outside the region are ignored.
+    assert_eq!(sum(&a.allocate(4, Some(Pfn(5000))).unwrap()), 4);
+    assert_eq!(sum(&a.allocate(4, Some(Pfn(u64::MAX))).unwrap()), 4);
+    consistent(&a);
+}
+
+#[test]
+fn goal_may_continue_across_a_group_boundary() {
+    let a = ExtentAllocator::new_empty_with_group_frames(r(0, 2048), 512);
+    assert_eq!(a.group_count(), 4);
+    let got = a.allocate(100, Some(Pfn(462))).unwrap();
+    assert_eq!(got, vec![r(462, 100)]);
+    consistent(&a);
+    a.free(got[0]).unwrap();
+    consistent(&a);
+    assert_eq!(a.free_extents(), vec![r(0, 2048)]);
+}
+
+#[test]
+fn huge_requests_come_back_2mib_aligned() {
+    // Unaligned region start: the first free frame is not aligned.
+    let a = ExtentAllocator::new_empty(r(37, 20_000));
+    for frames in [512, 1000, 1536, 2048] {
+        let got = a.allocate(frames, None).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].start.is_huge_aligned(),
+            "{frames} frames at {}",
+            got[0]
+        );
+        assert_eq!(got[0].len, frames);
+    }
+    consistent(&a);
+
+    // Only band-sized extents (len in [512, 1023)): the one with an aligned fit is chosen.
+    let free = [
+        r(100, 600),
+        r(1500, 530),
+        r(3000, 520),
+        r(4090, 514),
+        r(5117, 515),
+    ];
+    let a = ExtentAllocator::from_free_extents(r(0, 8192), free).unwrap();
+    assert_eq!(a.allocate(512, None).unwrap(), vec![r(5120, 512)]);
+    consistent(&a);
+    // No aligned run anywhere: unaligned best fit (smallest extent, lowest start).
+    assert_eq!(a.allocate(512, None).unwrap(), vec![r(4090, 512)]);
+    consistent(&a);
+
+    // A roomy extent is preferred to the band and carved at its first aligned frame.
+    let a = ExtentAllocator::from_free_extents(r(0, 8192), [r(1536, 512), r(2100, 2000)]).unwrap();
+    assert_eq!(a.allocate(512, None).unwrap(), vec![r(2560, 512)]);
+    consistent(&a);
+    assert_eq!(
+        a.free_extents(),
+        vec![r(1536, 512), r(2100, 460), r(3072, 1028)]
+    );
+}
+
+#[test]
+fn aligned_run_is_found_in_another_group() {
+    // Group 0 has only an unaligned 600-frame run; group 1 has an aligned one.
+    let a = ExtentAllocator::from_free_extents_with_group_frames(
+        r(0, 4096),
+        1024,
+        [r(100, 600), r(1024 + 200, 900)],
+    )
+    .unwrap();
+    assert_eq!(a.allocate(512, Some(Pfn(50))).unwrap(), vec![r(1536, 512)]);
+    consistent(&a);
+}
+
+#[test]
+fn small_requests_take_best_fit() {
+    let free = [r(0, 10), r(100, 3), r(200, 5), r(300, 4), r(400, 4)];
+    let a = ExtentAllocator::from_free_extents(r(0, 1000), free).unwrap();
+    assert_eq!(a.allocate(4, None).unwrap(), vec![r(300, 4)]);
+    assert_eq!(a.allocate(4, None).unwrap(), vec![r(400, 4)]);
+    assert_eq!(a.allocate(4, None).unwrap(), vec![r(200, 4)]);
+    assert_eq!(a.allocate(1, None).unwrap(), vec![r(204, 1)]);
+    assert_eq!(a.free_extents(), vec![r(0, 10), r(100, 3)]);
+    consistent(&a);
+}
+
+#[test]
+fn fragmented_request_gathers_largest_first() {
+    let a = ExtentAllocator::from_free_extents(r(0, 100), [r(0, 5), r(10, 7), r(20, 3)]).unwrap();
+    // No extent holds 12: take the largest (7), then the best fit for the last 5.
+    assert_eq!(a.allocate(12, None).unwrap(), vec![r(0, 5), r(10, 7)]);
+    assert_eq!(a.free_extents(), vec![r(20, 3)]);
+    consistent(&a);
+}
+
+#[test]
+fn request_larger_than_a_group_spans_groups() {
+    let a = ExtentAllocator::new_empty_with_group_frames(r(0, 4096), 512);
+    let got = a.allocate(1500, None).unwrap();
+    assert_eq!(sum(&got), 1500);
+    for w in got.windows(2) {
+        assert!(
+            w[0].end() < w[1].start,
+            "pieces sorted, disjoint and merged: {got:?}"
+        );
+    }
+    consistent(&a);
+    for x in got {
+        a.free(x).unwrap();
+    }
+    assert_eq!(a.free_extents(), vec![r(0, 4096)]);
+    consistent(&a);
+}
+
+#[test]
+fn no_space_leaves_state_unchanged() {
+    let a = ExtentAllocator::new_empty_with_group_frames(r(0, 2048), 512);
+    for i in 0..64 {
+        a.reserve(r(i * 32, 16)).unwrap();
+    }
+    let before = a.free_extents();
+    let stats = a.stats();
+    let free = a.free_frames();
+    assert_eq!(free, 1024);
+    assert_eq!(
+        a.allocate(free + 1, None),
+        Err(AllocError::NoSpace {
+            requested: free + 1,
+            free
+        })
+    );
+    assert_eq!(
+        a.allocate(u64::MAX, Some(Pfn(16))),
+        Err(AllocError::NoSpace {
+            requested: u64::MAX,
+            free
+        })
+    );
+    assert_eq!(a.free_extents(), before);
+    assert_eq!(a.stats(), stats);
+    consistent(&a);
+    // Exactly all of it still works, as 64 pieces.
+    let got = a.allocate(free, None).unwrap();
+    assert_eq!(sum(&got), free);
+    assert_eq!(got.len(), 64);
+    assert_eq!(a.free_extents(), vec![]);
+    consistent(&a);
+}
+
+#[test]
+fn free_coalesces_with_both_neighbours() {
+    let a = ExtentAllocator::new_empty(r(0, 300));
+    let x = a.allocate(300, None).unwrap()[0];
+    let (head, rest) = x.split_at(100);
+    let (mid, tail) = rest.unwrap().split_at(100);
+    let (head, mid, tail) = (head.unwrap(), mid.unwrap(), tail.unwrap());
+    a.free(head).unwrap();
+    a.free(tail).unwrap();
+    assert_eq!(a.stats().free_extents, 2);
+    a.free(mid).unwrap();
+    assert_eq!(a.free_extents(), vec![r(0, 300)]);
+    assert_eq!(a.stats().free_extents, 1);
+    consistent(&a);
+}
+
+#[test]
+fn double_free_and_out_of_region_change_nothing() {
+    let a = ExtentAllocator::new_empty(r(100, 1000));
+    a.reserve(r(200, 100)).unwrap();
+    let before = a.free_extents();
+    assert!(matches!(
+        a.free(r(150, 10)),
+        Err(AllocError::DoubleFree { .. })
+    ));
+    assert!(matches!(
+        a.free(r(190, 20)),
+        Err(AllocError::DoubleFree { .. })
+    ));
+    assert!(matches!(
+        a.free(r(290, 20)),
+        Err(AllocError::DoubleFree { .. })
+    ));
+    assert!(matches!(
+        a.free(r(50, 10)),
+        Err(AllocError::OutOfRegion { .. })
+    ));
+    assert!(matches!(
+        a.free(r(1050, 100)),
+        Err(AllocError::OutOfRegion { .. })
+    ));
+    assert!(matches!(
+        a.free(r(u64::MAX - 1, 1)),
+        Err(AllocError::OutOfRegion { .. })
+    ));
+    assert_eq!(a.free_extents(), before);
+    consistent(&a);
+    a.free(r(200, 100)).unwrap();
+    assert!(matches!(
+        a.free(r(200, 100)),
+        Err(AllocError::DoubleFree { .. })
+    ));
+    assert_eq!(a.free_extents(), vec![r(100, 1000)]);
+}
+
+#[test]
+fn free_across_groups_checks_every_piece_first() {
+    let a = ExtentAllocator::new_empty_with_group_frames(r(0, 2048), 512);
+    a.reserve(r(400, 300)).unwrap();
+    assert_eq!(a.free_extents(), vec![r(0, 400), r(700, 1348)]);
+    // Overlaps free space in group 0 only: the group 1 piece must not be inserted either.
+    assert!(matches!(
+        a.free(r(300, 300)),
+        Err(AllocError::DoubleFree { .. })
+    ));
+    assert_eq!(a.free_extents(), vec![r(0, 400), r(700, 1348)]);
+    consistent(&a);
+    a.free(r(400, 300)).unwrap();
+    assert_eq!(a.free_extents(), vec![r(0, 2048)]);
+    // Stored per group: four extents, the largest one group.
+    assert_eq!(a.stats().free_extents, 4);
+    assert_eq!(a.stats().largest_free_frames, 512);
+    consistent(&a);
+}
+
+#[test]
+fn reserve_takes_exactly_the_range_or_nothing() {
+    let a = ExtentAllocator::new_empty_with_group_frames(r(0, 2048), 512);
+    a.reserve(r(10, 5)).unwrap();
+    assert!(matches!(
+        a.reserve(r(10, 5)),
+        Err(AllocError::NotFree { .. })
+    ));
+    assert!(matches!(
+        a.reserve(r(5, 6)),
+        Err(AllocError::NotFree { .. })
+    ));
+    assert!(matches!(
+        a.reserve(r(2040, 9)),
+        Err(AllocError::OutOfRegion { .. })
+    ));
+    // Across a boundary, with the far piece busy: nothing changes.
+    a.reserve(r(600, 1)).unwrap();
+    let before = a.free_extents();
+    assert!(matches!(
+        a.reserve(r(500, 101)),
+        Err(AllocError::NotFree { .. })
+    ));
+    assert_eq!(a.free_extents(), before);
+    a.reserve(r(500, 100)).unwrap();
+    assert_eq!(a.free_extents(), vec![r(0, 10), r(15, 485), r(601, 1447)]);
+    assert_eq!(a.free_frames(), 2048 - 106);
+    consistent(&a);
+}
+
+#[test]
+fn from_free_extents_validates_and_coalesces() {
+    let region = r(0, 1000);
+    let a = ExtentAllocator::from_free_extents(region, [r(20, 10), r(0, 10), r(10, 10)]).unwrap();
+    assert_eq!(a.free_extents(), vec![r(0, 30)]);
+    assert_eq!(a.stats().free_extents, 1);
+    consistent(&a);
+    assert!(matches!(
+        ExtentAllocator::from_free_extents(region, [r(0, 10), r(5, 10)]),
+        Err(AllocError::NotFree { .. })
+    ));
+    assert!(matches!(
+        ExtentAllocator::from_free_extents(region, [r(0, 10), r(995, 10)]),
+        Err(AllocError::OutOfRegion { .. })
+    ));
+    let a = ExtentAllocator::from_free_extents(region, []).unwrap();
+    assert_eq!(a.free_frames(), 0);
+    assert!(matches!(
+        a.allocate(1, None),
+        Err(AllocError::NoSpace {
+            requested: 1,
+            free: 0
+        })
+    ));
+    consistent(&a);
+}
+
+#[test]
+fn stats_report_fragmentation() {
+    let a = ExtentAllocator::from_free_extents(r(0, 1000), [r(0, 300), r(500, 100)]).unwrap();
+    let s = a.stats();
+    assert_eq!(s.free_frames, 400);
+    assert_eq!(s.free_extents, 2);
+    assert_eq!(s.largest_free_frames, 300);
+    assert!((s.fragmentation - 0.25).abs() < 1e-12);
+    let full = ExtentAllocator::from_free_extents(r(0, 1000), []).unwrap();
+    assert_eq!(full.stats().fragmentation, 0.0);
+}
+
+/// Threads allocate and free concurrently in a pool small enough to run out, so that both the
+/// spill to other groups and the all-or-nothing rollback of a short gather run.
+fn hammer(a: Arc<ExtentAllocator>, threads: u64, ops: usize) {
+    let region = a.region();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let a = Arc::clone(&a);
+            std::thread::spawn(move || {
+                let mut rng = StdRng::seed_from_u64(0x5eed + t);
+                let mut held: Vec<PfnRange> = Vec::new();
+                let mut no_space = 0u64;
+                for _ in 0..ops {
+                    if held.is_empty() || rng.random_bool(0.55) {
+                        let frames = match rng.random_range(0..10) {
+                            0 => rng.random_range(512..1200),
+                            1 => rng.random_range(100..400),
+                            _ => rng.random_range(1..32),
+                        };
+                        let goal = held
+                            .last()
+                            .map(|x| x.end())
+                            .filter(|_| rng.random_bool(0.5));
+                        match a.allocate(frames, goal) {
+                            Ok(got) => {
+                                assert_eq!(got.iter().map(|x| x.len).sum::<u64>(), frames);
+                                held.extend(got);
+                            }
+                            Err(AllocError::NoSpace { .. }) => no_space += 1,
+                            Err(e) => panic!("allocate: {e}"),
+                        }
+                    } else {
+                        let i = rng.random_range(0..held.len());
+                        let x = held.swap_remove(i);
+                        // Free a piece now and then, keeping the rest.
+                        if x.len > 1 && rng.random_bool(0.3) {
+                            let (h, t) = x.split_at(rng.random_range(1..x.len));
+                            a.free(h.unwrap()).unwrap();
+                            held.push(t.unwrap());
+                        } else {
+                            a.free(x).unwrap();
+                        }
+                    }
+                }
+                (held, no_space)
+            })
+        })
+        .collect();
+    let mut all: Vec<PfnRange> = Vec::new();
+    for h in handles {
+        let (held, _no_space) = h.join().expect("thread panicked");
+        all.extend(held);
+    }
+    consistent(&a);
+    all.sort();
+    for w in all.windows(2) {
+        assert!(
+            w[0].end() <= w[1].start,
+            "{} handed out twice: {} and {}",
+            w[1].start,
+            w[0],
+            w[1]
+        );
+    }
+    let held_frames = sum(&all);
+    assert_eq!(held_frames + a.free_frames(), region.len);
+    for x in &all {
+        assert!(region.covers(x));
+        // Every held frame is busy: reserving it must fail.
+        assert!(matches!(a.reserve(*x), Err(AllocError::NotFree { .. })));
+    }
+    for x in all {
+        a.free(x).unwrap();
+    }
+    consistent(&a);
+    assert_eq!(a.free_extents(), vec![region]);
+}
+
+#[test]
+fn concurrent_allocate_and_free_in_several_groups() {
+    let a = Arc::new(ExtentAllocator::new_empty_with_group_frames(
+        r(37, 16_000),
+        1024,
+    ));
+    hammer(a, 4, 3000);
+}
+
+#[test]
+fn concurrent_allocate_and_free_in_one_group() {
+    let a = Arc::new(ExtentAllocator::new_empty(r(512, 6000)));
+    assert_eq!(a.group_count(), 1);
+    hammer(a, 3, 3000);
+}
