@@ -77,7 +77,8 @@ pub enum ExtentIoError {
     Alloc(#[from] AllocError),
     #[error(transparent)]
     Map(#[from] ExtentError),
-    /// offset + len overflows the largest file offset.
+    /// offset + len overflows the largest file offset (or the last frame it touches ends
+    /// past `u64::MAX`).
     #[error("byte range overflows")]
     Overflow,
     /// The allocator answered a request with a different number of frames (an allocator bug;
@@ -101,6 +102,10 @@ struct Span {
 impl Span {
     fn new(offset: u64, len: u64) -> Result<Span, ExtentIoError> {
         let end = offset.checked_add(len).ok_or(ExtentIoError::Overflow)?;
+        // The byte end of the last touched frame must be representable too.
+        end.div_ceil(FRAME_SIZE)
+            .checked_mul(FRAME_SIZE)
+            .ok_or(ExtentIoError::Overflow)?;
         Ok(Span {
             start: offset,
             end,
@@ -115,10 +120,13 @@ impl Span {
 
     /// The part of a mapping piece inside the span, as `(file byte offset, bytes)`.
     fn clip(&self, piece: &Mapping) -> (u64, u64) {
-        // piece frames lie within [first_frame, end_frame), all below 2^52, so these products
-        // cannot overflow.
-        let piece_start = piece.file_frame() * FRAME_SIZE;
-        let piece_end = (piece.file_frame() + piece.frames()) * FRAME_SIZE;
+        // Pieces lie within [first_frame, end_frame), whose byte bounds are representable
+        // (checked in `new`); saturating keeps a bug from becoming a panic.
+        let piece_start = piece.file_frame().saturating_mul(FRAME_SIZE);
+        let piece_end = piece
+            .file_frame()
+            .saturating_add(piece.frames())
+            .saturating_mul(FRAME_SIZE);
         let start = piece_start.max(self.start);
         let end = piece_end.min(self.end);
         (start, end.saturating_sub(start))
@@ -127,7 +135,8 @@ impl Span {
 
 /// Pool byte offset of file byte `file_byte` inside a mapped piece.
 fn pool_offset(extent: &Extent, file_byte: u64) -> Result<u64, ExtentIoError> {
-    let into = file_byte - extent.file_frame * FRAME_SIZE;
+    // `file_byte` lies inside the piece, so this neither overflows nor underflows.
+    let into = file_byte.saturating_sub(extent.file_frame.saturating_mul(FRAME_SIZE));
     extent
         .pfns
         .start

@@ -7,6 +7,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use pfnfs_alloc::{ExtentAllocator, MemBackend, Pool};
+use pfnfs_extent::io::{read_into, read_segments, write, zero_mapped};
 use pfnfs_extent::map::HEAP_BYTES_PER_EXTENT;
 use pfnfs_extent::{Extent, ExtentMap, Pfn, PfnRange};
 
@@ -14,6 +16,8 @@ thread_local! {
     /// Live heap bytes allocated by this thread (may go negative when freeing memory that
     /// another thread allocated; only differences are used).
     static LIVE_BYTES: Cell<i64> = const { Cell::new(0) };
+    /// Number of allocation calls (alloc, alloc_zeroed, realloc) made by this thread.
+    static ALLOC_CALLS: Cell<u64> = const { Cell::new(0) };
 }
 
 struct Counting;
@@ -23,12 +27,17 @@ fn count(delta: i64) {
     let _ = LIVE_BYTES.try_with(|live| live.set(live.get() + delta));
 }
 
+fn count_call() {
+    let _ = ALLOC_CALLS.try_with(|calls| calls.set(calls.get() + 1));
+}
+
 // SAFETY: every method forwards to `System` with the caller's own arguments, so the
 // `GlobalAlloc` contract is exactly `System`'s; the counter is a const-initialised
 // thread-local `Cell` with no destructor and never allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size() as i64);
+        count_call();
         // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
         unsafe { System.alloc(layout) }
     }
@@ -42,12 +51,14 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size() as i64);
+        count_call();
         // SAFETY: forwarded unchanged.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(new_size as i64 - layout.size() as i64);
+        count_call();
         // SAFETY: forwarded unchanged; `ptr`/`layout` come from `System` as above.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -131,4 +142,36 @@ fn ram_grows_with_extents_not_file_size() {
     assert_eq!(ordered.heap_bytes(), N * HEAP_BYTES_PER_EXTENT);
     // Mapped size does not enter the cost at all.
     assert_eq!(small.heap_bytes(), big.heap_bytes());
+}
+
+fn alloc_calls() -> u64 {
+    ALLOC_CALLS.with(Cell::get)
+}
+
+#[test]
+fn hot_paths_do_not_allocate() {
+    let pool = Pool::format_backend("mem", Box::new(MemBackend::new(16 << 20))).unwrap();
+    let alloc = ExtentAllocator::new_empty(pool.data_region());
+    let mut map = ExtentMap::new();
+    // A fragmented file: written, hole, written elsewhere, unwritten.
+    write(&pool, &alloc, &mut map, 0, &[1; 3 * 4096]).unwrap();
+    let mut other = ExtentMap::new();
+    write(&pool, &alloc, &mut other, 0, &[2; 4096]).unwrap();
+    write(&pool, &alloc, &mut map, 5 * 4096, &[3; 3 * 4096]).unwrap();
+    pfnfs_extent::io::allocate_unwritten(&alloc, &mut map, 8, 2).unwrap();
+    assert!(map.len() >= 3);
+
+    let mut segments = Vec::with_capacity(16);
+    let mut buf = vec![0u8; 10 * 4096];
+    let data = vec![9u8; 10 * 4096 - 300];
+    let before = alloc_calls();
+    read_segments(&pool, &map, 100, 10 * 4096 - 200, &mut segments).unwrap();
+    assert!(segments.len() >= 4);
+    read_into(&pool, &map, 0, &mut buf).unwrap();
+    // Pure overwrite of mapped, written frames (possibly across extents).
+    let outcome = write(&pool, &alloc, &mut map, 200, &data[..2 * 4096]).unwrap();
+    zero_mapped(&pool, &map, 10, 4096).unwrap();
+    let calls = alloc_calls() - before;
+    assert!(outcome.is_empty());
+    assert_eq!(calls, 0, "reads, overwrites and zeroing allocate nothing");
 }
