@@ -354,6 +354,20 @@ impl ExtentMap {
     /// merging the converted pieces with written neighbours they continue); returns the pieces
     /// that changed state, in their new state (`unwritten: false`).
     pub fn mark_written(&mut self, file_frame: u64, frames: u64) -> Vec<Extent> {
+        self.set_unwritten(file_frame, frames, false)
+    }
+
+    /// The inverse of [`mark_written`](Self::mark_written): marks `[file_frame, file_frame +
+    /// frames)` unwritten where it is written, and returns the pieces that changed (in their
+    /// new state, `unwritten: true`). The filesystem uses it to undo the conversions of a
+    /// write whose journal record did not land, so that RAM matches the pool again.
+    pub fn mark_unwritten(&mut self, file_frame: u64, frames: u64) -> Vec<Extent> {
+        self.set_unwritten(file_frame, frames, true)
+    }
+
+    /// Sets the `unwritten` flag over a range: splits the extents that change at the range
+    /// edges and merges each changed piece with the neighbours it now continues.
+    fn set_unwritten(&mut self, file_frame: u64, frames: u64, unwritten: bool) -> Vec<Extent> {
         let mut changed: Vec<Extent> = Vec::new();
         if frames == 0 {
             return changed;
@@ -361,15 +375,14 @@ impl ExtentMap {
         changed.extend(
             self.mappings_iter(file_frame, frames)
                 .filter_map(|m| match m {
-                    Mapping::Mapped(e) if e.unwritten => Some(Extent {
-                        unwritten: false,
-                        ..e
-                    }),
+                    Mapping::Mapped(e) if e.unwritten != unwritten => {
+                        Some(Extent { unwritten, ..e })
+                    }
                     _ => None,
                 }),
         );
         for piece in &changed {
-            // The piece lies inside exactly one unwritten extent: split it there.
+            // The piece lies inside exactly one extent in the old state: split it there.
             let Some(whole) = self.lookup(piece.file_frame) else {
                 continue;
             };
@@ -378,15 +391,17 @@ impl ExtentMap {
             let (head, rest) = whole.pfns.split_at(skip);
             let tail = rest.and_then(|r| r.split_at(piece.pfns.len).1);
             if let Some(head) = head {
-                self.extents.insert(whole.file_frame, (head, true));
+                self.extents
+                    .insert(whole.file_frame, (head, whole.unwritten));
             }
             if let Some(tail) = tail {
-                self.extents.insert(piece.file_end(), (tail, true));
+                self.extents
+                    .insert(piece.file_end(), (tail, whole.unwritten));
             }
             self.mapped_frames -= piece.pfns.len;
-            // Re-inserting into the hole just made cannot overlap or overflow.
+            // Re-inserting into the hole just made can neither overlap nor overflow.
             let reinserted = self.insert(*piece);
-            debug_assert!(reinserted.is_ok(), "mark_written reinsert: {reinserted:?}");
+            debug_assert!(reinserted.is_ok(), "set_unwritten reinsert: {reinserted:?}");
         }
         changed
     }
@@ -796,6 +811,26 @@ mod tests {
         assert_eq!(extents(&map), vec![ext(0, 100, 12, false)]);
         assert_eq!(map.mapped_frames(), 12);
         assert!(map.mark_written(0, 100).is_empty());
+        map.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn mark_unwritten_undoes_mark_written() {
+        let before = ExtentMap::from_extents([
+            ext(0, 100, 4, false),
+            ext(4, 104, 8, true),
+            ext(12, 112, 2, false),
+        ])
+        .unwrap();
+        let mut map = before.clone();
+        let changed = map.mark_written(0, 100);
+        assert_eq!(extents(&map), vec![ext(0, 100, 14, false)]);
+        for piece in &changed {
+            map.mark_unwritten(piece.file_frame, piece.pfns.len);
+        }
+        assert_eq!(map, before);
+        map.check_invariants().unwrap();
+        assert_eq!(map.mark_unwritten(1, 1), vec![ext(1, 101, 1, true)]);
         map.check_invariants().unwrap();
     }
 

@@ -30,6 +30,10 @@ enum Op {
         file_frame: u64,
         frames: u64,
     },
+    MarkUnwritten {
+        file_frame: u64,
+        frames: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -39,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..FILE_FRAMES, 0..30u64).prop_map(|(file_frame, frames)| Op::Punch { file_frame, frames }),
         1 => (0..FILE_FRAMES + 8).prop_map(|keep| Op::Truncate { keep }),
         2 => (0..FILE_FRAMES, 0..30u64).prop_map(|(file_frame, frames)| Op::MarkWritten { file_frame, frames }),
+        1 => (0..FILE_FRAMES, 0..30u64).prop_map(|(file_frame, frames)| Op::MarkUnwritten { file_frame, frames }),
     ]
 }
 
@@ -176,6 +181,20 @@ proptest! {
                     }
                     let changed = map.mark_written(file_frame, frames);
                     prop_assert!(changed.iter().all(|e| !e.unwritten));
+                    prop_assert_eq!(changed.iter().map(|e| e.pfns.len).sum::<u64>(), expect);
+                }
+                Op::MarkUnwritten { file_frame, frames } => {
+                    let mut expect = 0;
+                    for f in file_frame..(file_frame + frames).min(FILE_FRAMES) {
+                        if let Some((_, unwritten)) = model[f as usize].as_mut() {
+                            if !*unwritten {
+                                expect += 1;
+                            }
+                            *unwritten = true;
+                        }
+                    }
+                    let changed = map.mark_unwritten(file_frame, frames);
+                    prop_assert!(changed.iter().all(|e| e.unwritten));
                     prop_assert_eq!(changed.iter().map(|e| e.pfns.len).sum::<u64>(), expect);
                 }
             }
