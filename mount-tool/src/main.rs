@@ -1,2 +1,192 @@
-//! The `pfnfs` command. TODO(helper).
-fn main() {}
+//! The `pfnfs` command: make, mount, unmount and inspect pfnfs pools.
+//!
+//! - [`commands`]: one module per subcommand, each with its own clap struct.
+//! - [`size`]: sizes on the command line (`1G`) and in messages (`1.00 GiB`).
+//! - [`options`]: `-o` mount options.
+//! - [`mountinfo`]: `/proc/self/mountinfo`, mapping mount points to pools.
+//! - [`procs`]: processes that hold a pool (the daemon, while it runs).
+//! - [`daemon`]: fork + setsid + a pipe that reports "mount is live" to the parent.
+//!
+//! Exit codes: 0 success, 1 error, 2 usage error; `fsck` uses fsck(8) codes.
+//!
+//! Mount-helper form: mount(8) runs `mount.fuse3`, which runs `pfnfs POOL MOUNTPOINT -o OPTS`
+//! without a subcommand. [`helper_args`] turns that into `pfnfs mount POOL MOUNTPOINT -o OPTS`.
+
+mod commands;
+mod daemon;
+mod mountinfo;
+mod options;
+mod procs;
+mod size;
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// pfnfs: a FUSE filesystem that keeps file data in a persistent-memory pool.
+#[derive(Debug, Parser)]
+#[command(name = "pfnfs", version, about, long_about = None)]
+#[command(
+    after_help = "Mount-helper form: `pfnfs POOL MOUNTPOINT -o OPTS` means `pfnfs mount POOL MOUNTPOINT -o OPTS`."
+)]
+struct Cli {
+    /// Log level when RUST_LOG is not set: error, warn, info, debug or trace.
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create (format) a pool file or device.
+    Mkfs(commands::mkfs::MkfsArgs),
+    /// Mount a pool (creating it first if it does not exist).
+    Mount(commands::mount::MountArgs),
+    /// Unmount a pfnfs mount and wait for its daemon to finish.
+    Umount(commands::umount::UmountArgs),
+    /// Show a pool's figures (size, usage, inodes, extents).
+    Stat(commands::stat::StatArgs),
+    /// Check a pool (not implemented yet).
+    Fsck(commands::fsck::FsckArgs),
+    /// Benchmark a mount (not implemented yet).
+    Bench(commands::bench::BenchArgs),
+}
+
+/// An error for the user: a message naming the path and the problem, and an exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub message: String,
+    /// Process exit code.
+    pub code: u8,
+}
+
+impl Failure {
+    /// A failure with exit code 1.
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: 1,
+        }
+    }
+
+    /// A usage error (exit code 2), such as a bad `-o` value.
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::new(message)
+    }
+}
+
+const SUBCOMMANDS: &[&str] = &["mkfs", "mount", "umount", "stat", "fsck", "bench", "help"];
+
+/// Rewrites the mount-helper form into the `mount` subcommand: if the first argument is
+/// neither a subcommand nor a flag, or the program is called as `mount.pfnfs`, insert `mount`.
+fn helper_args(mut args: Vec<OsString>) -> Vec<OsString> {
+    let called_as_helper = args
+        .first()
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map(|n| n.to_string_lossy().starts_with("mount."))
+        })
+        .unwrap_or(false);
+    let first_is_operand = args.get(1).is_some_and(|a| {
+        let a = a.to_string_lossy();
+        !a.starts_with('-') && !SUBCOMMANDS.contains(&a.as_ref())
+    });
+    if args.len() >= 2 && (first_is_operand || called_as_helper) && args[1] != "mount" {
+        args.insert(1, OsString::from("mount"));
+    }
+    args
+}
+
+fn init_logging(level: &str, daemonizing: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let ansi = !daemonizing && std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(helper_args(std::env::args_os().collect()));
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
+        eprintln!("pfnfs: --log-level {:?}: {e}", cli.log_level);
+        return ExitCode::from(2);
+    }
+    let daemonizing = matches!(&cli.command, Command::Mount(m) if !m.foreground);
+    init_logging(&cli.log_level, daemonizing);
+
+    let result = std::panic::catch_unwind(|| match cli.command {
+        Command::Mkfs(args) => commands::mkfs::run(args),
+        Command::Mount(args) => commands::mount::run(args),
+        Command::Umount(args) => commands::umount::run(args),
+        Command::Stat(args) => commands::stat::run(args),
+        Command::Fsck(args) => commands::fsck::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+    });
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(failure)) => {
+            eprintln!("pfnfs: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+        // The panic hook has printed the message already.
+        Err(_) => {
+            eprintln!("pfnfs: internal error (a bug): see the panic message above");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn helper_form_becomes_mount() {
+        assert_eq!(
+            helper_args(args(&["pfnfs", "/p.pool", "/mnt", "-o", "rw"])),
+            args(&["pfnfs", "mount", "/p.pool", "/mnt", "-o", "rw"])
+        );
+        assert_eq!(
+            helper_args(args(&["/sbin/mount.pfnfs", "/p", "/mnt"])),
+            args(&["/sbin/mount.pfnfs", "mount", "/p", "/mnt"])
+        );
+        for unchanged in [
+            &["pfnfs", "stat", "/p"][..],
+            &["pfnfs", "--help"],
+            &["pfnfs"],
+            &["pfnfs", "mount", "/p", "/m"],
+        ] {
+            assert_eq!(helper_args(args(unchanged)), args(unchanged));
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

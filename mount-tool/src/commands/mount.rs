@@ -1,0 +1,323 @@
+//! `pfnfs mount POOL MOUNTPOINT`: mount a pool, creating it first if needed.
+//!
+//! By default the daemon detaches: `pfnfs mount` returns once the mount is live (see
+//! [`crate::daemon`]). `-o remount,...` (what mount(8) sends for `mount -o remount`) does not
+//! start a daemon: it changes the flags of the existing mount with `mount(2)` and
+//! `MS_REMOUNT`. FUSE accepts ro/rw and the per-mount flags (nosuid, nodev, noexec, atime
+//! modes) that way; the kernel then enforces read-only itself. Options the running daemon
+//! cannot change (mode, threads, durability, size) are ignored on remount.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use pfnfs_fs::{Mode, MountConfig};
+
+use crate::commands::mkfs::{create_pool, is_block_device};
+use crate::daemon::{Forked, daemonize};
+use crate::mountinfo::{self, MountEntry};
+use crate::options::{self, MountOptions};
+use crate::size::{format_size, parse_size};
+use crate::{Failure, procs};
+
+/// Size of a pool that `mount` creates when neither `--size` nor `-o size=` is given.
+pub const DEFAULT_POOL_BYTES: u64 = 1 << 30;
+
+/// How file data reaches the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Direct I/O: no kernel page cache; reads are served from pool memory.
+    Direct,
+    /// Through the kernel page cache.
+    Buffered,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Direct => Mode::Direct,
+            ModeArg::Buffered => Mode::Buffered,
+        }
+    }
+}
+
+/// Mount a pool. A missing pool (or an empty file) is created first.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The pool file or device. Shown as the mount source in /proc/mounts exactly as given.
+    pub pool: PathBuf,
+
+    /// An existing directory to mount on.
+    pub mountpoint: PathBuf,
+
+    /// direct (default) or buffered; overrides -o mode=.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+
+    /// Mount options, comma-separated; may be repeated.
+    ///
+    /// pfnfs options: mode=direct|buffered, ro, rw, allow_other, default_permissions (always
+    /// on), threads=N, durability=msync|cachelines, size=SIZE (of a pool created by this
+    /// mount), remount (change ro/rw and the kernel flags of a live mount). Kernel flags passed
+    /// to the mount: dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async,
+    /// dirsync. Generic mount(8) options (defaults, auto, noauto, user, nouser, nofail,
+    /// _netdev, relatime, x-*, comment=, ...) are accepted and ignored; unknown options are
+    /// ignored with a warning.
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+
+    /// Stay in the foreground instead of detaching once the mount is live.
+    #[arg(long)]
+    pub foreground: bool,
+
+    /// Size of the pool if this mount creates it (default 1G); overrides -o size=.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub size: Option<u64>,
+
+    /// FUSE worker threads (default: one per CPU); overrides -o threads=.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub threads: Option<u16>,
+
+    /// Where the detached daemon writes its log (default: nowhere).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Mounts, or remounts with `-o remount`.
+pub fn run(args: MountArgs) -> Result<(), Failure> {
+    let opts = options::parse(&args.options).map_err(Failure::usage)?;
+    for unknown in &opts.unknown {
+        tracing::warn!("ignoring unknown mount option {unknown:?}");
+    }
+    if opts.remount {
+        return remount(&args, &opts);
+    }
+    let config = prepare(&args, &opts)?;
+    if args.foreground {
+        return serve(config, || tracing::info!("mount is live"));
+    }
+    match daemonize(args.log_file.as_deref())? {
+        Forked::Parent(outcome) => outcome,
+        Forked::Child(notifier) => run_daemon(config, notifier),
+    }
+}
+
+/// Checks the mount point and the pool, creates the pool if needed, and builds the config.
+fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<MountConfig, Failure> {
+    let pool = &args.pool;
+    let mountpoint = &args.mountpoint;
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Failure::new(format!(
+                "{}: mount point is not a directory",
+                mountpoint.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Failure::new(format!(
+                "{}: mount point: {e}",
+                mountpoint.display()
+            )));
+        }
+    }
+    let mountpoint = std::fs::canonicalize(mountpoint)
+        .map_err(|e| Failure::new(format!("{}: mount point: {e}", mountpoint.display())))?;
+
+    let entries = mountinfo::read()?;
+    if let Some(entry) = mountinfo::find_by_pool(&entries, pool).first() {
+        return Err(Failure::new(format!(
+            "{}: pool is already mounted on {}",
+            pool.display(),
+            entry.mount_point.display()
+        )));
+    }
+    if let Some(holder) = procs::holders(pool).first() {
+        return Err(Failure::new(format!(
+            "{}: pool is in use by process {} ({})",
+            pool.display(),
+            holder.pid,
+            holder.comm
+        )));
+    }
+
+    let read_only = opts.read_only.unwrap_or(false);
+    let needs_create = match std::fs::metadata(pool) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(Failure::new(format!("{}: {e}", pool.display()))),
+        Ok(m) => m.is_file() && m.len() == 0 && !is_block_device(pool),
+    };
+    if needs_create {
+        if read_only {
+            return Err(Failure::new(format!(
+                "{}: pool does not exist; a read-only mount cannot create it",
+                pool.display()
+            )));
+        }
+        let size_bytes = args.size.or(opts.size_bytes).unwrap_or(DEFAULT_POOL_BYTES);
+        let created = create_pool(pool, size_bytes, false)?;
+        tracing::info!(
+            "{}: created a pool of {}",
+            pool.display(),
+            format_size(created.len_bytes())
+        );
+    }
+
+    let threads = args
+        .threads
+        .map(usize::from)
+        .or(opts.threads)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    Ok(MountConfig {
+        pool: pool.clone(),
+        mountpoint,
+        mode: args.mode.map(Mode::from).or(opts.mode).unwrap_or_default(),
+        read_only,
+        allow_other: opts.allow_other,
+        default_permissions: true,
+        threads,
+        durability: opts.durability.unwrap_or_default(),
+        extra_options: opts.extra.clone(),
+    })
+}
+
+/// Runs `serve` in this process, turning its error (or panic) into a message.
+fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Failure> {
+    let what = format!(
+        "{} on {}",
+        config.pool.display(),
+        config.mountpoint.display()
+    );
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pfnfs_fs::serve(config, ready)
+    })) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(Failure::new(format!("mount {what}: {message}"))),
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(Failure::new(format!(
+                "mount {what}: the daemon panicked: {text}"
+            )))
+        }
+    }
+}
+
+/// The detached daemon: serves until unmounted, then exits the process.
+fn run_daemon(config: MountConfig, notifier: crate::daemon::Notifier) -> ! {
+    // Keep the working directory only if the pool path is relative (it is opened as given);
+    // otherwise do not pin whatever filesystem we were started from.
+    if config.pool.is_absolute() {
+        let _ = std::env::set_current_dir("/");
+    }
+    let notifier = std::sync::Mutex::new(notifier);
+    let result = serve(config, || {
+        notifier.lock().unwrap_or_else(|e| e.into_inner()).ready()
+    });
+    let code = match result {
+        Ok(()) => 0,
+        Err(failure) => {
+            if !notifier
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .fail(&failure.message)
+            {
+                tracing::error!("{}", failure.message);
+            }
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+/// `-o remount,...`: change the flags of the existing mount; start no daemon.
+fn remount(args: &MountArgs, opts: &MountOptions) -> Result<(), Failure> {
+    let mnt = &args.mountpoint;
+    let entries = mountinfo::read()?;
+    let entry = mountinfo::find_by_mount_point(&entries, mnt).ok_or_else(|| {
+        Failure::new(format!(
+            "{}: not mounted; nothing to remount",
+            mnt.display()
+        ))
+    })?;
+    if !entry.is_pfnfs() {
+        return Err(Failure::new(format!(
+            "{}: is a {} mount of {}, not pfnfs",
+            mnt.display(),
+            entry.fstype,
+            entry.source
+        )));
+    }
+    if !same_pool(entry, &args.pool) {
+        return Err(Failure::new(format!(
+            "{}: is a mount of {}, not of {}",
+            mnt.display(),
+            entry.source,
+            args.pool.display()
+        )));
+    }
+    let fixed = [
+        ("mode", args.mode.is_some() || opts.mode.is_some()),
+        ("threads", args.threads.is_some() || opts.threads.is_some()),
+        ("durability", opts.durability.is_some()),
+        ("size", args.size.is_some() || opts.size_bytes.is_some()),
+    ];
+    for (name, given) in fixed {
+        if given {
+            tracing::info!(
+                "{}: {name} cannot change on remount; ignored",
+                mnt.display()
+            );
+        }
+    }
+    let flags = options::remount_flags(&entry.mount_options, &opts.flags);
+    let target = CString::new(entry.mount_point.as_os_str().as_bytes())
+        .map_err(|_| Failure::new(format!("{}: path contains a NUL byte", mnt.display())))?;
+    // SAFETY: a valid C string and null pointers where mount(2) allows them.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | flags,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        let hint = if err.raw_os_error() == Some(libc::EPERM) {
+            " (remount needs root)"
+        } else {
+            ""
+        };
+        return Err(Failure::new(format!(
+            "{}: remount failed: {err}{hint}",
+            mnt.display()
+        )));
+    }
+    if let Some(ro) = opts.read_only {
+        let after = mountinfo::read()?;
+        let now_ro = mountinfo::find_by_mount_point(&after, &entry.mount_point)
+            .map(MountEntry::is_read_only);
+        if now_ro != Some(ro) {
+            return Err(Failure::new(format!(
+                "{}: remount did not make the mount {}",
+                mnt.display(),
+                if ro { "read-only" } else { "read-write" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn same_pool(entry: &MountEntry, pool: &Path) -> bool {
+    Path::new(&entry.source) == pool
+        || matches!(
+            (std::fs::canonicalize(&entry.source), std::fs::canonicalize(pool)),
+            (Ok(a), Ok(b)) if a == b
+        )
+}

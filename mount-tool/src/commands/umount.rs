@@ -1,0 +1,147 @@
+//! `pfnfs umount MOUNTPOINT`: unmount, then wait until the daemon has persisted everything
+//! and exited.
+//!
+//! The daemon is found before unmounting as the processes that hold the pool (the mount's
+//! source) open or mapped. As root the mount is detached with `umount2`; otherwise with
+//! `fusermount3 -u`. Then this waits until the mount is gone from `/proc/self/mountinfo` and
+//! until none of those processes holds the pool any more.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::mountinfo::{self, MountEntry};
+use crate::{Failure, procs};
+
+/// Unmount a pfnfs mount and wait for its daemon to exit.
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    /// The mount point (or the pool it mounts).
+    pub target: PathBuf,
+
+    /// Detach now even if busy (MNT_DETACH); the daemon exits when the last user is gone.
+    #[arg(long, short = 'l')]
+    pub lazy: bool,
+
+    /// Seconds to wait for the daemon to finish after unmounting.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+/// Unmounts and waits.
+pub fn run(args: UmountArgs) -> Result<(), Failure> {
+    let entries = mountinfo::read()?;
+    let entry = find_target(&entries, &args.target)?.clone();
+    let pool = PathBuf::from(&entry.source);
+    let daemons: Vec<i32> = procs::holders(&pool).iter().map(|h| h.pid).collect();
+    tracing::debug!(
+        "unmounting {}; daemon pids {daemons:?}",
+        entry.mount_point.display()
+    );
+
+    unmount(&entry.mount_point, args.lazy)?;
+
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    while mountinfo::read()?
+        .iter()
+        .any(|e| e.mount_id == entry.mount_id)
+    {
+        if Instant::now() > deadline {
+            return Err(Failure::new(format!(
+                "{}: still mounted {} s after unmounting",
+                entry.mount_point.display(),
+                args.timeout
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    loop {
+        let left: Vec<procs::Holder> = procs::holders(&pool)
+            .into_iter()
+            .filter(|h| daemons.contains(&h.pid))
+            .collect();
+        let Some(first) = left.first() else { break };
+        if Instant::now() > deadline {
+            return Err(Failure::new(format!(
+                "{}: unmounted, but daemon {} ({}) still holds {} after {} s",
+                entry.mount_point.display(),
+                first.pid,
+                first.comm,
+                pool.display(),
+                args.timeout
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The pfnfs mount named by `target`: its mount point, or its pool.
+fn find_target<'a>(entries: &'a [MountEntry], target: &Path) -> Result<&'a MountEntry, Failure> {
+    if let Some(entry) = mountinfo::find_by_mount_point(entries, target) {
+        if entry.is_pfnfs() {
+            return Ok(entry);
+        }
+        return Err(Failure::new(format!(
+            "{}: is a {} mount of {}, not pfnfs",
+            target.display(),
+            entry.fstype,
+            entry.source
+        )));
+    }
+    if let Some(entry) = mountinfo::find_by_pool(entries, target).last() {
+        return Ok(entry);
+    }
+    Err(Failure::new(format!(
+        "{}: not a pfnfs mount point (nor a mounted pool)",
+        target.display()
+    )))
+}
+
+fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), Failure> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let path = CString::new(mountpoint.as_os_str().as_bytes()).map_err(|_| {
+            Failure::new(format!(
+                "{}: path contains a NUL byte",
+                mountpoint.display()
+            ))
+        })?;
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: a valid C string.
+        if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        let hint = match err.raw_os_error() {
+            Some(libc::EBUSY) => {
+                " (a process has a file, directory or working directory there; close it, or use --lazy)"
+            }
+            _ => "",
+        };
+        return Err(Failure::new(format!(
+            "{}: cannot unmount: {err}{hint}",
+            mountpoint.display()
+        )));
+    }
+    let mut command = std::process::Command::new("fusermount3");
+    command.arg(if lazy { "-uz" } else { "-u" }).arg(mountpoint);
+    let output = command.output().map_err(|e| {
+        Failure::new(format!(
+            "{}: cannot run fusermount3: {e}",
+            mountpoint.display()
+        ))
+    })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(Failure::new(format!(
+            "{}: fusermount3 -u failed: {}",
+            mountpoint.display(),
+            stderr.trim()
+        )));
+    }
+    Ok(())
+}
