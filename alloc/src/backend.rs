@@ -118,32 +118,33 @@ fn span(len_bytes: u64, offset: u64, len: u64) -> (usize, usize) {
 // ---------------------------------------------------------------------------------------------
 // MemBackend
 
-/// Alignment of a [`MemBackend`]'s memory: one frame, like a mapping.
-const MEM_ALIGN_BYTES: usize = 4096;
-
 /// A pool in plain RAM, zero-filled at creation. For tests and crash simulators.
 ///
+/// The memory is a private anonymous mapping: page-aligned like a real pool, and zeroed lazily
+/// by the kernel, so a large `MemBackend` costs only the pages actually touched.
 /// `flush` executes the same cache-line write-back instructions as [`MmapBackend`] (so the
 /// cost model is the same); `sync` is a no-op.
 ///
 /// # Soundness
-/// The bytes live in one heap allocation owned by the backend and reached only through a raw
-/// pointer; no `&mut` to them is ever formed. [`PoolBackend::write`] takes `&self`, and the
-/// trait's concurrency contract says no range is written while a slice of it borrowed from
+/// The bytes live in one mapping owned by the backend and reached only through a raw pointer;
+/// no `&mut` to them is ever formed. [`PoolBackend::write`] takes `&self`, and the trait's
+/// concurrency contract says no range is written while a slice of it borrowed from
 /// [`PoolBackend::read`] is alive, and that concurrent writers use disjoint ranges. Under that
 /// contract every write is to bytes nobody else reads or writes at that moment, which is what
 /// makes sharing the backend between threads (`Send + Sync`) sound. The contract is the
 /// caller's: the backend cannot check it.
 pub struct MemBackend {
+    /// Start of the memory (dangling when `len_bytes` is 0).
     ptr: NonNull<u8>,
     len_bytes: u64,
-    layout: Option<std::alloc::Layout>,
+    /// The anonymous mapping `ptr` points into; unmapped on drop. `None` when empty.
+    _map: Option<memmap2::MmapRaw>,
     flush: FlushInstr,
 }
 
-// SAFETY: the allocation is owned by the backend and freed only in Drop; access from several
-// threads is governed by the trait's contract (disjoint writes, no write under a live borrow),
-// see the type's documentation.
+// SAFETY: the mapping is owned by the backend and unmapped only when it is dropped; access
+// from several threads is governed by the trait's contract (disjoint writes, no write under a
+// live borrow), see the type's documentation.
 unsafe impl Send for MemBackend {}
 // SAFETY: as above: `&self` methods write only ranges the caller holds exclusively.
 unsafe impl Sync for MemBackend {}
@@ -152,8 +153,8 @@ impl MemBackend {
     /// A zero-filled RAM pool of `len_bytes` bytes.
     ///
     /// # Panics
-    /// If `len_bytes` exceeds the address space (`isize::MAX`); aborts like `Vec` if the
-    /// memory cannot be allocated. Use [`MemBackend::try_new`] to get an error instead.
+    /// If the memory cannot be mapped (larger than the address space or than overcommit
+    /// allows). Use [`MemBackend::try_new`] to get an error instead.
     pub fn new(len_bytes: u64) -> MemBackend {
         match MemBackend::try_new(len_bytes) {
             Ok(backend) => backend,
@@ -161,38 +162,33 @@ impl MemBackend {
         }
     }
 
-    /// A zero-filled RAM pool of `len_bytes` bytes, or an error if it cannot be allocated.
+    /// A zero-filled RAM pool of `len_bytes` bytes, or an error if it cannot be mapped.
     pub fn try_new(len_bytes: u64) -> std::io::Result<MemBackend> {
-        let too_big = || {
-            std::io::Error::new(
-                std::io::ErrorKind::OutOfMemory,
-                "size exceeds address space",
-            )
-        };
-        let size = usize::try_from(len_bytes).map_err(|_| too_big())?;
         let flush = cpu_flush::detected();
+        let size = usize::try_from(len_bytes)
+            .ok()
+            .filter(|&size| size <= isize::MAX as usize)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "size exceeds the address space",
+                )
+            })?;
         if size == 0 {
             return Ok(MemBackend {
                 ptr: NonNull::dangling(),
                 len_bytes: 0,
-                layout: None,
+                _map: None,
                 flush,
             });
         }
-        let layout =
-            std::alloc::Layout::from_size_align(size, MEM_ALIGN_BYTES).map_err(|_| too_big())?;
-        // SAFETY: `layout` has a non-zero size (checked above).
-        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::OutOfMemory,
-                "allocation failed",
-            ));
-        };
+        let map = memmap2::MmapRaw::from(memmap2::MmapOptions::new().len(size).map_anon()?);
+        let ptr = NonNull::new(map.as_mut_ptr())
+            .ok_or_else(|| std::io::Error::other("anonymous mapping at address 0"))?;
         Ok(MemBackend {
             ptr,
             len_bytes,
-            layout: Some(layout),
+            _map: Some(map),
             flush,
         })
     }
@@ -207,15 +203,6 @@ impl MemBackend {
     /// A copy of the whole pool. Like `read`, it must not race with writers.
     pub fn to_vec(&self) -> Vec<u8> {
         self.read(0, self.len_bytes as usize).to_vec()
-    }
-}
-
-impl Drop for MemBackend {
-    fn drop(&mut self) {
-        if let Some(layout) = self.layout {
-            // SAFETY: `ptr` was returned by `alloc_zeroed(layout)` and is freed only here.
-            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
-        }
     }
 }
 
@@ -235,15 +222,15 @@ impl PoolBackend for MemBackend {
 
     fn read(&self, offset: u64, len: usize) -> &[u8] {
         let (offset, len) = span(self.len_bytes, offset, len as u64);
-        // SAFETY: the range lies inside the allocation (checked by `span`); the allocation is
-        // initialised (zeroed) and lives as long as `self`; no writer touches the range while
-        // the slice lives (trait contract).
+        // SAFETY: the range lies inside the mapping (checked by `span`), which is initialised
+        // (zero-filled) and lives as long as `self`; no writer touches the range while the
+        // slice lives (trait contract).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) }
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
         let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
-        // SAFETY: the destination lies inside the allocation (checked by `span`); `data` cannot
+        // SAFETY: the destination lies inside the mapping (checked by `span`); `data` cannot
         // overlap it, since no slice of the destination may be alive during a write (trait
         // contract), and no other thread writes the same range.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), len) };
@@ -257,7 +244,7 @@ impl PoolBackend for MemBackend {
 
     fn flush(&self, offset: u64, len: u64) {
         let (offset, len) = span(self.len_bytes, offset, len);
-        // SAFETY: the range lies inside the allocation; `self.flush` was detected on this CPU.
+        // SAFETY: the range lies inside the mapping; `self.flush` was detected on this CPU.
         unsafe { cpu_flush::flush_range(self.flush, self.ptr.as_ptr().add(offset), len) };
     }
 

@@ -371,7 +371,8 @@ fn read_only_pools_refuse_writes() {
 fn random_bytes_are_not_a_pool() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("random");
-    let bytes: Vec<u8> = (0..POOL_BYTES_MIN).map(|_| rand::random::<u8>()).collect();
+    let mut bytes = vec![0u8; 2 * MIB as usize];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
     std::fs::write(&path, bytes).unwrap();
     assert!(matches!(refused(&path), PoolError::NotAPool { .. }));
     let path = dir.path().join("zeros");
