@@ -8,6 +8,8 @@
 //! PFN 512 ..       metadata log (log_frames, a multiple of 512)
 //! after the log    data region: file frames and checkpoint frames, to the end of the pool
 //! ```
+//!
+//! The byte layout of a superblock slot is [`crate::superblock::FIELDS`].
 
 use crate::pfn::{FRAME_SIZE, HUGE_FRAMES};
 
@@ -27,6 +29,11 @@ pub const LOG_FRAMES_MAX: u64 = 16384;
 pub const LOG_SHARE_DIVISOR: u64 = 256;
 /// Smallest pool `mkfs` accepts: 16 MiB.
 pub const POOL_BYTES_MIN: u64 = 16 << 20;
+/// Bytes of the pool header (superblock slots and reserved frames, PFN 0..LOG_START_PFN),
+/// which only superblock commits and mkfs write.
+pub const HEADER_BYTES: u64 = LOG_START_PFN * FRAME_SIZE;
+/// mkfs sizes pools in whole 2 MiB units (rounding down).
+pub const POOL_ALIGN_BYTES: u64 = HUGE_FRAMES * FRAME_SIZE;
 
 /// Frames given to the metadata log of a pool of `pool_frames` frames: a multiple of 512.
 pub fn log_frames_for(pool_frames: u64) -> u64 {

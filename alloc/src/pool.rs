@@ -9,7 +9,7 @@
 //!   `seq`, the checkpoint reference and the mounted flag change through
 //!   [`Pool::commit_superblock`].
 //! - The current superblock is in slot [`Slot::for_seq`]`(seq)`; a commit writes the other slot.
-//! - Nothing but `commit_superblock` (and mkfs) writes the header, PFN 0..[`LOG_START_PFN`]:
+//! - Nothing but `commit_superblock` (and mkfs) writes the header, PFN 0..[`LOG_START_PFN`](crate::layout::LOG_START_PFN):
 //!   `write` and `zero` refuse it with [`PoolError::HeaderRange`].
 //! - A read-only pool never reaches the backend's `write`/`zero`/`sync`.
 //! - `open` writes nothing; in particular it never writes to a pool it refuses.
@@ -23,14 +23,10 @@ use parking_lot::Mutex;
 
 use crate::backend::{BackingKind, Durability, MmapBackend, PoolBackend, io_err};
 use crate::error::PoolError;
-use crate::layout::{LOG_START_PFN, POOL_BYTES_MIN, SUPERBLOCK_BYTES};
-use crate::pfn::{FRAME_SIZE, HUGE_FRAMES, Pfn, PfnRange};
+use crate::layout::{HEADER_BYTES, POOL_ALIGN_BYTES, POOL_BYTES_MIN, SUPERBLOCK_BYTES};
+use crate::pfn::{FRAME_SIZE, Pfn, PfnRange};
 use crate::superblock::{MAGIC, Slot, Superblock, SuperblockError};
 
-/// Bytes of the pool header (superblock slots and reserved frames), PFN 0..LOG_START_PFN.
-const HEADER_BYTES: u64 = LOG_START_PFN * FRAME_SIZE;
-/// Pools are sized in whole 2 MiB units.
-const POOL_ALIGN_BYTES: u64 = HUGE_FRAMES * FRAME_SIZE;
 /// `create` on a device refuses (without `force`) if any of these first bytes is non-zero.
 const DEVICE_PROBE_BYTES: u64 = 1 << 20;
 
