@@ -26,7 +26,7 @@ impl Pfn {
 
     /// True if the frame starts a 2 MiB-aligned region.
     pub fn is_huge_aligned(self) -> bool {
-        self.0 % HUGE_FRAMES == 0
+        self.0.is_multiple_of(HUGE_FRAMES)
     }
 
     /// The frame `frames` after this one, or `None` on overflow.
@@ -113,7 +113,7 @@ impl PfnRange {
 
     /// True if the range starts on a 2 MiB boundary and spans a whole number of 2 MiB units.
     pub fn is_huge(&self) -> bool {
-        self.start.is_huge_aligned() && self.len % HUGE_FRAMES == 0
+        self.start.is_huge_aligned() && self.len.is_multiple_of(HUGE_FRAMES)
     }
 }
 
