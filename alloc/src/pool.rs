@@ -177,6 +177,9 @@ impl Pool {
     fn format_file(path: &Path, file: std::fs::File, pool_bytes: u64) -> Result<Pool, PoolError> {
         file.set_len(pool_bytes)
             .map_err(io_err(path, "set the file length"))?;
+        // The new size is metadata: fsync it now; the superblocks are msynced below (msync
+        // also commits the block allocations their pages need).
+        file.sync_all().map_err(io_err(path, "fsync"))?;
         let target = crate::backend::Target {
             file,
             kind: BackingKind::File,
@@ -184,11 +187,8 @@ impl Pool {
         };
         let backend = MmapBackend::map(path, target, false, Durability::CacheLines)?;
         let pool = Pool::format_on(path.to_path_buf(), Box::new(backend), pool_bytes, false)?;
-        // The superblocks and the first log frame are all mkfs wrote; msync them, then fsync
-        // for the file's size.
+        // The superblocks and the first log frame are all mkfs wrote.
         pool.sync(0, pool.log.0 + FRAME_SIZE)?;
-        let file = std::fs::File::open(path).map_err(io_err(path, "reopen"))?;
-        file.sync_all().map_err(io_err(path, "fsync"))?;
         Ok(pool)
     }
 
