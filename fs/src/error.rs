@@ -20,7 +20,10 @@ pub type FsResult<T> = Result<T, FsError>;
 impl FsError {
     /// An error with `errno` and a message.
     pub fn new(errno: i32, msg: impl Into<String>) -> FsError {
-        FsError { errno, msg: msg.into() }
+        FsError {
+            errno,
+            msg: msg.into(),
+        }
     }
 }
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::Mode;
@@ -86,7 +86,10 @@ fn file_attr(ino: u64, a: &Attr) -> FileAttr {
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 fn time_or_now(t: TimeOrNow) -> Time {
@@ -98,7 +101,11 @@ fn time_or_now(t: TimeOrNow) -> Time {
 
 fn reply_entry(reply: ReplyEntry, r: Result<Entry, FsError>) {
     match r {
-        Ok(e) => reply.entry(&TTL, &file_attr(e.ino, &e.attr), Generation(e.attr.generation)),
+        Ok(e) => reply.entry(
+            &TTL,
+            &file_attr(e.ino, &e.attr),
+            Generation(e.attr.generation),
+        ),
         Err(e) => reply.error(errno(e)),
     }
 }
@@ -196,12 +203,36 @@ impl Filesystem for PfnFuse {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
-        reply_entry(reply, self.vol.mknod(caller(req), parent.0, name.as_bytes(), mode, rdev));
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            self.vol
+                .mknod(caller(req), parent.0, name.as_bytes(), mode, rdev),
+        );
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        reply_entry(reply, self.vol.mkdir(caller(req), parent.0, name.as_bytes(), mode));
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            self.vol.mkdir(caller(req), parent.0, name.as_bytes(), mode),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -212,8 +243,23 @@ impl Filesystem for PfnFuse {
         reply_empty(reply, self.vol.remove(parent.0, name.as_bytes(), true));
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        reply_entry(reply, self.vol.symlink(caller(req), parent.0, link_name.as_bytes(), target.as_os_str().as_bytes()));
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            self.vol.symlink(
+                caller(req),
+                parent.0,
+                link_name.as_bytes(),
+                target.as_os_str().as_bytes(),
+            ),
+        );
     }
 
     fn rename(
@@ -226,10 +272,26 @@ impl Filesystem for PfnFuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.vol.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), flags.bits()));
+        reply_empty(
+            reply,
+            self.vol.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                flags.bits(),
+            ),
+        );
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         reply_entry(reply, self.vol.link(ino.0, newparent.0, newname.as_bytes()));
     }
 
@@ -238,7 +300,10 @@ impl Filesystem for PfnFuse {
         match self.vol.open(ino.0, write) {
             Ok(()) => {
                 if flags.0 & libc::O_TRUNC != 0 && write {
-                    let r = SetAttr { size: Some(0), ..Default::default() };
+                    let r = SetAttr {
+                        size: Some(0),
+                        ..Default::default()
+                    };
                     if let Err(e) = self.vol.setattr(caller(req), ino.0, r) {
                         self.vol.release(ino.0);
                         return reply.error(errno(e));
@@ -290,7 +355,14 @@ impl Filesystem for PfnFuse {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -308,7 +380,14 @@ impl Filesystem for PfnFuse {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply_empty(reply, self.vol.fsync(ino.0));
     }
 
@@ -320,9 +399,21 @@ impl Filesystem for PfnFuse {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let r = self.vol.readdir(ino.0, offset, |child, next, kind, name| {
-            reply.add(INodeNo(child), next, file_type(kind), OsStr::from_bytes(name))
+            reply.add(
+                INodeNo(child),
+                next,
+                file_type(kind),
+                OsStr::from_bytes(name),
+            )
         });
         match r {
             Ok(()) => reply.ok(),
@@ -330,7 +421,14 @@ impl Filesystem for PfnFuse {
         }
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let vol = &self.vol;
         let r = vol.readdir(ino.0, offset, |child, next, _kind, name| {
             let is_dot = name == b"." || name == b"..";
@@ -338,7 +436,14 @@ impl Filesystem for PfnFuse {
                 Ok(a) => a,
                 Err(_) => return false,
             };
-            let full = reply.add(INodeNo(child), next, OsStr::from_bytes(name), &TTL, &file_attr(child, &attr), Generation(attr.generation));
+            let full = reply.add(
+                INodeNo(child),
+                next,
+                OsStr::from_bytes(name),
+                &TTL,
+                &file_attr(child, &attr),
+                Generation(attr.generation),
+            );
             if !full && !is_dot {
                 vol.add_lookup(child);
             }
@@ -350,11 +455,25 @@ impl Filesystem for PfnFuse {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply_empty(reply, self.vol.fsync(ino.0));
     }
 
@@ -372,8 +491,20 @@ impl Filesystem for PfnFuse {
         );
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
-        reply_empty(reply, self.vol.setxattr(ino.0, name.as_bytes(), value, flags));
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(
+            reply,
+            self.vol.setxattr(ino.0, name.as_bytes(), value, flags),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -406,15 +537,31 @@ impl Filesystem for PfnFuse {
                 } else {
                     a.mode & 7
                 } as i32;
-                if want & !bits != 0 { reply.error(Errno::EACCES) } else { reply.ok() }
+                if want & !bits != 0 {
+                    reply.error(Errno::EACCES)
+                } else {
+                    reply.ok()
+                }
             }
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let exclusive = flags & libc::O_EXCL != 0;
-        match self.vol.create(caller(req), parent.0, name.as_bytes(), mode, exclusive) {
+        match self
+            .vol
+            .create(caller(req), parent.0, name.as_bytes(), mode, exclusive)
+        {
             Ok(e) => {
                 let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
                 if let Err(err) = self.vol.open(e.ino, write) {
@@ -422,7 +569,14 @@ impl Filesystem for PfnFuse {
                 }
                 let mut attr = e.attr;
                 if flags & libc::O_TRUNC != 0 && attr.size != 0 {
-                    match self.vol.setattr(caller(req), e.ino, SetAttr { size: Some(0), ..Default::default() }) {
+                    match self.vol.setattr(
+                        caller(req),
+                        e.ino,
+                        SetAttr {
+                            size: Some(0),
+                            ..Default::default()
+                        },
+                    ) {
                         Ok(a) => attr = a,
                         Err(err) => {
                             self.vol.release(e.ino);
@@ -430,17 +584,40 @@ impl Filesystem for PfnFuse {
                         }
                     }
                 }
-                reply.created(&TTL, &file_attr(e.ino, &attr), Generation(attr.generation), FileHandle(0), self.open_flags())
+                reply.created(
+                    &TTL,
+                    &file_attr(e.ino, &attr),
+                    Generation(attr.generation),
+                    FileHandle(0),
+                    self.open_flags(),
+                )
             }
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         reply_empty(reply, self.vol.fallocate(ino.0, offset, length, mode));
     }
 
-    fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         let whence = match whence {
             libc::SEEK_DATA => SeekWhence::Data,
             libc::SEEK_HOLE => SeekWhence::Hole,
@@ -469,7 +646,10 @@ impl Filesystem for PfnFuse {
         reply: ReplyWrite,
     ) {
         let len = len.min(u32::MAX as u64 / 2);
-        match self.vol.copy_range(caller(req), ino_in.0, offset_in, ino_out.0, offset_out, len) {
+        match self
+            .vol
+            .copy_range(caller(req), ino_in.0, offset_in, ino_out.0, offset_out, len)
+        {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }

@@ -31,7 +31,10 @@ impl Time {
     /// From a `SystemTime` (before-epoch times kept).
     pub fn from_system(t: SystemTime) -> Time {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Time { secs: d.as_secs() as i64, nsecs: d.subsec_nanos() },
+            Ok(d) => Time {
+                secs: d.as_secs() as i64,
+                nsecs: d.subsec_nanos(),
+            },
             Err(e) => {
                 let d = e.duration();
                 let mut secs = -(d.as_secs() as i64);
@@ -50,7 +53,8 @@ impl Time {
         if self.secs >= 0 {
             UNIX_EPOCH + Duration::new(self.secs as u64, self.nsecs)
         } else {
-            UNIX_EPOCH - Duration::from_secs(self.secs.unsigned_abs()) + Duration::from_nanos(self.nsecs as u64)
+            UNIX_EPOCH - Duration::from_secs(self.secs.unsigned_abs())
+                + Duration::from_nanos(self.nsecs as u64)
         }
     }
 }
@@ -156,17 +160,33 @@ pub const FIRST_COOKIE: u64 = 3;
 impl Directory {
     /// An empty directory under `parent`.
     pub fn new(parent: u64) -> Directory {
-        Directory { parent, entries: BTreeMap::new(), by_name: HashMap::new(), next_cookie: FIRST_COOKIE }
+        Directory {
+            parent,
+            entries: BTreeMap::new(),
+            by_name: HashMap::new(),
+            next_cookie: FIRST_COOKIE,
+        }
     }
 
     /// Rebuilds from checkpointed parts.
-    pub fn from_parts(parent: u64, next_cookie: u64, entries: Vec<(u64, DirEntry)>) -> Result<Directory, String> {
-        let mut d = Directory { parent, entries: BTreeMap::new(), by_name: HashMap::new(), next_cookie };
+    pub fn from_parts(
+        parent: u64,
+        next_cookie: u64,
+        entries: Vec<(u64, DirEntry)>,
+    ) -> Result<Directory, String> {
+        let mut d = Directory {
+            parent,
+            entries: BTreeMap::new(),
+            by_name: HashMap::new(),
+            next_cookie,
+        };
         for (cookie, e) in entries {
             if cookie < FIRST_COOKIE || cookie >= next_cookie {
                 return Err(format!("directory cookie {cookie} out of range"));
             }
-            if d.by_name.insert(e.name.clone(), cookie).is_some() || d.entries.insert(cookie, e).is_some() {
+            if d.by_name.insert(e.name.clone(), cookie).is_some()
+                || d.entries.insert(cookie, e).is_some()
+            {
                 return Err("duplicate directory entry".into());
             }
         }
@@ -216,7 +236,9 @@ impl Directory {
 
     /// Entries with cookie > `after`, in cookie order.
     pub fn entries_after(&self, after: u64) -> impl Iterator<Item = (u64, &DirEntry)> {
-        self.entries.range(after.saturating_add(1)..).map(|(c, e)| (*c, e))
+        self.entries
+            .range(after.saturating_add(1)..)
+            .map(|(c, e)| (*c, e))
     }
 
     /// All entries with their cookies.

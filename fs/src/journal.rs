@@ -53,26 +53,78 @@ pub enum NewBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// A new inode named `name` in `parent`.
-    Create { parent: u64, name: Vec<u8>, ino: u64, attr: Attr, body: NewBody },
+    Create {
+        parent: u64,
+        name: Vec<u8>,
+        ino: u64,
+        attr: Attr,
+        body: NewBody,
+    },
     /// A new name for an existing inode.
-    Link { parent: u64, name: Vec<u8>, ino: u64, time: Time },
+    Link {
+        parent: u64,
+        name: Vec<u8>,
+        ino: u64,
+        time: Time,
+    },
     /// Removes a name (unlink or rmdir); an inode left without names and references is
     /// reclaimed.
-    Unlink { parent: u64, name: Vec<u8>, time: Time },
+    Unlink {
+        parent: u64,
+        name: Vec<u8>,
+        time: Time,
+    },
     /// rename / RENAME_EXCHANGE. A replaced target loses that name.
-    Rename { parent: u64, name: Vec<u8>, new_parent: u64, new_name: Vec<u8>, exchange: bool, time: Time },
+    Rename {
+        parent: u64,
+        name: Vec<u8>,
+        new_parent: u64,
+        new_name: Vec<u8>,
+        exchange: bool,
+        time: Time,
+    },
     /// Mode, owner and times (never nlink or size).
-    SetAttr { ino: u64, mode: u32, uid: u32, gid: u32, atime: Time, mtime: Time, ctime: Time },
+    SetAttr {
+        ino: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        atime: Time,
+        mtime: Time,
+        ctime: Time,
+    },
     /// New size; frames past it are released, the tail of the last frame zeroed.
     Truncate { ino: u64, size: u64, time: Time },
     /// A data write that changed the mapping or the size (pure overwrites are not logged).
-    Write { ino: u64, allocated: Vec<Extent>, converted: Vec<Extent>, size: u64, mtime: Time, mode: u32 },
+    Write {
+        ino: u64,
+        allocated: Vec<Extent>,
+        converted: Vec<Extent>,
+        size: u64,
+        mtime: Time,
+        mode: u32,
+    },
     /// fallocate: unwritten extents added, size possibly extended.
-    Allocate { ino: u64, extents: Vec<Extent>, size: u64, time: Time },
+    Allocate {
+        ino: u64,
+        extents: Vec<Extent>,
+        size: u64,
+        time: Time,
+    },
     /// PUNCH_HOLE / ZERO_RANGE: whole frames in the byte range released, edges zeroed.
-    Punch { ino: u64, offset: u64, len: u64, time: Time },
+    Punch {
+        ino: u64,
+        offset: u64,
+        len: u64,
+        time: Time,
+    },
     /// An extended attribute set.
-    SetXattr { ino: u64, name: Vec<u8>, value: Vec<u8>, time: Time },
+    SetXattr {
+        ino: u64,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        time: Time,
+    },
     /// An extended attribute removed.
     RemoveXattr { ino: u64, name: Vec<u8>, time: Time },
     /// An inode with no names lost its last reference: release it.
@@ -117,7 +169,11 @@ impl Journal {
         Journal {
             region_offset,
             region_bytes,
-            tail: Mutex::new(Tail { offset: records_end, seq: next_seq, generation }),
+            tail: Mutex::new(Tail {
+                offset: records_end,
+                seq: next_seq,
+                generation,
+            }),
         }
     }
 
@@ -205,7 +261,11 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
         let rec_gen = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
         let rec_seq = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
         let crc = u32::from_le_bytes(header[24..28].try_into().unwrap_or_default());
-        if magic != RECORD_MAGIC || rec_gen != generation || rec_seq != seq || len > RECORD_PAYLOAD_MAX {
+        if magic != RECORD_MAGIC
+            || rec_gen != generation
+            || rec_seq != seq
+            || len > RECORD_PAYLOAD_MAX
+        {
             break;
         }
         let total = (RECORD_HEADER_BYTES + len).next_multiple_of(8);
@@ -216,8 +276,11 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
         if record_crc(header, payload) != crc {
             break;
         }
-        let op: Op = postcard::from_bytes(payload)
-            .map_err(|e| eio(format!("log record {seq} has a valid checksum but does not decode: {e}")))?;
+        let op: Op = postcard::from_bytes(payload).map_err(|e| {
+            eio(format!(
+                "log record {seq} has a valid checksum but does not decode: {e}"
+            ))
+        })?;
         ops.push(op);
         offset += total;
         seq += 1;
@@ -246,7 +309,11 @@ pub struct InodeImage {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum BodyImage {
     File(Vec<Extent>),
-    Dir { parent: u64, next_cookie: u64, entries: Vec<(u64, DirEntry)> },
+    Dir {
+        parent: u64,
+        next_cookie: u64,
+        entries: Vec<(u64, DirEntry)>,
+    },
     Symlink(Vec<u8>),
     Special,
 }
@@ -305,7 +372,8 @@ impl CheckpointHeader {
         if frame.len() < FRAME_SIZE as usize || frame[0..8] != CHECKPOINT_MAGIC {
             return Err("checkpoint header has no checkpoint magic".into());
         }
-        let u64_at = |at: usize| u64::from_le_bytes(frame[at..at + 8].try_into().unwrap_or_default());
+        let u64_at =
+            |at: usize| u64::from_le_bytes(frame[at..at + 8].try_into().unwrap_or_default());
         let generation = u64_at(8);
         let body_len = u64_at(16);
         let body_crc = u32::from_le_bytes(frame[24..28].try_into().unwrap_or_default());
@@ -324,9 +392,16 @@ impl CheckpointHeader {
             ranges.push(r);
         }
         if body_len > capacity.saturating_sub(FRAME_SIZE) {
-            return Err(format!("checkpoint body of {body_len} bytes does not fit its {capacity}-byte ranges"));
+            return Err(format!(
+                "checkpoint body of {body_len} bytes does not fit its {capacity}-byte ranges"
+            ));
         }
-        Ok(CheckpointHeader { generation, body_len, body_crc, ranges })
+        Ok(CheckpointHeader {
+            generation,
+            body_len,
+            body_crc,
+            ranges,
+        })
     }
 
     /// Byte spans (pool offset, length) that hold the body, in order.
@@ -338,7 +413,10 @@ impl CheckpointHeader {
                 break;
             }
             let (start, bytes) = if i == 0 {
-                (r.start.byte_offset() + FRAME_SIZE, r.len_bytes() - FRAME_SIZE)
+                (
+                    r.start.byte_offset() + FRAME_SIZE,
+                    r.len_bytes() - FRAME_SIZE,
+                )
             } else {
                 (r.start.byte_offset(), r.len_bytes())
             };

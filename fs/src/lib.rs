@@ -35,7 +35,9 @@ impl std::str::FromStr for Mode {
         match s {
             "direct" => Ok(Mode::Direct),
             "buffered" => Ok(Mode::Buffered),
-            other => Err(format!("unknown mode {other:?} (expected direct or buffered)")),
+            other => Err(format!(
+                "unknown mode {other:?} (expected direct or buffered)"
+            )),
         }
     }
 }

@@ -31,13 +31,23 @@ fn mount_option(opt: &str) -> Option<MountOption> {
 }
 
 pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), String> {
-    let pool = Pool::open(&config.pool, &OpenOptions { read_only: config.read_only, durability: config.durability })
-        .map_err(|e| e.to_string())?;
+    let pool = Pool::open(
+        &config.pool,
+        &OpenOptions {
+            read_only: config.read_only,
+            durability: config.durability,
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(|e| e.msg)?);
     let mut options = vec![
         MountOption::FSName(config.pool.display().to_string()),
         MountOption::Subtype("pfnfs".into()),
-        if config.read_only { MountOption::RO } else { MountOption::RW },
+        if config.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
     ];
     if config.default_permissions {
         options.push(MountOption::DefaultPermissions);
@@ -50,21 +60,51 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
     }
     let mut fuse_config = Config::default();
     fuse_config.mount_options = options;
-    fuse_config.acl = if config.allow_other { SessionACL::All } else { SessionACL::Owner };
+    fuse_config.acl = if config.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     fuse_config.n_threads = Some(config.threads.max(1));
     fuse_config.clone_fd = true;
     let fs = PfnFuse::new(vol.clone(), config.mode);
-    let mut session = fuser::Session::new(fs, &config.mountpoint, &fuse_config)
-        .map_err(|e| format!("cannot mount {} on {}: {e}", config.pool.display(), config.mountpoint.display()))?;
+    let (session, mounted_here) = match mount_fuse_pfnfs(&config) {
+        Ok(fd) => (
+            fuser::Session::from_fd(fs, fd, fuse_config.acl, fuse_config.clone()),
+            true,
+        ),
+        // Not allowed to mount(2) directly (not root): let fusermount3 do it.
+        Err(nix::errno::Errno::EPERM) => (
+            fuser::Session::new(fs, &config.mountpoint, &fuse_config),
+            false,
+        ),
+        Err(e) => {
+            return Err(format!(
+                "cannot mount {} on {}: {e}",
+                config.pool.display(),
+                config.mountpoint.display()
+            ));
+        }
+    };
+    let mut session = session
+        .map_err(|e| format!("cannot start FUSE on {}: {e}", config.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
-    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let signal_handle = signals.handle();
+    let mountpoint = config.mountpoint.clone();
     std::thread::Builder::new()
         .name("pfnfs-signals".into())
         .spawn(move || {
             if signals.forever().next().is_some() {
                 tracing::info!("signal received: unmounting");
-                if let Err(e) = unmounter.unmount() {
+                let r = if mounted_here {
+                    nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH)
+                        .map_err(std::io::Error::from)
+                } else {
+                    unmounter.unmount()
+                };
+                if let Err(e) = r {
                     tracing::error!("unmount on signal failed: {e}");
                 }
             }
@@ -76,13 +116,88 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
     signal_handle.close();
     let shut = vol.shutdown();
     run.map_err(|e| format!("FUSE session ended with an error: {e}"))?;
-    shut.map_err(|e| format!("{}: could not write the final checkpoint: {}", config.pool.display(), e.msg))?;
+    shut.map_err(|e| {
+        format!(
+            "{}: could not write the final checkpoint: {}",
+            config.pool.display(),
+            e.msg
+        )
+    })?;
     tracing::info!("unmounted cleanly");
     Ok(())
 }
 
+/// Mounts /dev/fuse at the mountpoint as type `fuse.pfnfs` with the pool as its source
+/// (what mount(8), df -T and xfstests expect); returns the FUSE device.
+fn mount_fuse_pfnfs(config: &MountConfig) -> Result<std::os::fd::OwnedFd, nix::errno::Errno> {
+    use nix::mount::MsFlags;
+    use std::os::unix::fs::PermissionsExt;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENODEV)))?;
+    let fd: std::os::fd::OwnedFd = dev.into();
+    let root_mode = std::fs::metadata(&config.mountpoint)
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)))?
+        .permissions()
+        .mode();
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        root_mode & libc::S_IFMT,
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    if config.default_permissions {
+        data.push_str(",default_permissions");
+    }
+    if config.allow_other {
+        data.push_str(",allow_other");
+    }
+    data.push_str(&format!(",max_read={}", 1 << 20));
+    let mut flags = MsFlags::empty();
+    let has = |o: &str| config.extra_options.iter().any(|x| x == o);
+    if config.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    if has("nodev") {
+        flags |= MsFlags::MS_NODEV;
+    }
+    if has("nosuid") {
+        flags |= MsFlags::MS_NOSUID;
+    }
+    if has("noexec") {
+        flags |= MsFlags::MS_NOEXEC;
+    }
+    if has("noatime") {
+        flags |= MsFlags::MS_NOATIME;
+    }
+    if has("dirsync") {
+        flags |= MsFlags::MS_DIRSYNC;
+    }
+    if has("sync") {
+        flags |= MsFlags::MS_SYNCHRONOUS;
+    }
+    nix::mount::mount(
+        Some(config.pool.as_os_str()),
+        &config.mountpoint,
+        Some("fuse.pfnfs"),
+        flags,
+        Some(data.as_str()),
+    )?;
+    Ok(fd)
+}
+
 pub(crate) fn report(path: &Path) -> Result<PoolReport, String> {
-    let pool = Pool::open(path, &OpenOptions { read_only: true, ..Default::default() }).map_err(|e| e.to_string())?;
+    let pool = Pool::open(
+        path,
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let sb = pool.superblock();
     let vol = Volume::load(Arc::new(pool)).map_err(|e| e.msg)?;
     let stats = vol.allocator().stats();
@@ -121,10 +236,18 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, String> {
             Body::Special => {}
         }
     }
-    r.huge_extent_share = if mapped == 0 { 0.0 } else { huge as f64 / mapped as f64 };
+    r.huge_extent_share = if mapped == 0 {
+        0.0
+    } else {
+        huge as f64 / mapped as f64
+    };
     r.metadata_ram_bytes = ram as u64;
     r.metadata_pool_bytes = vol.journal().used_bytes()
-        + vol.checkpoint_ranges().iter().map(|x| x.len_bytes()).sum::<u64>()
+        + vol
+            .checkpoint_ranges()
+            .iter()
+            .map(|x| x.len_bytes())
+            .sum::<u64>()
         + 2 * FRAME_SIZE;
     Ok(r)
 }

@@ -59,7 +59,10 @@ struct Locked(BTreeMap<u64, WriteGuard>);
 
 impl Locked {
     fn get(&mut self, ino: u64) -> FsResult<&mut Inode> {
-        self.0.get_mut(&ino).map(|g| &mut **g).ok_or_else(|| eio(format!("inode {ino} not locked")))
+        self.0
+            .get_mut(&ino)
+            .map(|g| &mut **g)
+            .ok_or_else(|| eio(format!("inode {ino} not locked")))
     }
 }
 
@@ -109,21 +112,35 @@ pub struct Volume {
     gate: RwLock<()>,
     ns: Mutex<()>,
     checkpoint_ranges: Mutex<Vec<PfnRange>>,
+    /// Free frames file data may not take: room for the next checkpoint (which is written
+    /// before the previous one is released), so a full pool can still unmount cleanly.
+    reserve_frames: AtomicU64,
     read_only: bool,
 }
 
+/// Smallest metadata reserve, in frames.
+const RESERVE_FRAMES_MIN: u64 = 64;
+
 fn check_name(name: &[u8]) -> FsResult<()> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
         return Err(einval("invalid name"));
     }
     if name.len() > NAME_MAX {
-        return Err(enametoolong(format!("name of {} bytes exceeds {NAME_MAX}", name.len())));
+        return Err(enametoolong(format!(
+            "name of {} bytes exceeds {NAME_MAX}",
+            name.len()
+        )));
     }
     Ok(())
 }
 
 fn new_cell(inode: Inode) -> Arc<InodeCell> {
-    Arc::new(InodeCell { inode: Arc::new(RwLock::new(inode)), lookups: AtomicU64::new(0), opens: AtomicU32::new(0) })
+    Arc::new(InodeCell {
+        inode: Arc::new(RwLock::new(inode)),
+        lookups: AtomicU64::new(0),
+        opens: AtomicU32::new(0),
+    })
 }
 
 impl Volume {
@@ -174,12 +191,19 @@ impl Volume {
             next_ino: AtomicU64::new(next_ino),
             gate: RwLock::new(()),
             ns: Mutex::new(()),
+            reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
             checkpoint_ranges: Mutex::new(ranges),
             read_only,
         };
         let replayed = ops.len();
         for (i, op) in ops.iter().enumerate() {
-            vol.replay(op).map_err(|e| eio(format!("{}: log record {i} cannot be replayed: {}", vol.pool_name(), e.msg)))?;
+            vol.replay(op).map_err(|e| {
+                eio(format!(
+                    "{}: log record {i} cannot be replayed: {}",
+                    vol.pool_name(),
+                    e.msg
+                ))
+            })?;
         }
         if replayed > 0 {
             tracing::info!(records = replayed, "replayed metadata log");
@@ -211,20 +235,33 @@ impl Volume {
     #[allow(clippy::type_complexity)]
     fn load_checkpoint(
         pool: &Pool,
-    ) -> FsResult<(ExtentAllocator, DashMap<u64, Arc<InodeCell>>, u64, Vec<PfnRange>, bool)> {
+    ) -> FsResult<(
+        ExtentAllocator,
+        DashMap<u64, Arc<InodeCell>>,
+        u64,
+        Vec<PfnRange>,
+        bool,
+    )> {
         let name = pool.name().display().to_string();
         let sb = pool.superblock();
         let data = pool.data_region();
         let head = PfnRange::new(Pfn(sb.checkpoint.head_pfn), 1)
             .filter(|r| data.covers(r))
-            .ok_or_else(|| eio(format!("{name}: checkpoint pointer lies outside the data region")))?;
-        let header = CheckpointHeader::decode(pool.frames(head)?, data).map_err(|e| eio(format!("{name}: {e}")))?;
+            .ok_or_else(|| {
+                eio(format!(
+                    "{name}: checkpoint pointer lies outside the data region"
+                ))
+            })?;
+        let header = CheckpointHeader::decode(pool.frames(head)?, data)
+            .map_err(|e| eio(format!("{name}: {e}")))?;
         if header.generation != sb.checkpoint.log_generation
             || header.body_len != sb.checkpoint.len_bytes
             || header.body_crc != sb.checkpoint.crc
             || header.ranges[0].start != head.start
         {
-            return Err(eio(format!("{name}: checkpoint header does not match the superblock")));
+            return Err(eio(format!(
+                "{name}: checkpoint header does not match the superblock"
+            )));
         }
         let mut body = Vec::with_capacity(header.body_len.min(1 << 30) as usize);
         for (offset, len) in header.body_spans() {
@@ -233,8 +270,8 @@ impl Volume {
         if crc32c::crc32c(&body) != header.body_crc {
             return Err(eio(format!("{name}: checkpoint checksum mismatch")));
         }
-        let image: CheckpointImage =
-            postcard::from_bytes(&body).map_err(|e| eio(format!("{name}: checkpoint does not decode: {e}")))?;
+        let image: CheckpointImage = postcard::from_bytes(&body)
+            .map_err(|e| eio(format!("{name}: checkpoint does not decode: {e}")))?;
         let alloc = ExtentAllocator::decode_free_set(data, &image.free_set)
             .map_err(|e| eio(format!("{name}: checkpoint free set: {e}")))?;
         let inodes = DashMap::new();
@@ -244,16 +281,28 @@ impl Volume {
                     ExtentMap::from_extents(extents)
                         .map_err(|e| eio(format!("{name}: inode {}: {e}", img.ino)))?,
                 ),
-                BodyImage::Dir { parent, next_cookie, entries } => Body::Dir(
+                BodyImage::Dir {
+                    parent,
+                    next_cookie,
+                    entries,
+                } => Body::Dir(
                     Directory::from_parts(parent, next_cookie, entries)
                         .map_err(|e| eio(format!("{name}: inode {}: {e}", img.ino)))?,
                 ),
                 BodyImage::Symlink(t) => Body::Symlink(t),
                 BodyImage::Special => Body::Special,
             };
-            let inode = Inode { ino: img.ino, attr: img.attr, xattrs: img.xattrs.into_iter().collect(), body };
+            let inode = Inode {
+                ino: img.ino,
+                attr: img.attr,
+                xattrs: img.xattrs.into_iter().collect(),
+                body,
+            };
             if inodes.insert(img.ino, new_cell(inode)).is_some() {
-                return Err(eio(format!("{name}: inode {} appears twice in the checkpoint", img.ino)));
+                return Err(eio(format!(
+                    "{name}: inode {} appears twice in the checkpoint",
+                    img.ino
+                )));
             }
         }
         if !inodes.contains_key(&ROOT_INO) {
@@ -284,18 +333,31 @@ impl Volume {
             images.push(InodeImage {
                 ino: inode.ino,
                 attr: inode.attr.clone(),
-                xattrs: inode.xattrs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                xattrs: inode
+                    .xattrs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 body,
             });
         }
         images.sort_by_key(|i| i.ino);
-        let mut image = CheckpointImage { next_ino: self.next_ino.load(Ordering::Relaxed), inodes: images, free_set: Vec::new() };
-        let base = postcard::to_stdvec(&image).map_err(|e| eio(format!("checkpoint encode: {e}")))?.len() as u64;
+        let mut image = CheckpointImage {
+            next_ino: self.next_ino.load(Ordering::Relaxed),
+            inodes: images,
+            free_set: Vec::new(),
+        };
+        let base = postcard::to_stdvec(&image)
+            .map_err(|e| eio(format!("checkpoint encode: {e}")))?
+            .len() as u64;
         let mut ckpt = self.checkpoint_ranges.lock();
         let old = ckpt.clone();
         let mut slack = 0u64;
         for _attempt in 0..4 {
-            let free_est = 64 + 16 * (self.alloc.stats().free_extents + old.len() as u64 + 2 * CHECKPOINT_RANGES_MAX as u64);
+            let free_est = 64
+                + 16 * (self.alloc.stats().free_extents
+                    + old.len() as u64
+                    + 2 * CHECKPOINT_RANGES_MAX as u64);
             let want = 1 + (base + free_est + 64 + slack).div_ceil(FRAME_SIZE);
             let ranges = self.alloc.allocate(want, None)?;
             if ranges.len() > CHECKPOINT_RANGES_MAX {
@@ -308,7 +370,8 @@ impl Volume {
             free.extend(old.iter().copied());
             let free_alloc = ExtentAllocator::from_free_extents(self.pool.data_region(), free)?;
             image.free_set = free_alloc.encode_free_set();
-            let body = postcard::to_stdvec(&image).map_err(|e| eio(format!("checkpoint encode: {e}")))?;
+            let body =
+                postcard::to_stdvec(&image).map_err(|e| eio(format!("checkpoint encode: {e}")))?;
             let capacity = ranges.iter().map(|r| r.len_bytes()).sum::<u64>() - FRAME_SIZE;
             if body.len() as u64 > capacity {
                 for r in ranges {
@@ -335,6 +398,9 @@ impl Volume {
             for r in old {
                 self.alloc.free(r)?;
             }
+            let frames: u64 = ranges.iter().map(|r| r.len).sum();
+            self.reserve_frames
+                .store(RESERVE_FRAMES_MIN + 2 * frames, Ordering::Relaxed);
             *ckpt = ranges;
             tracing::debug!(bytes = body.len(), generation, "checkpoint written");
             return Ok(());
@@ -383,10 +449,10 @@ impl Volume {
     }
 
     fn maybe_checkpoint(&self) {
-        if self.journal.wants_checkpoint() {
-            if let Err(e) = self.checkpoint() {
-                tracing::error!("checkpoint failed: {e}");
-            }
+        if self.journal.wants_checkpoint()
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::error!("checkpoint failed: {e}");
         }
     }
 
@@ -420,7 +486,10 @@ impl Volume {
 
     /// The cell of `ino`.
     pub fn cell(&self, ino: u64) -> FsResult<Arc<InodeCell>> {
-        self.inodes.get(&ino).map(|c| c.value().clone()).ok_or_else(|| enoent(format!("no inode {ino}")))
+        self.inodes
+            .get(&ino)
+            .map(|c| c.value().clone())
+            .ok_or_else(|| enoent(format!("no inode {ino}")))
     }
 
     fn lock(&self, inos: &[u64]) -> FsResult<Locked> {
@@ -435,8 +504,36 @@ impl Volume {
         Ok(Locked(map))
     }
 
+    /// ENOSPC unless the holes of `frames` logical frames from `first` can be filled without
+    /// eating into the metadata reserve.
+    fn ensure_space(&self, map: &ExtentMap, first: u64, frames: u64) -> FsResult<()> {
+        let holes: u64 = map
+            .mappings_iter(first, frames)
+            .map(|m| match m {
+                pfnfs_extent::Mapping::Hole { frames, .. } => frames,
+                _ => 0,
+            })
+            .sum();
+        if holes == 0 {
+            return Ok(());
+        }
+        let free = self.alloc.free_frames();
+        let reserve = self.reserve_frames.load(Ordering::Relaxed);
+        if free < holes.saturating_add(reserve) {
+            return Err(enospc(format!(
+                "pool full: {holes} frames needed, {} available",
+                free.saturating_sub(reserve)
+            )));
+        }
+        Ok(())
+    }
+
     fn check_writable(&self) -> FsResult<()> {
-        if self.read_only { Err(erofs("read-only mount")) } else { Ok(()) }
+        if self.read_only {
+            Err(erofs("read-only mount"))
+        } else {
+            Ok(())
+        }
     }
 
     // -----------------------------------------------------------------------------------
@@ -462,7 +559,10 @@ impl Volume {
     /// Ops on one inode whose inode may have been reclaimed earlier in replay than at run
     /// time (an unlinked file still open when it was written to).
     fn tolerates_missing(op: &Op) -> bool {
-        !matches!(op, Op::Create { .. } | Op::Link { .. } | Op::Unlink { .. } | Op::Rename { .. })
+        !matches!(
+            op,
+            Op::Create { .. } | Op::Link { .. } | Op::Unlink { .. } | Op::Rename { .. }
+        )
     }
 
     /// Inodes an op touches (namespace ops resolve names; call under `ns`).
@@ -471,7 +571,13 @@ impl Volume {
             Op::Create { parent, .. } => vec![*parent],
             Op::Link { parent, ino, .. } => vec![*parent, *ino],
             Op::Unlink { parent, name, .. } => vec![*parent, self.child(*parent, name)?],
-            Op::Rename { parent, name, new_parent, new_name, .. } => {
+            Op::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                ..
+            } => {
                 let mut v = vec![*parent, *new_parent, self.child(*parent, name)?];
                 if let Ok(t) = self.child(*new_parent, new_name) {
                     v.push(t);
@@ -498,7 +604,9 @@ impl Volume {
         let cell = self.cell(parent)?;
         let inode = cell.inode.read();
         let dir = inode.dir().ok_or_else(|| enotdir("not a directory"))?;
-        dir.get(name).map(|e| e.ino).ok_or_else(|| enoent("no such entry"))
+        dir.get(name)
+            .map(|e| e.ino)
+            .ok_or_else(|| enoent("no such entry"))
     }
 
     fn is_referenced(&self, ino: u64) -> bool {
@@ -512,7 +620,13 @@ impl Volume {
     /// durable; at replay (`replay == true`) mapping changes of data ops are redone too.
     fn apply(&self, op: &Op, locked: &mut Locked, replay: bool) -> FsResult<()> {
         match op {
-            Op::Create { parent, name, ino, attr, body } => {
+            Op::Create {
+                parent,
+                name,
+                ino,
+                attr,
+                body,
+            } => {
                 let kind = attr.kind();
                 let inode = Inode {
                     ino: *ino,
@@ -526,11 +640,17 @@ impl Volume {
                     },
                 };
                 let p = locked.get(*parent)?;
-                let dir = p.dir_mut().ok_or_else(|| enotdir("parent is not a directory"))?;
+                let dir = p
+                    .dir_mut()
+                    .ok_or_else(|| enotdir("parent is not a directory"))?;
                 if dir.get(name).is_some() {
                     return Err(eexist("entry exists"));
                 }
-                dir.insert(DirEntry { name: name.clone(), ino: *ino, kind });
+                dir.insert(DirEntry {
+                    name: name.clone(),
+                    ino: *ino,
+                    kind,
+                });
                 p.attr.mtime = attr.ctime;
                 p.attr.ctime = attr.ctime;
                 if kind == Kind::Dir {
@@ -539,23 +659,36 @@ impl Volume {
                 self.inodes.insert(*ino, new_cell(inode));
                 self.next_ino.fetch_max(ino + 1, Ordering::AcqRel);
             }
-            Op::Link { parent, name, ino, time } => {
+            Op::Link {
+                parent,
+                name,
+                ino,
+                time,
+            } => {
                 let child = locked.get(*ino)?;
                 child.attr.nlink += 1;
                 child.attr.ctime = *time;
                 let kind = child.attr.kind();
                 let p = locked.get(*parent)?;
-                let dir = p.dir_mut().ok_or_else(|| enotdir("parent is not a directory"))?;
+                let dir = p
+                    .dir_mut()
+                    .ok_or_else(|| enotdir("parent is not a directory"))?;
                 if dir.get(name).is_some() {
                     return Err(eexist("entry exists"));
                 }
-                dir.insert(DirEntry { name: name.clone(), ino: *ino, kind });
+                dir.insert(DirEntry {
+                    name: name.clone(),
+                    ino: *ino,
+                    kind,
+                });
                 p.attr.mtime = *time;
                 p.attr.ctime = *time;
             }
             Op::Unlink { parent, name, time } => {
                 let p = locked.get(*parent)?;
-                let dir = p.dir_mut().ok_or_else(|| enotdir("parent is not a directory"))?;
+                let dir = p
+                    .dir_mut()
+                    .ok_or_else(|| enotdir("parent is not a directory"))?;
                 let entry = dir.remove(name).ok_or_else(|| enoent("no such entry"))?;
                 p.attr.mtime = *time;
                 p.attr.ctime = *time;
@@ -573,10 +706,34 @@ impl Volume {
                     self.reclaim_locked(child)?;
                 }
             }
-            Op::Rename { parent, name, new_parent, new_name, exchange, time } => {
-                self.apply_rename(locked, *parent, name, *new_parent, new_name, *exchange, *time, replay)?;
+            Op::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                exchange,
+                time,
+            } => {
+                self.apply_rename(
+                    locked,
+                    *parent,
+                    name,
+                    *new_parent,
+                    new_name,
+                    *exchange,
+                    *time,
+                    replay,
+                )?;
             }
-            Op::SetAttr { ino, mode, uid, gid, atime, mtime, ctime } => {
+            Op::SetAttr {
+                ino,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+                ctime,
+            } => {
                 let i = locked.get(*ino)?;
                 i.attr.mode = *mode;
                 i.attr.uid = *uid;
@@ -601,10 +758,19 @@ impl Volume {
                 i.attr.mtime = *time;
                 i.attr.ctime = *time;
             }
-            Op::Write { ino, allocated, converted, size, mtime, mode } => {
+            Op::Write {
+                ino,
+                allocated,
+                converted,
+                size,
+                mtime,
+                mode,
+            } => {
                 let i = locked.get(*ino)?;
                 if replay {
-                    let Body::File(map) = &mut i.body else { return Err(eio("write to a non-file")) };
+                    let Body::File(map) = &mut i.body else {
+                        return Err(eio("write to a non-file"));
+                    };
                     for e in allocated {
                         self.alloc.reserve(e.pfns)?;
                         map.insert(*e)?;
@@ -618,10 +784,17 @@ impl Volume {
                 i.attr.ctime = *mtime;
                 i.attr.mode = *mode;
             }
-            Op::Allocate { ino, extents, size, time } => {
+            Op::Allocate {
+                ino,
+                extents,
+                size,
+                time,
+            } => {
                 let i = locked.get(*ino)?;
                 if replay {
-                    let Body::File(map) = &mut i.body else { return Err(eio("fallocate of a non-file")) };
+                    let Body::File(map) = &mut i.body else {
+                        return Err(eio("fallocate of a non-file"));
+                    };
                     for e in extents {
                         self.alloc.reserve(e.pfns)?;
                         map.insert(*e)?;
@@ -631,7 +804,12 @@ impl Volume {
                 i.attr.ctime = *time;
                 i.attr.mtime = *time;
             }
-            Op::Punch { ino, offset, len, time } => {
+            Op::Punch {
+                ino,
+                offset,
+                len,
+                time,
+            } => {
                 let i = locked.get(*ino)?;
                 if let Body::File(map) = &mut i.body {
                     let end = offset.saturating_add(*len);
@@ -651,7 +829,12 @@ impl Volume {
                 i.attr.mtime = *time;
                 i.attr.ctime = *time;
             }
-            Op::SetXattr { ino, name, value, time } => {
+            Op::SetXattr {
+                ino,
+                name,
+                value,
+                time,
+            } => {
                 let i = locked.get(*ino)?;
                 i.xattrs.insert(name.clone(), value.clone());
                 i.attr.ctime = *time;
@@ -683,15 +866,26 @@ impl Volume {
         time: Time,
         replay: bool,
     ) -> FsResult<()> {
-        let src = locked.get(parent)?.dir().and_then(|d| d.get(name)).cloned().ok_or_else(|| enoent("no source"))?;
-        let dst = locked.get(new_parent)?.dir().and_then(|d| d.get(new_name)).cloned();
+        let src = locked
+            .get(parent)?
+            .dir()
+            .and_then(|d| d.get(name))
+            .cloned()
+            .ok_or_else(|| enoent("no source"))?;
+        let dst = locked
+            .get(new_parent)?
+            .dir()
+            .and_then(|d| d.get(new_name))
+            .cloned();
         let src_dir = src.kind == Kind::Dir;
         if exchange {
             let dst = dst.ok_or_else(|| enoent("no target to exchange with"))?;
             let dst_dir = dst.kind == Kind::Dir;
             {
                 let p = locked.get(parent)?;
-                p.dir_mut().ok_or_else(|| enotdir("not a directory"))?.replace(name, dst.ino, dst.kind);
+                p.dir_mut()
+                    .ok_or_else(|| enotdir("not a directory"))?
+                    .replace(name, dst.ino, dst.kind);
                 p.attr.mtime = time;
                 p.attr.ctime = time;
                 if parent != new_parent {
@@ -700,7 +894,9 @@ impl Volume {
             }
             {
                 let np = locked.get(new_parent)?;
-                np.dir_mut().ok_or_else(|| enotdir("not a directory"))?.replace(new_name, src.ino, src.kind);
+                np.dir_mut()
+                    .ok_or_else(|| enotdir("not a directory"))?
+                    .replace(new_name, src.ino, src.kind);
                 np.attr.mtime = time;
                 np.attr.ctime = time;
                 if parent != new_parent {
@@ -737,7 +933,9 @@ impl Volume {
         }
         {
             let p = locked.get(parent)?;
-            p.dir_mut().ok_or_else(|| enotdir("not a directory"))?.remove(name);
+            p.dir_mut()
+                .ok_or_else(|| enotdir("not a directory"))?
+                .remove(name);
             p.attr.mtime = time;
             p.attr.ctime = time;
             if src_dir {
@@ -748,7 +946,11 @@ impl Volume {
             let np = locked.get(new_parent)?;
             let d = np.dir_mut().ok_or_else(|| enotdir("not a directory"))?;
             if d.replace(new_name, src.ino, src.kind).is_none() {
-                d.insert(DirEntry { name: new_name.to_vec(), ino: src.ino, kind: src.kind });
+                d.insert(DirEntry {
+                    name: new_name.to_vec(),
+                    ino: src.ino,
+                    kind: src.kind,
+                });
             }
             np.attr.mtime = time;
             np.attr.ctime = time;

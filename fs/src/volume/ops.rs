@@ -37,7 +37,10 @@ impl Volume {
             match name {
                 b"." => parent,
                 b".." => dir.parent,
-                _ => dir.get(name).map(|e| e.ino).ok_or_else(|| enoent("no such entry"))?,
+                _ => dir
+                    .get(name)
+                    .map(|e| e.ino)
+                    .ok_or_else(|| enoent("no such entry"))?,
             }
         };
         let cell = self.cell(ino)?;
@@ -56,7 +59,10 @@ impl Volume {
     /// The kernel forgets `n` lookups of `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         let Ok(cell) = self.cell(ino) else { return };
-        let prev = cell.lookups.fetch_sub(n.min(cell.lookups.load(Ordering::Acquire)), Ordering::AcqRel);
+        let prev = cell.lookups.fetch_sub(
+            n.min(cell.lookups.load(Ordering::Acquire)),
+            Ordering::AcqRel,
+        );
         if prev <= n {
             self.reclaim_if_orphan(ino);
         }
@@ -74,12 +80,15 @@ impl Volume {
             return;
         }
         let _gate = self.gate.read();
-        let Ok(mut locked) = self.lock(&[ino]) else { return };
+        let Ok(mut locked) = self.lock(&[ino]) else {
+            return;
+        };
         let still = locked.get(ino).map(|i| i.attr.nlink == 0).unwrap_or(false);
-        if still && !self.is_referenced(ino) {
-            if let Err(e) = self.commit(Op::Reclaim { ino }, &mut locked) {
-                tracing::warn!("reclaim of inode {ino} failed: {e}");
-            }
+        if still
+            && !self.is_referenced(ino)
+            && let Err(e) = self.commit(Op::Reclaim { ino }, &mut locked)
+        {
+            tracing::warn!("reclaim of inode {ino} failed: {e}");
         }
     }
 
@@ -106,7 +115,14 @@ impl Volume {
                 return Err(efbig(format!("size {size} exceeds the largest file size")));
             }
             if size != inode.attr.size || req.mtime.is_none() {
-                self.commit(Op::Truncate { ino, size, time: now }, &mut locked)?;
+                self.commit(
+                    Op::Truncate {
+                        ino,
+                        size,
+                        time: now,
+                    },
+                    &mut locked,
+                )?;
             }
             // POSIX: truncation by a non-owner clears setuid/setgid like a write does.
             let inode = locked.get(ino)?;
@@ -114,7 +130,15 @@ impl Volume {
             if cleared != inode.attr.mode && req.mode.is_none() {
                 let a = inode.attr.clone();
                 self.commit(
-                    Op::SetAttr { ino, mode: cleared, uid: a.uid, gid: a.gid, atime: a.atime, mtime: a.mtime, ctime: now },
+                    Op::SetAttr {
+                        ino,
+                        mode: cleared,
+                        uid: a.uid,
+                        gid: a.gid,
+                        atime: a.atime,
+                        mtime: a.mtime,
+                        ctime: now,
+                    },
                     &mut locked,
                 )?;
             }
@@ -146,10 +170,22 @@ impl Volume {
         }
         let atime = req.atime.unwrap_or(a.atime);
         let mtime = req.mtime.unwrap_or(a.mtime);
-        changed |= req.atime.is_some() || req.mtime.is_some() || req.uid.is_some() || req.gid.is_some();
+        changed |=
+            req.atime.is_some() || req.mtime.is_some() || req.uid.is_some() || req.gid.is_some();
         let ctime = req.ctime.unwrap_or(if changed { now } else { a.ctime });
         if changed || req.ctime.is_some() {
-            self.commit(Op::SetAttr { ino, mode, uid, gid, atime, mtime, ctime }, &mut locked)?;
+            self.commit(
+                Op::SetAttr {
+                    ino,
+                    mode,
+                    uid,
+                    gid,
+                    atime,
+                    mtime,
+                    ctime,
+                },
+                &mut locked,
+            )?;
         }
         Ok(locked.get(ino)?.attr.clone())
     }
@@ -166,7 +202,11 @@ impl Volume {
                 mode |= libc::S_ISGID;
             }
         }
-        let nlink = if mode & libc::S_IFMT == libc::S_IFDIR { 2 } else { 1 };
+        let nlink = if mode & libc::S_IFMT == libc::S_IFDIR {
+            2
+        } else {
+            1
+        };
         Attr {
             mode,
             uid: caller.uid,
@@ -182,7 +222,15 @@ impl Volume {
         }
     }
 
-    fn create_inode(&self, caller: Caller, parent: u64, name: &[u8], mode: u32, rdev: u32, body: NewBody) -> FsResult<Entry> {
+    fn create_inode(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        body: NewBody,
+    ) -> FsResult<Entry> {
         self.check_writable()?;
         check_name(name)?;
         self.maybe_checkpoint();
@@ -190,7 +238,9 @@ impl Volume {
         let _ns = self.ns.lock();
         let mut locked = self.lock(&[parent])?;
         let p = locked.get(parent)?;
-        let dir = p.dir().ok_or_else(|| enotdir("parent is not a directory"))?;
+        let dir = p
+            .dir()
+            .ok_or_else(|| enotdir("parent is not a directory"))?;
         if p.attr.nlink == 0 {
             return Err(enoent("parent directory was removed"));
         }
@@ -203,43 +253,97 @@ impl Volume {
         };
         let attr = self.new_attr(caller, &p.attr, mode, rdev, size);
         let ino = self.next_ino.fetch_add(1, Ordering::AcqRel);
-        self.commit(Op::Create { parent, name: name.to_vec(), ino, attr: attr.clone(), body }, &mut locked)?;
+        self.commit(
+            Op::Create {
+                parent,
+                name: name.to_vec(),
+                ino,
+                attr: attr.clone(),
+                body,
+            },
+            &mut locked,
+        )?;
         self.add_lookup(ino);
         Ok(Entry { ino, attr })
     }
 
     /// mknod: regular files, FIFOs, sockets, device nodes.
-    pub fn mknod(&self, caller: Caller, parent: u64, name: &[u8], mode: u32, rdev: u32) -> FsResult<Entry> {
+    pub fn mknod(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+    ) -> FsResult<Entry> {
         let body = match Kind::from_mode(mode) {
             Some(Kind::File) => NewBody::File,
             Some(Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev) => NewBody::Special,
             Some(Kind::Dir) => return self.mkdir(caller, parent, name, mode),
             _ => return Err(einval("mknod of an unknown file type")),
         };
-        let mode = if mode & libc::S_IFMT == 0 { mode | libc::S_IFREG } else { mode };
+        let mode = if mode & libc::S_IFMT == 0 {
+            mode | libc::S_IFREG
+        } else {
+            mode
+        };
         self.create_inode(caller, parent, name, mode, rdev, body)
     }
 
     /// mkdir.
     pub fn mkdir(&self, caller: Caller, parent: u64, name: &[u8], mode: u32) -> FsResult<Entry> {
-        self.create_inode(caller, parent, name, libc::S_IFDIR | (mode & 0o7777), 0, NewBody::Dir)
+        self.create_inode(
+            caller,
+            parent,
+            name,
+            libc::S_IFDIR | (mode & 0o7777),
+            0,
+            NewBody::Dir,
+        )
     }
 
     /// symlink.
-    pub fn symlink(&self, caller: Caller, parent: u64, name: &[u8], target: &[u8]) -> FsResult<Entry> {
+    pub fn symlink(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+    ) -> FsResult<Entry> {
         if target.is_empty() {
             return Err(enoent("empty symlink target"));
         }
         if target.len() > SYMLINK_MAX {
             return Err(enametoolong("symlink target too long"));
         }
-        self.create_inode(caller, parent, name, libc::S_IFLNK | 0o777, 0, NewBody::Symlink(target.to_vec()))
+        self.create_inode(
+            caller,
+            parent,
+            name,
+            libc::S_IFLNK | 0o777,
+            0,
+            NewBody::Symlink(target.to_vec()),
+        )
     }
 
     /// create (O_CREAT). With `exclusive`, an existing name is EEXIST; otherwise the existing
     /// file is returned (a race with another creator).
-    pub fn create(&self, caller: Caller, parent: u64, name: &[u8], mode: u32, exclusive: bool) -> FsResult<Entry> {
-        match self.create_inode(caller, parent, name, libc::S_IFREG | (mode & 0o7777), 0, NewBody::File) {
+    pub fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        exclusive: bool,
+    ) -> FsResult<Entry> {
+        match self.create_inode(
+            caller,
+            parent,
+            name,
+            libc::S_IFREG | (mode & 0o7777),
+            0,
+            NewBody::File,
+        ) {
             Err(e) if e.errno == libc::EEXIST && !exclusive => {
                 let entry = self.lookup(parent, name)?;
                 if entry.attr.kind() == Kind::Dir {
@@ -286,7 +390,15 @@ impl Volume {
         if dir.get(new_name).is_some() {
             return Err(eexist("entry exists"));
         }
-        self.commit(Op::Link { parent: new_parent, name: new_name.to_vec(), ino, time: Time::now() }, &mut locked)?;
+        self.commit(
+            Op::Link {
+                parent: new_parent,
+                name: new_name.to_vec(),
+                ino,
+                time: Time::now(),
+            },
+            &mut locked,
+        )?;
         self.add_lookup(ino);
         let attr = locked.get(ino)?.attr.clone();
         Ok(Entry { ino, attr })
@@ -316,11 +428,25 @@ impl Volume {
             (true, Some(d)) if !d.is_empty() => return Err(enotempty("directory not empty")),
             _ => {}
         }
-        self.commit(Op::Unlink { parent, name: name.to_vec(), time: Time::now() }, &mut locked)
+        self.commit(
+            Op::Unlink {
+                parent,
+                name: name.to_vec(),
+                time: Time::now(),
+            },
+            &mut locked,
+        )
     }
 
     /// rename with RENAME_NOREPLACE / RENAME_EXCHANGE.
-    pub fn rename(&self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8], flags: u32) -> FsResult<()> {
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
         self.check_writable()?;
         check_name(new_name)?;
         if name.len() > NAME_MAX {
@@ -328,7 +454,8 @@ impl Volume {
         }
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange) {
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
+        {
             return Err(einval("unsupported rename flags"));
         }
         self.maybe_checkpoint();
@@ -352,7 +479,8 @@ impl Volume {
         // A directory may not move into itself or its own subtree (checked before locking:
         // parent pointers only change under `ns`, which we hold).
         if parent != new_parent
-            && (self.is_ancestor(src, new_parent)? || (exchange && self.is_ancestor(dst.unwrap_or(0), parent)?))
+            && (self.is_ancestor(src, new_parent)?
+                || (exchange && self.is_ancestor(dst.unwrap_or(0), parent)?))
         {
             return Err(einval("cannot move a directory into itself"));
         }
@@ -367,17 +495,15 @@ impl Volume {
         if locked.get(new_parent)?.dir().is_none() {
             return Err(enotdir("target parent is not a directory"));
         }
-        if !exchange {
-            if let (Some(d), Some(d_is_dir)) = (dst, dst_is_dir) {
-                if src_is_dir && !d_is_dir {
-                    return Err(enotdir("cannot replace a non-directory with a directory"));
-                }
-                if !src_is_dir && d_is_dir {
-                    return Err(eisdir("cannot replace a directory with a non-directory"));
-                }
-                if d_is_dir && locked.get(d)?.dir().is_some_and(|dd| !dd.is_empty()) {
-                    return Err(enotempty("target directory not empty"));
-                }
+        if !exchange && let (Some(d), Some(d_is_dir)) = (dst, dst_is_dir) {
+            if src_is_dir && !d_is_dir {
+                return Err(enotdir("cannot replace a non-directory with a directory"));
+            }
+            if !src_is_dir && d_is_dir {
+                return Err(eisdir("cannot replace a directory with a non-directory"));
+            }
+            if d_is_dir && locked.get(d)?.dir().is_some_and(|dd| !dd.is_empty()) {
+                return Err(enotempty("target directory not empty"));
             }
         }
         let op = Op::Rename {
@@ -413,7 +539,12 @@ impl Volume {
 
     /// Directory entries after cookie `offset`: calls `add(ino, next_offset, kind, name)`
     /// until it returns true (buffer full). Includes "." and "..".
-    pub fn readdir(&self, ino: u64, offset: u64, mut add: impl FnMut(u64, u64, Kind, &[u8]) -> bool) -> FsResult<()> {
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, Kind, &[u8]) -> bool,
+    ) -> FsResult<()> {
         let cell = self.cell(ino)?;
         let inode = cell.inode.read();
         let dir = inode.dir().ok_or_else(|| enotdir("not a directory"))?;
@@ -455,7 +586,13 @@ impl Volume {
 
     /// Reads up to `size` bytes at `offset` and hands them to `reply` as one slice: straight
     /// from pool memory when the range lies in one extent, else gathered once.
-    pub fn read<R>(&self, ino: u64, offset: u64, size: u32, reply: impl FnOnce(&[u8]) -> R) -> FsResult<R> {
+    pub fn read<R>(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> FsResult<R> {
         let cell = self.cell(ino)?;
         let inode = cell.inode.read();
         let map = match &inode.body {
@@ -492,7 +629,10 @@ impl Volume {
     /// Writes `data` at `offset`; returns bytes written.
     pub fn write(&self, caller: Caller, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         self.check_writable()?;
-        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= MAX_FILE_BYTES).ok_or_else(|| efbig("write past the largest file size"))?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_BYTES)
+            .ok_or_else(|| efbig("write past the largest file size"))?;
         if data.is_empty() {
             return Ok(0);
         }
@@ -500,7 +640,11 @@ impl Volume {
         let _gate = self.gate.read();
         let cell = self.cell(ino)?;
         let mut inode = cell.inode.write();
-        let Body::File(map) = &mut inode.body else { return Err(einval("not a regular file")) };
+        let Body::File(map) = &mut inode.body else {
+            return Err(einval("not a regular file"));
+        };
+        let first = offset / FRAME_SIZE;
+        self.ensure_space(map, first, end.div_ceil(FRAME_SIZE) - first)?;
         let outcome = extent_io::write(&self.pool, &self.alloc, map, offset, data)?;
         let mode = kill_suid(inode.attr.mode, caller.uid);
         let size = inode.attr.size.max(end);
@@ -510,10 +654,25 @@ impl Volume {
             inode.attr.ctime = now;
             return Ok(data.len() as u32);
         }
-        let op = Op::Write { ino, allocated: outcome.allocated, converted: outcome.converted, size, mtime: now, mode };
+        let op = Op::Write {
+            ino,
+            allocated: outcome.allocated,
+            converted: outcome.converted,
+            size,
+            mtime: now,
+            mode,
+        };
         if let Err(e) = self.journal.append(&self.pool, &op) {
             // The record did not land: undo the mapping change so RAM matches the pool.
-            if let (Op::Write { allocated, converted, .. }, Body::File(map)) = (&op, &mut inode.body) {
+            if let (
+                Op::Write {
+                    allocated,
+                    converted,
+                    ..
+                },
+                Body::File(map),
+            ) = (&op, &mut inode.body)
+            {
                 for a in allocated {
                     for r in map.punch(a.file_frame, a.pfns.len) {
                         let _ = self.alloc.free(r);
@@ -543,11 +702,16 @@ impl Volume {
         if len == 0 {
             return Err(einval("fallocate of zero length"));
         }
-        let end = offset.checked_add(len).filter(|e| *e <= MAX_FILE_BYTES).ok_or_else(|| efbig("range past the largest file size"))?;
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= MAX_FILE_BYTES)
+            .ok_or_else(|| efbig("range past the largest file size"))?;
         let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
         let punch = mode & FALLOC_FL_PUNCH_HOLE != 0;
         let zero = mode & FALLOC_FL_ZERO_RANGE != 0;
-        if mode & !(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 || (punch && (zero || !keep)) {
+        if mode & !(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0
+            || (punch && (zero || !keep))
+        {
             return Err(eopnotsupp("unsupported fallocate mode"));
         }
         self.maybe_checkpoint();
@@ -564,7 +728,15 @@ impl Volume {
         if punch || zero {
             let punch_end = if punch { end.min(size) } else { end };
             if punch_end > offset {
-                self.commit(Op::Punch { ino, offset, len: punch_end - offset, time: now }, &mut locked)?;
+                self.commit(
+                    Op::Punch {
+                        ino,
+                        offset,
+                        len: punch_end - offset,
+                        time: now,
+                    },
+                    &mut locked,
+                )?;
             }
             if punch {
                 return Ok(());
@@ -574,13 +746,21 @@ impl Volume {
         let first = offset / FRAME_SIZE;
         let frames = end.div_ceil(FRAME_SIZE) - first;
         let inode = locked.get(ino)?;
-        let Body::File(map) = &mut inode.body else { return Err(eio("not a file")) };
+        let Body::File(map) = &mut inode.body else {
+            return Err(eio("not a file"));
+        };
+        self.ensure_space(map, first, frames)?;
         let extents = extent_io::allocate_unwritten(&self.alloc, map, first, frames)?;
         let new_size = if keep { size } else { size.max(end) };
         if extents.is_empty() && new_size == size && !zero {
             return Ok(());
         }
-        let op = Op::Allocate { ino, extents: extents.clone(), size: new_size, time: now };
+        let op = Op::Allocate {
+            ino,
+            extents: extents.clone(),
+            size: new_size,
+            time: now,
+        };
         if let Err(e) = self.journal.append(&self.pool, &op) {
             for x in &extents {
                 for r in map.punch(x.file_frame, x.pfns.len) {
@@ -596,7 +776,9 @@ impl Volume {
     pub fn seek(&self, ino: u64, offset: u64, whence: SeekWhence) -> FsResult<u64> {
         let cell = self.cell(ino)?;
         let inode = cell.inode.read();
-        let map = inode.file_map().ok_or_else(|| einval("not a regular file"))?;
+        let map = inode
+            .file_map()
+            .ok_or_else(|| einval("not a regular file"))?;
         let size = inode.attr.size;
         if offset >= size {
             return Err(enxio("offset at or past end of file"));
@@ -606,7 +788,11 @@ impl Volume {
             SeekWhence::Data => match map.next_data(frame) {
                 Some(f) => {
                     let at = (f * FRAME_SIZE).max(offset);
-                    if at >= size { Err(enxio("no data past offset")) } else { Ok(at) }
+                    if at >= size {
+                        Err(enxio("no data past offset"))
+                    } else {
+                        Ok(at)
+                    }
                 }
                 None => Err(enxio("no data past offset")),
             },
@@ -618,7 +804,15 @@ impl Volume {
     }
 
     /// copy_file_range: copies through the pool extent by extent.
-    pub fn copy_range(&self, caller: Caller, ino_in: u64, off_in: u64, ino_out: u64, off_out: u64, len: u64) -> FsResult<u64> {
+    pub fn copy_range(
+        &self,
+        caller: Caller,
+        ino_in: u64,
+        off_in: u64,
+        ino_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u64> {
         self.check_writable()?;
         let size_in = self.getattr(ino_in)?.size;
         if off_in >= size_in || len == 0 {
@@ -665,11 +859,23 @@ impl Volume {
         if flags & libc::XATTR_REPLACE != 0 && !exists {
             return Err(enodata("no such xattr"));
         }
-        let old = inode.xattrs.get(name).map(|v| name.len() + v.len()).unwrap_or(0);
+        let old = inode
+            .xattrs
+            .get(name)
+            .map(|v| name.len() + v.len())
+            .unwrap_or(0);
         if inode.xattr_bytes() - old + name.len() + value.len() > XATTR_TOTAL_MAX {
             return Err(enospc("no room for more extended attributes on this inode"));
         }
-        self.commit(Op::SetXattr { ino, name: name.to_vec(), value: value.to_vec(), time: Time::now() }, &mut locked)
+        self.commit(
+            Op::SetXattr {
+                ino,
+                name: name.to_vec(),
+                value: value.to_vec(),
+                time: Time::now(),
+            },
+            &mut locked,
+        )
     }
 
     /// getxattr.
@@ -677,7 +883,11 @@ impl Volume {
         check_xattr_name(name)?;
         let cell = self.cell(ino)?;
         let inode = cell.inode.read();
-        inode.xattrs.get(name).cloned().ok_or_else(|| enodata("no such xattr"))
+        inode
+            .xattrs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| enodata("no such xattr"))
     }
 
     /// listxattr: NUL-terminated names.
@@ -702,7 +912,14 @@ impl Volume {
         if !locked.get(ino)?.xattrs.contains_key(name) {
             return Err(enodata("no such xattr"));
         }
-        self.commit(Op::RemoveXattr { ino, name: name.to_vec(), time: Time::now() }, &mut locked)
+        self.commit(
+            Op::RemoveXattr {
+                ino,
+                name: name.to_vec(),
+                time: Time::now(),
+            },
+            &mut locked,
+        )
     }
 
     // ---- figures --------------------------------------------------------------------
@@ -711,7 +928,15 @@ impl Volume {
     pub fn statfs(&self) -> FsStat {
         let s = self.alloc.stats();
         let inodes = self.inodes.len() as u64;
-        FsStat { total_frames: s.total_frames, free_frames: s.free_frames, inodes, free_inodes: s.free_frames.max(1 << 20) }
+        let free = s
+            .free_frames
+            .saturating_sub(self.reserve_frames.load(Ordering::Relaxed));
+        FsStat {
+            total_frames: s.total_frames,
+            free_frames: free,
+            inodes,
+            free_inodes: free.max(1 << 20),
+        }
     }
 }
 
@@ -728,7 +953,9 @@ fn check_xattr_name(name: &[u8]) -> FsResult<()> {
         return Err(eopnotsupp("unknown xattr namespace"));
     }
     if name.starts_with(b"system.") {
-        return Err(eopnotsupp("system.* attributes (POSIX ACLs) are not supported"));
+        return Err(eopnotsupp(
+            "system.* attributes (POSIX ACLs) are not supported",
+        ));
     }
     Ok(())
 }
@@ -736,7 +963,11 @@ fn check_xattr_name(name: &[u8]) -> FsResult<()> {
 /// Mode after a write or truncate by `uid`: setuid always cleared, setgid when group-exec
 /// (Linux `file_remove_privs`), unless the writer is root.
 fn kill_suid(mode: u32, uid: u32) -> u32 {
-    if uid == 0 { mode } else { clear_suid_sgid(mode) }
+    if uid == 0 {
+        mode
+    } else {
+        clear_suid_sgid(mode)
+    }
 }
 
 fn clear_suid_sgid(mode: u32) -> u32 {
