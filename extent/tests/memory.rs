@@ -175,3 +175,18 @@ fn hot_paths_do_not_allocate() {
     assert!(outcome.is_empty());
     assert_eq!(calls, 0, "reads, overwrites and zeroing allocate nothing");
 }
+
+#[test]
+fn design_doc_quotes_the_estimate() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/DESIGN.md")).unwrap();
+    let marker = "<!-- section: extent ";
+    let start = doc.find(marker).expect("DESIGN.md has an extent section");
+    let rest = &doc[start + marker.len()..];
+    let section = &rest[..rest.find("<!-- section: ").unwrap_or(rest.len())];
+    let quoted = format!("`map::HEAP_BYTES_PER_EXTENT` ({HEAP_BYTES_PER_EXTENT})");
+    assert!(
+        section.contains(&quoted),
+        "DESIGN.md extent section must quote {quoted}"
+    );
+}
