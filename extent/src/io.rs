@@ -8,7 +8,7 @@
 //!   contiguous in the pool, even across extents) and zero runs for holes and unwritten
 //!   extents. Nothing is copied; the only allocation is the growth of the caller's `Vec`.
 //! - [`read_into`] gathers the same segments into a caller buffer.
-//! - [`write`] allocates frames for holes (with the map's goal so that sequential writes stay
+//! - [`write()`] allocates frames for holes (with the map's goal so that sequential writes stay
 //!   contiguous), zeroes the partial head and tail frames that are new or unwritten, copies the
 //!   data in place, flushes each written range and fences once. The returned [`WriteOutcome`]
 //!   lists every mapping change; the filesystem journals exactly that after the data is
@@ -382,7 +382,7 @@ pub fn write(
     Ok(outcome)
 }
 
-/// Steps (2)-(4) of [`write`]: every frame of the span is mapped.
+/// Steps (2)-(4) of [`write()`]: every frame of the span is mapped.
 fn store(
     pool: &Pool,
     map: &ExtentMap,
