@@ -266,13 +266,13 @@ fn check_allocation(
         );
     }
     // 1. The goal is taken exactly when the whole run from it is free.
-    if let Some(g) = goal {
-        if let Some(want) = PfnRange::new(g, frames) {
-            if m.region.covers(&want) && m.all_free(want) {
-                prop_assert_eq!(got, &[want][..], "goal {} ignored", g);
-                return Ok(());
-            }
-        }
+    if let Some(g) = goal
+        && let Some(want) = PfnRange::new(g, frames)
+        && m.region.covers(&want)
+        && m.all_free(want)
+    {
+        prop_assert_eq!(got, &[want][..], "goal {} ignored", g);
+        return Ok(());
     }
     let stored = m.stored_extents();
     // 2. One range whenever one group has a run that holds it.

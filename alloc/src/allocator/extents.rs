@@ -34,6 +34,23 @@ pub(super) struct FreeExtents {
 }
 
 impl FreeExtents {
+    /// Builds the indexes in bulk from extents sorted by start, disjoint and non-adjacent
+    /// (the caller has validated and coalesced them). Bulk-built B-trees have full nodes:
+    /// about half the memory of the same set built by one insert after another.
+    pub(super) fn from_sorted(extents: Vec<Extent>) -> FreeExtents {
+        debug_assert!(extents.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0));
+        let free_frames = extents.iter().map(|&(_, l)| l).sum();
+        let by_start: BTreeMap<u64, u64> = extents.iter().copied().collect();
+        let mut by_len: Vec<(u64, u64)> = extents.into_iter().map(|(s, l)| (l, s)).collect();
+        by_len.sort_unstable();
+        let by_len: BTreeSet<(u64, u64)> = by_len.into_iter().collect();
+        FreeExtents {
+            by_start,
+            by_len,
+            free_frames,
+        }
+    }
+
     /// Number of free extents.
     pub(super) fn extent_count(&self) -> usize {
         self.by_start.len()

@@ -38,8 +38,53 @@ pub const OFF_CRC: usize = 32;
 pub const OFF_RESERVED: usize = 36;
 /// Bytes before the first extent.
 pub const HEADER_BYTES: usize = 40;
-/// Bytes per extent entry.
+/// Bytes per extent entry: start PFN at +0, length at +8.
 pub const ENTRY_BYTES: usize = 16;
+
+/// One header field: where it is, how long, and its name in docs/DESIGN.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Byte offset in the image.
+    pub offset: usize,
+    /// Size in bytes.
+    pub size: usize,
+    /// Name as the design document spells it.
+    pub name: &'static str,
+}
+
+/// The header fields in order; they tile bytes `[0, HEADER_BYTES)`.
+pub const FIELDS: [Field; 6] = [
+    Field {
+        offset: OFF_MAGIC,
+        size: 8,
+        name: "magic",
+    },
+    Field {
+        offset: OFF_REGION_START,
+        size: 8,
+        name: "region_start",
+    },
+    Field {
+        offset: OFF_REGION_LEN,
+        size: 8,
+        name: "region_len",
+    },
+    Field {
+        offset: OFF_EXTENT_COUNT,
+        size: 8,
+        name: "extent_count",
+    },
+    Field {
+        offset: OFF_CRC,
+        size: 4,
+        name: "crc32c",
+    },
+    Field {
+        offset: OFF_RESERVED,
+        size: 4,
+        name: "reserved",
+    },
+];
 
 fn corrupt(what: String) -> AllocError {
     AllocError::Corrupt(what)
