@@ -1,1 +1,735 @@
-//! Test support: mounting a pool under a temp dir with a guard that always unmounts.
+//! Test support: the `pfnfs` binary, a mount guard that always unmounts, thin wrappers over
+//! the system calls std lacks, and tree snapshots for before/after comparisons.
+//!
+//! - [`pfnfs_bin`]: where the binary is (see its doc for how it is found or built).
+//! - [`MountGuard`]: a pool in a temp dir mounted by a `pfnfs mount --foreground` child this
+//!   process owns by PID; `Drop` unmounts, waits for that child, and removes the temp dir.
+//! - [`both_modes!`]: one test body, run as `NAME::direct` and `NAME::buffered`.
+//! - [`sys`]: `renameat2`, `fallocate`, `lseek`, xattrs, `mknod`, `utimensat`, ... returning
+//!   `io::Result` so tests can compare raw errno values.
+//! - [`snapshot`]: every entry of a tree with its metadata, xattrs, link targets and
+//!   contents; [`diff_snapshots`] lists the differences.
+//!
+//! Tests skip (print `SKIP:` and pass) when `/dev/fuse` or `fusermount3` is missing.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use pfnfs_fs::Mode;
+
+pub mod sys;
+
+/// Size of the pool each [`MountGuard`] creates.
+pub const POOL_BYTES: u64 = 256 << 20;
+
+/// How long a mount or an unmount may take before the harness gives up.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `pfnfs` binary.
+///
+/// Found in this order:
+/// 1. `$PFNFS_BIN`, if set (must exist).
+/// 2. Otherwise `cargo build -p pfnfs --bin pfnfs` is run once per test process (a no-op when
+///    up to date; cargo releases its build lock before running tests, so this does not
+///    deadlock), with the profile the tests were built with, and the binary is taken from the
+///    same target directory as the running test executable (`target/<profile>/pfnfs`, the
+///    parent of the test's `deps/`). This honours `CARGO_TARGET_DIR` and `--release` and can
+///    never pick up a stale binary.
+pub fn pfnfs_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("PFNFS_BIN") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "PFNFS_BIN={} does not exist",
+                path.display()
+            );
+            path
+        }
+        None => build_binary(),
+    })
+}
+
+fn build_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe
+        .parent()
+        .expect("test executable has a parent directory");
+    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().unwrap()
+    } else {
+        deps
+    };
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(other) => other.to_string(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "pfnfs",
+            "--bin",
+            "pfnfs",
+            "--profile",
+            &profile,
+        ])
+        .current_dir(workspace)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} build -p pfnfs: {e}"));
+    assert!(status.success(), "cargo build -p pfnfs failed: {status}");
+    let bin = profile_dir.join("pfnfs");
+    assert!(
+        bin.is_file(),
+        "{} missing after cargo build -p pfnfs",
+        bin.display()
+    );
+    bin
+}
+
+/// Why FUSE tests cannot run here, if they cannot.
+pub fn fuse_missing() -> Option<String> {
+    if !Path::new("/dev/fuse").exists() {
+        return Some(
+            "/dev/fuse is missing (load the fuse module or run with --device /dev/fuse)".into(),
+        );
+    }
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()))
+        .unwrap_or(false);
+    if !found {
+        return Some("fusermount3 is not installed (apt-get install fuse3)".into());
+    }
+    None
+}
+
+/// True (after printing why) if FUSE tests must be skipped.
+pub fn skip_without_fuse() -> bool {
+    match fuse_missing() {
+        Some(why) => {
+            eprintln!("SKIP: {why}");
+            true
+        }
+        None => false,
+    }
+}
+
+/// Runs `body` on a fresh mount in `mode`, then unmounts and checks that the daemon exited
+/// cleanly. Used by [`both_modes!`].
+pub fn run_in_mode(mode: Mode, body: fn(&mut MountGuard)) {
+    if skip_without_fuse() {
+        return;
+    }
+    let mut guard = MountGuard::new(mode);
+    body(&mut guard);
+    if let Err(e) = guard.unmount() {
+        panic!("after the test: {e}");
+    }
+}
+
+/// For each test function `NAME(&mut MountGuard)`, defines `mod NAME` with the tests
+/// `NAME::direct` and `NAME::buffered`, which run it on a fresh [`MountGuard`] in that mode.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn direct() {
+                    $crate::run_in_mode($crate::Mode::Direct, super::$name)
+                }
+
+                #[test]
+                fn buffered() {
+                    $crate::run_in_mode($crate::Mode::Buffered, super::$name)
+                }
+            }
+        )*
+    };
+}
+
+/// A pool in a temp dir, mounted by a `pfnfs mount --foreground` child.
+///
+/// Ownership: the guard owns the temp dir and the child process. `Drop` always unmounts
+/// (`fusermount3 -u`, retried while busy; `-uz` as the last resort), waits for the child
+/// (SIGTERM, then SIGKILL, to that PID only, if it hangs), and removes the temp dir.
+pub struct MountGuard {
+    dir: Option<tempfile::TempDir>,
+    pool: PathBuf,
+    mountpoint: PathBuf,
+    mode: Mode,
+    options: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl MountGuard {
+    /// Creates a [`POOL_BYTES`] pool with `pfnfs mkfs` and mounts it. Panics (with the
+    /// daemon's log) if that fails.
+    pub fn new(mode: Mode) -> MountGuard {
+        MountGuard::with_options(mode, &[])
+    }
+
+    /// Like [`MountGuard::new`] with extra `-o` options.
+    pub fn with_options(mode: Mode, options: &[&str]) -> MountGuard {
+        let dir = tempfile::Builder::new()
+            .prefix("pfnfs-test-")
+            .tempdir()
+            .expect("tempdir");
+        let pool = dir.path().join("test.pool");
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).expect("create mount point");
+        let mut guard = MountGuard {
+            log: dir.path().join("daemon.log"),
+            dir: Some(dir),
+            pool,
+            mountpoint,
+            mode,
+            options: options.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        let out = Command::new(pfnfs_bin())
+            .arg("mkfs")
+            .arg(&guard.pool)
+            .args(["--size", &POOL_BYTES.to_string()])
+            .output()
+            .expect("run pfnfs mkfs");
+        assert!(
+            out.status.success(),
+            "pfnfs mkfs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        guard.mount();
+        guard
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// A path inside the mount.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.mountpoint.join(rel)
+    }
+
+    /// The pool file.
+    pub fn pool(&self) -> &Path {
+        &self.pool
+    }
+
+    /// The mode this guard mounts with.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// A scratch directory outside the mount (in the guard's temp dir).
+    pub fn scratch(&self) -> PathBuf {
+        let dir = self.dir.as_ref().expect("temp dir").path().join("scratch");
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        dir
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts (waiting for the daemon to exit cleanly) and mounts the same pool again.
+    pub fn remount(&mut self) {
+        if let Err(e) = self.unmount() {
+            panic!("remount: {e}");
+        }
+        self.mount();
+    }
+
+    fn mount(&mut self) {
+        assert!(self.child.is_none(), "already mounted");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open daemon log");
+        let mode = match self.mode {
+            Mode::Direct => "direct",
+            Mode::Buffered => "buffered",
+        };
+        let level = std::env::var("PFNFS_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let mut command = Command::new(pfnfs_bin());
+        command
+            .arg("mount")
+            .arg(&self.pool)
+            .arg(&self.mountpoint)
+            .args([
+                "--foreground",
+                "--mode",
+                mode,
+                "--threads",
+                "2",
+                "--log-level",
+                &level,
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        for o in &self.options {
+            command.args(["-o", o]);
+        }
+        let mut child = command.spawn().expect("spawn pfnfs mount --foreground");
+        let start = Instant::now();
+        loop {
+            if is_mounted(&self.mountpoint) {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "pfnfs mount exited ({status}) before mounting; log:\n{}",
+                    self.log()
+                );
+            }
+            if start.elapsed() > MOUNT_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} not mounted after {MOUNT_TIMEOUT:?}; log:\n{}",
+                    self.mountpoint.display(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.child = Some(child);
+    }
+
+    /// Unmounts and waits for the daemon. Err describes anything abnormal (busy mount,
+    /// daemon killed, non-zero exit), with the daemon's log. Idempotent.
+    pub fn unmount(&mut self) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        let start = Instant::now();
+        let mut unmounted = false;
+        while start.elapsed() < Duration::from_secs(10) {
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mountpoint)
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {
+                    unmounted = true;
+                    break;
+                }
+                Ok(o) => {
+                    if !is_mounted(&self.mountpoint) {
+                        unmounted = true;
+                        break;
+                    }
+                    let msg = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                    if start.elapsed() > Duration::from_secs(9) {
+                        problems.push(format!("fusermount3 -u: {msg}"));
+                    }
+                }
+                Err(e) => {
+                    problems.push(format!("cannot run fusermount3: {e}"));
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = wait_timeout(&mut child, MOUNT_TIMEOUT);
+        let status = match status {
+            Some(s) => Some(s),
+            None => {
+                problems.push(format!(
+                    "daemon {} did not exit after unmount; sending SIGTERM",
+                    child.id()
+                ));
+                // SAFETY: kill on the PID of our own child, which we have not reaped.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                match wait_timeout(&mut child, Duration::from_secs(5)) {
+                    Some(s) => Some(s),
+                    None => {
+                        problems.push("daemon ignored SIGTERM; killed".into());
+                        let _ = child.kill();
+                        child.wait().ok()
+                    }
+                }
+            }
+        };
+        if !unmounted || is_mounted(&self.mountpoint) {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mountpoint)
+                .output();
+            problems.push("mount was still there; detached it with fusermount3 -uz".into());
+        }
+        match status {
+            Some(s) if s.success() => {}
+            Some(s) => problems.push(format!("daemon exited with {s}")),
+            None => problems.push("daemon status unknown".into()),
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}; daemon log:\n{}",
+                problems.join("; "),
+                self.log()
+            ))
+        }
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount() {
+            eprintln!("MountGuard({}): {e}", self.mountpoint.display());
+        }
+        if let Some(dir) = self.dir.take()
+            && is_mounted(dir.path().join("mnt").as_path())
+        {
+            eprintln!(
+                "MountGuard: {} still mounted; leaving the temp dir",
+                self.mountpoint.display()
+            );
+            std::mem::forget(dir);
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(10)),
+            _ => return None,
+        }
+    }
+}
+
+/// One line of /proc/self/mountinfo, the fields tests look at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountLine {
+    /// Mount point (octal escapes undone).
+    pub mount_point: PathBuf,
+    /// Per-mount options.
+    pub options: String,
+    /// Filesystem type.
+    pub fstype: String,
+    /// Mount source (octal escapes undone).
+    pub source: String,
+}
+
+fn unescape(field: &str) -> String {
+    let mut out = Vec::new();
+    let b = field.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The current mount table.
+pub fn mounts() -> Vec<MountLine> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let l: Vec<&str> = left.split(' ').collect();
+            let r: Vec<&str> = right.split(' ').collect();
+            Some(MountLine {
+                mount_point: PathBuf::from(unescape(l.get(4)?)),
+                options: l.get(5)?.to_string(),
+                fstype: r.first()?.to_string(),
+                source: unescape(r.get(1)?),
+            })
+        })
+        .collect()
+}
+
+/// The topmost mount at `path`, if any.
+pub fn mount_at(path: &Path) -> Option<MountLine> {
+    mounts().into_iter().rev().find(|m| m.mount_point == path)
+}
+
+/// True if a FUSE filesystem is mounted at `path`.
+pub fn is_mounted(path: &Path) -> bool {
+    mount_at(path).is_some_and(|m| m.fstype == "fuse" || m.fstype.starts_with("fuse."))
+}
+
+/// PIDs of processes (other than this one) that have `file` mapped or open.
+pub fn holders(file: &Path) -> Vec<i32> {
+    let Ok(canonical) = std::fs::canonicalize(file) else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let maps = std::fs::read_to_string(entry.path().join("maps")).unwrap_or_default();
+        let mapped = maps
+            .lines()
+            .any(|l| l.ends_with(canonical.to_str().unwrap_or("\0")));
+        let open = std::fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == canonical));
+        if mapped || open {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Deterministic test data: `len` bytes seeded by `seed` (xorshift).
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Reads a whole file.
+pub fn read_all(path: &Path) -> Vec<u8> {
+    let mut data = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    data
+}
+
+/// Runs a shell command line (bash -c), panicking with its output if it fails.
+pub fn sh(script: &str) -> String {
+    let out = Command::new("bash")
+        .args(["-c", script])
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "`{script}` failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a tree entry looks like, for before/after comparisons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// `file`, `dir`, `symlink`, `fifo`, `char`, `block` or `socket`.
+    pub kind: &'static str,
+    /// Full st_mode.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes (files and symlinks).
+    pub size: u64,
+    /// Link count.
+    pub nlink: u64,
+    /// Device number of device nodes.
+    pub rdev: u64,
+    /// mtime, seconds and nanoseconds.
+    pub mtime: (i64, i64),
+    /// ctime, when compared.
+    pub ctime: Option<(i64, i64)>,
+    /// atime, when compared.
+    pub atime: Option<(i64, i64)>,
+    /// Extended attributes (all namespaces listed).
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Symlink target.
+    pub target: Option<PathBuf>,
+    /// File contents, when read.
+    pub contents: Option<Vec<u8>>,
+    /// Paths (relative) of the other names of this inode, sorted (hard links).
+    pub links: Vec<PathBuf>,
+}
+
+/// What [`snapshot`] records.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapshotOptions {
+    /// Read file contents (may update atimes).
+    pub contents: bool,
+    /// Record atime.
+    pub atime: bool,
+    /// Record ctime.
+    pub ctime: bool,
+}
+
+/// Every entry under `root` (not `root` itself), keyed by relative path.
+pub fn snapshot(root: &Path, opts: SnapshotOptions) -> BTreeMap<PathBuf, EntryInfo> {
+    let mut out = BTreeMap::new();
+    let mut by_inode: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()));
+        for entry in entries {
+            let entry = entry.unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()));
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let meta = std::fs::symlink_metadata(&path)
+                .unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+            let ft = meta.file_type();
+            let kind = if ft.is_file() {
+                "file"
+            } else if ft.is_dir() {
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_fifo() {
+                "fifo"
+            } else if ft.is_char_device() {
+                "char"
+            } else if ft.is_block_device() {
+                "block"
+            } else {
+                "socket"
+            };
+            if ft.is_dir() {
+                stack.push(path.clone());
+            } else {
+                by_inode.entry(meta.ino()).or_default().push(rel.clone());
+            }
+            let xattrs = sys::list_xattrs(&path)
+                .unwrap_or_else(|e| panic!("listxattr {}: {e}", path.display()));
+            out.insert(
+                rel,
+                EntryInfo {
+                    kind,
+                    mode: meta.mode(),
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    size: if ft.is_dir() { 0 } else { meta.size() },
+                    nlink: meta.nlink(),
+                    rdev: meta.rdev(),
+                    mtime: (meta.mtime(), meta.mtime_nsec()),
+                    ctime: opts.ctime.then(|| (meta.ctime(), meta.ctime_nsec())),
+                    atime: opts.atime.then(|| (meta.atime(), meta.atime_nsec())),
+                    xattrs,
+                    target: ft
+                        .is_symlink()
+                        .then(|| std::fs::read_link(&path).expect("readlink")),
+                    contents: (opts.contents && ft.is_file()).then(|| read_all(&path)),
+                    links: Vec::new(),
+                },
+            );
+        }
+    }
+    for names in by_inode.values() {
+        for name in names {
+            let mut others: Vec<PathBuf> = names.iter().filter(|n| *n != name).cloned().collect();
+            others.sort();
+            out.get_mut(name).unwrap().links = others;
+        }
+    }
+    out
+}
+
+/// Human-readable differences between two snapshots (empty if equal).
+pub fn diff_snapshots(
+    before: &BTreeMap<PathBuf, EntryInfo>,
+    after: &BTreeMap<PathBuf, EntryInfo>,
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (path, a) in before {
+        let Some(b) = after.get(path) else {
+            diffs.push(format!("{}: missing after", path.display()));
+            continue;
+        };
+        let mut field = |name: &str, x: String, y: String| {
+            if x != y {
+                diffs.push(format!("{}: {name}: before {x}, after {y}", path.display()));
+            }
+        };
+        field("kind", a.kind.into(), b.kind.into());
+        field("mode", format!("{:o}", a.mode), format!("{:o}", b.mode));
+        field(
+            "owner",
+            format!("{}:{}", a.uid, a.gid),
+            format!("{}:{}", b.uid, b.gid),
+        );
+        field("size", a.size.to_string(), b.size.to_string());
+        field("nlink", a.nlink.to_string(), b.nlink.to_string());
+        field("rdev", a.rdev.to_string(), b.rdev.to_string());
+        field("mtime", format!("{:?}", a.mtime), format!("{:?}", b.mtime));
+        field("ctime", format!("{:?}", a.ctime), format!("{:?}", b.ctime));
+        field("atime", format!("{:?}", a.atime), format!("{:?}", b.atime));
+        field(
+            "xattrs",
+            format!("{:?}", a.xattrs),
+            format!("{:?}", b.xattrs),
+        );
+        field(
+            "symlink target",
+            format!("{:?}", a.target),
+            format!("{:?}", b.target),
+        );
+        field(
+            "hard links",
+            format!("{:?}", a.links),
+            format!("{:?}", b.links),
+        );
+        if a.contents != b.contents {
+            let first = match (&a.contents, &b.contents) {
+                (Some(x), Some(y)) => x
+                    .iter()
+                    .zip(y.iter())
+                    .position(|(p, q)| p != q)
+                    .unwrap_or(x.len().min(y.len())),
+                _ => 0,
+            };
+            diffs.push(format!(
+                "{}: contents differ (lengths {:?} / {:?}, first difference at byte {first})",
+                path.display(),
+                a.contents.as_ref().map(Vec::len),
+                b.contents.as_ref().map(Vec::len)
+            ));
+        }
+    }
+    for path in after.keys() {
+        if !before.contains_key(path) {
+            diffs.push(format!("{}: new after", path.display()));
+        }
+    }
+    diffs
+}
