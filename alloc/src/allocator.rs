@@ -3,10 +3,12 @@
 //! # Structure
 //!
 //! The data region is cut into *allocation groups* of [`ExtentAllocator::group_frames`] frames
-//! (the first and the last group may be shorter). Each group keeps its free extents in
-//! [`extents::FreeExtents`]: a `BTreeMap<start, len>` and a `BTreeSet<(len, start)>`, behind
-//! its own `parking_lot::Mutex`. Memory is proportional to the number of free extents; there is
-//! no bitmap and no per-frame entry anywhere.
+//! (the first and the last group may be shorter). Each group keeps its free extents in a
+//! `FreeExtents` (module `extents`): a `BTreeMap<start, len>` and a `BTreeSet<(len, start)>`,
+//! behind its own `parking_lot::Mutex`, and publishes its free count in an `AtomicU64`. Memory
+//! is proportional to the number of free extents; there is no bitmap and no per-frame entry
+//! anywhere. The total free count is the sum of the group atomics: one shared counter would be
+//! a cache line that every allocation in every group writes.
 //!
 //! # Group rule
 //!
@@ -32,23 +34,25 @@
 //!    extents until the rest fits one extent, which is then taken best fit. The result is
 //!    sorted by start, with physically adjacent pieces merged.
 //!
-//! All or nothing: a request larger than the free count fails at once with `NoSpace`; if
-//! concurrent allocations make step 3 come up short, everything it took is given back.
+//! All or nothing: a request larger than the free count fails with `NoSpace` before step 3
+//! takes anything; if concurrent allocations make step 3 come up short anyway, everything it
+//! took is given back.
 //!
 //! # Invariants (checked by [`ExtentAllocator::check_consistency`])
 //!
 //! - The groups tile the region in order; every free extent lies inside its group.
 //! - In each group: both indexes hold the same extents; extents are non-empty, disjoint and
-//!   never adjacent (coalescing is complete); the group's counter is the sum of the lengths.
-//! - The allocator's atomic free counter is the sum of the group counters.
+//!   never adjacent (coalescing is complete); the group's counter and its published atomic
+//!   are the sum of the lengths.
 //!
 //! # Locking
 //!
-//! Each group's mutex guards its extents and its counter. `allocate` holds at most one group
+//! Each group's mutex guards its extents and its counters. `allocate` holds at most one group
 //! lock at a time, except in the goal step. Any operation that needs several groups (goal
 //! step, `free`/`reserve` of a range crossing a boundary, `free_extents`, `stats`,
 //! `check_consistency`) locks them in ascending group order, so there is no lock-order cycle.
-//! The atomic free counter is only changed while the lock of the group concerned is held.
+//! A group's atomic is only stored while that group's lock is held; readers without the lock
+//! (`free_frames`, the skip test in step 2) get a value it had recently.
 //! No lock is held across a call out of this module.
 
 mod extents;
