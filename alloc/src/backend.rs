@@ -332,6 +332,19 @@ pub(crate) fn open_target(path: &Path, read_only: bool) -> Result<Target, PoolEr
         opts.custom_flags(libc::O_EXCL);
     }
     let file = opts.open(path).map_err(io_err(path, "open"))?;
+    if kind == BackingKind::File && !read_only {
+        // One writer per pool file: a second mount of a mounted pool is refused, not
+        // allowed to corrupt it. The lock goes with the file descriptor.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(PoolError::Busy {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
+        }
+    }
     // The path may have been replaced between stat and open: classify the open handle.
     let meta = file.metadata().map_err(io_err(path, "fstat"))?;
     let kind2 = classify(path, &meta)?;

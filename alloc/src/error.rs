@@ -54,6 +54,9 @@ pub enum PoolError {
     /// `create` refused to overwrite something.
     #[error("{path}: {why} (use --force to overwrite)")]
     WouldOverwrite { path: PathBuf, why: String },
+    /// Another process has the pool open for writing (it is mounted).
+    #[error("{path}: pool is in use (mounted or opened by another process)")]
+    Busy { path: PathBuf },
     /// The path is not a regular file or block/DAX device.
     #[error("{path}: not a regular file or block device")]
     NotAFileOrDevice { path: PathBuf },

@@ -16,7 +16,7 @@ use fuser::{
 
 use crate::Mode;
 use crate::error::FsError;
-use crate::inode::{Attr, Kind, Time};
+use crate::inode::{Kind, Time};
 use crate::volume::{Caller, Entry, SeekWhence, SetAttr, Volume};
 
 /// How long the kernel may cache attributes and names. Every change goes through this
@@ -65,11 +65,12 @@ fn file_type(kind: Kind) -> FileType {
     }
 }
 
-fn file_attr(ino: u64, a: &Attr) -> FileAttr {
+fn file_attr(e: &Entry) -> FileAttr {
+    let (ino, a) = (e.ino, &e.attr);
     FileAttr {
         ino: INodeNo(ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: e.blocks,
         atime: a.atime.to_system(),
         mtime: a.mtime.to_system(),
         ctime: a.ctime.to_system(),
@@ -101,11 +102,7 @@ fn time_or_now(t: TimeOrNow) -> Time {
 
 fn reply_entry(reply: ReplyEntry, r: Result<Entry, FsError>) {
     match r {
-        Ok(e) => reply.entry(
-            &TTL,
-            &file_attr(e.ino, &e.attr),
-            Generation(e.attr.generation),
-        ),
+        Ok(e) => reply.entry(&TTL, &file_attr(&e), Generation(e.attr.generation)),
         Err(e) => reply.error(errno(e)),
     }
 }
@@ -157,8 +154,8 @@ impl Filesystem for PfnFuse {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.vol.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(ino.0, &a)),
+        match self.vol.stat(ino.0) {
+            Ok(e) => reply.attr(&TTL, &file_attr(&e)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -191,7 +188,7 @@ impl Filesystem for PfnFuse {
             ctime: ctime.map(Time::from_system),
         };
         match self.vol.setattr(caller(req), ino.0, r) {
-            Ok(a) => reply.attr(&TTL, &file_attr(ino.0, &a)),
+            Ok(e) => reply.attr(&TTL, &file_attr(&e)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -432,8 +429,8 @@ impl Filesystem for PfnFuse {
         let vol = &self.vol;
         let r = vol.readdir(ino.0, offset, |child, next, _kind, name| {
             let is_dot = name == b"." || name == b"..";
-            let attr = match vol.getattr(child) {
-                Ok(a) => a,
+            let entry = match vol.stat(child) {
+                Ok(e) => e,
                 Err(_) => return false,
             };
             let full = reply.add(
@@ -441,8 +438,8 @@ impl Filesystem for PfnFuse {
                 next,
                 OsStr::from_bytes(name),
                 &TTL,
-                &file_attr(child, &attr),
-                Generation(attr.generation),
+                &file_attr(&entry),
+                Generation(entry.attr.generation),
             );
             if !full && !is_dot {
                 vol.add_lookup(child);
@@ -567,27 +564,24 @@ impl Filesystem for PfnFuse {
                 if let Err(err) = self.vol.open(e.ino, write) {
                     return reply.error(errno(err));
                 }
-                let mut attr = e.attr;
-                if flags & libc::O_TRUNC != 0 && attr.size != 0 {
-                    match self.vol.setattr(
-                        caller(req),
-                        e.ino,
-                        SetAttr {
-                            size: Some(0),
-                            ..Default::default()
-                        },
-                    ) {
-                        Ok(a) => attr = a,
+                let mut entry = e;
+                if flags & libc::O_TRUNC != 0 && entry.attr.size != 0 {
+                    let trunc = SetAttr {
+                        size: Some(0),
+                        ..Default::default()
+                    };
+                    match self.vol.setattr(caller(req), entry.ino, trunc) {
+                        Ok(a) => entry = a,
                         Err(err) => {
-                            self.vol.release(e.ino);
+                            self.vol.release(entry.ino);
                             return reply.error(errno(err));
                         }
                     }
                 }
                 reply.created(
                     &TTL,
-                    &file_attr(e.ino, &attr),
-                    Generation(attr.generation),
+                    &file_attr(&entry),
+                    Generation(entry.attr.generation),
                     FileHandle(0),
                     self.open_flags(),
                 )

@@ -226,7 +226,7 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, String> {
                 r.extents += m.len() as u64;
                 mapped += m.mapped_frames();
                 huge += m.huge_frames();
-                ram += m.len() * 48;
+                ram += m.heap_bytes() as usize;
             }
             Body::Dir(d) => {
                 r.directories += 1;

@@ -90,6 +90,23 @@ pub struct SetAttr {
 pub struct Entry {
     pub ino: u64,
     pub attr: Attr,
+    /// 512-byte blocks the inode occupies in the pool (mapped frames).
+    pub blocks: u64,
+}
+
+impl Entry {
+    /// The entry for a locked or read inode.
+    pub fn of(inode: &Inode) -> Entry {
+        let blocks = match &inode.body {
+            Body::File(m) => m.mapped_frames() * (FRAME_SIZE / 512),
+            _ => 0,
+        };
+        Entry {
+            ino: inode.ino,
+            attr: inode.attr.clone(),
+            blocks,
+        }
+    }
 }
 
 /// statfs figures.

@@ -45,8 +45,8 @@ impl Volume {
         };
         let cell = self.cell(ino)?;
         cell.lookups.fetch_add(1, Ordering::AcqRel);
-        let attr = cell.inode.read().attr.clone();
-        Ok(Entry { ino, attr })
+        let entry = Entry::of(&cell.inode.read());
+        Ok(entry)
     }
 
     /// Counts a lookup reference for an inode handed to the kernel by create/mkdir/readdirplus.
@@ -97,8 +97,13 @@ impl Volume {
         Ok(self.cell(ino)?.inode.read().attr.clone())
     }
 
+    /// Attributes and block count of `ino`.
+    pub fn stat(&self, ino: u64) -> FsResult<Entry> {
+        Ok(Entry::of(&self.cell(ino)?.inode.read()))
+    }
+
     /// chmod / chown / truncate / utimes.
-    pub fn setattr(&self, caller: Caller, ino: u64, req: SetAttr) -> FsResult<Attr> {
+    pub fn setattr(&self, caller: Caller, ino: u64, req: SetAttr) -> FsResult<Entry> {
         self.check_writable()?;
         self.maybe_checkpoint();
         let _gate = self.gate.read();
@@ -187,7 +192,7 @@ impl Volume {
                 &mut locked,
             )?;
         }
-        Ok(locked.get(ino)?.attr.clone())
+        Ok(Entry::of(locked.get(ino)?))
     }
 
     // ---- namespace ------------------------------------------------------------------
@@ -264,7 +269,11 @@ impl Volume {
             &mut locked,
         )?;
         self.add_lookup(ino);
-        Ok(Entry { ino, attr })
+        Ok(Entry {
+            ino,
+            attr,
+            blocks: 0,
+        })
     }
 
     /// mknod: regular files, FIFOs, sockets, device nodes.
@@ -400,8 +409,7 @@ impl Volume {
             &mut locked,
         )?;
         self.add_lookup(ino);
-        let attr = locked.get(ino)?.attr.clone();
-        Ok(Entry { ino, attr })
+        Ok(Entry::of(locked.get(ino)?))
     }
 
     /// unlink (`dir == false`) or rmdir (`dir == true`).
@@ -678,7 +686,9 @@ impl Volume {
                         let _ = self.alloc.free(r);
                     }
                 }
-                let _ = converted;
+                for c in converted {
+                    map.mark_unwritten(c.file_frame, c.pfns.len);
+                }
             }
             return Err(e);
         }
