@@ -108,7 +108,14 @@ fn image_crc(image: &[u8]) -> u32 {
 }
 
 /// Encodes `extents` (sorted, disjoint, non-adjacent, inside `region`) as an image.
+/// Anything else would make [`decode`] reject the image, so that precondition is asserted in
+/// debug builds.
 pub fn encode(region: PfnRange, extents: &[PfnRange]) -> Vec<u8> {
+    debug_assert!(
+        extents.iter().all(|e| region.covers(e))
+            && extents.windows(2).all(|w| w[0].end() < w[1].start),
+        "free-set image input must be sorted, coalesced and inside the region"
+    );
     let body_bytes = extents.len().saturating_mul(ENTRY_BYTES);
     let mut out = Vec::with_capacity(HEADER_BYTES.saturating_add(body_bytes));
     out.extend_from_slice(&MAGIC);
