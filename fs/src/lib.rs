@@ -9,6 +9,7 @@
 //! - [`serve`] / [`report`]: mounting a pool, and reading its figures.
 
 pub mod error;
+pub mod fsck;
 pub mod fuse;
 pub mod inode;
 pub mod journal;
