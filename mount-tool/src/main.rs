@@ -33,7 +33,13 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// Log level when RUST_LOG is not set: error, warn, info, debug or trace.
-    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        default_value = "warn",
+        value_parser = ["off", "error", "warn", "info", "debug", "trace"]
+    )]
     log_level: String,
 
     #[command(subcommand)]
@@ -127,10 +133,6 @@ fn init_logging(level: &str, daemonizing: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(helper_args(std::env::args_os().collect()));
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
-        eprintln!("pfnfs: --log-level {:?}: {e}", cli.log_level);
-        return ExitCode::from(2);
-    }
     let daemonizing = matches!(&cli.command, Command::Mount(m) if !m.foreground);
     init_logging(&cli.log_level, daemonizing);
 

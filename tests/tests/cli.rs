@@ -1,0 +1,542 @@
+//! The `pfnfs` command itself: usage errors, mkfs, the detached daemon, the mount-helper
+//! form, remount, stat, umount, signals, and mount(8) with `-t fuse.pfnfs` and an fstab line.
+//!
+//! Tests that mount use a fresh temp dir; a [`Cleanup`] guard unmounts and ends the daemons
+//! of that temp dir's pool (processes this test started) even when the test fails.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use pfnfs_tests::sys::{self, expect_errno};
+use pfnfs_tests::{holders, is_mounted, mount_at, pfnfs_bin, skip_without_fuse};
+
+fn pfnfs(args: &[&str]) -> Output {
+    Command::new(pfnfs_bin())
+        .args(args)
+        .output()
+        .expect("run pfnfs")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = pfnfs(args);
+    assert_eq!(code(&out), 0, "pfnfs {args:?} failed: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Unmounts the listed mount points and ends the daemons holding the pool on drop.
+struct Cleanup {
+    dir: tempfile::TempDir,
+    pool: PathBuf,
+    mounts: Vec<PathBuf>,
+}
+
+impl Cleanup {
+    fn new() -> Cleanup {
+        let dir = tempfile::Builder::new()
+            .prefix("pfnfs-cli-")
+            .tempdir()
+            .expect("tempdir");
+        let pool = dir.path().join("cli.pool");
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        Cleanup {
+            dir,
+            pool,
+            mounts: vec![mnt],
+        }
+    }
+
+    fn mnt(&self) -> &Path {
+        &self.mounts[0]
+    }
+
+    fn extra_mount_point(&mut self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::create_dir(&p).unwrap();
+        self.mounts.push(p.clone());
+        p
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for mnt in &self.mounts {
+            if is_mounted(mnt) {
+                let _ = Command::new("fusermount3").arg("-u").arg(mnt).output();
+                if is_mounted(mnt) {
+                    let _ = Command::new("fusermount3").arg("-uz").arg(mnt).output();
+                }
+            }
+        }
+        let start = Instant::now();
+        while !holders(&self.pool).is_empty() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in holders(&self.pool) {
+            eprintln!(
+                "Cleanup: daemon {pid} of {} still running; SIGKILL",
+                self.pool.display()
+            );
+            // SAFETY: a daemon this test started (it holds the test's own pool).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(code(&pfnfs(&[])), 2, "no arguments");
+    assert_eq!(code(&pfnfs(&["mkfs"])), 2, "mkfs without a pool");
+    let out = pfnfs(&["mkfs", "/tmp/x.pool", "--size", "1Q"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("1Q"),
+        "message names the bad size: {}",
+        stderr(&out)
+    );
+    let out = pfnfs(&["mount", "/tmp/p", "/tmp", "-o", "mode=fast"]);
+    assert_eq!(code(&out), 2, "bad -o mode: {}", stderr(&out));
+    assert!(stderr(&out).contains("fast"));
+    assert_eq!(
+        code(&pfnfs(&["mount", "/tmp/p", "/tmp", "--threads", "0"])),
+        2,
+        "--threads 0"
+    );
+    assert_eq!(
+        code(&pfnfs(&["/tmp/only-a-pool"])),
+        2,
+        "helper form without a mount point"
+    );
+    assert_eq!(code(&pfnfs(&["stat"])), 2, "stat without a target");
+    assert_eq!(
+        code(&pfnfs(&["--log-level", "loud", "stat", "/x"])),
+        2,
+        "bad --log-level"
+    );
+}
+
+#[test]
+fn help_on_every_subcommand() {
+    let top = ok(&["--help"]);
+    for sub in ["mkfs", "mount", "umount", "stat", "fsck", "bench"] {
+        assert!(top.contains(sub), "top-level help lists {sub}");
+        let help = ok(&[sub, "--help"]);
+        assert!(
+            help.contains(&format!("Usage: pfnfs {sub}")),
+            "{sub} --help:\n{help}"
+        );
+    }
+    assert!(
+        ok(&["mount", "--help"]).contains("mode=direct|buffered"),
+        "mount --help lists -o options"
+    );
+}
+
+#[test]
+fn fsck_and_bench_are_not_implemented() {
+    let out = pfnfs(&["fsck", "/tmp/none.pool"]);
+    assert_eq!(code(&out), 8);
+    assert!(stderr(&out).contains("not implemented"), "{}", stderr(&out));
+    let out = pfnfs(&["bench", "/mnt"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("not implemented"), "{}", stderr(&out));
+}
+
+#[test]
+fn mkfs_creates_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("p.pool");
+    let out = ok(&["mkfs", s(&pool), "--size", "64M"]);
+    assert!(out.contains("64.0 MiB"), "{out}");
+    assert_eq!(fs::metadata(&pool).unwrap().len(), 64 << 20);
+    let out = pfnfs(&["mkfs", s(&pool), "--size", "64M"]);
+    assert_eq!(code(&out), 1, "second mkfs without --force");
+    assert!(
+        stderr(&out).contains(s(&pool)) && stderr(&out).contains("--force"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&["mkfs", s(&pool), "--size", "32M", "--force"]);
+    assert_eq!(fs::metadata(&pool).unwrap().len(), 32 << 20);
+    let stat = ok(&["stat", s(&pool), "--json"]);
+    assert!(stat.contains("\"size_bytes\": 33554432"), "{stat}");
+    assert!(ok(&["stat", s(&pool)]).contains("32.0 MiB"));
+    let other = dir.path().join("notes.txt");
+    fs::write(&other, b"precious").unwrap();
+    let out = pfnfs(&["mkfs", s(&other), "--size", "64M"]);
+    assert_eq!(code(&out), 1, "mkfs over a non-empty file");
+    assert!(stderr(&out).contains(s(&other)), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(&other).unwrap(),
+        b"precious",
+        "the file is left alone"
+    );
+    let out = pfnfs(&["mkfs", s(&dir.path().join("new.pool"))]);
+    assert_eq!(code(&out), 2, "mkfs of a file without --size");
+    let out = pfnfs(&["mkfs", s(&dir.path().join("tiny.pool")), "--size", "4096"]);
+    assert_eq!(code(&out), 1, "a 4 KiB pool is too small");
+    assert!(stderr(&out).contains("tiny.pool"), "{}", stderr(&out));
+    let out = pfnfs(&["mkfs", "/nonexistent-dir/p.pool", "--size", "64M"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("/nonexistent-dir/p.pool"),
+        "{}",
+        stderr(&out)
+    );
+    let out = pfnfs(&["stat", s(&other)]);
+    assert_eq!(code(&out), 1, "stat of a file that is not a pool");
+    assert!(stderr(&out).contains(s(&other)), "{}", stderr(&out));
+}
+
+#[test]
+fn daemon_mount_stat_umount() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cleanup::new();
+    let (pool, mnt) = (c.pool.clone(), c.mnt().to_path_buf());
+    let start = Instant::now();
+    ok(&["mount", s(&pool), s(&mnt), "--size", "64M"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "mount took {:?}",
+        start.elapsed()
+    );
+    let line = mount_at(&mnt).expect("mounted once `pfnfs mount` returns");
+    assert_eq!(
+        line.source,
+        s(&pool),
+        "mount source is the pool path as given"
+    );
+    assert_eq!(line.fstype, "fuse.pfnfs", "filesystem type");
+    assert_eq!(
+        fs::metadata(&pool).unwrap().len(),
+        64 << 20,
+        "pool created with --size"
+    );
+    assert_eq!(holders(&pool).len(), 1, "one daemon holds the pool");
+    fs::write(mnt.join("hello"), b"hello").unwrap();
+    let text = ok(&["stat", s(&mnt)]);
+    assert!(
+        text.contains(s(&pool)) && text.contains("64.0 MiB"),
+        "stat MOUNTPOINT:\n{text}"
+    );
+    let json = ok(&["stat", s(&mnt), "--json"]);
+    assert!(json.contains("\"mounted\": true"), "{json}");
+    ok(&["stat", s(&pool)]);
+    let out = pfnfs(&["mount", s(&pool), s(&mnt)]);
+    assert_eq!(code(&out), 1, "mounting a mounted pool again");
+    assert!(stderr(&out).contains("already mounted"), "{}", stderr(&out));
+    let out = pfnfs(&["mkfs", s(&pool), "--size", "64M", "--force"]);
+    assert_eq!(code(&out), 1, "mkfs --force of a mounted pool");
+    ok(&["umount", s(&mnt)]);
+    assert!(!is_mounted(&mnt), "unmounted when `pfnfs umount` returns");
+    assert!(
+        holders(&pool).is_empty(),
+        "the daemon has exited when `pfnfs umount` returns"
+    );
+    let json = ok(&["stat", s(&pool), "--json"]);
+    assert!(
+        json.contains("\"mounted\": false") && json.contains("\"files\": 1"),
+        "{json}"
+    );
+    ok(&["mount", s(&pool), s(&mnt), "--mode", "buffered"]);
+    assert_eq!(
+        fs::read(mnt.join("hello")).unwrap(),
+        b"hello",
+        "data kept across mounts"
+    );
+    ok(&["umount", s(&pool)]);
+    assert!(!is_mounted(&mnt), "umount POOL unmounts too");
+    let out = pfnfs(&["umount", s(&mnt)]);
+    assert_eq!(code(&out), 1, "umount of a directory that is not mounted");
+    assert!(stderr(&out).contains(s(&mnt)), "{}", stderr(&out));
+}
+
+#[test]
+fn mount_creates_a_pool_in_an_empty_file() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cleanup::new();
+    fs::write(&c.pool, b"").unwrap();
+    ok(&["mount", s(&c.pool), s(c.mnt()), "-o", "size=32M"]);
+    assert_eq!(
+        fs::metadata(&c.pool).unwrap().len(),
+        32 << 20,
+        "-o size= used for the new pool"
+    );
+    ok(&["umount", s(c.mnt())]);
+}
+
+#[test]
+fn helper_form_and_remount() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cleanup::new();
+    let (pool, mnt) = (c.pool.clone(), c.mnt().to_path_buf());
+    ok(&["mkfs", s(&pool), "--size", "64M"]);
+    let generic =
+        "rw,dev,suid,nofail,_netdev,x-systemd.automount,defaults,relatime,auto,user,mode=buffered";
+    ok(&[s(&pool), s(&mnt), "-o", generic]);
+    assert!(is_mounted(&mnt), "helper form mounts and detaches");
+    fs::write(mnt.join("f"), b"rw").unwrap();
+    let daemons = holders(&pool);
+    assert_eq!(daemons.len(), 1);
+    ok(&[s(&pool), s(&mnt), "-o", "remount,ro"]);
+    let line = mount_at(&mnt).expect("still mounted after remount");
+    assert!(
+        line.options.split(',').any(|o| o == "ro"),
+        "options after remount,ro: {}",
+        line.options
+    );
+    let e = expect_errno(fs::write(mnt.join("g"), b"x"), "write after remount,ro");
+    assert_eq!(e, libc::EROFS);
+    assert_eq!(fs::read(mnt.join("f")).unwrap(), b"rw", "reads still work");
+    assert_eq!(holders(&pool), daemons, "remount starts no second daemon");
+    ok(&[s(&pool), s(&mnt), "-o", "remount,rw,noatime"]);
+    let line = mount_at(&mnt).unwrap();
+    assert!(
+        line.options.split(',').any(|o| o == "rw"),
+        "{}",
+        line.options
+    );
+    assert!(
+        line.options.split(',').any(|o| o == "noatime"),
+        "{}",
+        line.options
+    );
+    fs::write(mnt.join("g"), b"writable again").unwrap();
+    let other = c.dir.path().join("other.pool");
+    let out = pfnfs(&[s(&other), s(&mnt), "-o", "remount,ro"]);
+    assert_eq!(code(&out), 1, "remount naming another pool");
+    let empty = c.dir.path().join("empty-dir");
+    fs::create_dir(&empty).unwrap();
+    let out = pfnfs(&[s(&pool), s(&empty), "-o", "remount,ro"]);
+    assert_eq!(code(&out), 1, "remount of a directory that is not mounted");
+    assert!(stderr(&out).contains("not mounted"), "{}", stderr(&out));
+    ok(&["umount", s(&mnt)]);
+}
+
+#[test]
+fn mount_reports_daemon_errors() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cleanup::new();
+    let mut f = fs::File::create(&c.pool).unwrap();
+    f.write_all(&vec![0x5a; 1 << 20]).unwrap();
+    drop(f);
+    for extra in [&[][..], &["--foreground"][..]] {
+        let mut args = vec!["mount", s(&c.pool), s(c.mnt())];
+        args.extend_from_slice(extra);
+        let start = Instant::now();
+        let out = pfnfs(&args);
+        assert_eq!(
+            code(&out),
+            1,
+            "mount {extra:?} of a file that is not a pool"
+        );
+        assert!(start.elapsed() < Duration::from_secs(20));
+        let err = stderr(&out);
+        assert!(
+            err.contains(s(&c.pool)) && err.contains("not a pfnfs pool"),
+            "message: {err}"
+        );
+        assert!(!is_mounted(c.mnt()), "nothing mounted after a failed mount");
+        assert!(
+            holders(&c.pool).is_empty(),
+            "no daemon left after a failed mount"
+        );
+    }
+    let out = pfnfs(&["mount", s(&c.pool), s(&c.dir.path().join("missing-dir"))]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("missing-dir"), "{}", stderr(&out));
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cleanup::new();
+    let (pool, mnt) = (c.pool.clone(), c.mnt().to_path_buf());
+    ok(&["mount", s(&pool), s(&mnt), "--size", "64M"]);
+    fs::write(mnt.join("kept"), b"before SIGTERM").unwrap();
+    let daemons = holders(&pool);
+    assert_eq!(daemons.len(), 1);
+    // SAFETY: the daemon this test started.
+    unsafe { libc::kill(daemons[0], libc::SIGTERM) };
+    wait_until("unmount after SIGTERM", Duration::from_secs(30), || {
+        !is_mounted(&mnt)
+    });
+    wait_until("daemon exit after SIGTERM", Duration::from_secs(30), || {
+        holders(&pool).is_empty()
+    });
+    let json = ok(&["stat", s(&pool), "--json"]);
+    assert!(
+        json.contains("\"mounted\": false"),
+        "clean unmount after SIGTERM: {json}"
+    );
+    ok(&["mount", s(&pool), s(&mnt)]);
+    assert_eq!(fs::read(mnt.join("kept")).unwrap(), b"before SIGTERM");
+    ok(&["umount", s(&mnt)]);
+}
+
+#[test]
+fn two_pools_two_mounts() {
+    if skip_without_fuse() {
+        return;
+    }
+    let mut c = Cleanup::new();
+    let second = c.extra_mount_point("mnt2");
+    let pool2 = c.dir.path().join("second.pool");
+    ok(&["mount", s(&c.pool), s(c.mnt()), "--size", "64M"]);
+    let out = pfnfs(&["mount", s(&c.pool), s(&second)]);
+    assert_eq!(code(&out), 1, "one pool on two mount points");
+    assert!(stderr(&out).contains("already mounted"), "{}", stderr(&out));
+    ok(&["mount", s(&pool2), s(&second), "--size", "64M"]);
+    fs::write(c.mnt().join("one"), b"1").unwrap();
+    fs::write(second.join("two"), b"2").unwrap();
+    assert!(
+        !second.join("one").exists() && !c.mnt().join("two").exists(),
+        "pools are separate"
+    );
+    ok(&["umount", s(&second)]);
+    assert!(holders(&pool2).is_empty());
+    ok(&["umount", s(c.mnt())]);
+}
+
+/// mount(8) finds helpers through mount.fuse3, which runs `pfnfs` with a minimal PATH, so the
+/// binary must be in /usr/local/bin. To test that without installing anything, the test runs
+/// in a private mount namespace with a directory holding the fresh binary bound over
+/// /usr/local/bin.
+#[test]
+fn mount8_with_type_fuse_pfnfs_and_fstab() {
+    if skip_without_fuse() {
+        return;
+    }
+    if Command::new("unshare").arg("--version").output().is_err()
+        || !Path::new("/sbin/mount.fuse3").exists()
+    {
+        eprintln!("SKIP: unshare or /sbin/mount.fuse3 missing");
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: mount(8) test needs root");
+        return;
+    }
+    let c = Cleanup::new();
+    let bin = c.dir.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    fs::copy(pfnfs_bin(), bin.join("pfnfs")).unwrap();
+    fs::set_permissions(bin.join("pfnfs"), fs::Permissions::from_mode(0o755)).unwrap();
+    let fstab = c.dir.path().join("fstab");
+    let (pool, mnt) = (s(&c.pool), s(c.mnt()));
+    fs::write(
+        &fstab,
+        format!("{pool} {mnt} fuse.pfnfs defaults,mode=buffered,nofail,size=64M 0 0\n"),
+    )
+    .unwrap();
+    let script = format!(
+        r#"
+set -euo pipefail
+trap 'umount -l {mnt} 2>/dev/null || true' EXIT
+mount --bind {bin} /usr/local/bin
+mount -t fuse.pfnfs -o mode=direct,size=64M {pool} {mnt}
+grep -q " {mnt} .* - fuse.pfnfs {pool} " /proc/self/mountinfo
+echo data > {mnt}/file
+mount -o remount,ro {mnt}
+grep " {mnt} " /proc/self/mountinfo | grep -q " ro,"
+if echo x > {mnt}/other 2>/dev/null; then echo "write succeeded on a read-only remount"; exit 1; fi
+mount -o remount,rw {mnt}
+echo more > {mnt}/other
+umount {pool}
+if grep -q " {mnt} " /proc/self/mountinfo; then echo "still mounted after umount POOL"; exit 1; fi
+for i in $(seq 200); do grep -qs "{pool}" /proc/[0-9]*/maps || break; sleep 0.05; done
+mount --fstab {fstab} {mnt}
+grep -q " {mnt} .* - fuse.pfnfs {pool} " /proc/self/mountinfo
+test "$(cat {mnt}/file {mnt}/other)" = "$(printf 'data\nmore')"
+umount {mnt}
+"#,
+        bin = s(&bin),
+        fstab = s(&fstab),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c", &script])
+        .output()
+        .expect("run unshare");
+    assert!(
+        out.status.success(),
+        "mount(8) script failed ({}):\n{}{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    wait_until("daemon exit", Duration::from_secs(30), || {
+        holders(&c.pool).is_empty()
+    });
+}
+
+#[test]
+fn read_only_mount_refuses_writes() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cleanup::new();
+    ok(&["mkfs", s(&c.pool), "--size", "64M"]);
+    ok(&["mount", s(&c.pool), s(c.mnt())]);
+    fs::write(c.mnt().join("f"), b"x").unwrap();
+    ok(&["umount", s(c.mnt())]);
+    ok(&["mount", s(&c.pool), s(c.mnt()), "-o", "ro"]);
+    assert_eq!(fs::read(c.mnt().join("f")).unwrap(), b"x");
+    assert_eq!(
+        expect_errno(fs::write(c.mnt().join("g"), b"y"), "write on a ro mount"),
+        libc::EROFS
+    );
+    assert_eq!(
+        expect_errno(
+            sys::mknod(&c.mnt().join("n"), libc::S_IFIFO | 0o644, 0),
+            "mknod on ro"
+        ),
+        libc::EROFS
+    );
+    ok(&["umount", s(c.mnt())]);
+    let missing = c.dir.path().join("missing.pool");
+    let out = pfnfs(&["mount", s(&missing), s(c.mnt()), "-o", "ro"]);
+    assert_eq!(code(&out), 1, "a read-only mount does not create a pool");
+    assert!(!missing.exists());
+}
