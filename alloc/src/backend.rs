@@ -57,6 +57,14 @@ pub trait PoolBackend: Send + Sync + Debug {
     /// Stores zeros over `len` bytes at `offset`. Not durable until flushed and fenced.
     fn zero(&self, offset: u64, len: u64);
 
+    /// Stores `data` at `offset` such that it is durable after the next
+    /// [`fence`](PoolBackend::fence), with no separate flush: the hardware backends use
+    /// non-temporal stores for whole cache lines. Default: `write` then `flush`.
+    fn write_flushed(&self, offset: u64, data: &[u8]) {
+        self.write(offset, data);
+        self.flush(offset, data.len() as u64);
+    }
+
     /// Starts write-back of every cache line overlapping the range (CLWB/CLFLUSHOPT), without
     /// waiting; a later [`fence`](PoolBackend::fence) makes it durable.
     fn flush(&self, offset: u64, len: u64);
@@ -87,6 +95,9 @@ impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
     }
     fn zero(&self, offset: u64, len: u64) {
         (**self).zero(offset, len)
+    }
+    fn write_flushed(&self, offset: u64, data: &[u8]) {
+        (**self).write_flushed(offset, data)
     }
     fn flush(&self, offset: u64, len: u64) {
         (**self).flush(offset, len)
@@ -240,6 +251,20 @@ impl PoolBackend for MemBackend {
         let (offset, len) = span(self.len_bytes, offset, len);
         // SAFETY: as for `write`: in bounds, exclusively ours for the duration of the call.
         unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(offset), 0, len) };
+    }
+
+    fn write_flushed(&self, offset: u64, data: &[u8]) {
+        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
+        // SAFETY: as for `write` (in bounds, exclusively ours, disjoint from `data`); the flush
+        // instruction was detected on this CPU.
+        unsafe {
+            cpu_flush::copy_flushed(
+                self.flush,
+                self.ptr.as_ptr().add(offset),
+                data.as_ptr(),
+                len,
+            )
+        };
     }
 
     fn flush(&self, offset: u64, len: u64) {
@@ -544,6 +569,20 @@ impl PoolBackend for MmapBackend {
         let (offset, len) = span(self.len_bytes, offset, len);
         // SAFETY: as for `write`.
         unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(offset), 0, len) };
+    }
+
+    fn write_flushed(&self, offset: u64, data: &[u8]) {
+        self.assert_writable();
+        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
+        // SAFETY: as for `write`; the flush instruction was detected on this CPU.
+        unsafe {
+            cpu_flush::copy_flushed(
+                self.flush,
+                self.map.as_mut_ptr().add(offset),
+                data.as_ptr(),
+                len,
+            )
+        };
     }
 
     fn flush(&self, offset: u64, len: u64) {

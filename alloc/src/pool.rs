@@ -517,6 +517,17 @@ impl Pool {
         Ok(())
     }
 
+    /// Stores `data` at byte `offset` so that it is durable after the next [`Pool::fence`]
+    /// (non-temporal stores where the hardware has them; no separate flush needed).
+    pub fn write_flushed(&self, offset: u64, data: &[u8]) -> Result<(), PoolError> {
+        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        self.check_write(offset, len)?;
+        if !data.is_empty() {
+            self.backend.write_flushed(offset, data);
+        }
+        Ok(())
+    }
+
     /// Stores zeros over `len` bytes at `offset` (not yet durable).
     pub fn zero(&self, offset: u64, len: u64) -> Result<(), PoolError> {
         self.check_write(offset, len)?;

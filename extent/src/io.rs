@@ -424,8 +424,7 @@ fn store(
         let at = pool_offset(&extent, file_byte)?;
         let end = copied.checked_add(n).ok_or(ExtentIoError::Overflow)?;
         let src = data.get(copied..end).ok_or(ExtentIoError::Overflow)?;
-        pool.write(at, src)?;
-        pool.flush(at, n as u64)?;
+        pool.write_flushed(at, src)?;
         copied = end;
     }
     pool.fence();
