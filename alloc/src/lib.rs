@@ -4,6 +4,8 @@
 //! - [`layout`]: the on-pool layout constants (mirrored in docs/DESIGN.md).
 //! - [`backend`]: [`PoolBackend`], the only door to pool memory (mmap, RAM, crash simulator):
 //!   [`MmapBackend`] for files and devices, [`MemBackend`] for RAM.
+//! - [`crash_sim`]: [`CrashSimBackend`], a RAM pool with a live and a durable image that
+//!   crashes at a chosen persist point (clean or torn per 8-byte word), for crash tests.
 //! - [`cpu_flush`]: cache-line write-back (CLWB/CLFLUSHOPT/CLFLUSH) and SFENCE, detected at
 //!   run time.
 //! - [`superblock`]: the two-slot superblock.
@@ -13,6 +15,7 @@
 pub mod allocator;
 pub mod backend;
 pub mod cpu_flush;
+pub mod crash_sim;
 pub mod error;
 pub mod layout;
 pub mod pfn;
@@ -21,6 +24,7 @@ pub mod superblock;
 
 pub use allocator::{AllocStats, ExtentAllocator};
 pub use backend::{BackingKind, Durability, MemBackend, MmapBackend, PoolBackend};
+pub use crash_sim::{CrashMode, CrashReport, CrashSimBackend};
 pub use error::{AllocError, PoolError};
 pub use pfn::{FRAME_SHIFT, FRAME_SIZE, HUGE_FRAMES, Pfn, PfnRange};
 pub use pool::{CreateOptions, OpenOptions, Pool};
