@@ -25,11 +25,12 @@
 //! 1. Goal: if `[goal, goal + frames)` is entirely free, take exactly that (one range, even
 //!    across a group boundary). This keeps an appended file contiguous.
 //! 2. One contiguous range, starting from the *home group* (the goal's group, else a group
-//!    fixed per thread) and spilling to the next groups in turn. Requests of at least 512
-//!    frames first look in every group for a 2 MiB-aligned start (extents of at least
-//!    `frames + 511` frames via the length index, then those of `[frames, frames + 511)` frames
-//!    checking alignment); then best fit. Smaller requests take best fit (smallest extent that
-//!    fits, ties lowest start) in the first group that has one.
+//!    fixed per thread, the first threads' homes spread far apart) and spilling to the next
+//!    groups in turn. Requests of at least 512 frames first look in every group for a
+//!    2 MiB-aligned start (extents of at least `frames + 511` frames via the length index,
+//!    then those of `[frames, frames + 511)` frames checking alignment); then best fit.
+//!    Smaller requests take best fit (smallest extent that fits, ties lowest start) in the
+//!    first group that has one.
 //! 3. Several ranges: groups visited in order of their largest extent, each giving its largest
 //!    extents until the rest fits one extent, which is then taken best fit. The result is
 //!    sorted by start, with physically adjacent pieces merged.
@@ -114,6 +115,18 @@ static NEXT_THREAD_SLOT: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static THREAD_SLOT: usize = NEXT_THREAD_SLOT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The home group of thread number `slot` among `groups` groups: `floor(vdc(slot) * groups)`,
+/// where `vdc` is the base-2 van der Corput sequence (the bits of `slot` mirrored behind the
+/// binary point). Threads 0, 1, 2, 3, ... get groups 0, n/2, n/4, 3n/4, ...: the homes of the
+/// first threads are as far apart as possible, so a thread that spills into the groups after
+/// its home runs through many of them before reaching another thread's home.
+fn spread(slot: usize, groups: usize) -> usize {
+    let fraction = (slot as u64).reverse_bits();
+    let home = (u128::from(fraction) * groups as u128) >> 64;
+    // fraction < 2^64, so home < groups.
+    home as usize
 }
 
 /// One allocation group: a fixed slice of the region and the free extents inside it.
@@ -365,7 +378,7 @@ impl ExtentAllocator {
     fn home_group(&self, goal: Option<Pfn>) -> usize {
         match goal {
             Some(g) if self.region.contains(g) => self.group_of(g.0),
-            _ => THREAD_SLOT.with(|slot| *slot) % self.groups.len(),
+            _ => spread(THREAD_SLOT.with(|slot| *slot), self.groups.len()),
         }
     }
 
@@ -701,5 +714,22 @@ impl ExtentAllocator {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn home_groups_of_the_first_threads_are_far_apart() {
+        let homes: Vec<usize> = (0..8).map(|slot| spread(slot, 16)).collect();
+        assert_eq!(homes, vec![0, 8, 4, 12, 2, 10, 6, 14]);
+        for groups in [1usize, 2, 3, 5, 16, 17, 4096] {
+            for slot in (0..200).chain([usize::MAX - 1, usize::MAX]) {
+                assert!(spread(slot, groups) < groups);
+            }
+        }
+        assert_eq!(spread(7, 1), 0);
     }
 }
