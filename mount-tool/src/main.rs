@@ -118,6 +118,15 @@ fn helper_args(mut args: Vec<OsString>) -> Vec<OsString> {
     args
 }
 
+/// The `mount` arguments of a command line, if it is one (used to learn how a running
+/// daemon was started, from its `/proc/PID/cmdline`).
+pub(crate) fn parse_mount_command(args: Vec<OsString>) -> Option<commands::mount::MountArgs> {
+    match Cli::try_parse_from(helper_args(args)).ok()?.command {
+        Command::Mount(m) => Some(m),
+        _ => None,
+    }
+}
+
 fn init_logging(level: &str, daemonizing: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()

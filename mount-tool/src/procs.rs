@@ -22,8 +22,18 @@ struct Identity {
     inode: u64,
 }
 
+/// Which processes [`holders`] looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// Every process. Reading another process's `maps` waits for its memory-map lock, which
+    /// can take long while that process maps or unmaps a lot.
+    All,
+    /// Only processes whose command name contains `pfnfs` (the daemons).
+    Daemons,
+}
+
 /// Processes other than this one that hold `pool`. Empty if the pool does not exist.
-pub fn holders(pool: &Path) -> Vec<Holder> {
+pub fn holders(pool: &Path, scan: Scan) -> Vec<Holder> {
     let Ok(canonical) = std::fs::canonicalize(pool) else {
         return Vec::new();
     };
@@ -53,8 +63,11 @@ pub fn holders(pool: &Path) -> Vec<Holder> {
             continue;
         }
         let proc_dir = entry.path();
+        let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+        if scan == Scan::Daemons && !comm.contains("pfnfs") {
+            continue;
+        }
         if maps_hold(&proc_dir, &id) || fds_hold(&proc_dir, &id) {
-            let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
             found.push(Holder {
                 pid,
                 comm: comm.trim().to_string(),
@@ -109,7 +122,7 @@ mod tests {
     fn finds_a_child_that_holds_a_file() {
         let file = std::env::temp_dir().join(format!("pfnfs-procs-test-{}", std::process::id()));
         std::fs::write(&file, b"x").unwrap();
-        assert!(holders(&file).is_empty());
+        assert!(holders(&file, Scan::All).is_empty());
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .stdin(std::fs::File::open(&file).unwrap())
@@ -118,7 +131,7 @@ mod tests {
         let pid = child.id() as i32;
         let mut seen = false;
         for _ in 0..100 {
-            if holders(&file).iter().any(|h| h.pid == pid) {
+            if holders(&file, Scan::All).iter().any(|h| h.pid == pid) {
                 seen = true;
                 break;
             }

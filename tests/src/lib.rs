@@ -479,7 +479,9 @@ pub fn is_mounted(path: &Path) -> bool {
     mount_at(path).is_some_and(|m| m.fstype == "fuse" || m.fstype.starts_with("fuse."))
 }
 
-/// PIDs of processes (other than this one) that have `file` mapped or open.
+/// PIDs of pfnfs processes (other than this one) that have `file` mapped or open. Only
+/// processes whose command name contains `pfnfs` are looked at: reading the `maps` of an
+/// unrelated busy process can stall.
 pub fn holders(file: &Path) -> Vec<i32> {
     let Ok(canonical) = std::fs::canonicalize(file) else {
         return Vec::new();
@@ -495,6 +497,10 @@ pub fn holders(file: &Path) -> Vec<i32> {
             continue;
         };
         if pid == me {
+            continue;
+        }
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if !comm.contains("pfnfs") {
             continue;
         }
         let maps = std::fs::read_to_string(entry.path().join("maps")).unwrap_or_default();

@@ -527,6 +527,13 @@ fn read_only_mount_refuses_writes() {
         expect_errno(fs::write(c.mnt().join("g"), b"y"), "write on a ro mount"),
         libc::EROFS
     );
+    let out = pfnfs(&[s(&c.pool), s(c.mnt()), "-o", "remount,rw"]);
+    assert_eq!(
+        code(&out),
+        1,
+        "remount,rw of a pool whose daemon opened it read-only"
+    );
+    assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
     assert_eq!(
         expect_errno(
             sys::mknod(&c.mnt().join("n"), libc::S_IFIFO | 0o644, 0),

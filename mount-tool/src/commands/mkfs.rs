@@ -68,7 +68,7 @@ fn check_not_mounted(pool: &Path) -> Result<(), Failure> {
             entry.mount_point.display()
         )));
     }
-    if let Some(holder) = crate::procs::holders(pool).first() {
+    if let Some(holder) = crate::procs::holders(pool, crate::procs::Scan::All).first() {
         return Err(Failure::new(format!(
             "{}: pool is in use by process {} ({})",
             pool.display(),

@@ -133,7 +133,7 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<MountConfig, Failure
             entry.mount_point.display()
         )));
     }
-    if let Some(holder) = procs::holders(pool).first() {
+    if let Some(holder) = procs::holders(pool, procs::Scan::Daemons).first() {
         return Err(Failure::new(format!(
             "{}: pool is in use by process {} ({})",
             pool.display(),
@@ -260,6 +260,14 @@ fn remount(args: &MountArgs, opts: &MountOptions) -> Result<(), Failure> {
             args.pool.display()
         )));
     }
+    if opts.read_only == Some(false) && started_read_only(&entry.source) {
+        return Err(Failure::new(format!(
+            "{}: {} was mounted read-only and its daemon cannot write; unmount it and mount it \
+             read-write instead",
+            mnt.display(),
+            entry.source
+        )));
+    }
     let fixed = [
         ("mode", args.mode.is_some() || opts.mode.is_some()),
         ("threads", args.threads.is_some() || opts.threads.is_some()),
@@ -312,6 +320,25 @@ fn remount(args: &MountArgs, opts: &MountOptions) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// True if a daemon holding `pool` was started with `-o ro` (read from its command line).
+fn started_read_only(pool: &str) -> bool {
+    procs::holders(Path::new(pool), procs::Scan::Daemons)
+        .iter()
+        .any(|holder| {
+            let Ok(raw) = std::fs::read(format!("/proc/{}/cmdline", holder.pid)) else {
+                return false;
+            };
+            let args: Vec<std::ffi::OsString> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| std::ffi::OsStr::from_bytes(a).to_os_string())
+                .collect();
+            crate::parse_mount_command(args)
+                .and_then(|m| options::parse(&m.options).ok())
+                .is_some_and(|o| o.read_only == Some(true))
+        })
 }
 
 fn same_pool(entry: &MountEntry, pool: &Path) -> bool {

@@ -36,7 +36,10 @@ pub fn run(args: UmountArgs) -> Result<(), Failure> {
     let entries = mountinfo::read()?;
     let entry = find_target(&entries, &args.target)?.clone();
     let pool = PathBuf::from(&entry.source);
-    let daemons: Vec<i32> = procs::holders(&pool).iter().map(|h| h.pid).collect();
+    let daemons: Vec<i32> = procs::holders(&pool, procs::Scan::Daemons)
+        .iter()
+        .map(|h| h.pid)
+        .collect();
     tracing::debug!(
         "unmounting {}; daemon pids {daemons:?}",
         entry.mount_point.display()
@@ -59,7 +62,7 @@ pub fn run(args: UmountArgs) -> Result<(), Failure> {
         std::thread::sleep(Duration::from_millis(20));
     }
     loop {
-        let left: Vec<procs::Holder> = procs::holders(&pool)
+        let left: Vec<procs::Holder> = procs::holders(&pool, procs::Scan::Daemons)
             .into_iter()
             .filter(|h| daemons.contains(&h.pid))
             .collect();
