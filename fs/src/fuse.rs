@@ -95,8 +95,21 @@ fn caller(req: &Request) -> Caller {
 
 fn time_or_now(t: TimeOrNow) -> Time {
     match t {
-        TimeOrNow::SpecificTime(t) => Time::from_system(t),
+        TimeOrNow::SpecificTime(t) => kernel_time(t),
         TimeOrNow::Now => Time::now(),
+    }
+}
+
+/// A timestamp from a kernel request. fuser 0.18 turns a pre-1970 `(tv_sec, tv_nsec)` into
+/// `EPOCH - (|tv_sec| s + tv_nsec ns)` instead of `EPOCH - |tv_sec| s + tv_nsec ns`; undo
+/// that so the stored time is the one the caller asked for.
+fn kernel_time(t: SystemTime) -> Time {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(_) => Time::from_system(t),
+        Err(e) => {
+            let d = e.duration();
+            Time { secs: -(d.as_secs() as i64), nsecs: d.subsec_nanos() }
+        }
     }
 }
 
@@ -138,6 +151,8 @@ impl Filesystem for PfnFuse {
         for flag in wanted.iter() {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!("kernel does not offer {flag:?}");
+            } else if flag == InitFlags::FUSE_WRITEBACK_CACHE {
+                self.vol.set_kernel_file_times(true);
             }
         }
         Ok(())
@@ -185,7 +200,7 @@ impl Filesystem for PfnFuse {
             size,
             atime: atime.map(time_or_now),
             mtime: mtime.map(time_or_now),
-            ctime: ctime.map(Time::from_system),
+            ctime: ctime.map(kernel_time),
         };
         match self.vol.setattr(caller(req), ino.0, r) {
             Ok(e) => reply.attr(&TTL, &file_attr(&e)),

@@ -48,6 +48,14 @@ pub enum NewBody {
     Special,
 }
 
+/// The mtime and ctime a data operation leaves on a file (both "now", or, when the kernel's
+/// writeback cache owns file times, the times the file already had).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataTimes {
+    pub mtime: Time,
+    pub ctime: Time,
+}
+
 /// One logged metadata operation. Applying it to the state before it gives the state after
 /// it; the same apply code runs at run time and at replay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +109,7 @@ pub enum Op {
         allocated: Vec<Extent>,
         converted: Vec<Extent>,
         size: u64,
-        mtime: Time,
+        times: DataTimes,
         mode: u32,
     },
     /// fallocate: unwritten extents added, size possibly extended.
@@ -109,14 +117,14 @@ pub enum Op {
         ino: u64,
         extents: Vec<Extent>,
         size: u64,
-        time: Time,
+        times: DataTimes,
     },
     /// PUNCH_HOLE / ZERO_RANGE: whole frames in the byte range released, edges zeroed.
     Punch {
         ino: u64,
         offset: u64,
         len: u64,
-        time: Time,
+        times: DataTimes,
     },
     /// An extended attribute set.
     SetXattr {

@@ -129,6 +129,9 @@ pub struct Volume {
     gate: RwLock<()>,
     ns: Mutex<()>,
     checkpoint_ranges: Mutex<Vec<PfnRange>>,
+    /// True when the kernel's writeback cache owns regular files' mtime/ctime (buffered
+    /// mode): data operations then keep the times and the kernel sends them with setattr.
+    kernel_file_times: std::sync::atomic::AtomicBool,
     /// Free frames file data may not take: room for the next checkpoint (which is written
     /// before the previous one is released), so a full pool can still unmount cleanly.
     reserve_frames: AtomicU64,
@@ -209,6 +212,7 @@ impl Volume {
             gate: RwLock::new(()),
             ns: Mutex::new(()),
             reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
+            kernel_file_times: std::sync::atomic::AtomicBool::new(false),
             checkpoint_ranges: Mutex::new(ranges),
             read_only,
         };
@@ -521,6 +525,21 @@ impl Volume {
         Ok(Locked(map))
     }
 
+    /// Says whether the kernel's writeback cache owns regular files' mtime and ctime.
+    pub fn set_kernel_file_times(&self, on: bool) {
+        self.kernel_file_times.store(on, Ordering::Relaxed);
+    }
+
+    /// The times a data operation leaves on a file with attributes `attr`.
+    fn data_times(&self, attr: &Attr) -> DataTimes {
+        if self.kernel_file_times.load(Ordering::Relaxed) {
+            DataTimes { mtime: attr.mtime, ctime: attr.ctime }
+        } else {
+            let now = Time::now();
+            DataTimes { mtime: now, ctime: now }
+        }
+    }
+
     /// ENOSPC unless the holes of `frames` logical frames from `first` can be filled without
     /// eating into the metadata reserve.
     fn ensure_space(&self, map: &ExtentMap, first: u64, frames: u64) -> FsResult<()> {
@@ -780,7 +799,7 @@ impl Volume {
                 allocated,
                 converted,
                 size,
-                mtime,
+                times,
                 mode,
             } => {
                 let i = locked.get(*ino)?;
@@ -797,15 +816,15 @@ impl Volume {
                     }
                 }
                 i.attr.size = *size;
-                i.attr.mtime = *mtime;
-                i.attr.ctime = *mtime;
+                i.attr.mtime = times.mtime;
+                i.attr.ctime = times.ctime;
                 i.attr.mode = *mode;
             }
             Op::Allocate {
                 ino,
                 extents,
                 size,
-                time,
+                times,
             } => {
                 let i = locked.get(*ino)?;
                 if replay {
@@ -818,14 +837,14 @@ impl Volume {
                     }
                 }
                 i.attr.size = *size;
-                i.attr.ctime = *time;
-                i.attr.mtime = *time;
+                i.attr.mtime = times.mtime;
+                i.attr.ctime = times.ctime;
             }
             Op::Punch {
                 ino,
                 offset,
                 len,
-                time,
+                times,
             } => {
                 let i = locked.get(*ino)?;
                 if let Body::File(map) = &mut i.body {
@@ -843,8 +862,8 @@ impl Volume {
                         }
                     }
                 }
-                i.attr.mtime = *time;
-                i.attr.ctime = *time;
+                i.attr.mtime = times.mtime;
+                i.attr.ctime = times.ctime;
             }
             Op::SetXattr {
                 ino,
@@ -1005,6 +1024,135 @@ impl Volume {
     fn commit(&self, op: Op, locked: &mut Locked) -> FsResult<()> {
         self.journal.append(&self.pool, &op)?;
         self.apply(&op, locked, false)
+    }
+
+    // ---- fsck support ----
+    // Used only by `crate::fsck`, which decodes a damaged pool itself (tolerating what `load`
+    // refuses), replays its log record by record, checks the result and installs a repaired
+    // state. Nothing here runs on a mounted volume.
+
+    /// A volume from parts fsck decoded. Read-only iff the pool is; writes nothing.
+    pub(crate) fn fsck_assemble(
+        pool: Arc<Pool>,
+        alloc: ExtentAllocator,
+        inodes: Vec<Inode>,
+        next_ino: u64,
+        checkpoint_ranges: Vec<PfnRange>,
+        journal: Journal,
+    ) -> Volume {
+        let table = DashMap::new();
+        for inode in inodes {
+            table.insert(inode.ino, new_cell(inode));
+        }
+        Volume {
+            read_only: pool.is_read_only(),
+            pool,
+            alloc,
+            inodes: table,
+            journal,
+            next_ino: AtomicU64::new(next_ino),
+            gate: RwLock::new(()),
+            ns: Mutex::new(()),
+            checkpoint_ranges: Mutex::new(checkpoint_ranges),
+            reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
+            kernel_file_times: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Replays one log record as `load` does. If that fails, the inodes the record touches
+    /// are put back as they were (the allocator may keep a partial change; fsck compares it
+    /// with the references and rebuilds it on repair). On a read-only pool, Truncate and
+    /// Punch change the mapping without the in-place zeroing `apply` stores (a check looks at
+    /// metadata, not data, and must not write).
+    pub(crate) fn fsck_replay(&self, op: &Op) -> FsResult<()> {
+        let saved: Vec<Inode> = self
+            .touched(op)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|ino| self.cell(*ino).ok())
+            .map(|cell| cell.inode.read().clone())
+            .collect();
+        let result = match op {
+            Op::Truncate { .. } | Op::Punch { .. } if self.read_only => {
+                self.fsck_apply_unzeroed(op)
+            }
+            _ => self.replay(op),
+        };
+        if result.is_err() {
+            for inode in saved {
+                match self.cell(inode.ino) {
+                    Ok(cell) => *cell.inode.write() = inode,
+                    Err(_) => {
+                        self.inodes.insert(inode.ino, new_cell(inode));
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// The mapping part of Truncate and Punch (what `apply` does besides zeroing).
+    fn fsck_apply_unzeroed(&self, op: &Op) -> FsResult<()> {
+        let (ino, mtime, ctime) = match op {
+            Op::Truncate { ino, time, .. } => (*ino, *time, *time),
+            Op::Punch { ino, times, .. } => (*ino, times.mtime, times.ctime),
+            _ => return Err(eio("not a truncate or punch")),
+        };
+        // Like `replay`: an op on an inode reclaimed earlier in the log is skipped.
+        let Ok(cell) = self.cell(ino) else {
+            return Ok(());
+        };
+        let mut inode = cell.inode.write();
+        let mut freed = Vec::new();
+        if let Body::File(map) = &mut inode.body {
+            match op {
+                Op::Truncate { size, .. } => freed = map.truncate(size.div_ceil(FRAME_SIZE)),
+                Op::Punch { offset, len, .. } => {
+                    let end = offset.saturating_add(*len);
+                    let first_full = offset
+                        .checked_next_multiple_of(FRAME_SIZE)
+                        .ok_or_else(|| einval("punch offset overflows"))?;
+                    let last_full = end / FRAME_SIZE * FRAME_SIZE;
+                    if first_full < last_full {
+                        freed = map.punch(
+                            first_full / FRAME_SIZE,
+                            (last_full - first_full) / FRAME_SIZE,
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Op::Truncate { size, .. } = op {
+            inode.attr.size = *size;
+        }
+        inode.attr.mtime = mtime;
+        inode.attr.ctime = ctime;
+        for r in freed {
+            self.alloc.free(r)?;
+        }
+        Ok(())
+    }
+
+    /// The next inode number `create` would hand out.
+    pub(crate) fn fsck_next_ino(&self) -> u64 {
+        self.next_ino.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the inode table, the allocator and the next inode number with fsck's
+    /// repaired state (fsck then writes a checkpoint).
+    pub(crate) fn fsck_install(
+        &mut self,
+        inodes: Vec<Inode>,
+        alloc: ExtentAllocator,
+        next_ino: u64,
+    ) {
+        self.inodes.clear();
+        for inode in inodes {
+            self.inodes.insert(inode.ino, new_cell(inode));
+        }
+        self.alloc = alloc;
+        *self.next_ino.get_mut() = next_ino;
     }
 }
 

@@ -656,10 +656,12 @@ impl Volume {
         let outcome = extent_io::write(&self.pool, &self.alloc, map, offset, data)?;
         let mode = kill_suid(inode.attr.mode, caller.uid);
         let size = inode.attr.size.max(end);
-        let now = Time::now();
+        let times = self.data_times(&inode.attr);
         if outcome.is_empty() && size == inode.attr.size && mode == inode.attr.mode {
-            inode.attr.mtime = now;
-            inode.attr.ctime = now;
+            // A pure overwrite is not journaled; its times become durable with the next
+            // record or checkpoint of this inode.
+            inode.attr.mtime = times.mtime;
+            inode.attr.ctime = times.ctime;
             return Ok(data.len() as u32);
         }
         let op = Op::Write {
@@ -667,7 +669,7 @@ impl Volume {
             allocated: outcome.allocated,
             converted: outcome.converted,
             size,
-            mtime: now,
+            times,
             mode,
         };
         if let Err(e) = self.journal.append(&self.pool, &op) {
@@ -693,8 +695,8 @@ impl Volume {
             return Err(e);
         }
         inode.attr.size = size;
-        inode.attr.mtime = now;
-        inode.attr.ctime = now;
+        inode.attr.mtime = times.mtime;
+        inode.attr.ctime = times.ctime;
         inode.attr.mode = mode;
         Ok(data.len() as u32)
     }
@@ -733,7 +735,7 @@ impl Volume {
             Body::Dir(_) => return Err(eisdir("is a directory")),
             _ => return Err(enodev_like()),
         }
-        let now = Time::now();
+        let times = self.data_times(&inode.attr);
         let size = inode.attr.size;
         if punch || zero {
             let punch_end = if punch { end.min(size) } else { end };
@@ -743,7 +745,7 @@ impl Volume {
                         ino,
                         offset,
                         len: punch_end - offset,
-                        time: now,
+                        times,
                     },
                     &mut locked,
                 )?;
@@ -769,7 +771,7 @@ impl Volume {
             ino,
             extents: extents.clone(),
             size: new_size,
-            time: now,
+            times,
         };
         if let Err(e) = self.journal.append(&self.pool, &op) {
             for x in &extents {
