@@ -10,6 +10,7 @@
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use pfnfs_fs::{Mode, MountConfig};
@@ -133,14 +134,7 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<MountConfig, Failure
             entry.mount_point.display()
         )));
     }
-    if let Some(holder) = procs::holders(pool, procs::Scan::Daemons).first() {
-        return Err(Failure::new(format!(
-            "{}: pool is in use by process {} ({})",
-            pool.display(),
-            holder.pid,
-            holder.comm
-        )));
-    }
+    wait_for_old_daemons(pool)?;
 
     let read_only = opts.read_only.unwrap_or(false);
     let needs_create = match std::fs::metadata(pool) {
@@ -180,6 +174,43 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<MountConfig, Failure
         durability: opts.durability.unwrap_or_default(),
         extra_options: opts.extra.clone(),
     })
+}
+
+/// How long `mount` waits for the daemon of an earlier, already unmounted mount of the same
+/// pool to write its last checkpoint and exit (`umount` returns before that happens).
+const OLD_DAEMON_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until no pfnfs daemon holds the (unmounted) pool, so that `umount; mount` in a row
+/// works; fails after [`OLD_DAEMON_WAIT`].
+fn wait_for_old_daemons(pool: &Path) -> Result<(), Failure> {
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        let Some(holder) = procs::holders(pool, procs::Scan::Daemons)
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        if start.elapsed() > OLD_DAEMON_WAIT {
+            return Err(Failure::new(format!(
+                "{}: pool is still in use by process {} ({}) after {} s",
+                pool.display(),
+                holder.pid,
+                holder.comm,
+                OLD_DAEMON_WAIT.as_secs()
+            )));
+        }
+        if !told {
+            tracing::info!(
+                "{}: waiting for daemon {} to finish",
+                pool.display(),
+                holder.pid
+            );
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs `serve` in this process, turning its error (or panic) into a message.
