@@ -226,12 +226,23 @@ fn daemon_mount_stat_umount() {
     }
     let c = Cleanup::new();
     let (pool, mnt) = (c.pool.clone(), c.mnt().to_path_buf());
+    pfnfs_bin(); // may wait for `cargo build`; not part of the mount's time
     let start = Instant::now();
-    ok(&["mount", s(&pool), s(&mnt), "--size", "64M"]);
+    let out = pfnfs(&[
+        "mount",
+        s(&pool),
+        s(&mnt),
+        "--size",
+        "64M",
+        "--log-level",
+        "debug",
+    ]);
+    assert_eq!(code(&out), 0, "mount: {}", stderr(&out));
     assert!(
         start.elapsed() < Duration::from_secs(20),
-        "mount took {:?}",
-        start.elapsed()
+        "mount took {:?}; its log:\n{}",
+        start.elapsed(),
+        stderr(&out)
     );
     let line = mount_at(&mnt).expect("mounted once `pfnfs mount` returns");
     assert_eq!(
@@ -359,6 +370,7 @@ fn mount_reports_daemon_errors() {
     let mut f = fs::File::create(&c.pool).unwrap();
     f.write_all(&vec![0x5a; 1 << 20]).unwrap();
     drop(f);
+    pfnfs_bin();
     for extra in [&[][..], &["--foreground"][..]] {
         let mut args = vec!["mount", s(&c.pool), s(c.mnt())];
         args.extend_from_slice(extra);
