@@ -33,14 +33,19 @@ impl Volume {
         let pcell = self.cell(parent)?;
         let ino = {
             let p = pcell.inode.read();
-            let dir = p.dir().ok_or_else(|| enotdir("not a directory"))?;
-            match name {
-                b"." => parent,
-                b".." => dir.parent,
-                _ => dir
-                    .get(name)
-                    .map(|e| e.ino)
-                    .ok_or_else(|| enoent("no such entry"))?,
+            if name == b"." {
+                // Also how the kernel resolves an NFS-style file handle (FUSE export support):
+                // LOOKUP(nodeid, "."), for any kind of inode.
+                parent
+            } else {
+                let dir = p.dir().ok_or_else(|| enotdir("not a directory"))?;
+                match name {
+                    b".." => dir.parent,
+                    _ => dir
+                        .get(name)
+                        .map(|e| e.ino)
+                        .ok_or_else(|| enoent("no such entry"))?,
+                }
             }
         };
         let cell = self.cell(ino)?;
@@ -602,7 +607,26 @@ impl Volume {
         reply: impl FnOnce(&[u8]) -> R,
     ) -> FsResult<R> {
         let cell = self.cell(ino)?;
-        let inode = cell.inode.read();
+        let (result, atime_stale) = {
+            let inode = cell.inode.read();
+            let stale = relatime_stale(&inode.attr);
+            (self.read_locked(&inode, offset, size, reply)?, stale)
+        };
+        // relatime: atime moves when it is older than mtime/ctime or a day old. It is kept
+        // in RAM and reaches the pool with the inode's next record or checkpoint.
+        if atime_stale && !self.read_only {
+            cell.inode.write().attr.atime = Time::now();
+        }
+        Ok(result)
+    }
+
+    fn read_locked<R>(
+        &self,
+        inode: &Inode,
+        offset: u64,
+        size: u32,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> FsResult<R> {
         let map = match &inode.body {
             Body::File(m) => m,
             Body::Dir(_) => return Err(eisdir("is a directory")),
@@ -950,6 +974,14 @@ impl Volume {
             free_inodes: free.max(1 << 20),
         }
     }
+}
+
+/// True if a read should move atime under relatime rules.
+fn relatime_stale(a: &Attr) -> bool {
+    if a.atime <= a.mtime || a.atime <= a.ctime {
+        return true;
+    }
+    Time::now().secs.saturating_sub(a.atime.secs) >= 24 * 3600
 }
 
 fn enodev_like() -> FsError {
