@@ -58,7 +58,7 @@ enum Command {
     Stat(commands::stat::StatArgs),
     /// Check a pool (not implemented yet).
     Fsck(commands::fsck::FsckArgs),
-    /// Benchmark a mount (not implemented yet).
+    /// Benchmark pfnfs against tmpfs and bindfs with fio (JSON, Markdown and PNG results).
     Bench(commands::bench::BenchArgs),
 }
 

@@ -1,0 +1,533 @@
+//! The filesystems under test and the guards that mount and always unmount them.
+//!
+//! Every target is mounted fresh for each round on a new pool or backing store in
+//! `/dev/shm/pfnfs-bench.PID/`, on a mount point in `/tmp/pfnfs-bench.PID/`:
+//! - pfnfs-direct, pfnfs-buffered: this binary's `mount --foreground --mode M` as a child;
+//!   unmounted with this binary's `umount`.
+//! - tmpfs: `mount(2)` of a new tmpfs (as root), else a fresh directory in /dev/shm.
+//! - bindfs: `bindfs -f --multithreaded STORE MNT` as a child (multithreaded: its fastest
+//!   setting; bindfs defaults to one thread); unmounted with `fusermount3 -u`.
+//!
+//! Children run in their own process group, so a Ctrl-C at the terminal does not kill a
+//! daemon under a live mount; [`Mount`]'s `Drop` unmounts and reaps them (SIGTERM, then
+//! SIGKILL, by PID, only if they do not exit after the unmount).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::{mountinfo, procs};
+
+use super::system;
+
+/// How long a mount may take to appear.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a daemon may take to exit after its unmount.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A filesystem under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum, Serialize)]
+pub enum TargetKind {
+    /// pfnfs, `--mode direct`.
+    #[value(name = "pfnfs-direct")]
+    #[serde(rename = "pfnfs-direct")]
+    PfnfsDirect,
+    /// pfnfs, `--mode buffered`.
+    #[value(name = "pfnfs-buffered")]
+    #[serde(rename = "pfnfs-buffered")]
+    PfnfsBuffered,
+    /// tmpfs: the in-kernel upper bound.
+    #[value(name = "tmpfs")]
+    #[serde(rename = "tmpfs")]
+    Tmpfs,
+    /// bindfs over tmpfs: a libfuse filesystem.
+    #[value(name = "bindfs")]
+    #[serde(rename = "bindfs")]
+    Bindfs,
+}
+
+/// All targets, in the order a round visits them.
+pub const ALL_TARGETS: [TargetKind; 4] = [
+    TargetKind::PfnfsDirect,
+    TargetKind::PfnfsBuffered,
+    TargetKind::Tmpfs,
+    TargetKind::Bindfs,
+];
+
+impl TargetKind {
+    /// The name used on the command line and in the reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::PfnfsDirect => "pfnfs-direct",
+            TargetKind::PfnfsBuffered => "pfnfs-buffered",
+            TargetKind::Tmpfs => "tmpfs",
+            TargetKind::Bindfs => "bindfs",
+        }
+    }
+
+    /// pfnfs in either mode.
+    pub fn is_pfnfs(self) -> bool {
+        matches!(self, TargetKind::PfnfsDirect | TargetKind::PfnfsBuffered)
+    }
+
+    /// Served by a FUSE daemon.
+    pub fn is_fuse(self) -> bool {
+        self != TargetKind::Tmpfs
+    }
+
+    /// Has a page cache, so `direct=0` means something different from `direct=1`.
+    pub fn has_page_cache(self) -> bool {
+        self != TargetKind::PfnfsDirect
+    }
+}
+
+/// Where a benchmark keeps its stores and mount points; removed by `Drop` (unless something
+/// is still mounted below it).
+pub struct WorkDirs {
+    /// In /dev/shm: pools and backing stores.
+    pub store: PathBuf,
+    /// In /tmp: mount points.
+    pub mounts: PathBuf,
+}
+
+impl WorkDirs {
+    /// Creates `/dev/shm/pfnfs-bench.PID` and `/tmp/pfnfs-bench.PID`.
+    pub fn create() -> Result<WorkDirs, String> {
+        let pid = std::process::id();
+        let dirs = WorkDirs {
+            store: PathBuf::from(format!("/dev/shm/pfnfs-bench.{pid}")),
+            mounts: std::env::temp_dir().join(format!("pfnfs-bench.{pid}")),
+        };
+        for d in [&dirs.store, &dirs.mounts] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        Ok(dirs)
+    }
+}
+
+impl Drop for WorkDirs {
+    fn drop(&mut self) {
+        let entries = mountinfo::read().unwrap_or_default();
+        for dir in [&self.mounts, &self.store] {
+            if let Some(e) = entries.iter().find(|e| e.mount_point.starts_with(dir)) {
+                eprintln!(
+                    "pfnfs bench: {} is still mounted; leaving {}",
+                    e.mount_point.display(),
+                    dir.display()
+                );
+                continue;
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A live mount of one target. `Drop` unmounts it (errors go to stderr); call
+/// [`Mount::unmount`] to get them.
+pub struct Mount {
+    kind: TargetKind,
+    /// The mount point (or, for tmpfs without root, the plain directory).
+    pub dir: PathBuf,
+    /// The pool file (pfnfs) or backing directory (bindfs, tmpfs without root).
+    store: Option<PathBuf>,
+    child: Option<Child>,
+    /// True while something is mounted on `dir`.
+    mounted: bool,
+    log: Option<PathBuf>,
+}
+
+/// How to mount.
+pub struct MountSpec<'a> {
+    /// The target.
+    pub kind: TargetKind,
+    /// The work directories.
+    pub dirs: &'a WorkDirs,
+    /// A name unique within the run (`pfnfs-direct.r1`).
+    pub tag: String,
+    /// Size of the pool or tmpfs.
+    pub store_bytes: u64,
+    /// pfnfs worker threads (None: pfnfs's default).
+    pub threads: Option<u16>,
+    /// Where the daemon writes its stderr.
+    pub log: PathBuf,
+}
+
+impl Mount {
+    /// Mounts `spec.kind` freshly.
+    pub fn new(spec: &MountSpec<'_>) -> Result<Mount, String> {
+        let dir = spec.dirs.mounts.join(&spec.tag);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut mount = Mount {
+            kind: spec.kind,
+            dir,
+            store: None,
+            child: None,
+            mounted: false,
+            log: None,
+        };
+        match spec.kind {
+            TargetKind::PfnfsDirect | TargetKind::PfnfsBuffered => mount.mount_pfnfs(spec)?,
+            TargetKind::Tmpfs => mount.mount_tmpfs(spec)?,
+            TargetKind::Bindfs => mount.mount_bindfs(spec)?,
+        }
+        Ok(mount)
+    }
+
+    fn mount_pfnfs(&mut self, spec: &MountSpec<'_>) -> Result<(), String> {
+        let pool = spec.dirs.store.join(format!("{}.pool", spec.tag));
+        let _ = std::fs::remove_file(&pool);
+        self.store = Some(pool.clone());
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find pfnfs itself: {e}"))?;
+        let mode = if spec.kind == TargetKind::PfnfsDirect {
+            "direct"
+        } else {
+            "buffered"
+        };
+        let mut command = Command::new(exe);
+        command
+            .arg("mount")
+            .arg(&pool)
+            .arg(&self.dir)
+            .args(["--foreground", "--mode", mode, "--log-level", "warn"])
+            .arg("--size")
+            .arg(spec.store_bytes.to_string());
+        if let Some(t) = spec.threads {
+            command.arg("--threads").arg(t.to_string());
+        }
+        self.spawn(command, &spec.log)?;
+        self.wait_mounted(|e| e.is_pfnfs())
+    }
+
+    fn mount_bindfs(&mut self, spec: &MountSpec<'_>) -> Result<(), String> {
+        let store = spec.dirs.store.join(format!("{}.backing", spec.tag));
+        let _ = std::fs::remove_dir_all(&store);
+        std::fs::create_dir_all(&store).map_err(|e| format!("{}: {e}", store.display()))?;
+        self.store = Some(store.clone());
+        let mut command = Command::new("bindfs");
+        command
+            .args(["-f", "--multithreaded"])
+            .arg(&store)
+            .arg(&self.dir);
+        self.spawn(command, &spec.log)?;
+        self.wait_mounted(|e| e.fstype.starts_with("fuse"))
+    }
+
+    fn mount_tmpfs(&mut self, spec: &MountSpec<'_>) -> Result<(), String> {
+        if !system::is_root() {
+            // Not root: a fresh directory on the /dev/shm tmpfs.
+            let store = spec.dirs.store.join(format!("{}.dir", spec.tag));
+            let _ = std::fs::remove_dir_all(&store);
+            std::fs::create_dir_all(&store).map_err(|e| format!("{}: {e}", store.display()))?;
+            self.dir = store.clone();
+            self.store = Some(store);
+            return Ok(());
+        }
+        let target = c_path(&self.dir)?;
+        let data = CString::new(format!("size={},mode=0755", spec.store_bytes))
+            .map_err(|e| e.to_string())?;
+        // SAFETY: valid C strings; tmpfs takes a text option string as data.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "mount -t tmpfs on {}: {}",
+                self.dir.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        self.mounted = true;
+        Ok(())
+    }
+
+    fn spawn(&mut self, mut command: Command, log: &Path) -> Result<(), String> {
+        let file = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = file.try_clone().map_err(|e| e.to_string())?;
+        command
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .process_group(0);
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        self.child = Some(child);
+        self.log = Some(log.to_path_buf());
+        Ok(())
+    }
+
+    /// Waits until a mount on `self.dir` that passes `check` appears, or the child exits.
+    fn wait_mounted(
+        &mut self,
+        check: impl Fn(&mountinfo::MountEntry) -> bool,
+    ) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let entries = mountinfo::read()?;
+            if mountinfo::find_by_mount_point(&entries, &self.dir).is_some_and(&check) {
+                self.mounted = true;
+                return Ok(());
+            }
+            let Some(child) = self.child.as_mut() else {
+                return Err(format!("{}: no daemon was started", self.kind.name()));
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(format!(
+                    "{} exited ({status}) before {} was mounted{}",
+                    self.kind.name(),
+                    self.dir.display(),
+                    self.log_tail()
+                ));
+            }
+            if start.elapsed() > MOUNT_TIMEOUT || system::interrupted() {
+                let why = if system::interrupted() {
+                    "interrupted".to_string()
+                } else {
+                    format!("not mounted after {} s", MOUNT_TIMEOUT.as_secs())
+                };
+                return Err(format!(
+                    "{} on {}: {why}{}",
+                    self.kind.name(),
+                    self.dir.display(),
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let Some(log) = &self.log else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(10)..].join("\n    ");
+        if tail.trim().is_empty() {
+            String::new()
+        } else {
+            format!("; its log ({}):\n    {tail}", log.display())
+        }
+    }
+
+    /// The PID of the process serving this mount: for pfnfs, the process holding the pool
+    /// that /proc/self/mountinfo names as the mount's source (which should be our child);
+    /// for bindfs, our child; None for tmpfs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let child = self.child.as_ref().map(|c| c.id());
+        if self.kind.is_pfnfs() {
+            let entries = mountinfo::read().ok()?;
+            let entry = mountinfo::find_by_mount_point(&entries, &self.dir)?;
+            let holders = procs::holders(Path::new(&entry.source), procs::Scan::Daemons);
+            return holders
+                .iter()
+                .map(|h| h.pid as u32)
+                .find(|&p| Some(p) == child)
+                .or_else(|| holders.first().map(|h| h.pid as u32))
+                .or(child);
+        }
+        child
+    }
+
+    /// Unmounts, waits for the daemon, removes the store. Idempotent.
+    pub fn unmount(&mut self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.mounted {
+            let result = match self.kind {
+                TargetKind::PfnfsDirect | TargetKind::PfnfsBuffered => self.unmount_pfnfs(),
+                TargetKind::Bindfs => unmount_fusermount(&self.dir),
+                TargetKind::Tmpfs => unmount_syscall(&self.dir),
+            };
+            if let Err(e) = result {
+                problems.push(e);
+                if let Err(e) = detach(&self.dir) {
+                    problems.push(e);
+                }
+            }
+            self.mounted = false;
+        }
+        if let Some(mut child) = self.child.take() {
+            match reap(&mut child, EXIT_TIMEOUT) {
+                Ok(status) if status.success() => {}
+                Ok(status) => problems.push(format!(
+                    "{} daemon {} exited with {status}{}",
+                    self.kind.name(),
+                    child.id(),
+                    self.log_tail()
+                )),
+                Err(e) => problems.push(e),
+            }
+        }
+        if let Some(store) = self.store.take() {
+            let _ = if store.is_dir() {
+                std::fs::remove_dir_all(&store)
+            } else {
+                std::fs::remove_file(&store)
+            };
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "unmounting {} ({}): {}",
+                self.dir.display(),
+                self.kind.name(),
+                problems.join("; ")
+            ))
+        }
+    }
+
+    fn unmount_pfnfs(&mut self) -> Result<(), String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find pfnfs itself: {e}"))?;
+        let mut child = Command::new(exe)
+            .arg("umount")
+            .arg(&self.dir)
+            .args(["--timeout", "60"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot run pfnfs umount: {e}"))?;
+        let status = reap(&mut child, Duration::from_secs(90))?;
+        if status.success() {
+            return Ok(());
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            use std::io::Read;
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        Err(format!("pfnfs umount: {}", stderr.trim()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount() {
+            eprintln!("pfnfs bench: {e}");
+        }
+    }
+}
+
+fn c_path(path: &Path) -> Result<CString, String> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: path contains a NUL byte", path.display()))
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    mountinfo::read()
+        .map(|e| mountinfo::find_by_mount_point(&e, dir).is_some())
+        .unwrap_or(false)
+}
+
+/// `fusermount3 -u DIR`, retried for 10 s while the mount is busy.
+fn unmount_fusermount(dir: &Path) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run fusermount3: {e}"))?;
+        if out.status.success() || !is_mounted(dir) {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "fusermount3 -u: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `umount2(DIR)`, retried for 10 s while busy.
+fn unmount_syscall(dir: &Path) -> Result<(), String> {
+    let path = c_path(dir)?;
+    let start = Instant::now();
+    loop {
+        // SAFETY: a valid C string.
+        if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EBUSY) || start.elapsed() > Duration::from_secs(10) {
+            return Err(format!("umount {}: {err}", dir.display()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Last resort: a lazy unmount, so nothing stays attached to the mount point.
+fn detach(dir: &Path) -> Result<(), String> {
+    if !is_mounted(dir) {
+        return Ok(());
+    }
+    if system::is_root() {
+        let path = c_path(dir)?;
+        // SAFETY: a valid C string.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+    } else if Command::new("fusermount3")
+        .arg("-uz")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    Err(format!("{}: could not even detach it", dir.display()))
+}
+
+/// Waits for `child` up to `timeout`; then SIGTERM, 5 s, SIGKILL (to that PID only).
+pub fn reap(child: &mut Child, timeout: Duration) -> Result<ExitStatus, String> {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => break,
+            Err(e) => return Err(format!("waiting for process {}: {e}", child.id())),
+        }
+    }
+    // SAFETY: kill on the PID of our own child, which has not been reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "process {} did not exit within {} s; stopped it with SIGTERM ({status})",
+                child.id(),
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(format!(
+        "process {} did not exit within {} s nor after SIGTERM; killed it",
+        child.id(),
+        timeout.as_secs()
+    ))
+}
