@@ -56,7 +56,7 @@ enum Command {
     Umount(commands::umount::UmountArgs),
     /// Show a pool's figures (size, usage, inodes, extents).
     Stat(commands::stat::StatArgs),
-    /// Check a pool (not implemented yet).
+    /// Check a pool and repair it with -y (fsck(8) exit codes: 0, 1, 4, 8).
     Fsck(commands::fsck::FsckArgs),
     /// Benchmark pfnfs against tmpfs and bindfs with fio (JSON, Markdown and PNG results).
     Bench(commands::bench::BenchArgs),
