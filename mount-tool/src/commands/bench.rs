@@ -459,6 +459,7 @@ fn execute(plan: Plan, tools: system::Tools) -> Result<(), Failure> {
         started,
         finished: system::iso_timestamp(),
         interrupted,
+        load_avg_end: system::load_avg(),
         machine,
         tools,
         settings: plan.settings.clone(),

@@ -136,6 +136,9 @@ pub struct Report {
     pub finished: String,
     /// True if Ctrl-C (or SIGTERM) stopped the run early.
     pub interrupted: bool,
+    /// 1-minute load average at the end (with `machine.load_avg_start`: how busy the machine
+    /// was with other work).
+    pub load_avg_end: Option<f64>,
     /// The machine.
     pub machine: Machine,
     /// Tool versions.
@@ -327,6 +330,13 @@ pub fn markdown(report: &Report, chart_file: Option<&str>) -> String {
             ""
         }
     );
+    if let (Some(a), Some(b)) = (report.machine.load_avg_start, report.load_avg_end) {
+        let _ = writeln!(
+            md,
+            "Load average (1 min) at the start and the end: {a:.1} and {b:.1}, on {} CPUs.\n",
+            report.machine.nproc
+        );
+    }
     if let Some(chart) = chart_file {
         let _ = writeln!(md, "![chart]({chart})\n");
     }

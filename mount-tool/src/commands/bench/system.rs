@@ -123,6 +123,8 @@ pub struct Machine {
     pub mem_total_kib: u64,
     /// `/proc/sys/fs/fuse/max_pages_limit`, if present.
     pub fuse_max_pages_limit: Option<u64>,
+    /// 1-minute load average when the run started: other work on the machine.
+    pub load_avg_start: Option<f64>,
 }
 
 impl Machine {
@@ -152,6 +154,7 @@ impl Machine {
             kernel,
             mem_total_kib,
             fuse_max_pages_limit,
+            load_avg_start: load_avg(),
         }
     }
 
@@ -166,6 +169,16 @@ impl Machine {
             self.mem_total_kib as f64 / (1u64 << 20) as f64
         )
     }
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+pub fn load_avg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A `Name:   1234 kB` field of a `/proc` status-like file, in KiB.
