@@ -240,7 +240,10 @@ fn daemon_mount_stat_umount() {
         s(&pool),
         "mount source is the pool path as given"
     );
-    assert_eq!(line.fstype, "fuse", "filesystem type (xfstests compares df -T with FSTYP=fuse)");
+    assert_eq!(
+        line.fstype, "fuse",
+        "filesystem type (xfstests compares df -T with FSTYP=fuse)"
+    );
     assert_eq!(
         fs::metadata(&pool).unwrap().len(),
         64 << 20,
