@@ -117,8 +117,13 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<MountConfig, Failure
             )));
         }
         Err(e) => {
+            let hint = if e.raw_os_error() == Some(libc::ENOTCONN) {
+                " (the daemon of the mount there is gone; `pfnfs umount` it first)"
+            } else {
+                ""
+            };
             return Err(Failure::new(format!(
-                "{}: mount point: {e}",
+                "{}: mount point: {e}{hint}",
                 mountpoint.display()
             )));
         }
@@ -129,7 +134,7 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<MountConfig, Failure
     let entries = mountinfo::read()?;
     if let Some(entry) = mountinfo::find_by_pool(&entries, pool).first() {
         return Err(Failure::new(format!(
-            "{}: pool is already mounted on {}",
+            "{}: pool is already mounted on {} (`pfnfs umount` it first)",
             pool.display(),
             entry.mount_point.display()
         )));
