@@ -42,7 +42,6 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
     let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(|e| e.msg)?);
     let mut options = vec![
         MountOption::FSName(config.pool.display().to_string()),
-        MountOption::Subtype("pfnfs".into()),
         if config.read_only {
             MountOption::RO
         } else {
@@ -127,8 +126,10 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
     Ok(())
 }
 
-/// Mounts /dev/fuse at the mountpoint as type `fuse.pfnfs` with the pool as its source
-/// (what mount(8), df -T and xfstests expect); returns the FUSE device.
+/// Mounts /dev/fuse at the mountpoint as type `fuse` with the pool as its source, as
+/// mount(8), `umount POOL` and xfstests expect (xfstests compares `df -T`'s type with
+/// FSTYP=fuse; mount(8) still finds the helper through `-t fuse.pfnfs`); returns the FUSE
+/// device.
 fn mount_fuse_pfnfs(config: &MountConfig) -> Result<std::os::fd::OwnedFd, nix::errno::Errno> {
     use nix::mount::MsFlags;
     use std::os::unix::fs::PermissionsExt;
@@ -182,7 +183,7 @@ fn mount_fuse_pfnfs(config: &MountConfig) -> Result<std::os::fd::OwnedFd, nix::e
     nix::mount::mount(
         Some(config.pool.as_os_str()),
         &config.mountpoint,
-        Some("fuse.pfnfs"),
+        Some("fuse"),
         flags,
         Some(data.as_str()),
     )?;

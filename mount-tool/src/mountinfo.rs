@@ -32,13 +32,13 @@ pub struct MountEntry {
 }
 
 impl MountEntry {
-    /// True for a pfnfs mount, or a plain `fuse` mount (a daemon built before the subtype was
-    /// set) whose source names an existing pool file or device.
+    /// True for a pfnfs mount: type `fuse` (what pfnfs mounts as, so that `df -T` matches
+    /// xfstests' FSTYP=fuse) or `fuse.pfnfs`, whose source names an existing pool file or
+    /// device.
     pub fn is_pfnfs(&self) -> bool {
-        self.fstype == PFNFS_FSTYPE
-            || (self.fstype == "fuse"
-                && Path::new(&self.source).is_absolute()
-                && Path::new(&self.source).exists())
+        (self.fstype == PFNFS_FSTYPE || self.fstype == "fuse")
+            && Path::new(&self.source).is_absolute()
+            && Path::new(&self.source).exists()
     }
 
     /// True if the mount is read-only (per mount or per superblock).

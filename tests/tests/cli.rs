@@ -484,10 +484,10 @@ mount --bind {bin} /usr/local/bin
 mount -t fuse.pfnfs -o mode=direct,size=64M {pool} {mnt}
 grep -q " {mnt} .* - fuse {pool} " /proc/self/mountinfo
 echo data > {mnt}/file
-mount -o remount,ro {mnt}
+mount -t fuse.pfnfs -o remount,ro {mnt}
 grep " {mnt} " /proc/self/mountinfo | grep -q " ro,"
 if echo x > {mnt}/other 2>/dev/null; then echo "write succeeded on a read-only remount"; exit 1; fi
-mount -o remount,rw {mnt}
+mount -t fuse.pfnfs -o remount,rw {mnt}
 echo more > {mnt}/other
 umount {pool}
 if grep -q " {mnt} " /proc/self/mountinfo; then echo "still mounted after umount POOL"; exit 1; fi

@@ -607,17 +607,14 @@ impl Volume {
         reply: impl FnOnce(&[u8]) -> R,
     ) -> FsResult<R> {
         let cell = self.cell(ino)?;
-        let (result, atime_stale) = {
-            let inode = cell.inode.read();
-            let stale = relatime_stale(&inode.attr);
-            (self.read_locked(&inode, offset, size, reply)?, stale)
-        };
-        // relatime: atime moves when it is older than mtime/ctime or a day old. It is kept
-        // in RAM and reaches the pool with the inode's next record or checkpoint.
-        if atime_stale && !self.read_only {
+        // relatime: atime moves when it is older than mtime/ctime or a day old, before the
+        // data goes out (the kernel refetches attributes after a read). It is kept in RAM
+        // and reaches the pool with the inode's next record or checkpoint.
+        if !self.read_only && relatime_stale(&cell.inode.read().attr) {
             cell.inode.write().attr.atime = Time::now();
         }
-        Ok(result)
+        let inode = cell.inode.read();
+        self.read_locked(&inode, offset, size, reply)
     }
 
     fn read_locked<R>(
