@@ -143,6 +143,19 @@ fn word_count(len_bytes: u64) -> u64 {
     len_bytes.div_ceil(WORD_BYTES)
 }
 
+/// Calls `f(offset, page)` for every 4 KiB page of `image` (the last one may be shorter) that
+/// holds a non-zero byte. The comparison is a `memcmp` against a zero page, fast in debug
+/// builds too.
+pub fn for_nonzero_pages(image: &[u8], mut f: impl FnMut(usize, &[u8])) {
+    const PAGE: usize = 4096;
+    static ZERO: [u8; PAGE] = [0; PAGE];
+    for (i, page) in image.chunks(PAGE).enumerate() {
+        if page != &ZERO[..page.len()] {
+            f(i * PAGE, page);
+        }
+    }
+}
+
 /// Calls `f(chunk_index, mask)` for every bitmap chunk overlapping words `[w0, w1)`, with the
 /// mask of the words of the range inside that chunk.
 fn for_chunks(w0: u64, w1: u64, mut f: impl FnMut(usize, u64)) {
@@ -190,8 +203,17 @@ impl CrashSimBackend {
 
     /// A pool whose live and durable images are both `image` (e.g. a formatted template, or
     /// a crash image to recover from under further crashes).
+    ///
+    /// Only the non-zero 4 KiB pages of `image` are copied (both images start as lazily
+    /// zeroed memory), so a mostly empty test pool costs little to set up.
     pub fn from_image(image: &[u8]) -> CrashSimBackend {
-        CrashSimBackend::with_images(MemBackend::from_bytes(image), image.to_vec())
+        let live = MemBackend::new(image.len() as u64);
+        let mut durable = vec![0u8; image.len()];
+        for_nonzero_pages(image, |offset, page| {
+            live.write(offset as u64, page);
+            durable[offset..offset + page.len()].copy_from_slice(page);
+        });
+        CrashSimBackend::with_images(live, durable)
     }
 
     fn with_images(live: MemBackend, durable: Vec<u8>) -> CrashSimBackend {
@@ -258,6 +280,12 @@ impl CrashSimBackend {
     /// (then stores not yet fenced are simply absent, as in a clean crash now).
     pub fn crash_image(&self) -> Vec<u8> {
         self.state.lock().durable.clone()
+    }
+
+    /// Calls `f` with the durable image (as [`crash_image`](Self::crash_image) describes it)
+    /// without copying it.
+    pub fn with_crash_image<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(&self.state.lock().durable)
     }
 
     /// A copy of the live image (what the running code sees).
@@ -442,6 +470,20 @@ mod tests {
         assert_eq!(at(&b.crash_image(), 128, 16), &[7u8; 16]);
         assert_eq!(b.persist_points(), 1);
         assert_eq!(b.unpersisted_words(), 0);
+    }
+
+    #[test]
+    fn from_image_starts_with_both_images_equal() {
+        let mut image = vec![0u8; LEN as usize + 100];
+        image[5000..5010].fill(3);
+        image[LEN as usize + 99] = 9;
+        let b = CrashSimBackend::from_image(&image);
+        assert_eq!(b.crash_image(), image);
+        assert_eq!(b.live_image(), image);
+        assert_eq!(b.unpersisted_words(), 0);
+        let mut pages = Vec::new();
+        for_nonzero_pages(&image, |offset, page| pages.push((offset, page.len())));
+        assert_eq!(pages, [(4096, 4096), (LEN as usize, 100)]);
     }
 
     #[test]
