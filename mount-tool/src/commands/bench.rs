@@ -173,14 +173,6 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     let buffered_reference = !args.no_buffered_reference;
 
-    let need_fuse = targets.iter().any(|t| t.is_fuse());
-    let need_bindfs = targets.contains(&TargetKind::Bindfs);
-    let tools = system::preflight(
-        need_fuse,
-        need_bindfs,
-        jobs.contains(&JobId::Randread4kQd16),
-    )?;
-
     let cases: Vec<(TargetKind, Vec<Case>)> = targets
         .iter()
         .map(|&t| (t, jobs::cases_for(t, &jobs, &numjobs, buffered_reference)))
@@ -192,6 +184,13 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
              (randrw-4k-mmapbuf runs on pfnfs only)",
         ));
     }
+
+    let planned: Vec<TargetKind> = cases.iter().map(|(t, _)| *t).collect();
+    let tools = system::preflight(
+        planned.iter().any(|t| t.is_fuse()),
+        planned.contains(&TargetKind::Bindfs),
+        jobs.contains(&JobId::Randread4kQd16),
+    )?;
 
     // Pool / tmpfs: the test file, the mmap buffer file, and room for metadata.
     let store_bytes =
@@ -227,7 +226,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
             size_bytes: size,
             store_bytes,
             numjobs,
-            targets: cases.iter().map(|(t, _)| *t).collect(),
+            targets: planned,
             jobs,
             buffered_reference,
             pfnfs_threads: args.threads,

@@ -3,7 +3,8 @@
 //! Every target is mounted fresh for each round on a new pool or backing store in
 //! `/dev/shm/pfnfs-bench.PID/`, on a mount point in `/tmp/pfnfs-bench.PID/`:
 //! - pfnfs-direct, pfnfs-buffered: this binary's `mount --foreground --mode M` as a child;
-//!   unmounted with this binary's `umount`.
+//!   unmounted with this binary's `umount` (both run from a copy of this binary, see
+//!   [`WorkDirs::pfnfs`]).
 //! - tmpfs: `mount(2)` of a new tmpfs (as root), else a fresh directory in /dev/shm.
 //! - bindfs: `bindfs -f --multithreaded STORE MNT` as a child (multithreaded: its fastest
 //!   setting; bindfs defaults to one thread); unmounted with `fusermount3 -u`.
@@ -93,21 +94,33 @@ impl TargetKind {
 pub struct WorkDirs {
     /// In /dev/shm: pools and backing stores.
     pub store: PathBuf,
-    /// In /tmp: mount points.
+    /// In /tmp: mount points, and the copy of this binary that mounts pfnfs.
     pub mounts: PathBuf,
+    /// A copy of the running binary (from `/proc/self/exe`), so that every pfnfs mount of the
+    /// run uses the same build as the benchmark even if `cargo build` replaces the file the
+    /// benchmark was started from while it runs.
+    pub pfnfs: PathBuf,
 }
 
 impl WorkDirs {
-    /// Creates `/dev/shm/pfnfs-bench.PID` and `/tmp/pfnfs-bench.PID`.
+    /// Creates `/dev/shm/pfnfs-bench.PID` and `/tmp/pfnfs-bench.PID` (with `pfnfs` in it).
     pub fn create() -> Result<WorkDirs, String> {
+        use std::os::unix::fs::PermissionsExt;
         let pid = std::process::id();
+        let mounts = std::env::temp_dir().join(format!("pfnfs-bench.{pid}"));
         let dirs = WorkDirs {
             store: PathBuf::from(format!("/dev/shm/pfnfs-bench.{pid}")),
-            mounts: std::env::temp_dir().join(format!("pfnfs-bench.{pid}")),
+            pfnfs: mounts.join("pfnfs"),
+            mounts,
         };
         for d in [&dirs.store, &dirs.mounts] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
+        std::fs::copy("/proc/self/exe", &dirs.pfnfs)
+            .and_then(|_| {
+                std::fs::set_permissions(&dirs.pfnfs, std::fs::Permissions::from_mode(0o755))
+            })
+            .map_err(|e| format!("copying this binary to {}: {e}", dirs.pfnfs.display()))?;
         Ok(dirs)
     }
 }
@@ -141,6 +154,8 @@ pub struct Mount {
     /// True while something is mounted on `dir`.
     mounted: bool,
     log: Option<PathBuf>,
+    /// The pfnfs binary that mounted (and so unmounts) a pfnfs target.
+    pfnfs: Option<PathBuf>,
 }
 
 /// How to mount.
@@ -171,6 +186,7 @@ impl Mount {
             child: None,
             mounted: false,
             log: None,
+            pfnfs: None,
         };
         match spec.kind {
             TargetKind::PfnfsDirect | TargetKind::PfnfsBuffered => mount.mount_pfnfs(spec)?,
@@ -184,13 +200,13 @@ impl Mount {
         let pool = spec.dirs.store.join(format!("{}.pool", spec.tag));
         let _ = std::fs::remove_file(&pool);
         self.store = Some(pool.clone());
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find pfnfs itself: {e}"))?;
+        self.pfnfs = Some(spec.dirs.pfnfs.clone());
         let mode = if spec.kind == TargetKind::PfnfsDirect {
             "direct"
         } else {
             "buffered"
         };
-        let mut command = Command::new(exe);
+        let mut command = Command::new(&spec.dirs.pfnfs);
         command
             .arg("mount")
             .arg(&pool)
@@ -393,7 +409,10 @@ impl Mount {
     }
 
     fn unmount_pfnfs(&mut self) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find pfnfs itself: {e}"))?;
+        let exe = self
+            .pfnfs
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
         let mut child = Command::new(exe)
             .arg("umount")
             .arg(&self.dir)
