@@ -108,7 +108,10 @@ fn kernel_time(t: SystemTime) -> Time {
         Ok(_) => Time::from_system(t),
         Err(e) => {
             let d = e.duration();
-            Time { secs: -(d.as_secs() as i64), nsecs: d.subsec_nanos() }
+            Time {
+                secs: -(d.as_secs() as i64),
+                nsecs: d.subsec_nanos(),
+            }
         }
     }
 }
@@ -442,30 +445,31 @@ impl Filesystem for PfnFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let vol = &self.vol;
-        let r = vol.readdir(ino.0, offset, |child, next, _kind, name| {
+        // A reply holds at most a few hundred entries; a batch of 256 fills most of one.
+        let batch = match self.vol.readdir_batch(ino.0, offset, 256) {
+            Ok(b) => b,
+            Err(e) => return reply.error(errno(e)),
+        };
+        for (child, next, _kind, name) in batch {
             let is_dot = name == b"." || name == b"..";
-            let entry = match vol.stat(child) {
-                Ok(e) => e,
-                Err(_) => return false,
-            };
+            // An entry removed since the batch was taken is skipped, as if listed later.
+            let Ok(entry) = self.vol.stat(child) else { continue };
             let full = reply.add(
                 INodeNo(child),
                 next,
-                OsStr::from_bytes(name),
+                OsStr::from_bytes(&name),
                 &TTL,
                 &file_attr(&entry),
                 Generation(entry.attr.generation),
             );
-            if !full && !is_dot {
-                vol.add_lookup(child);
+            if full {
+                break;
             }
-            full
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+            if !is_dot {
+                self.vol.add_lookup(child);
+            }
         }
+        reply.ok()
     }
 
     fn releasedir(

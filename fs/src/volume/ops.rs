@@ -575,6 +575,18 @@ impl Volume {
         Ok(())
     }
 
+    /// Up to `max` entries after cookie `offset` (with "." and ".."), as (ino, cookie, kind,
+    /// name), copied out so that the directory's lock is not held while the caller looks at
+    /// the children (readdirplus): holding it would invert the ascending-inode lock order.
+    pub fn readdir_batch(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, u64, Kind, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        self.readdir(ino, offset, |child, cookie, kind, name| {
+            out.push((child, cookie, kind, name.to_vec()));
+            out.len() >= max
+        })?;
+        Ok(out)
+    }
+
     // ---- files ----------------------------------------------------------------------
 
     /// Counts an open handle.
