@@ -453,7 +453,9 @@ impl Filesystem for PfnFuse {
         for (child, next, _kind, name) in batch {
             let is_dot = name == b"." || name == b"..";
             // An entry removed since the batch was taken is skipped, as if listed later.
-            let Ok(entry) = self.vol.stat(child) else { continue };
+            let Ok(entry) = self.vol.stat(child) else {
+                continue;
+            };
             let full = reply.add(
                 INodeNo(child),
                 next,

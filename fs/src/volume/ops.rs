@@ -7,6 +7,9 @@ use pfnfs_extent::{ReadSegment, io as extent_io};
 
 use super::*;
 
+/// One readdir entry copied out of a directory: (inode, cookie, kind, name).
+pub type DirListing = (u64, u64, Kind, Vec<u8>);
+
 /// SEEK_DATA or SEEK_HOLE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeekWhence {
@@ -578,7 +581,7 @@ impl Volume {
     /// Up to `max` entries after cookie `offset` (with "." and ".."), as (ino, cookie, kind,
     /// name), copied out so that the directory's lock is not held while the caller looks at
     /// the children (readdirplus): holding it would invert the ascending-inode lock order.
-    pub fn readdir_batch(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, u64, Kind, Vec<u8>)>> {
+    pub fn readdir_batch(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<DirListing>> {
         let mut out = Vec::with_capacity(max.min(1024));
         self.readdir(ino, offset, |child, cookie, kind, name| {
             out.push((child, cookie, kind, name.to_vec()));
