@@ -100,6 +100,8 @@ fn worker(
     model
 }
 
+// `f` indexes the file in every thread's model at once.
+#[allow(clippy::needless_range_loop)]
 fn parallel_io_matches_model(m: &mut MountGuard) {
     for i in 0..FILES {
         std::fs::write(m.join(format!("f{i}")), vec![0u8; FILE_BYTES]).unwrap();
