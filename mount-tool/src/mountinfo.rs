@@ -36,9 +36,10 @@ impl MountEntry {
     /// xfstests' FSTYP=fuse) or `fuse.pfnfs`, whose source names an existing pool file or
     /// device.
     pub fn is_pfnfs(&self) -> bool {
-        (self.fstype == PFNFS_FSTYPE || self.fstype == "fuse")
-            && Path::new(&self.source).is_absolute()
-            && Path::new(&self.source).exists()
+        self.fstype == PFNFS_FSTYPE
+            || (self.fstype == "fuse"
+                && Path::new(&self.source).is_absolute()
+                && Path::new(&self.source).exists())
     }
 
     /// True if the mount is read-only (per mount or per superblock).
