@@ -33,6 +33,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use pfnfs_alloc::{CrashMode, CrashReport, CrashSimBackend, MemBackend, Pool, PoolBackend};
@@ -1226,6 +1227,8 @@ pub struct Scenario {
     pub name: String,
     pub prelude: Prelude,
     pub steps: Vec<Step>,
+    /// A smaller sample for this (expensive) scenario when sampling.
+    pub max_points: Option<usize>,
 }
 
 impl Scenario {
@@ -1234,7 +1237,14 @@ impl Scenario {
             name: name.into(),
             prelude,
             steps,
+            max_points: None,
         }
+    }
+
+    /// Caps the sample of this scenario (not an exhaustive run) at `n` crash points.
+    pub fn sample_at_most(mut self, n: usize) -> Scenario {
+        self.max_points = Some(n);
+        self
     }
 }
 
@@ -1359,7 +1369,7 @@ pub struct Config {
 }
 
 /// Default sample size per scenario and mode (keeps a debug run of the suite short).
-pub const DEFAULT_POINTS: usize = 24;
+pub const DEFAULT_POINTS: usize = 20;
 /// Default seed: fixed, so CI runs are reproducible; `PFNFS_CRASH_SEED=random` draws one.
 pub const DEFAULT_SEED: u64 = 0x00C0_FFEE_5EED;
 
@@ -1436,16 +1446,36 @@ pub struct Run {
     pub step_points: Vec<(u64, u64)>,
     /// Checkpoints written while the steps ran (log generations started).
     pub checkpoints: u64,
+    /// Steps during which a checkpoint was written.
+    pub checkpoint_steps: Vec<usize>,
 }
 
 /// Runs the steps on the scenario's template. With `arm`, crashes before the `k`-th persist
 /// point of the steps (`k = points + 1`: right after the last step). With `check_live`, checks
 /// the live volume against the model after every step.
 pub fn run(scn: &Scenario, arm: Option<(u64, CrashMode)>, check_live: bool) -> Result<Run, String> {
+    run_with(scn, arm, check_live, None)
+}
+
+/// Puts something between the pool and the simulator (the harness's own tests use it to
+/// inject a durability bug and check that the suite sees it).
+pub type Wrap = fn(Arc<CrashSimBackend>) -> Box<dyn PoolBackend>;
+
+/// [`run`], with the pool's backend wrapped by `wrap`.
+pub fn run_with(
+    scn: &Scenario,
+    arm: Option<(u64, CrashMode)>,
+    check_live: bool,
+    wrap: Option<Wrap>,
+) -> Result<Run, String> {
     let tpl = template(scn.prelude);
     let backend = Arc::new(CrashSimBackend::from_image(&tpl.image));
-    let pool = Pool::open_backend("sim", Box::new(backend.clone()), false)
-        .map_err(|e| format!("open template: {e}"))?;
+    let boxed: Box<dyn PoolBackend> = match wrap {
+        Some(wrap) => wrap(backend.clone()),
+        None => Box::new(backend.clone()),
+    };
+    let pool =
+        Pool::open_backend("sim", boxed, false).map_err(|e| format!("open template: {e}"))?;
     let vol = Volume::load(Arc::new(pool)).map_err(|e| format!("mount template: {e:?}"))?;
     let base = backend.persist_points();
     let generation = vol.journal().generation();
@@ -1454,6 +1484,7 @@ pub fn run(scn: &Scenario, arm: Option<(u64, CrashMode)>, check_live: bool) -> R
     }
     let mut model = tpl.model.clone();
     let mut step_points = Vec::new();
+    let mut checkpoint_steps = Vec::new();
     for (i, step) in scn.steps.iter().enumerate() {
         let before_model = model.clone();
         let p0 = backend.persist_points() - base;
@@ -1462,10 +1493,14 @@ pub fn run(scn: &Scenario, arm: Option<(u64, CrashMode)>, check_live: bool) -> R
         model.apply(step, created);
         let p1 = backend.persist_points() - base;
         step_points.push((p0, p1));
+        if vol.journal().generation() != generation + checkpoint_steps.len() as u64 {
+            checkpoint_steps.push(i);
+        }
         if let Some(crash) = backend.crashed() {
             let checkpoints = vol.journal().generation() - generation;
             return Ok(Run {
                 checkpoints,
+                checkpoint_steps,
                 points: p1,
                 crash: Some(crash),
                 in_flight: Some(i),
@@ -1495,6 +1530,7 @@ pub fn run(scn: &Scenario, arm: Option<(u64, CrashMode)>, check_live: bool) -> R
         points,
         crash,
         checkpoints,
+        checkpoint_steps,
         in_flight: None,
         before: model.clone(),
         after: model,
@@ -1577,7 +1613,8 @@ pub fn check_ownership(vol: &Volume) -> Result<(), String> {
 
 /// Mounts a crash image (recovery) and checks everything but the model comparison. Returns
 /// the volume and its view.
-fn recover(crashed: &CrashSimBackend) -> Result<(Volume, View), String> {
+/// Also returns the persist points the recovery made.
+fn recover(crashed: &CrashSimBackend) -> Result<(Volume, View, u64), String> {
     // MemBackend::from_bytes, copying only the non-zero pages.
     let mem = crashed.with_crash_image(|image| {
         let mem = MemBackend::new(image.len() as u64);
@@ -1586,7 +1623,75 @@ fn recover(crashed: &CrashSimBackend) -> Result<(Volume, View), String> {
         });
         mem
     });
-    let pool = Pool::open_backend("crash", Box::new(mem), false)
+    let counter = Arc::new(FenceCounter {
+        inner: mem,
+        fences: AtomicU64::new(0),
+    });
+    let (vol, view) = recover_on(Box::new(counter.clone()))?;
+    Ok((vol, view, counter.fences.load(Ordering::Relaxed)))
+}
+
+/// A RAM backend that counts fences (the persist points of a recovery).
+#[derive(Debug)]
+struct FenceCounter {
+    inner: MemBackend,
+    fences: AtomicU64,
+}
+
+impl PoolBackend for FenceCounter {
+    fn len_bytes(&self) -> u64 {
+        self.inner.len_bytes()
+    }
+    fn read(&self, offset: u64, len: usize) -> &[u8] {
+        self.inner.read(offset, len)
+    }
+    fn write(&self, offset: u64, data: &[u8]) {
+        self.inner.write(offset, data)
+    }
+    fn zero(&self, offset: u64, len: u64) {
+        self.inner.zero(offset, len)
+    }
+    fn flush(&self, offset: u64, len: u64) {
+        self.inner.flush(offset, len)
+    }
+    fn fence(&self) {
+        self.fences.fetch_add(1, Ordering::Relaxed);
+        self.inner.fence()
+    }
+    fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.inner.sync(offset, len)
+    }
+}
+
+/// Crashes a recovery of `crashed` before its persist point `k` (of `points`), recovers the
+/// result again and checks that it shows `view`: recovery must itself be crash-safe.
+fn check_crashed_recovery(
+    crashed: &CrashSimBackend,
+    k: u64,
+    mode: CrashMode,
+    view: &View,
+) -> Result<(), String> {
+    let sim = Arc::new(crashed.with_crash_image(CrashSimBackend::from_image));
+    sim.arm_crash(k, mode);
+    let pool = Pool::open_backend("crash", Box::new(sim.clone()), false)
+        .map_err(|e| format!("the pool does not open: {e}"))?;
+    let vol = Volume::load(Arc::new(pool)).map_err(|e| format!("recovery failed: {e:?}"))?;
+    drop(vol);
+    sim.crash_now(mode);
+    let (_vol, view2, _) = recover(&sim).map_err(|e| format!("after it: {e}"))?;
+    let d = diff(&view2, view, &Slack::new());
+    if !d.is_empty() {
+        return Err(format!(
+            "recovering again shows another state:\n    {}",
+            d.join("\n    ")
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a pool on `backend` and recovers it, with every check but the model comparison.
+fn recover_on(backend: Box<dyn PoolBackend>) -> Result<(Volume, View), String> {
+    let pool = Pool::open_backend("crash", backend, false)
         .map_err(|e| format!("recovery: the pool does not open: {e}"))?;
     let vol = Volume::load(Arc::new(pool)).map_err(|e| format!("recovery failed: {e:?}"))?;
     let report = pfnfs_fs::fsck::check_volume(&vol);
@@ -1781,7 +1886,17 @@ pub fn check_case(
     case: &CrashCase,
     cfg: &Config,
 ) -> Result<Option<KnownBug>, String> {
-    let r = run(scn, Some((case.point, case.mode)), false)?;
+    check_case_with(scn, case, cfg, None)
+}
+
+/// [`check_case`] with the live run's backend wrapped by `wrap`.
+pub fn check_case_with(
+    scn: &Scenario,
+    case: &CrashCase,
+    cfg: &Config,
+    wrap: Option<Wrap>,
+) -> Result<Option<KnownBug>, String> {
+    let r = run_with(scn, Some((case.point, case.mode)), false, wrap)?;
     let step_desc = |i: Option<usize>| match i {
         Some(i) => format!("step {i} {:?}", scn.steps[i]),
         None => "none (crash after the last step)".into(),
@@ -1798,7 +1913,7 @@ pub fn check_case(
         r.crash,
         step_desc(r.in_flight)
     );
-    let (vol, view) = recover(&r.backend).map_err(|e| format!("{e}\n  {ctx}"))?;
+    let (vol, view, recovery_points) = recover(&r.backend).map_err(|e| format!("{e}\n  {ctx}"))?;
     let write = r.in_flight.and_then(|i| match &scn.steps[i] {
         Step::Write {
             file, offset, data, ..
@@ -1856,6 +1971,18 @@ pub fn check_case(
         return Err(msg);
     }
     let vol = remount(vol, &view).map_err(|e| format!("{e}\n  {ctx}"))?;
+    // A crash during recovery (torn cases only, to bound the cost): at a seeded point of it.
+    if let CrashMode::Torn { seed } = case.mode
+        && recovery_points > 0
+    {
+        let k = 1 + derive_seed(seed, "recovery", 0) % recovery_points;
+        let mode = CrashMode::Torn {
+            seed: derive_seed(seed, "recovery", 1),
+        };
+        check_crashed_recovery(&r.backend, k, mode, &view).map_err(|e| {
+            format!("crash during recovery (its persist point {k} of {recovery_points}, {mode}): {e}\n  {ctx}")
+        })?;
+    }
     if let Err(past) = probe_past_eof(&vol, &view) {
         // Tolerated only if every non-zero byte is what the write in flight put there.
         let from_write = r.in_flight.and_then(|i| match &scn.steps[i] {
@@ -1893,13 +2020,14 @@ pub struct Totals {
 }
 
 /// Which crash points to check: all of `1..=points+1`, or a seeded sample of `max` of them
-/// that always includes the first and the last.
-pub fn choose_points(points: u64, max: Option<usize>, seed: u64) -> Vec<u64> {
+/// that always includes the first, the last and the `must` points.
+pub fn choose_points(points: u64, max: Option<usize>, seed: u64, must: &[u64]) -> Vec<u64> {
     let all: Vec<u64> = (1..=points + 1).collect();
     match max {
         Some(max) if all.len() > max.max(2) => {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut chosen = BTreeSet::from([1, points + 1]);
+            chosen.extend(must.iter().copied().filter(|&k| k >= 1 && k <= points + 1));
             while chosen.len() < max.max(2) {
                 chosen.insert(rng.random_range(1..=points + 1));
             }
@@ -1924,7 +2052,20 @@ pub fn replay_command(case: &CrashCase, cfg: &Config, test_file: &str) -> String
 pub fn check_scenario(scn: &Scenario, cfg: &Config, test_file: &str) -> Totals {
     let counted = run(scn, None, true).unwrap_or_else(|e| panic!("scenario {}: {e}", scn.name));
     let points = counted.points;
-    let chosen = choose_points(points, cfg.max_points, derive_seed(cfg.seed, &scn.name, 0));
+    // Sampling always keeps the persist points of steps that wrote a checkpoint.
+    let must: Vec<u64> = counted
+        .checkpoint_steps
+        .iter()
+        .flat_map(|&i| {
+            let (a, b) = counted.step_points[i];
+            a + 1..=b
+        })
+        .collect();
+    let max = match (cfg.max_points, scn.max_points) {
+        (Some(c), Some(s)) => Some(c.min(s)),
+        (c, _) => c,
+    };
+    let chosen = choose_points(points, max, derive_seed(cfg.seed, &scn.name, 0), &must);
     let mut failures = Vec::new();
     let mut states = 0;
     let mut known_bugs = BTreeMap::new();
