@@ -843,3 +843,159 @@ fn random_damage_is_always_repaired() {
         assert_eq!(fsck(&p, FsckMode::Check).exit_code(), 0, "seed {seed}");
     }
 }
+
+/// An extent on a used frame or anywhere in the data region.
+fn rand_extent(rng: &mut StdRng, used: &[Extent], data: PfnRange) -> Extent {
+    let start = if rng.random_bool(0.5) {
+        used[rng.random_range(0..used.len())].pfns.start.0
+    } else {
+        rng.random_range(data.start.0..data.end().0)
+    };
+    Extent {
+        file_frame: rng.random_range(0..100),
+        pfns: PfnRange::new(Pfn(start), rng.random_range(1..4)).unwrap(),
+        unwritten: rng.random_bool(0.5),
+    }
+}
+
+/// Random log records (valid checksums, arbitrary contents) after a crash: fsck must neither
+/// panic nor give up, and `-y` must leave a pool that checks clean and mounts.
+#[test]
+fn random_log_records_are_replayed_or_skipped() {
+    let seeds: u64 = std::env::var("PFNFS_FSCK_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
+    for seed in 0..seeds {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, t) = build(dir.path());
+        let mut rng = StdRng::seed_from_u64(1000 + seed);
+        let mut ops = Vec::new();
+        {
+            let v = load(&p);
+            let data = v.allocator().region();
+            let used: Vec<Extent> = [t.file, t.big, t.other]
+                .iter()
+                .map(|i| first_extent(&v, *i))
+                .collect();
+            let inos = [
+                ROOT_INO, t.dir, t.file, t.big, t.other, t.lonely, t.sym, 50, 51,
+            ];
+            let names: [&[u8]; 6] = [b"dir", b"big", b"other", b"new", b"hard", b"lonely"];
+            let attr = v.getattr(t.file).unwrap();
+            for _ in 0..rng.random_range(1..12) {
+                let ino = inos[rng.random_range(0..inos.len())];
+                let parent = [ROOT_INO, t.dir, t.file][rng.random_range(0..3)];
+                let name = names[rng.random_range(0..names.len())].to_vec();
+                let time = Time::now();
+                let times = DataTimes {
+                    mtime: time,
+                    ctime: time,
+                };
+                let op = match rng.random_range(0..12) {
+                    0 => Op::Create {
+                        parent,
+                        name,
+                        ino: if rng.random_bool(0.5) { ino } else { 60 },
+                        attr: pfnfs_fs::inode::Attr {
+                            mode: [libc::S_IFREG, libc::S_IFDIR, libc::S_IFIFO]
+                                [rng.random_range(0..3)]
+                                | 0o644,
+                            ..attr.clone()
+                        },
+                        body: [
+                            pfnfs_fs::journal::NewBody::File,
+                            pfnfs_fs::journal::NewBody::Dir,
+                            pfnfs_fs::journal::NewBody::Special,
+                        ][rng.random_range(0..3)]
+                        .clone(),
+                    },
+                    1 => Op::Link {
+                        parent,
+                        name,
+                        ino,
+                        time,
+                    },
+                    2 => Op::Unlink { parent, name, time },
+                    3 => Op::Rename {
+                        parent,
+                        name,
+                        new_parent: [ROOT_INO, t.dir][rng.random_range(0..2)],
+                        new_name: names[rng.random_range(0..names.len())].to_vec(),
+                        exchange: rng.random_bool(0.3),
+                        time,
+                    },
+                    4 => Op::SetAttr {
+                        ino,
+                        mode: [libc::S_IFREG, libc::S_IFDIR][rng.random_range(0..2)] | 0o600,
+                        uid: 1,
+                        gid: 1,
+                        atime: time,
+                        mtime: time,
+                        ctime: time,
+                    },
+                    5 => Op::Truncate {
+                        ino,
+                        size: [0, 5000, 1 << 40, u64::MAX][rng.random_range(0..4)],
+                        time,
+                    },
+                    6 => Op::Write {
+                        ino,
+                        allocated: vec![rand_extent(&mut rng, &used, data)],
+                        converted: vec![rand_extent(&mut rng, &used, data)],
+                        size: rng.random_range(0..1 << 20),
+                        times,
+                        mode: libc::S_IFREG | 0o644,
+                    },
+                    7 => Op::Allocate {
+                        ino,
+                        extents: vec![rand_extent(&mut rng, &used, data)],
+                        size: rng.random_range(0..1 << 20),
+                        times,
+                    },
+                    8 => Op::Punch {
+                        ino,
+                        offset: [0, 100, u64::MAX - 10][rng.random_range(0..3)],
+                        len: [1, 10_000, u64::MAX][rng.random_range(0..3)],
+                        times,
+                    },
+                    9 => Op::SetXattr {
+                        ino,
+                        name: b"user.x".to_vec(),
+                        value: vec![1; 10],
+                        time,
+                    },
+                    10 => Op::RemoveXattr {
+                        ino,
+                        name: b"user.x".to_vec(),
+                        time,
+                    },
+                    _ => Op::Reclaim { ino },
+                };
+                v.journal().append(v.pool(), &op).unwrap();
+                ops.push(op);
+            }
+            // Crash.
+        }
+        let n = fsck(&p, FsckMode::Check);
+        let y = fsck(&p, FsckMode::Repair);
+        assert!(
+            y.exit_code() <= 1,
+            "seed {seed}: -y left problems: {y:#?}\nops: {ops:#?}"
+        );
+        assert_eq!(
+            kinds(&n),
+            kinds(&y),
+            "seed {seed}: -n and -y disagree: {n:#?} {y:#?}"
+        );
+        let again = fsck(&p, FsckMode::Check);
+        assert_eq!(
+            again.exit_code(),
+            0,
+            "seed {seed}: after -y: {again:#?}\nfirst -y: {y:#?}\nops: {ops:#?}"
+        );
+        let v = load(&p);
+        assert!(check_volume(&v).problems.is_empty(), "seed {seed}");
+        v.shutdown().unwrap();
+    }
+}

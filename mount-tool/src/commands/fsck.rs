@@ -225,11 +225,12 @@ impl Bar {
         }
         if let Some(bar) = slot.as_ref() {
             if bar.message() != phase {
-                bar.set_message(phase.to_string());
+                bar.set_position(0);
                 bar.set_length(total);
                 bar.reset_eta();
+                bar.set_message(phase.to_string());
             }
-            bar.set_position(done);
+            bar.set_position(done.min(total));
         }
     }
 
