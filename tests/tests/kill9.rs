@@ -10,6 +10,10 @@
 //! next round continues from what is on the pool. After the last round the pool is unmounted
 //! cleanly and checked again.
 //!
+//! Also here: the `pfnfs fsck` command itself on real pools (exit codes 0, 1, 4 and 8 for
+//! clean, repaired, left uncorrected and operational errors; a mounted pool refused for
+//! repair but checked with -n), since the kill tests are what run it on crashed pools.
+//!
 //! `PFNFS_KILL9_SEED` and `PFNFS_KILL9_ROUNDS` override the seed and the number of rounds.
 //! The daemon killed is the `pfnfs mount --foreground` child the [`MountGuard`] started: the
 //! process holding the test's own pool whose parent is this process.
@@ -621,4 +625,108 @@ fn describe(state: Option<&Vec<u8>>) -> String {
             d.iter().fold(0u32, |h, b| h.rotate_left(5) ^ u32::from(*b))
         ),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fsck command
+
+/// Runs `pfnfs fsck ARGS...`: (exit code, stdout, stderr).
+fn fsck_cmd(args: &[&str], pool: &Path) -> (i32, String, String) {
+    let out = Command::new(pfnfs_bin())
+        .arg("fsck")
+        .args(args)
+        .arg(pool)
+        .output()
+        .expect("run pfnfs fsck");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Loads the pool with the Volume API, lets `f` damage it in RAM, writes it back.
+fn damage(pool: &Path, f: impl FnOnce(&pfnfs_fs::volume::Volume)) {
+    let p = pfnfs_alloc::Pool::open(pool, &pfnfs_alloc::OpenOptions::default()).unwrap();
+    let v = pfnfs_fs::volume::Volume::load(Arc::new(p)).unwrap();
+    f(&v);
+    v.shutdown().unwrap();
+}
+
+#[test]
+fn fsck_command_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("p.pool");
+    let out = Command::new(pfnfs_bin())
+        .args(["mkfs", "--size", "64M"])
+        .arg(&pool)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, stdout, _) = fsck_cmd(&[], &pool);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("clean"), "{stdout}");
+
+    // A wrong link count: -n reports (4), -p repairs it (1), then clean.
+    damage(&pool, |v| {
+        let root = v.cell(pfnfs_fs::inode::ROOT_INO).unwrap();
+        root.inode.write().attr.nlink = 9;
+    });
+    let (code, stdout, stderr) = fsck_cmd(&["-n"], &pool);
+    assert_eq!(code, 4, "{stdout}{stderr}");
+    assert!(stdout.contains("PROBLEM [link-count]"), "{stdout}");
+    assert!(stdout.contains("-y would: set nlink to 2"), "{stdout}");
+    assert!(stderr.contains("none repaired"), "{stderr}");
+    let (code, stdout, _) = fsck_cmd(&["-n", "--json"], &pool);
+    assert_eq!(code, 4);
+    assert!(stdout.contains("\"kind\": \"link-count\""), "{stdout}");
+    assert!(stdout.contains("\"exit_code\": 4"), "{stdout}");
+    let (code, stdout, _) = fsck_cmd(&["-p"], &pool);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("repaired: set nlink to 2"), "{stdout}");
+    assert_eq!(fsck_cmd(&["-n"], &pool).0, 0);
+
+    // An entry naming no inode: preen refuses (4, writes nothing), -y repairs (1).
+    damage(&pool, |v| {
+        let root = v.cell(pfnfs_fs::inode::ROOT_INO).unwrap();
+        let mut inode = root.inode.write();
+        inode.dir_mut().unwrap().insert(pfnfs_fs::inode::DirEntry {
+            name: b"ghost".to_vec(),
+            ino: 777,
+            kind: pfnfs_fs::inode::Kind::File,
+        });
+    });
+    let (code, stdout, _) = fsck_cmd(&["-p"], &pool);
+    assert_eq!(code, 4, "{stdout}");
+    assert!(stdout.contains("UNEXPECTED INCONSISTENCY"), "{stdout}");
+    let (code, stdout, _) = fsck_cmd(&["-y"], &pool);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("PROBLEM [dangling-entry]"), "{stdout}");
+    assert_eq!(fsck_cmd(&["-y"], &pool).0, 0);
+
+    // Operational errors: 8.
+    let (code, _, stderr) = fsck_cmd(&["-n"], &dir.path().join("missing.pool"));
+    assert_eq!(code, 8, "{stderr}");
+    let junk = dir.path().join("junk");
+    fs::write(&junk, vec![0u8; 1 << 20]).unwrap();
+    assert_eq!(fsck_cmd(&["-n"], &junk).0, 8);
+}
+
+#[test]
+fn fsck_command_refuses_to_repair_a_mounted_pool() {
+    if skip_without_fuse() {
+        return;
+    }
+    let mut guard = MountGuard::new(Mode::Direct);
+    fs::write(guard.join("f"), b"data").unwrap();
+    for flag in ["-y", "-p"] {
+        let (code, stdout, stderr) = fsck_cmd(&[flag], guard.pool());
+        assert_eq!(code, 8, "fsck {flag} of a mounted pool: {stdout}{stderr}");
+        assert!(stderr.contains("mounted on"), "{stderr}");
+    }
+    let (code, stdout, stderr) = fsck_cmd(&["-n"], guard.pool());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stderr.contains("warning"), "{stderr}");
+    guard.unmount().unwrap();
+    assert_eq!(fsck_cmd(&["-y"], guard.pool()).0, 0);
 }
