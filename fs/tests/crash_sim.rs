@@ -278,11 +278,12 @@ fn child(dir: &str, name: &str) -> String {
     }
 }
 
-/// A seeded random mix of `n` operations on the standard tree, every one valid in the state
-/// the previous ones leave (generated against the model).
-fn random_mix(seed: u64, n: usize) -> Vec<Step> {
+/// A seeded random mix of `n` operations from `prelude`, every one valid in the state the
+/// previous ones leave (generated against the model). Writes and truncations come from root
+/// or from uid 1000 (which clears setuid bits).
+fn random_mix(prelude: Prelude, seed: u64, n: usize) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut m = template(Prelude::Standard).model.clone();
+    let mut m = template(prelude).model.clone();
     let mut fake_ino = 1_000_000u64;
     let mut steps = Vec::new();
     let mut next_fd = 1u32;
@@ -378,13 +379,15 @@ fn random_mix(seed: u64, n: usize) -> Vec<Step> {
                 let size = m.inodes[&resolve_ref(&m, &f)].content.len() as u64;
                 let offset = rng.random_range(0..=size + 8192).min(200_000);
                 let len = rng.random_range(1..=16_384);
-                write(f, offset, len, rng.random())
+                let uid = if rng.random_bool(0.2) { 1000 } else { 0 };
+                write_as(f, offset, len, rng.random(), uid)
             }
             13 => {
                 let Some(f) = pick_file(&mut rng, &m) else {
                     continue;
                 };
-                truncate(f, rng.random_range(0..=120_000))
+                let uid = if rng.random_bool(0.2) { 1000 } else { 0 };
+                truncate_as(f, rng.random_range(0..=120_000), uid)
             }
             14 | 15 => {
                 let Some(f) = pick_file(&mut rng, &m) else {
@@ -504,10 +507,26 @@ fn scenario(name: &str, cfg: &Config) -> Option<Scenario> {
         "hard_links" => Scenario::new(name, std, hard_links()),
         "truncate_fallocate_fds" => Scenario::new(name, std, truncate_fallocate_fds()),
         "appends_fsync" => Scenario::new(name, std, appends_fsync()),
-        "checkpoints" => Scenario::new(name, std, checkpoints()),
-        "log_fill" => Scenario::new(name, std, log_fill()).sample_at_most(8),
+        "checkpoints" => Scenario::new(name, std, checkpoints()).keep_checkpoint_points(),
+        "log_fill" => Scenario::new(name, std, log_fill())
+            .keep_checkpoint_points()
+            .sample_at_most(8),
         "fresh" => Scenario::new(name, Prelude::Empty, fresh()),
-        "random_mix" => Scenario::new(name, std, random_mix(derive_seed(cfg.seed, "mix", 0), 80)),
+        "random_mix" => Scenario::new(
+            name,
+            std,
+            random_mix(std, derive_seed(cfg.seed, name, 0), 80),
+        ),
+        "random_mix_long" => Scenario::new(
+            name,
+            std,
+            random_mix(std, derive_seed(cfg.seed, name, 0), 300),
+        ),
+        "random_mix_fresh" => Scenario::new(
+            name,
+            Prelude::Empty,
+            random_mix(Prelude::Empty, derive_seed(cfg.seed, name, 0), 120),
+        ),
         _ => return None,
     })
 }
@@ -636,6 +655,8 @@ mod workload {
         appends_fsync,
         fresh,
         random_mix,
+        random_mix_long,
+        random_mix_fresh,
     );
 
     #[test]
