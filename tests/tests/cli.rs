@@ -9,10 +9,24 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use pfnfs_tests::sys::{self, expect_errno};
 use pfnfs_tests::{holders, is_mounted, mount_at, pfnfs_bin, skip_without_fuse};
+
+/// Mounting tests share the lock; the mount(8) test takes it alone. `unshare --mount` copies
+/// every mount, including the FUSE mounts of tests running beside it, into its namespace (as
+/// peers until it makes them private), which can make their unmounts fail with EBUSY.
+static MOUNT_NAMESPACE: RwLock<()> = RwLock::new(());
+
+fn shared_mounts() -> RwLockReadGuard<'static, ()> {
+    MOUNT_NAMESPACE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive_mounts() -> RwLockWriteGuard<'static, ()> {
+    MOUNT_NAMESPACE.write().unwrap_or_else(|e| e.into_inner())
+}
 
 fn pfnfs(args: &[&str]) -> Output {
     Command::new(pfnfs_bin())
@@ -214,6 +228,7 @@ fn daemon_mount_stat_umount() {
     if skip_without_fuse() {
         return;
     }
+    let _lock = shared_mounts();
     let c = Cleanup::new();
     let (pool, mnt) = (c.pool.clone(), c.mnt().to_path_buf());
     pfnfs_bin(); // may wait for `cargo build`; not part of the mount's time
@@ -293,6 +308,7 @@ fn mount_creates_a_pool_in_an_empty_file() {
     if skip_without_fuse() {
         return;
     }
+    let _lock = shared_mounts();
     let c = Cleanup::new();
     fs::write(&c.pool, b"").unwrap();
     ok(&["mount", s(&c.pool), s(c.mnt()), "-o", "size=32M"]);
@@ -309,6 +325,7 @@ fn helper_form_and_remount() {
     if skip_without_fuse() {
         return;
     }
+    let _lock = shared_mounts();
     let c = Cleanup::new();
     let (pool, mnt) = (c.pool.clone(), c.mnt().to_path_buf());
     ok(&["mkfs", s(&pool), "--size", "64M"]);
@@ -359,6 +376,7 @@ fn mount_reports_daemon_errors() {
     if skip_without_fuse() {
         return;
     }
+    let _lock = shared_mounts();
     let c = Cleanup::new();
     let mut f = fs::File::create(&c.pool).unwrap();
     f.write_all(&vec![0x5a; 1 << 20]).unwrap();
@@ -396,6 +414,7 @@ fn sigterm_unmounts_cleanly() {
     if skip_without_fuse() {
         return;
     }
+    let _lock = shared_mounts();
     let c = Cleanup::new();
     let (pool, mnt) = (c.pool.clone(), c.mnt().to_path_buf());
     ok(&["mount", s(&pool), s(&mnt), "--size", "64M"]);
@@ -425,6 +444,7 @@ fn two_pools_two_mounts() {
     if skip_without_fuse() {
         return;
     }
+    let _lock = shared_mounts();
     let mut c = Cleanup::new();
     let second = c.extra_mount_point("mnt2");
     let pool2 = c.dir.path().join("second.pool");
@@ -453,6 +473,7 @@ fn mount8_with_type_fuse_pfnfs_and_fstab() {
     if skip_without_fuse() {
         return;
     }
+    let _lock = exclusive_mounts();
     if Command::new("unshare").arg("--version").output().is_err()
         || !Path::new("/sbin/mount.fuse3").exists()
     {
@@ -520,6 +541,7 @@ fn read_only_mount_refuses_writes() {
     if skip_without_fuse() {
         return;
     }
+    let _lock = shared_mounts();
     let c = Cleanup::new();
     ok(&["mkfs", s(&c.pool), "--size", "64M"]);
     ok(&["mount", s(&c.pool), s(c.mnt())]);
@@ -559,17 +581,31 @@ fn mount_right_after_a_plain_umount() {
     if skip_without_fuse() {
         return;
     }
+    let _lock = shared_mounts();
     let c = Cleanup::new();
     let (pool, mnt) = (c.pool.clone(), c.mnt().to_path_buf());
     for round in 0..3u8 {
         ok(&["mount", s(&pool), s(&mnt), "--size", "64M"]);
         fs::write(mnt.join(format!("round{round}")), vec![round; 4 << 20]).unwrap();
-        let out = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&mnt)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "fusermount3 -u: {}", stderr(&out));
+        // The kernel's unmount, not `pfnfs umount`: it does not wait for the daemon. A file
+        // closed just now can keep the mount busy for a moment, so retry that.
+        let start = Instant::now();
+        loop {
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&mnt)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                stderr(&out).contains("busy") && start.elapsed() < Duration::from_secs(5),
+                "fusermount3 -u: {}",
+                stderr(&out)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     ok(&["mount", s(&pool), s(&mnt)]);
     for round in 0..3u8 {

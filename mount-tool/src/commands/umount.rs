@@ -104,6 +104,9 @@ fn find_target<'a>(entries: &'a [MountEntry], target: &Path) -> Result<&'a Mount
     )))
 }
 
+/// How long an unmount that fails with EBUSY is retried.
+const BUSY_RETRY: Duration = Duration::from_secs(5);
+
 fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), Failure> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -114,11 +117,20 @@ fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), Failure> {
             ))
         })?;
         let flags = if lazy { libc::MNT_DETACH } else { 0 };
-        // SAFETY: a valid C string.
-        if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
+        let start = Instant::now();
+        let err = loop {
+            // SAFETY: a valid C string.
+            if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
+                return Ok(());
+            }
+            let err = std::io::Error::last_os_error();
+            // A file closed just now can keep the mount busy for a moment (its release
+            // is still on the way to the daemon, or a forked child still holds it).
+            if err.raw_os_error() != Some(libc::EBUSY) || start.elapsed() > BUSY_RETRY {
+                break err;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let hint = match err.raw_os_error() {
             Some(libc::EBUSY) => {
                 " (a process has a file, directory or working directory there; close it, or use --lazy)"
@@ -130,14 +142,24 @@ fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), Failure> {
             mountpoint.display()
         )));
     }
-    let mut command = std::process::Command::new("fusermount3");
-    command.arg(if lazy { "-uz" } else { "-u" }).arg(mountpoint);
-    let output = command.output().map_err(|e| {
-        Failure::new(format!(
-            "{}: cannot run fusermount3: {e}",
-            mountpoint.display()
-        ))
-    })?;
+    let start = Instant::now();
+    let output = loop {
+        let output = std::process::Command::new("fusermount3")
+            .arg(if lazy { "-uz" } else { "-u" })
+            .arg(mountpoint)
+            .output()
+            .map_err(|e| {
+                Failure::new(format!(
+                    "{}: cannot run fusermount3: {e}",
+                    mountpoint.display()
+                ))
+            })?;
+        let busy = String::from_utf8_lossy(&output.stderr).contains("busy");
+        if output.status.success() || !busy || start.elapsed() > BUSY_RETRY {
+            break output;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(Failure::new(format!(
