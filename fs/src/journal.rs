@@ -102,7 +102,14 @@ pub enum Op {
         ctime: Time,
     },
     /// New size; frames past it are released, the tail of the last frame zeroed.
-    Truncate { ino: u64, size: u64, time: Time },
+    Truncate {
+        ino: u64,
+        size: u64,
+        time: Time,
+        /// The last frame, copied with its tail past `size` zeroed (copy-on-write, so the
+        /// op never rewrites a frame in place): replaces the mapping of that frame.
+        cow: Vec<Extent>,
+    },
     /// A data write that changed the mapping or the size (pure overwrites are not logged).
     Write {
         ino: u64,
@@ -125,6 +132,9 @@ pub enum Op {
         offset: u64,
         len: u64,
         times: DataTimes,
+        /// The partial frames at the edges, copied with the punched bytes zeroed: they
+        /// replace the mappings of those frames.
+        cow: Vec<Extent>,
     },
     /// An extended attribute set.
     SetXattr {

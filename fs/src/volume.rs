@@ -24,7 +24,7 @@ use dashmap::DashMap;
 use parking_lot::lock_api::ArcRwLockWriteGuard;
 use parking_lot::{Mutex, RawRwLock, RwLock};
 use pfnfs_alloc::{ExtentAllocator, FRAME_SIZE, Pfn, PfnRange, Pool};
-use pfnfs_extent::{ExtentMap, io as extent_io};
+use pfnfs_extent::{Extent, ExtentMap};
 
 use crate::error::*;
 use crate::inode::*;
@@ -533,10 +533,16 @@ impl Volume {
     /// The times a data operation leaves on a file with attributes `attr`.
     fn data_times(&self, attr: &Attr) -> DataTimes {
         if self.kernel_file_times.load(Ordering::Relaxed) {
-            DataTimes { mtime: attr.mtime, ctime: attr.ctime }
+            DataTimes {
+                mtime: attr.mtime,
+                ctime: attr.ctime,
+            }
         } else {
             let now = Time::now();
-            DataTimes { mtime: now, ctime: now }
+            DataTimes {
+                mtime: now,
+                ctime: now,
+            }
         }
     }
 
@@ -778,17 +784,18 @@ impl Volume {
                 i.attr.mtime = *mtime;
                 i.attr.ctime = *ctime;
             }
-            Op::Truncate { ino, size, time } => {
+            Op::Truncate {
+                ino,
+                size,
+                time,
+                cow,
+            } => {
                 let i = locked.get(*ino)?;
-                let old = i.attr.size;
                 if let Body::File(map) = &mut i.body {
-                    if *size < old && size % FRAME_SIZE != 0 {
-                        let frame_end = size.next_multiple_of(FRAME_SIZE);
-                        extent_io::zero_mapped(&self.pool, map, *size, frame_end - size)?;
-                    }
                     for r in map.truncate(size.div_ceil(FRAME_SIZE)) {
                         self.alloc.free(r)?;
                     }
+                    self.apply_cow(map, cow, replay)?;
                 }
                 i.attr.size = *size;
                 i.attr.mtime = *time;
@@ -845,22 +852,19 @@ impl Volume {
                 offset,
                 len,
                 times,
+                cow,
             } => {
                 let i = locked.get(*ino)?;
                 if let Body::File(map) = &mut i.body {
                     let end = offset.saturating_add(*len);
-                    let first_full = offset.next_multiple_of(FRAME_SIZE);
-                    let last_full = end / FRAME_SIZE * FRAME_SIZE;
-                    if first_full >= last_full {
-                        extent_io::zero_mapped(&self.pool, map, *offset, *len)?;
-                    } else {
-                        extent_io::zero_mapped(&self.pool, map, *offset, first_full - offset)?;
-                        extent_io::zero_mapped(&self.pool, map, last_full, end - last_full)?;
-                        let frames = (last_full - first_full) / FRAME_SIZE;
-                        for r in map.punch(first_full / FRAME_SIZE, frames) {
+                    let first_full = offset.saturating_add(FRAME_SIZE - 1) / FRAME_SIZE;
+                    let last_full = end / FRAME_SIZE;
+                    if first_full < last_full {
+                        for r in map.punch(first_full, last_full - first_full) {
                             self.alloc.free(r)?;
                         }
                     }
+                    self.apply_cow(map, cow, replay)?;
                 }
                 i.attr.mtime = times.mtime;
                 i.attr.ctime = times.ctime;
@@ -1002,6 +1006,68 @@ impl Volume {
         Ok(())
     }
 
+    /// Installs copy-on-write frames: each replaces the mapping of its logical frame (the
+    /// old frame is freed). At run time the new frames are already allocated; replay takes
+    /// them out of the free set.
+    fn apply_cow(&self, map: &mut ExtentMap, cow: &[Extent], replay: bool) -> FsResult<()> {
+        for e in cow {
+            for r in map.punch(e.file_frame, e.pfns.len) {
+                self.alloc.free(r)?;
+            }
+            if replay {
+                self.alloc.reserve(e.pfns)?;
+            }
+            map.insert(*e)?;
+        }
+        Ok(())
+    }
+
+    /// Copy-on-write of one logical frame whose bytes `[from, to)` (offsets within the
+    /// frame) must read as zeros: a new frame gets the old contents with that range zeroed
+    /// and is persisted. None if the frame is a hole or unwritten (it reads as zeros
+    /// already). The caller journals the returned extent; until then nothing references it.
+    pub(crate) fn cow_frame(
+        &self,
+        map: &ExtentMap,
+        file_frame: u64,
+        from: usize,
+        to: usize,
+    ) -> FsResult<Option<Extent>> {
+        let Some(old) = map.lookup(file_frame) else {
+            return Ok(None);
+        };
+        if old.unwritten {
+            return Ok(None);
+        }
+        let old_pfn = Pfn(old.pfns.start.0 + (file_frame - old.file_frame));
+        let new = self.alloc.allocate(1, old_pfn.checked_add(1))?;
+        let Some(range) = new.first().copied().filter(|_| new.len() == 1) else {
+            for r in new {
+                let _ = self.alloc.free(r);
+            }
+            return Err(eio("allocator returned a split single frame"));
+        };
+        let mut frame = [0u8; FRAME_SIZE as usize];
+        let src = self.pool.frames(PfnRange {
+            start: old_pfn,
+            len: 1,
+        })?;
+        frame.copy_from_slice(src);
+        let n = frame.len();
+        frame[from.min(n)..to.min(n).max(from.min(n))].fill(0);
+        let at = range.start.byte_offset();
+        if let Err(e) = self.pool.write_flushed(at, &frame) {
+            let _ = self.alloc.free(range);
+            return Err(e.into());
+        }
+        self.pool.fence();
+        Ok(Some(Extent {
+            file_frame,
+            pfns: range,
+            unwritten: false,
+        }))
+    }
+
     /// Releases an inode without names: frees its frames and drops it from the table.
     fn reclaim_locked(&self, inode: &mut Inode) -> FsResult<()> {
         if let Body::File(map) = &mut inode.body {
@@ -1061,9 +1127,7 @@ impl Volume {
 
     /// Replays one log record as `load` does. If that fails, the inodes the record touches
     /// are put back as they were (the allocator may keep a partial change; fsck compares it
-    /// with the references and rebuilds it on repair). On a read-only pool, Truncate and
-    /// Punch change the mapping without the in-place zeroing `apply` stores (a check looks at
-    /// metadata, not data, and must not write).
+    /// with the references and rebuilds it on repair).
     pub(crate) fn fsck_replay(&self, op: &Op) -> FsResult<()> {
         let saved: Vec<Inode> = self
             .touched(op)
@@ -1072,12 +1136,9 @@ impl Volume {
             .filter_map(|ino| self.cell(*ino).ok())
             .map(|cell| cell.inode.read().clone())
             .collect();
-        let result = match op {
-            Op::Truncate { .. } | Op::Punch { .. } if self.read_only => {
-                self.fsck_apply_unzeroed(op)
-            }
-            _ => self.replay(op),
-        };
+        // Replay never stores to the pool (partial frames are copied on write at run time),
+        // so it runs the same on a read-only pool.
+        let result = self.replay(op);
         if result.is_err() {
             for inode in saved {
                 match self.cell(inode.ino) {
@@ -1089,49 +1150,6 @@ impl Volume {
             }
         }
         result
-    }
-
-    /// The mapping part of Truncate and Punch (what `apply` does besides zeroing).
-    fn fsck_apply_unzeroed(&self, op: &Op) -> FsResult<()> {
-        let (ino, mtime, ctime) = match op {
-            Op::Truncate { ino, time, .. } => (*ino, *time, *time),
-            Op::Punch { ino, times, .. } => (*ino, times.mtime, times.ctime),
-            _ => return Err(eio("not a truncate or punch")),
-        };
-        // Like `replay`: an op on an inode reclaimed earlier in the log is skipped.
-        let Ok(cell) = self.cell(ino) else {
-            return Ok(());
-        };
-        let mut inode = cell.inode.write();
-        let mut freed = Vec::new();
-        if let Body::File(map) = &mut inode.body {
-            match op {
-                Op::Truncate { size, .. } => freed = map.truncate(size.div_ceil(FRAME_SIZE)),
-                Op::Punch { offset, len, .. } => {
-                    let end = offset.saturating_add(*len);
-                    let first_full = offset
-                        .checked_next_multiple_of(FRAME_SIZE)
-                        .ok_or_else(|| einval("punch offset overflows"))?;
-                    let last_full = end / FRAME_SIZE * FRAME_SIZE;
-                    if first_full < last_full {
-                        freed = map.punch(
-                            first_full / FRAME_SIZE,
-                            (last_full - first_full) / FRAME_SIZE,
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-        if let Op::Truncate { size, .. } = op {
-            inode.attr.size = *size;
-        }
-        inode.attr.mtime = mtime;
-        inode.attr.ctime = ctime;
-        for r in freed {
-            self.alloc.free(r)?;
-        }
-        Ok(())
     }
 
     /// The next inode number `create` would hand out.

@@ -938,6 +938,7 @@ fn random_log_records_are_replayed_or_skipped() {
                         ino,
                         size: [0, 5000, 1 << 40, u64::MAX][rng.random_range(0..4)],
                         time,
+                        cow: vec![rand_extent(&mut rng, &used, data)],
                     },
                     6 => Op::Write {
                         ino,
@@ -958,6 +959,7 @@ fn random_log_records_are_replayed_or_skipped() {
                         offset: [0, 100, u64::MAX - 10][rng.random_range(0..3)],
                         len: [1, 10_000, u64::MAX][rng.random_range(0..3)],
                         times,
+                        cow: vec![rand_extent(&mut rng, &used, data)],
                     },
                     9 => Op::SetXattr {
                         ino,

@@ -55,17 +55,12 @@ fn kill9_buffered() {
 
 /// The same with shrinking truncates in the workload.
 #[test]
-#[ignore = "bug: log replay redoes a Truncate's (and Punch's) in-place zeroing over data \
-            written into the same frame after it, so fsync'd bytes read as zeros after a crash \
-            (fs/src/volume.rs apply, Op::Truncate / Op::Punch with replay == true)"]
 fn kill9_truncate_direct() {
     kill9_rounds(Mode::Direct, 0x6b69_6c6c_0003, true);
 }
 
 /// See [`kill9_truncate_direct`].
 #[test]
-#[ignore = "bug: log replay redoes a Truncate's in-place zeroing over later data (see \
-            kill9_truncate_direct)"]
 fn kill9_truncate_buffered() {
     kill9_rounds(Mode::Buffered, 0x6b69_6c6c_0004, true);
 }

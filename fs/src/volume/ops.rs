@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use pfnfs_alloc::FRAME_SIZE;
-use pfnfs_extent::{ReadSegment, io as extent_io};
+use pfnfs_extent::{Extent, ExtentMap, ReadSegment, io as extent_io};
 
 use super::*;
 
@@ -128,14 +128,26 @@ impl Volume {
                 return Err(efbig(format!("size {size} exceeds the largest file size")));
             }
             if size != inode.attr.size || req.mtime.is_none() {
-                self.commit(
-                    Op::Truncate {
-                        ino,
-                        size,
-                        time: now,
-                    },
-                    &mut locked,
-                )?;
+                let mut cow = Vec::new();
+                if size < inode.attr.size
+                    && size % FRAME_SIZE != 0
+                    && let Body::File(map) = &inode.body
+                {
+                    let tail = (size % FRAME_SIZE) as usize;
+                    cow.extend(self.cow_frame(
+                        map,
+                        size / FRAME_SIZE,
+                        tail,
+                        FRAME_SIZE as usize,
+                    )?);
+                }
+                let op = Op::Truncate {
+                    ino,
+                    size,
+                    time: now,
+                    cow,
+                };
+                self.commit_cow(op, &mut locked)?;
             }
             // POSIX: truncation by a non-owner clears setuid/setgid like a write does.
             let inode = locked.get(ino)?;
@@ -776,15 +788,18 @@ impl Volume {
         if punch || zero {
             let punch_end = if punch { end.min(size) } else { end };
             if punch_end > offset {
-                self.commit(
-                    Op::Punch {
-                        ino,
-                        offset,
-                        len: punch_end - offset,
-                        times,
-                    },
-                    &mut locked,
-                )?;
+                let cow = match &locked.get(ino)?.body {
+                    Body::File(map) => self.punch_edges_cow(map, offset, punch_end)?,
+                    _ => Vec::new(),
+                };
+                let op = Op::Punch {
+                    ino,
+                    offset,
+                    len: punch_end - offset,
+                    times,
+                    cow,
+                };
+                self.commit_cow(op, &mut locked)?;
             }
             if punch {
                 return Ok(());
@@ -818,6 +833,50 @@ impl Volume {
             return Err(e);
         }
         self.apply(&op, &mut locked, false)
+    }
+
+    /// Copy-on-write frames for the partial frames at the edges of `[offset, end)`.
+    fn punch_edges_cow(&self, map: &ExtentMap, offset: u64, end: u64) -> FsResult<Vec<Extent>> {
+        let frame = FRAME_SIZE;
+        let (first, first_off) = (offset / frame, (offset % frame) as usize);
+        let (last, last_off) = (end / frame, (end % frame) as usize);
+        let mut cow = Vec::new();
+        if first == last {
+            // Inside one frame.
+            cow.extend(self.cow_frame(map, first, first_off, last_off)?);
+            return Ok(cow);
+        }
+        if first_off != 0 {
+            cow.extend(self.cow_frame(map, first, first_off, frame as usize)?);
+        }
+        if last_off != 0 {
+            match self.cow_frame(map, last, 0, last_off) {
+                Ok(e) => cow.extend(e),
+                Err(err) => {
+                    for e in cow {
+                        let _ = self.alloc.free(e.pfns);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(cow)
+    }
+
+    /// Journals and applies a Truncate or Punch; if the record does not land, the frames
+    /// copied for it go back to the allocator.
+    fn commit_cow(&self, op: Op, locked: &mut Locked) -> FsResult<()> {
+        let cow = match &op {
+            Op::Truncate { cow, .. } | Op::Punch { cow, .. } => cow.clone(),
+            _ => Vec::new(),
+        };
+        if let Err(e) = self.journal.append(&self.pool, &op) {
+            for x in cow {
+                let _ = self.alloc.free(x.pfns);
+            }
+            return Err(e);
+        }
+        self.apply(&op, locked, false)
     }
 
     /// SEEK_DATA / SEEK_HOLE.
