@@ -696,7 +696,7 @@ impl Volume {
                 p.attr.mtime = attr.ctime;
                 p.attr.ctime = attr.ctime;
                 if kind == Kind::Dir {
-                    p.attr.nlink += 1;
+                    p.attr.nlink = p.attr.nlink.saturating_add(1);
                 }
                 self.inodes.insert(*ino, new_cell(inode));
                 self.next_ino.fetch_max(ino + 1, Ordering::AcqRel);
@@ -708,7 +708,7 @@ impl Volume {
                 time,
             } => {
                 let child = locked.get(*ino)?;
-                child.attr.nlink += 1;
+                child.attr.nlink = child.attr.nlink.saturating_add(1);
                 child.attr.ctime = *time;
                 let kind = child.attr.kind();
                 let p = locked.get(*parent)?;
@@ -929,7 +929,11 @@ impl Volume {
                 p.attr.mtime = time;
                 p.attr.ctime = time;
                 if parent != new_parent {
-                    p.attr.nlink = (p.attr.nlink + dst_dir as u32).saturating_sub(src_dir as u32);
+                    p.attr.nlink = p
+                        .attr
+                        .nlink
+                        .saturating_add(dst_dir as u32)
+                        .saturating_sub(src_dir as u32);
                 }
             }
             {
@@ -940,7 +944,11 @@ impl Volume {
                 np.attr.mtime = time;
                 np.attr.ctime = time;
                 if parent != new_parent {
-                    np.attr.nlink = (np.attr.nlink + src_dir as u32).saturating_sub(dst_dir as u32);
+                    np.attr.nlink = np
+                        .attr
+                        .nlink
+                        .saturating_add(src_dir as u32)
+                        .saturating_sub(dst_dir as u32);
                 }
             }
             let s = locked.get(src.ino)?;
@@ -995,7 +1003,7 @@ impl Volume {
             np.attr.mtime = time;
             np.attr.ctime = time;
             if src_dir {
-                np.attr.nlink += 1;
+                np.attr.nlink = np.attr.nlink.saturating_add(1);
             }
         }
         let s = locked.get(src.ino)?;
