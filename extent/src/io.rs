@@ -226,6 +226,18 @@ pub fn read_segments<'a>(
     result
 }
 
+/// Calls `f` with each segment of `[offset, offset + len)` in order, without allocating:
+/// the read path's way to see whether a range is one pool slice before gathering it.
+pub fn for_each_segment<'a>(
+    pool: &'a Pool,
+    map: &ExtentMap,
+    offset: u64,
+    len: u64,
+    f: impl FnMut(ReadSegment<'a>) -> Result<(), ExtentIoError>,
+) -> Result<(), ExtentIoError> {
+    walk_segments(pool, map, offset, len, f)
+}
+
 /// Copies `[offset, offset + buf.len())` of a file into `buf` (holes as zeros).
 pub fn read_into(
     pool: &Pool,

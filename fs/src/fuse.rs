@@ -23,6 +23,9 @@ use crate::volume::{Caller, Entry, SeekWhence, SetAttr, Volume};
 /// daemon, which answers each one with fresh attributes, so caching is safe.
 const TTL: Duration = Duration::from_secs(1);
 
+/// Virtual, read-only xattr of the root directory holding the data-path counters as JSON.
+pub const IO_STATS_XATTR: &[u8] = b"trusted.pfnfs.io_stats";
+
 /// The fuser filesystem over a [`Volume`].
 #[derive(Debug)]
 pub struct PfnFuse {
@@ -527,6 +530,9 @@ impl Filesystem for PfnFuse {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if ino.0 == crate::inode::ROOT_INO && name.as_bytes() == IO_STATS_XATTR {
+            return reply_xattr(reply, Ok(self.vol.stats.to_json().into_bytes()), size);
+        }
         reply_xattr(reply, self.vol.getxattr(ino.0, name.as_bytes()), size);
     }
 

@@ -118,9 +118,38 @@ pub struct FsStat {
     pub free_inodes: u64,
 }
 
+/// Counters of the data path (RAM only; read through the root's virtual xattr
+/// `trusted.pfnfs.io_stats` by `pfnfs stat MOUNTPOINT`).
+#[derive(Debug, Default)]
+pub struct IoStats {
+    /// Reads answered with one slice of pool memory (no copy in the daemon).
+    pub single_extent_reads: AtomicU64,
+    /// Reads gathered from several extents or holes into a buffer.
+    pub gathered_reads: AtomicU64,
+    /// Writes that changed no mapping or size (nothing journaled).
+    pub overwrites: AtomicU64,
+    /// Writes that allocated, converted or extended (one log record each).
+    pub journaled_writes: AtomicU64,
+}
+
+impl IoStats {
+    /// The counters as JSON.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"single_extent_reads\":{},\"gathered_reads\":{},\"overwrites\":{},\"journaled_writes\":{}}}",
+            self.single_extent_reads.load(Ordering::Relaxed),
+            self.gathered_reads.load(Ordering::Relaxed),
+            self.overwrites.load(Ordering::Relaxed),
+            self.journaled_writes.load(Ordering::Relaxed)
+        )
+    }
+}
+
 /// The mounted filesystem.
 #[derive(Debug)]
 pub struct Volume {
+    /// Data-path counters.
+    pub stats: IoStats,
     pool: Arc<Pool>,
     alloc: ExtentAllocator,
     inodes: DashMap<u64, Arc<InodeCell>>,
@@ -213,6 +242,7 @@ impl Volume {
             ns: Mutex::new(()),
             reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
+            stats: IoStats::default(),
             checkpoint_ranges: Mutex::new(ranges),
             read_only,
         };
@@ -1130,6 +1160,7 @@ impl Volume {
             checkpoint_ranges: Mutex::new(checkpoint_ranges),
             reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
+            stats: IoStats::default(),
         }
     }
 

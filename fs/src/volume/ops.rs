@@ -661,15 +661,30 @@ impl Volume {
             return Ok(reply(&[]));
         }
         let len = (size as u64).min(file_size - offset);
-        let mut segments: smallvec_segments::Segments<'_> = Default::default();
-        extent_io::read_segments(&self.pool, map, offset, len, &mut segments.0)?;
-        if let [ReadSegment::Pool(bytes)] = segments.0.as_slice() {
+        // One walk to see whether the range is a single pool slice (the common case for
+        // files kept contiguous): then the reply is written straight from pool memory.
+        let mut first: Option<&[u8]> = None;
+        let mut pieces = 0usize;
+        extent_io::for_each_segment(&self.pool, map, offset, len, |s| {
+            pieces += 1;
+            if let ReadSegment::Pool(b) = s {
+                first.get_or_insert(b);
+            }
+            Ok(())
+        })?;
+        if pieces == 1
+            && let Some(bytes) = first
+        {
+            self.stats
+                .single_extent_reads
+                .fetch_add(1, Ordering::Relaxed);
             return Ok(reply(bytes));
         }
+        self.stats.gathered_reads.fetch_add(1, Ordering::Relaxed);
         GATHER.with(|g| {
             let mut buf = g.borrow_mut();
             buf.clear();
-            for s in &segments.0 {
+            extent_io::for_each_segment(&self.pool, map, offset, len, |s| {
                 match s {
                     ReadSegment::Pool(b) => buf.extend_from_slice(b),
                     ReadSegment::Zeros(n) => {
@@ -677,7 +692,8 @@ impl Volume {
                         buf.resize(at + n, 0)
                     }
                 }
-            }
+                Ok(())
+            })?;
             Ok(reply(&buf))
         })
     }
@@ -710,6 +726,7 @@ impl Volume {
             // record or checkpoint of this inode.
             inode.attr.mtime = times.mtime;
             inode.attr.ctime = times.ctime;
+            self.stats.overwrites.fetch_add(1, Ordering::Relaxed);
             return Ok(data.len() as u32);
         }
         let op = Op::Write {
@@ -746,6 +763,7 @@ impl Volume {
         inode.attr.mtime = times.mtime;
         inode.attr.ctime = times.ctime;
         inode.attr.mode = mode;
+        self.stats.journaled_writes.fetch_add(1, Ordering::Relaxed);
         Ok(data.len() as u32)
     }
 
@@ -1091,12 +1109,4 @@ fn clear_suid_sgid(mode: u32) -> u32 {
         m &= !libc::S_ISGID;
     }
     m
-}
-
-mod smallvec_segments {
-    use pfnfs_extent::ReadSegment;
-
-    /// The segments of one read (reuses no buffer yet; a read within one extent has one).
-    #[derive(Default)]
-    pub struct Segments<'a>(pub Vec<ReadSegment<'a>>);
 }
