@@ -291,8 +291,17 @@ fn draw_panel(
 
 /// Draws the chart into `path`. Ok(Some(warning)) if it had to be drawn without text.
 pub fn draw(report: &Report, path: &Path) -> Result<Option<String>, String> {
-    let font = load_font();
-    let fonts = font.is_some();
+    let fonts = load_font().is_some();
+    draw_with(report, path, fonts)?;
+    Ok((!fonts).then(|| {
+        "no TrueType font found, so the chart has no text; install one \
+         (apt-get install fonts-dejavu-core) or set PFNFS_BENCH_FONT=/path/to/font.ttf"
+            .to_string()
+    }))
+}
+
+/// Draws the chart, with text only if `fonts` (a font is registered).
+fn draw_with(report: &Report, path: &Path, fonts: bool) -> Result<(), String> {
     let panels = panels(report);
     let rows = (panels.len() as u32).div_ceil(COLUMNS).max(1);
     let width = PANEL_W * COLUMNS;
@@ -354,17 +363,98 @@ pub fn draw(report: &Report, path: &Path) -> Result<Option<String>, String> {
     for (area, panel) in areas.iter().zip(&panels) {
         draw_panel(area, panel, fonts, &s.targets)?;
     }
-    root.present().map_err(err)?;
-    Ok((!fonts).then(|| {
-        "no TrueType font found, so the chart has no text; install one \
-         (apt-get install fonts-dejavu-core) or set PFNFS_BENCH_FONT=/path/to/font.ttf"
-            .to_string()
-    }))
+    root.present().map_err(err)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample_report() -> Report {
+        use super::super::jobs::{Case, JobId};
+        use super::super::report::{RunRecord, Settings, summarize};
+        use super::super::system::{Machine, Tools};
+        let jobs = [JobId::Randread4k, JobId::Seqwrite1m, JobId::Randrw4kMmapbuf];
+        let mut runs = Vec::new();
+        for (i, &target) in super::super::targets::ALL_TARGETS.iter().enumerate() {
+            for &job in &jobs {
+                for numjobs in [1, 2] {
+                    for direct in [true, false] {
+                        let case = Case {
+                            job,
+                            numjobs,
+                            direct,
+                        };
+                        if !job.runs_on(target) || (!direct && !target.has_page_cache()) {
+                            continue;
+                        }
+                        for round in 1..=3 {
+                            let value = (1e5 + 3e4 * i as f64) * f64::from(round + numjobs);
+                            runs.push(RunRecord {
+                                round,
+                                target,
+                                case,
+                                metric: job.metric(),
+                                // A failed run leaves a NaN median in one cell.
+                                value: (target != TargetKind::Bindfs || job != JobId::Seqwrite1m)
+                                    .then_some(value),
+                                result: None,
+                                error: None,
+                                daemon_mem_after: None,
+                                raw_output: String::new(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let summary = summarize(&runs, &jobs, &[1, 2]);
+        Report {
+            tool: "pfnfs bench".into(),
+            pfnfs_version: "0".into(),
+            started: "start".into(),
+            finished: "end".into(),
+            interrupted: false,
+            load_avg_end: None,
+            machine: Machine::describe(),
+            tools: Tools::default(),
+            settings: Settings {
+                quick: false,
+                rounds: 3,
+                runtime_s: 5.0,
+                size_bytes: 1 << 30,
+                store_bytes: 2 << 30,
+                numjobs: vec![1, 2],
+                targets: super::super::targets::ALL_TARGETS.to_vec(),
+                jobs: jobs.to_vec(),
+                buffered_reference: true,
+                pfnfs_threads: None,
+                bindfs_command: String::new(),
+            },
+            summary,
+            runs,
+            mounts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn draws_with_and_without_text() {
+        let report = sample_report();
+        let dir = std::env::temp_dir().join(format!("pfnfs-chart-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sizes = Vec::new();
+        for fonts in [false, load_font().is_some()] {
+            let path = dir.join(format!("chart-{fonts}.png"));
+            draw_with(&report, &path, fonts).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+            sizes.push(bytes.len());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        if load_font().is_some() {
+            assert!(sizes[1] > sizes[0], "text adds pixels: {sizes:?}");
+        }
+    }
 
     #[test]
     fn round_axes() {

@@ -408,32 +408,80 @@ impl Mount {
         }
     }
 
+    /// This binary's `umount` (which waits for the daemon to finish), retried for 10 s while
+    /// the mount is busy; the error names the processes that use the mount.
     fn unmount_pfnfs(&mut self) -> Result<(), String> {
         let exe = self
             .pfnfs
             .clone()
             .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
-        let mut child = Command::new(exe)
-            .arg("umount")
-            .arg(&self.dir)
-            .args(["--timeout", "60"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot run pfnfs umount: {e}"))?;
-        let status = reap(&mut child, Duration::from_secs(90))?;
-        if status.success() {
-            return Ok(());
+        let start = Instant::now();
+        loop {
+            let mut child = Command::new(&exe)
+                .arg("umount")
+                .arg(&self.dir)
+                .args(["--timeout", "60"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .map_err(|e| format!("cannot run pfnfs umount: {e}"))?;
+            let status = reap(&mut child, Duration::from_secs(90))?;
+            if status.success() {
+                return Ok(());
+            }
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                use std::io::Read;
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            let busy = stderr.contains("busy") && is_mounted(&self.dir);
+            if !busy || start.elapsed() > Duration::from_secs(10) {
+                let users = users_of(&self.dir);
+                let users = if users.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (in use by {})", users.join(", "))
+                };
+                return Err(format!("pfnfs umount: {}{users}", stderr.trim()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            use std::io::Read;
-            let _ = pipe.read_to_string(&mut stderr);
-        }
-        Err(format!("pfnfs umount: {}", stderr.trim()))
     }
+}
+
+/// Processes whose working directory, root, open files or mappings are below `dir`, as
+/// `PID (comm)`. Reads only /proc links and maps, never the mount.
+fn users_of(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let proc_dir = entry.path();
+        let link_below = |p: PathBuf| std::fs::read_link(p).is_ok_and(|t| t.starts_with(dir));
+        let uses = link_below(proc_dir.join("cwd"))
+            || link_below(proc_dir.join("root"))
+            || std::fs::read_dir(proc_dir.join("fd"))
+                .map(|fds| fds.flatten().any(|fd| link_below(fd.path())))
+                .unwrap_or(false)
+            || std::fs::read_to_string(proc_dir.join("maps"))
+                .map(|m| m.lines().any(|l| l.contains(&*dir.to_string_lossy())))
+                .unwrap_or(false);
+        if uses {
+            let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+            found.push(format!("{pid} ({})", comm.trim()));
+        }
+    }
+    found
 }
 
 impl Drop for Mount {
