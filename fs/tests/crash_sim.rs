@@ -105,6 +105,26 @@ fn single(name: &str) -> Option<Vec<Step>> {
         "write_overwrite_unaligned_small" => vec![write(p("/f3"), 4093, 7, 17)],
         "write_overwrite_and_extend" => vec![write(p("/f3"), 90_000, 30_000, 18)],
         "write_by_non_owner_clears_setuid" => vec![write_as(p("/suid"), 10, 100, 19, 1000)],
+        // In-place zeroing of truncate/punch must not be redone over data written after it.
+        "truncate_then_extending_write" => {
+            vec![
+                truncate(p("/f3"), 15_294),
+                write(p("/f3"), 14_445, 16_048, 21),
+            ]
+        }
+        "truncate_down_up_then_overwrite" => vec![
+            truncate(p("/f3"), 15_294),
+            truncate(p("/f3"), 20_000),
+            write(p("/f3"), 15_300, 100, 22),
+        ],
+        "punch_then_overwrite_edge" => vec![
+            fallocate(p("/f3"), 5000, 30_000, FALLOC_PUNCH_HOLE | FALLOC_KEEP_SIZE),
+            write(p("/f3"), 6000, 1000, 23),
+        ],
+        "zero_range_then_overwrite" => vec![
+            fallocate(p("/f3"), 1000, 10_000, FALLOC_ZERO_RANGE),
+            write(p("/f3"), 1500, 500, 24),
+        ],
         "unlink_open_file" => vec![
             open("/f3", 1),
             unlink("/f3"),
@@ -337,6 +357,9 @@ fn random_mix(prelude: Prelude, seed: u64, n: usize) -> Vec<Step> {
                 rmdir(&empty[rng.random_range(0..empty.len())].0)
             }
             8 | 9 => {
+                if non_root.is_empty() {
+                    continue;
+                }
                 let (src, s_ino, s_kind) = non_root[rng.random_range(0..non_root.len())].clone();
                 let exchange = rng.random_bool(0.2);
                 let replace = exchange || rng.random_bool(0.4);
@@ -564,6 +587,15 @@ pub fn replay(workload: &str, point: u64, mode: CrashMode) -> Result<Option<Know
 fn replay_from_env() {
     let spec = std::env::var("PFNFS_REPLAY").expect("PFNFS_REPLAY=workload:point:mode");
     let case = parse_case(&spec);
+    if std::env::var_os("PFNFS_REPLAY_STEPS").is_some() {
+        let cfg = Config::from_env();
+        let scn = scenario(&case.scenario, &cfg).expect("scenario");
+        let counted = run(&scn, None, false).expect("run");
+        for (i, step) in scn.steps.iter().enumerate() {
+            let (a, b) = counted.step_points[i];
+            eprintln!("step {i:3} persist points {:3}..={b:<3} {step:?}", a + 1);
+        }
+    }
     match replay(&case.scenario, case.point, case.mode) {
         Ok(None) => eprintln!("{case}: the recovered state is allowed"),
         Ok(Some(bug)) => eprintln!("{case}: tolerated as known bug {bug:?}"),
@@ -642,6 +674,10 @@ mod single_op {
         write_overwrite_unaligned_small,
         write_overwrite_and_extend,
         write_by_non_owner_clears_setuid,
+        truncate_then_extending_write,
+        truncate_down_up_then_overwrite,
+        punch_then_overwrite_edge,
+        zero_range_then_overwrite,
         unlink_open_file,
     );
 }
