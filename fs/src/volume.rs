@@ -184,6 +184,19 @@ fn check_name(name: &[u8]) -> FsResult<()> {
     Ok(())
 }
 
+/// Sorts ranges and merges touching ones (they must not overlap).
+fn coalesce(mut ranges: Vec<PfnRange>) -> Vec<PfnRange> {
+    ranges.sort_unstable_by_key(|r| r.start);
+    let mut out: Vec<PfnRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if last.end() == r.start => last.len += r.len,
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 fn new_cell(inode: Inode) -> Arc<InodeCell> {
     Arc::new(InodeCell {
         inode: Arc::new(RwLock::new(inode)),
@@ -419,8 +432,8 @@ impl Volume {
             }
             let mut free: Vec<PfnRange> = self.alloc.free_extents();
             free.extend(old.iter().copied());
-            let free_alloc = ExtentAllocator::from_free_extents(self.pool.data_region(), free)?;
-            image.free_set = free_alloc.encode_free_set();
+            image.free_set =
+                pfnfs_alloc::allocator::image::encode(self.pool.data_region(), &coalesce(free));
             let body =
                 postcard::to_stdvec(&image).map_err(|e| eio(format!("checkpoint encode: {e}")))?;
             let capacity = ranges.iter().map(|r| r.len_bytes()).sum::<u64>() - FRAME_SIZE;
