@@ -101,10 +101,90 @@ pub struct CrashReport {
     pub words_dropped: u64,
 }
 
+/// Bytes per page of the durable image's "may be non-zero" map.
+const PAGE_BYTES: u64 = 4096;
+
+/// Zeroed buffers of dropped durable images, reused by new ones: a crash suite creates
+/// thousands of pools, and fresh memory costs a page fault per page stored to.
+static SPARE_IMAGES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Spare buffers kept at most.
+const SPARE_IMAGES_MAX: usize = 8;
+
+/// The durable image, and which pages of it were ever stored to (so that copying or
+/// clearing it costs what it holds, not the pool size).
+struct Durable {
+    mem: Vec<u8>,
+    /// One bit per 4 KiB page: may hold a non-zero byte.
+    pages: Vec<u64>,
+}
+
+impl Durable {
+    fn new(len_bytes: u64) -> Durable {
+        let len = usize::try_from(len_bytes).expect("pool size fits in memory");
+        let mem = {
+            let mut spares = SPARE_IMAGES.lock();
+            match spares.iter().position(|v| v.len() == len) {
+                Some(i) => spares.swap_remove(i),
+                None => vec![0; len],
+            }
+        };
+        Durable {
+            mem,
+            pages: vec![0; len_bytes.div_ceil(PAGE_BYTES).div_ceil(64) as usize],
+        }
+    }
+
+    fn len_bytes(&self) -> u64 {
+        self.mem.len() as u64
+    }
+
+    fn read(&self, offset: u64, len: usize) -> &[u8] {
+        &self.mem[offset as usize..offset as usize + len]
+    }
+
+    fn store(&mut self, offset: u64, data: &[u8]) {
+        self.mem[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        let end = offset + data.len() as u64;
+        for page in offset / PAGE_BYTES..end.div_ceil(PAGE_BYTES) {
+            self.pages[(page / 64) as usize] |= 1 << (page % 64);
+        }
+    }
+
+    /// Calls `f(offset, bytes)` for each run of pages that may be non-zero, in order.
+    fn for_each_page(&self, mut f: impl FnMut(u64, &[u8])) {
+        let len = self.len_bytes();
+        for (i, &bits) in self.pages.iter().enumerate() {
+            for_runs(i, bits, |first, n| {
+                let start = first * PAGE_BYTES;
+                let end = ((first + n) * PAGE_BYTES).min(len);
+                f(start, self.read(start, (end - start) as usize));
+            });
+        }
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        let mut mem = std::mem::take(&mut self.mem);
+        let len = mem.len() as u64;
+        for (i, &bits) in self.pages.iter().enumerate() {
+            for_runs(i, bits, |first, n| {
+                let start = first * PAGE_BYTES;
+                let end = ((first + n) * PAGE_BYTES).min(len);
+                mem[start as usize..end as usize].fill(0);
+            });
+        }
+        let mut spares = SPARE_IMAGES.lock();
+        if spares.len() < SPARE_IMAGES_MAX {
+            spares.push(mem);
+        }
+    }
+}
+
 /// Bookkeeping behind the mutex.
 struct SimState {
     /// The durable image (frozen once `crash` is set).
-    durable: Vec<u8>,
+    durable: Durable,
     /// One bit per word: stored since it was last made durable, not flushed since.
     dirty: Vec<u64>,
     /// One bit per word: flushed, waiting for the next fence.
@@ -198,7 +278,7 @@ fn for_runs(chunk: usize, mut bits: u64, mut f: impl FnMut(u64, u64)) {
 impl CrashSimBackend {
     /// A zero-filled pool of `len_bytes`; both images zero, nothing pending.
     pub fn new(len_bytes: u64) -> CrashSimBackend {
-        CrashSimBackend::with_images(MemBackend::new(len_bytes), vec![0u8; len_bytes as usize])
+        CrashSimBackend::with_images(MemBackend::new(len_bytes), Durable::new(len_bytes))
     }
 
     /// A pool whose live and durable images are both `image` (e.g. a formatted template, or
@@ -208,17 +288,30 @@ impl CrashSimBackend {
     /// zeroed memory), so a mostly empty test pool costs little to set up.
     pub fn from_image(image: &[u8]) -> CrashSimBackend {
         let live = MemBackend::new(image.len() as u64);
-        let mut durable = vec![0u8; image.len()];
+        let mut durable = Durable::new(image.len() as u64);
         for_nonzero_pages(image, |offset, page| {
             live.write(offset as u64, page);
-            durable[offset..offset + page.len()].copy_from_slice(page);
+            durable.store(offset as u64, page);
         });
         CrashSimBackend::with_images(live, durable)
     }
 
-    fn with_images(live: MemBackend, durable: Vec<u8>) -> CrashSimBackend {
+    /// A new pool whose live and durable images are both this one's durable image (as
+    /// [`crash_image`](Self::crash_image) describes it): the pool as found after the crash,
+    /// ready to run recovery under further crashes. Copies only the pages stored to.
+    pub fn fork(&self) -> CrashSimBackend {
+        let live = MemBackend::new(self.len_bytes);
+        let mut durable = Durable::new(self.len_bytes);
+        self.for_each_durable_page(|offset, page| {
+            live.write(offset, page);
+            durable.store(offset, page);
+        });
+        CrashSimBackend::with_images(live, durable)
+    }
+
+    fn with_images(live: MemBackend, durable: Durable) -> CrashSimBackend {
         let len_bytes = live.len_bytes();
-        assert_eq!(durable.len() as u64, len_bytes, "images of different sizes");
+        assert_eq!(durable.len_bytes(), len_bytes, "images of different sizes");
         let chunks = word_count(len_bytes).div_ceil(CHUNK_WORDS) as usize;
         CrashSimBackend {
             live,
@@ -279,13 +372,20 @@ impl CrashSimBackend {
     /// A copy of the durable image: as frozen by the crash, or as of now if there was none
     /// (then stores not yet fenced are simply absent, as in a clean crash now).
     pub fn crash_image(&self) -> Vec<u8> {
-        self.state.lock().durable.clone()
+        self.state.lock().durable.mem.clone()
     }
 
     /// Calls `f` with the durable image (as [`crash_image`](Self::crash_image) describes it)
     /// without copying it.
     pub fn with_crash_image<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
-        f(&self.state.lock().durable)
+        let s = self.state.lock();
+        f(&s.durable.mem)
+    }
+
+    /// Calls `f(offset, bytes)` for the pages of the durable image that may hold non-zero
+    /// bytes (every other byte is zero), in order: a cheap way to copy a crash image.
+    pub fn for_each_durable_page(&self, f: impl FnMut(u64, &[u8])) {
+        self.state.lock().durable.for_each_page(f)
     }
 
     /// A copy of the live image (what the running code sees).
@@ -300,11 +400,10 @@ impl CrashSimBackend {
     }
 
     /// Copies words `[w, w + n)` from the live image into `durable`.
-    fn copy_words(&self, durable: &mut [u8], w: u64, n: u64) {
+    fn copy_words(&self, durable: &mut Durable, w: u64, n: u64) {
         let start = w * WORD_BYTES;
         let end = ((w + n) * WORD_BYTES).min(self.len_bytes);
-        let (a, b) = (start as usize, end as usize);
-        durable[a..b].copy_from_slice(self.live.read(start, b - a));
+        durable.store(start, self.live.read(start, (end - start) as usize));
     }
 
     fn mark_dirty(&self, s: &mut SimState, offset: u64, len: u64) {
@@ -484,6 +583,24 @@ mod tests {
         let mut pages = Vec::new();
         for_nonzero_pages(&image, |offset, page| pages.push((offset, page.len())));
         assert_eq!(pages, [(4096, 4096), (LEN as usize, 100)]);
+    }
+
+    #[test]
+    fn fork_starts_from_the_crash_image() {
+        let b = CrashSimBackend::new(LEN);
+        b.write(5000, &[1u8; 8]);
+        b.persist(5000, 8);
+        b.write(9000, &[2u8; 8]);
+        b.crash_now(CrashMode::Clean);
+        let mut pages = Vec::new();
+        b.for_each_durable_page(|offset, page| pages.push((offset, page.len())));
+        assert_eq!(pages, [(4096, 4096)]);
+        let f = b.fork();
+        assert_eq!(f.crash_image(), b.crash_image());
+        assert_eq!(f.live_image(), b.crash_image());
+        assert_eq!(f.crashed(), None);
+        assert_eq!(f.persist_points(), 0);
+        assert_eq!(f.read(9000, 8), &[0u8; 8]);
     }
 
     #[test]

@@ -533,7 +533,7 @@ fn scenario(name: &str, cfg: &Config) -> Option<Scenario> {
         "checkpoints" => Scenario::new(name, std, checkpoints()).keep_checkpoint_points(),
         "log_fill" => Scenario::new(name, std, log_fill())
             .keep_checkpoint_points()
-            .sample_at_most(8),
+            .sample_at_most(6),
         "fresh" => Scenario::new(name, Prelude::Empty, fresh()),
         "random_mix" => Scenario::new(
             name,
