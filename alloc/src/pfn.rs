@@ -14,7 +14,9 @@ pub const FRAME_SHIFT: u32 = 12;
 pub const HUGE_FRAMES: u64 = 512;
 
 /// A page-frame number: the index of a 4 KiB frame within the pool.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Pfn(pub u64);
 
 impl Pfn {
@@ -66,7 +68,10 @@ impl PfnRange {
         if end.0 <= start.0 {
             return None;
         }
-        Some(PfnRange { start, len: end.0 - start.0 })
+        Some(PfnRange {
+            start,
+            len: end.0 - start.0,
+        })
     }
 
     /// One past the last frame.
@@ -134,7 +139,10 @@ mod tests {
         assert!(PfnRange::from_bounds(Pfn(5), Pfn(5)).is_none());
         let r = PfnRange::new(Pfn(10), 5).unwrap();
         assert_eq!(r.end(), Pfn(15));
-        assert_eq!(r.split_at(2), (PfnRange::new(Pfn(10), 2), PfnRange::new(Pfn(12), 3)));
+        assert_eq!(
+            r.split_at(2),
+            (PfnRange::new(Pfn(10), 2), PfnRange::new(Pfn(12), 3))
+        );
         assert_eq!(r.split_at(5).1, None);
         assert_eq!(r.sub(1, 4), PfnRange::new(Pfn(11), 4));
         assert_eq!(r.sub(2, 4), None);

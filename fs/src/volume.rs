@@ -11,7 +11,7 @@
 //! 4. The journal tail, then allocator groups (inside `Journal::append` / the allocator).
 //!
 //! # Durability rule
-//! Validate, append the [`Op`] (persisted), then apply it in RAM with [`Volume::apply`], the
+//! Validate, append the [`Op`] (persisted), then apply it in RAM with `Volume::apply`, the
 //! same function replay uses. Frames released by an op go back to the allocator only in
 //! `apply`, i.e. after the record that stops referencing them is durable. Data written into
 //! new frames is persisted before the record that maps them.
