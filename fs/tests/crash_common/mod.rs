@@ -1307,7 +1307,7 @@ pub struct Template {
 
 /// Bytes of the data region (from its start) filled with garbage in templates: where these
 /// small workloads allocate (best fit packs allocations at the start of the region).
-pub const GARBAGE_BYTES: u64 = 1 << 20;
+pub const GARBAGE_BYTES: u64 = 2 << 20;
 
 /// Recognisable garbage for never-used frames, so that a frame handed out without being
 /// zeroed shows.
