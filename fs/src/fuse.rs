@@ -151,7 +151,8 @@ impl Filesystem for PfnFuse {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_EXPORT_SUPPORT;
+            | InitFlags::FUSE_EXPORT_SUPPORT
+            | InitFlags::FUSE_ASYNC_DIO;
         if self.mode == Mode::Buffered {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
