@@ -125,6 +125,11 @@ fn single(name: &str) -> Option<Vec<Step>> {
             fallocate(p("/f3"), 1000, 10_000, FALLOC_ZERO_RANGE),
             write(p("/f3"), 1500, 500, 24),
         ],
+        "shutdown" => vec![
+            write(p("/f3"), 100, 5000, 25),
+            create("/d1/last", 0o600),
+            Step::Shutdown,
+        ],
         "unlink_open_file" => vec![
             open("/f3", 1),
             unlink("/f3"),
@@ -678,6 +683,7 @@ mod single_op {
         truncate_down_up_then_overwrite,
         punch_then_overwrite_edge,
         zero_range_then_overwrite,
+        shutdown,
         unlink_open_file,
     );
 }
@@ -850,5 +856,65 @@ mod harness {
         let err = check_case_with(&scn, &case, &cfg, Some(wrap)).unwrap_err();
         assert!(err.contains("neither allowed state"), "{err}");
         assert!(err.contains("/d1/f3: missing"), "{err}");
+    }
+}
+
+/// Crashes before a filesystem exists: during mkfs and during the first mount.
+mod lifecycle {
+    use std::sync::Arc;
+
+    use pfnfs_alloc::{CrashMode, CrashSimBackend, MemBackend, Pool, PoolBackend, PoolError};
+    use pfnfs_fs::inode::ROOT_INO;
+    use pfnfs_fs::volume::Volume;
+
+    use super::crash_common::{POOL_BYTES, check_ownership, view_of};
+
+    /// mkfs, then the first mount (which writes the first checkpoint), crashed at every
+    /// persist point of both in both modes: the pool is either not a pool yet (mkfs must be
+    /// rerun) or opens and mounts as an empty filesystem.
+    #[test]
+    fn mkfs_and_first_mount_survive_crashes() {
+        let count = {
+            let b = Arc::new(CrashSimBackend::new(POOL_BYTES));
+            let pool = Pool::format_backend("sim", Box::new(b.clone())).unwrap();
+            let mkfs = b.persist_points();
+            drop(Volume::load(Arc::new(pool)).unwrap());
+            (mkfs, b.persist_points())
+        };
+        let (mkfs_points, total) = count;
+        assert!(mkfs_points >= 2 && total > mkfs_points, "{count:?}");
+        let mut opened = 0;
+        for point in 1..=total + 1 {
+            for mode in [CrashMode::Clean, CrashMode::Torn { seed: point }] {
+                let b = Arc::new(CrashSimBackend::new(POOL_BYTES));
+                b.arm_crash(point, mode);
+                let pool = Pool::format_backend("sim", Box::new(b.clone())).unwrap();
+                drop(Volume::load(Arc::new(pool)).unwrap());
+                b.crash_now(mode);
+                let mem = MemBackend::new(POOL_BYTES);
+                b.for_each_durable_page(|offset, page| mem.write(offset, page));
+                let ctx = format!("point {point} of {total} (mkfs: 1..={mkfs_points}), {mode}");
+                let pool = match Pool::open_backend("crashed", Box::new(mem), false) {
+                    Ok(pool) => pool,
+                    Err(PoolError::NotAPool { .. } | PoolError::SuperblockDamaged { .. })
+                        if point <= mkfs_points =>
+                    {
+                        continue;
+                    }
+                    Err(e) => panic!("{ctx}: the pool does not open: {e}"),
+                };
+                opened += 1;
+                let vol = Volume::load(Arc::new(pool))
+                    .unwrap_or_else(|e| panic!("{ctx}: mount failed: {e:?}"));
+                let report = pfnfs_fs::fsck::check_volume(&vol);
+                assert!(report.problems.is_empty(), "{ctx}: {:?}", report.problems);
+                vol.allocator().check_consistency().unwrap();
+                check_ownership(&vol).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                let view = view_of(&vol).unwrap();
+                assert_eq!(view.inodes(), [ROOT_INO].into(), "{ctx}");
+                assert_eq!(view.entries[&b"/".to_vec()].nlink, 2, "{ctx}");
+            }
+        }
+        assert!(opened > 0);
     }
 }

@@ -183,6 +183,8 @@ pub enum Step {
         fd: u32,
     },
     Checkpoint,
+    /// Clean unmount (`Volume::shutdown`): only as the last step.
+    Shutdown,
 }
 
 // Constructors, to keep workload tables short.
@@ -749,7 +751,7 @@ impl Model {
                     self.drop_if_unreferenced(ino);
                 }
             }
-            Step::Checkpoint => {}
+            Step::Checkpoint | Step::Shutdown => {}
         }
     }
 
@@ -1210,6 +1212,10 @@ pub fn exec(vol: &Volume, model: &Model, step: &Step) -> Result<Option<u64>, FsE
         }
         Step::Checkpoint => {
             vol.checkpoint()?;
+            None
+        }
+        Step::Shutdown => {
+            vol.shutdown()?;
             None
         }
     };
