@@ -800,6 +800,13 @@ fn validate_op(vol: &Volume, op: &Op) -> Result<(), String> {
             size_ok("offset", *offset)?;
             size_ok("length", *len)
         }
+        Op::ZeroRange {
+            offset, len, size, ..
+        } => {
+            size_ok("offset", *offset)?;
+            size_ok("length", *len)?;
+            size_ok("size", *size)
+        }
         _ => Ok(()),
     }
 }
@@ -838,6 +845,7 @@ fn describe_op(op: &Op) -> String {
         }
         Op::Allocate { ino, .. } => format!("fallocate of inode {ino}"),
         Op::Punch { ino, .. } => format!("punch in inode {ino}"),
+        Op::ZeroRange { ino, .. } => format!("zero range in inode {ino}"),
         Op::SetXattr { ino, .. } => format!("setxattr on inode {ino}"),
         Op::RemoveXattr { ino, .. } => format!("removexattr on inode {ino}"),
         Op::Reclaim { ino } => format!("reclaim of inode {ino}"),

@@ -106,6 +106,9 @@ pub enum Op {
         ino: u64,
         size: u64,
         time: Time,
+        /// The mode after the truncate (setuid/setgid cleared for a non-root caller), so the
+        /// size change and the privilege drop are one atomic step.
+        mode: u32,
         /// The last frame, copied with its tail past `size` zeroed (copy-on-write, so the
         /// op never rewrites a frame in place): replaces the mapping of that frame.
         cow: Vec<Extent>,
@@ -135,6 +138,18 @@ pub enum Op {
         /// The partial frames at the edges, copied with the punched bytes zeroed: they
         /// replace the mappings of those frames.
         cow: Vec<Extent>,
+    },
+    /// FALLOC_FL_ZERO_RANGE as one step: partial edge frames copied with the range
+    /// zeroed (`cow`), whole frames in the range turned unwritten, holes in the range filled
+    /// with the new unwritten `extents`, and the size set.
+    ZeroRange {
+        ino: u64,
+        offset: u64,
+        len: u64,
+        size: u64,
+        times: DataTimes,
+        cow: Vec<Extent>,
+        extents: Vec<Extent>,
     },
     /// An extended attribute set.
     SetXattr {

@@ -273,6 +273,12 @@ impl Volume {
             tracing::info!(records = replayed, "replayed metadata log");
         }
         if !read_only {
+            if sb.mounted {
+                // Not cleanly unmounted: an extending write whose record was lost may have
+                // left bytes past EOF in a file's last frame. Zero them, so that a later
+                // extension reads zeros there (idempotent; nothing references those bytes).
+                vol.zero_tails_past_eof()?;
+            }
             let orphans: Vec<u64> = vol
                 .inodes
                 .iter()
@@ -674,6 +680,7 @@ impl Volume {
             | Op::Write { ino, .. }
             | Op::Allocate { ino, .. }
             | Op::Punch { ino, .. }
+            | Op::ZeroRange { ino, .. }
             | Op::SetXattr { ino, .. }
             | Op::RemoveXattr { ino, .. }
             | Op::Reclaim { ino } => {
@@ -831,6 +838,7 @@ impl Volume {
                 ino,
                 size,
                 time,
+                mode,
                 cow,
             } => {
                 let i = locked.get(*ino)?;
@@ -843,6 +851,7 @@ impl Volume {
                 i.attr.size = *size;
                 i.attr.mtime = *time;
                 i.attr.ctime = *time;
+                i.attr.mode = *mode;
             }
             Op::Write {
                 ino,
@@ -909,6 +918,35 @@ impl Volume {
                     }
                     self.apply_cow(map, cow, replay)?;
                 }
+                i.attr.mtime = times.mtime;
+                i.attr.ctime = times.ctime;
+            }
+            Op::ZeroRange {
+                ino,
+                offset,
+                len,
+                size,
+                times,
+                cow,
+                extents,
+            } => {
+                let i = locked.get(*ino)?;
+                if let Body::File(map) = &mut i.body {
+                    if replay {
+                        for e in extents {
+                            self.alloc.reserve(e.pfns)?;
+                            map.insert(*e)?;
+                        }
+                    }
+                    let end = offset.saturating_add(*len);
+                    let first_full = offset.saturating_add(FRAME_SIZE - 1) / FRAME_SIZE;
+                    let last_full = end / FRAME_SIZE;
+                    if first_full < last_full {
+                        map.mark_unwritten(first_full, last_full - first_full);
+                    }
+                    self.apply_cow(map, cow, replay)?;
+                }
+                i.attr.size = *size;
                 i.attr.mtime = times.mtime;
                 i.attr.ctime = times.ctime;
             }
@@ -1054,6 +1092,33 @@ impl Volume {
         if let Some(d) = s.dir_mut() {
             d.parent = new_parent;
         }
+        Ok(())
+    }
+
+    /// Zeroes, in every file's last frame, the bytes past the file's size (recovery).
+    fn zero_tails_past_eof(&self) -> FsResult<()> {
+        for cell in self.cells() {
+            let inode = cell.inode.read();
+            let Body::File(map) = &inode.body else {
+                continue;
+            };
+            let size = inode.attr.size;
+            let tail = size % FRAME_SIZE;
+            if tail == 0 {
+                continue;
+            }
+            let Some(e) = map.lookup(size / FRAME_SIZE) else {
+                continue;
+            };
+            if e.unwritten {
+                continue;
+            }
+            let pfn = e.pfns.start.0 + (size / FRAME_SIZE - e.file_frame);
+            let at = pfn * FRAME_SIZE + tail;
+            self.pool.zero(at, FRAME_SIZE - tail)?;
+            self.pool.flush(at, FRAME_SIZE - tail)?;
+        }
+        self.pool.fence();
         Ok(())
     }
 

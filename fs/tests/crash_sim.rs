@@ -716,29 +716,28 @@ mod workload {
     }
 }
 
-/// The bugs this suite found, each as the smallest workload that shows it, checked strictly.
-/// Ignored until fixed (the broad workloads tolerate exactly these states meanwhile; see
-/// `crash_common::KnownBug`). Run with `-- --ignored bugs::`.
+/// The bugs this suite found in fs/ (all fixed), each as the smallest workload that showed
+/// it, checked strictly: regression tests.
 mod bugs {
     use super::check_strict;
 
+    /// fallocate(ZERO_RANGE) past EOF once logged Punch and Allocate as two records; now one
+    /// ZeroRange record.
     #[test]
-    #[ignore = "bug: fallocate(ZERO_RANGE) past EOF logs Punch and Allocate as two records; a \
-                crash between them shows the range zeroed with the old size"]
     fn zero_range_extending_is_atomic() {
         check_strict("fallocate_zero_range_extending");
     }
 
+    /// setattr(size) by a non-root caller once logged Truncate and the setuid-clearing
+    /// SetAttr as two records; the Truncate record now carries the mode.
     #[test]
-    #[ignore = "bug: setattr(size) by a non-root caller logs Truncate and the setuid-clearing \
-                SetAttr as two records; a crash between them shows the new size with setuid"]
     fn truncate_clearing_setuid_is_atomic() {
         check_strict("truncate_by_non_owner_clears_setuid");
     }
 
+    /// An extending write whose record is lost left its bytes past EOF in the old last frame;
+    /// recovery of an uncleanly unmounted pool now zeroes every last frame past EOF.
     #[test]
-    #[ignore = "bug: an extending write whose record is lost leaves its bytes past EOF in the \
-                old last frame; extending the file later shows them instead of zeros"]
     fn no_data_past_eof_after_a_crash() {
         check_strict("write_extend_in_last_frame");
     }

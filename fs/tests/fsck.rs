@@ -938,6 +938,7 @@ fn random_log_records_are_replayed_or_skipped() {
                         ino,
                         size: [0, 5000, 1 << 40, u64::MAX][rng.random_range(0..4)],
                         time,
+                        mode: libc::S_IFREG | 0o644,
                         cow: vec![rand_extent(&mut rng, &used, data)],
                     },
                     6 => Op::Write {

@@ -127,6 +127,13 @@ impl Volume {
             if size > MAX_FILE_BYTES {
                 return Err(efbig(format!("size {size} exceeds the largest file size")));
             }
+            // POSIX: truncation by a non-owner clears setuid/setgid like a write does; the
+            // Truncate record carries the new mode so both happen atomically.
+            let cleared = if req.mode.is_none() {
+                kill_suid(inode.attr.mode, caller.uid)
+            } else {
+                inode.attr.mode
+            };
             if size != inode.attr.size || req.mtime.is_none() {
                 let mut cow = Vec::new();
                 if size < inode.attr.size
@@ -145,27 +152,22 @@ impl Volume {
                     ino,
                     size,
                     time: now,
+                    mode: cleared,
                     cow,
                 };
                 self.commit_cow(op, &mut locked)?;
-            }
-            // POSIX: truncation by a non-owner clears setuid/setgid like a write does.
-            let inode = locked.get(ino)?;
-            let cleared = kill_suid(inode.attr.mode, caller.uid);
-            if cleared != inode.attr.mode && req.mode.is_none() {
+            } else if cleared != inode.attr.mode {
                 let a = inode.attr.clone();
-                self.commit(
-                    Op::SetAttr {
-                        ino,
-                        mode: cleared,
-                        uid: a.uid,
-                        gid: a.gid,
-                        atime: a.atime,
-                        mtime: a.mtime,
-                        ctime: now,
-                    },
-                    &mut locked,
-                )?;
+                let op = Op::SetAttr {
+                    ino,
+                    mode: cleared,
+                    uid: a.uid,
+                    gid: a.gid,
+                    atime: a.atime,
+                    mtime: a.mtime,
+                    ctime: now,
+                };
+                self.commit(op, &mut locked)?;
             }
         }
         let inode = locked.get(ino)?;
@@ -803,8 +805,8 @@ impl Volume {
         }
         let times = self.data_times(&inode.attr);
         let size = inode.attr.size;
-        if punch || zero {
-            let punch_end = if punch { end.min(size) } else { end };
+        if punch {
+            let punch_end = end.min(size);
             if punch_end > offset {
                 let cow = match &locked.get(ino)?.body {
                     Body::File(map) => self.punch_edges_cow(map, offset, punch_end)?,
@@ -819,11 +821,11 @@ impl Volume {
                 };
                 self.commit_cow(op, &mut locked)?;
             }
-            if punch {
-                return Ok(());
-            }
+            return Ok(());
         }
-        // Mode 0 / KEEP_SIZE / ZERO_RANGE: make sure every frame of the range is mapped.
+        // Mode 0 / KEEP_SIZE / ZERO_RANGE: make sure every frame of the range is mapped;
+        // ZERO_RANGE also turns it unwritten (and copies partial edge frames), all in one
+        // record.
         let first = offset / FRAME_SIZE;
         let frames = end.div_ceil(FRAME_SIZE) - first;
         let inode = locked.get(ino)?;
@@ -831,21 +833,50 @@ impl Volume {
             return Err(eio("not a file"));
         };
         self.ensure_space(map, first, frames)?;
-        let extents = extent_io::allocate_unwritten(&self.alloc, map, first, frames)?;
+        let cow = if zero {
+            self.punch_edges_cow(map, offset, end)?
+        } else {
+            Vec::new()
+        };
+        let extents = match extent_io::allocate_unwritten(&self.alloc, map, first, frames) {
+            Ok(e) => e,
+            Err(e) => {
+                for x in cow {
+                    let _ = self.alloc.free(x.pfns);
+                }
+                return Err(e.into());
+            }
+        };
         let new_size = if keep { size } else { size.max(end) };
-        if extents.is_empty() && new_size == size && !zero {
+        let op = if zero {
+            Op::ZeroRange {
+                ino,
+                offset,
+                len,
+                size: new_size,
+                times,
+                cow,
+                extents: extents.clone(),
+            }
+        } else if extents.is_empty() && new_size == size {
             return Ok(());
-        }
-        let op = Op::Allocate {
-            ino,
-            extents: extents.clone(),
-            size: new_size,
-            times,
+        } else {
+            Op::Allocate {
+                ino,
+                extents: extents.clone(),
+                size: new_size,
+                times,
+            }
         };
         if let Err(e) = self.journal.append(&self.pool, &op) {
             for x in &extents {
                 for r in map.punch(x.file_frame, x.pfns.len) {
                     let _ = self.alloc.free(r);
+                }
+            }
+            if let Op::ZeroRange { cow, .. } = &op {
+                for x in cow {
+                    let _ = self.alloc.free(x.pfns);
                 }
             }
             return Err(e);

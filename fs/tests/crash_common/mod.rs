@@ -1424,8 +1424,9 @@ impl Config {
             Some(x) => panic!("PFNFS_CRASH_DATA={x}: expected return or contract"),
         };
         let tolerate_known_bugs = match std::env::var("PFNFS_CRASH_KNOWN_BUGS").ok().as_deref() {
-            None | Some("") | Some("tolerate") => true,
-            Some("fail") => false,
+            // The known bugs are fixed: fail on their states unless told to tolerate them.
+            Some("tolerate") => true,
+            None | Some("") | Some("fail") => false,
             Some(x) => panic!("PFNFS_CRASH_KNOWN_BUGS={x}: expected tolerate or fail"),
         };
         Config {
