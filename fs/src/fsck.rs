@@ -369,7 +369,7 @@ fn load_tolerant(pool: Arc<Pool>, progress: Progress<'_>) -> Result<Loaded, Load
     let generation = sb.checkpoint.log_generation;
     let (inodes, alloc, next_ino, ranges) = if sb.checkpoint.len_bytes == 0 {
         (
-            vec![new_root(Time::now())],
+            vec![Inode::new_root(Time::now())],
             ExtentAllocator::new_empty(data),
             ROOT_INO + 1,
             Vec::new(),
@@ -458,28 +458,6 @@ fn check_slots(pool: &Pool, current: &Superblock, notes: &mut Vec<String>) -> bo
             ));
             true
         }
-    }
-}
-
-/// A fresh root directory, as `Volume::load` makes for a new pool.
-fn new_root(now: Time) -> Inode {
-    Inode {
-        ino: ROOT_INO,
-        attr: Attr {
-            mode: libc::S_IFDIR | 0o755,
-            uid: 0,
-            gid: 0,
-            nlink: 2,
-            size: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            rdev: 0,
-            generation: 1,
-        },
-        xattrs: BTreeMap::new(),
-        body: Body::Dir(Directory::new(ROOT_INO)),
     }
 }
 
@@ -589,7 +567,7 @@ fn decode_checkpoint(
             "the checkpoint has no root directory".into(),
             "create an empty root (every other inode goes to /lost+found)",
         ));
-        slot.insert(new_root(Time::now()));
+        slot.insert(Inode::new_root(Time::now()));
     }
     let alloc = match ExtentAllocator::decode_free_set(data, &image.free_set) {
         Ok(a) => a,

@@ -275,6 +275,28 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// The root directory of a new filesystem: owned by root, mode 0755, its own parent.
+    pub fn new_root(now: Time) -> Inode {
+        Inode {
+            ino: ROOT_INO,
+            attr: Attr {
+                mode: libc::S_IFDIR | 0o755,
+                uid: 0,
+                gid: 0,
+                nlink: 2,
+                size: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                rdev: 0,
+                generation: 1,
+            },
+            xattrs: BTreeMap::new(),
+            body: Body::Dir(Directory::new(ROOT_INO)),
+        }
+    }
+
     /// The extent map of a regular file.
     pub fn file_map(&self) -> Option<&ExtentMap> {
         match &self.body {

@@ -218,25 +218,7 @@ impl Volume {
         let generation = sb.checkpoint.log_generation;
         let (alloc, inodes, next_ino, ranges, fresh) = if sb.checkpoint.len_bytes == 0 {
             let alloc = ExtentAllocator::new_empty(data);
-            let now = Time::now();
-            let root = Inode {
-                ino: ROOT_INO,
-                attr: Attr {
-                    mode: libc::S_IFDIR | 0o755,
-                    uid: 0,
-                    gid: 0,
-                    nlink: 2,
-                    size: 0,
-                    atime: now,
-                    mtime: now,
-                    ctime: now,
-                    crtime: now,
-                    rdev: 0,
-                    generation: 1,
-                },
-                xattrs: BTreeMap::new(),
-                body: Body::Dir(Directory::new(ROOT_INO)),
-            };
+            let root = Inode::new_root(Time::now());
             let inodes = DashMap::new();
             inodes.insert(ROOT_INO, new_cell(root));
             (alloc, inodes, ROOT_INO + 1, Vec::new(), true)
@@ -866,10 +848,7 @@ impl Volume {
                     let Body::File(map) = &mut i.body else {
                         return Err(eio("write to a non-file"));
                     };
-                    for e in allocated {
-                        self.alloc.reserve(e.pfns)?;
-                        map.insert(*e)?;
-                    }
+                    self.replay_insert(map, allocated)?;
                     for c in converted {
                         map.mark_written(c.file_frame, c.pfns.len);
                     }
@@ -890,10 +869,7 @@ impl Volume {
                     let Body::File(map) = &mut i.body else {
                         return Err(eio("fallocate of a non-file"));
                     };
-                    for e in extents {
-                        self.alloc.reserve(e.pfns)?;
-                        map.insert(*e)?;
-                    }
+                    self.replay_insert(map, extents)?;
                 }
                 i.attr.size = *size;
                 i.attr.mtime = times.mtime;
@@ -933,10 +909,7 @@ impl Volume {
                 let i = locked.get(*ino)?;
                 if let Body::File(map) = &mut i.body {
                     if replay {
-                        for e in extents {
-                            self.alloc.reserve(e.pfns)?;
-                            map.insert(*e)?;
-                        }
+                        self.replay_insert(map, extents)?;
                     }
                     let end = offset.saturating_add(*len);
                     let first_full = offset.saturating_add(FRAME_SIZE - 1) / FRAME_SIZE;
@@ -1119,6 +1092,16 @@ impl Volume {
             self.pool.flush(at, FRAME_SIZE - tail)?;
         }
         self.pool.fence();
+        Ok(())
+    }
+
+    /// Replay of extents a logged op allocated: takes their frames out of the free set and
+    /// maps them.
+    fn replay_insert(&self, map: &mut ExtentMap, extents: &[Extent]) -> FsResult<()> {
+        for e in extents {
+            self.alloc.reserve(e.pfns)?;
+            map.insert(*e)?;
+        }
         Ok(())
     }
 
