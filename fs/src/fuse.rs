@@ -23,6 +23,17 @@ use crate::volume::{Caller, Entry, SeekWhence, SetAttr, Volume};
 /// daemon, which answers each one with fresh attributes, so caching is safe.
 const TTL: Duration = Duration::from_secs(1);
 
+/// The attribute TTL for an inode: files with setuid/setgid bits are not cached, because a
+/// write by another user clears those bits in the daemon (as POSIX asks) and nothing tells
+/// the kernel's cache about it.
+fn ttl(e: &Entry) -> Duration {
+    if e.attr.mode & (libc::S_ISUID | libc::S_ISGID) != 0 && e.attr.kind() == Kind::File {
+        Duration::ZERO
+    } else {
+        TTL
+    }
+}
+
 /// Virtual, read-only xattr of the root directory holding the data-path counters as JSON.
 pub const IO_STATS_XATTR: &[u8] = b"trusted.pfnfs.io_stats";
 
@@ -121,7 +132,7 @@ fn kernel_time(t: SystemTime) -> Time {
 
 fn reply_entry(reply: ReplyEntry, r: Result<Entry, FsError>) {
     match r {
-        Ok(e) => reply.entry(&TTL, &file_attr(&e), Generation(e.attr.generation)),
+        Ok(e) => reply.entry(&ttl(&e), &file_attr(&e), Generation(e.attr.generation)),
         Err(e) => reply.error(errno(e)),
     }
 }
@@ -178,7 +189,7 @@ impl Filesystem for PfnFuse {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.vol.stat(ino.0) {
-            Ok(e) => reply.attr(&TTL, &file_attr(&e)),
+            Ok(e) => reply.attr(&ttl(&e), &file_attr(&e)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -211,7 +222,7 @@ impl Filesystem for PfnFuse {
             ctime: ctime.map(kernel_time),
         };
         match self.vol.setattr(caller(req), ino.0, r) {
-            Ok(e) => reply.attr(&TTL, &file_attr(&e)),
+            Ok(e) => reply.attr(&ttl(&e), &file_attr(&e)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -464,7 +475,7 @@ impl Filesystem for PfnFuse {
                 INodeNo(child),
                 next,
                 OsStr::from_bytes(&name),
-                &TTL,
+                &ttl(&entry),
                 &file_attr(&entry),
                 Generation(entry.attr.generation),
             );
@@ -608,7 +619,7 @@ impl Filesystem for PfnFuse {
                     }
                 }
                 reply.created(
-                    &TTL,
+                    &ttl(&entry),
                     &file_attr(&entry),
                     Generation(entry.attr.generation),
                     FileHandle(0),

@@ -228,6 +228,20 @@ impl Directory {
         Some(old)
     }
 
+    /// Renames an entry within the directory, keeping its cookie (its place in readdir), so
+    /// that a reader renaming each entry it sees is not shown it again. The new name must be
+    /// free. Returns false if `from` does not exist.
+    pub fn rename_in_place(&mut self, from: &[u8], to: &[u8]) -> bool {
+        let Some(cookie) = self.by_name.remove(from) else {
+            return false;
+        };
+        if let Some(e) = self.entries.get_mut(&cookie) {
+            e.name = to.to_vec();
+        }
+        self.by_name.insert(to.to_vec(), cookie);
+        true
+    }
+
     /// Removes a name.
     pub fn remove(&mut self, name: &[u8]) -> Option<DirEntry> {
         let cookie = self.by_name.remove(name)?;

@@ -1033,31 +1033,43 @@ impl Volume {
                 np.attr.nlink = np.attr.nlink.saturating_sub(1);
             }
         }
-        {
+        if parent == new_parent {
+            // Within one directory the entry keeps its readdir position.
             let p = locked.get(parent)?;
-            p.dir_mut()
-                .ok_or_else(|| enotdir("not a directory"))?
-                .remove(name);
+            let d = p.dir_mut().ok_or_else(|| enotdir("not a directory"))?;
+            if dst.is_some() {
+                d.remove(new_name);
+            }
+            d.rename_in_place(name, new_name);
             p.attr.mtime = time;
             p.attr.ctime = time;
-            if src_dir {
-                p.attr.nlink = p.attr.nlink.saturating_sub(1);
+        } else {
+            {
+                let p = locked.get(parent)?;
+                p.dir_mut()
+                    .ok_or_else(|| enotdir("not a directory"))?
+                    .remove(name);
+                p.attr.mtime = time;
+                p.attr.ctime = time;
+                if src_dir {
+                    p.attr.nlink = p.attr.nlink.saturating_sub(1);
+                }
             }
-        }
-        {
-            let np = locked.get(new_parent)?;
-            let d = np.dir_mut().ok_or_else(|| enotdir("not a directory"))?;
-            if d.replace(new_name, src.ino, src.kind).is_none() {
-                d.insert(DirEntry {
-                    name: new_name.to_vec(),
-                    ino: src.ino,
-                    kind: src.kind,
-                });
-            }
-            np.attr.mtime = time;
-            np.attr.ctime = time;
-            if src_dir {
-                np.attr.nlink = np.attr.nlink.saturating_add(1);
+            {
+                let np = locked.get(new_parent)?;
+                let d = np.dir_mut().ok_or_else(|| enotdir("not a directory"))?;
+                if d.replace(new_name, src.ino, src.kind).is_none() {
+                    d.insert(DirEntry {
+                        name: new_name.to_vec(),
+                        ino: src.ino,
+                        kind: src.kind,
+                    });
+                }
+                np.attr.mtime = time;
+                np.attr.ctime = time;
+                if src_dir {
+                    np.attr.nlink = np.attr.nlink.saturating_add(1);
+                }
             }
         }
         let s = locked.get(src.ino)?;

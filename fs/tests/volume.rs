@@ -315,3 +315,41 @@ fn truncate_and_punch_zero_exactly() {
     let v = load(&p);
     assert_eq!(read_all(&v, f), want);
 }
+
+/// A reader renaming every entry it sees (to a temporary name and back) within the same
+/// directory is not shown it again: renames keep the entry's readdir position (xfstests
+/// generic/736).
+#[test]
+fn readdir_while_renaming_in_place_terminates() {
+    let t = tempfile::tempdir().unwrap();
+    let p = make_pool(t.path());
+    let v = load(&p);
+    let n = 500u32;
+    for i in 0..n {
+        v.create(ROOT, ROOT_INO, i.to_string().as_bytes(), 0o644, true)
+            .unwrap();
+    }
+    let mut offset = 0;
+    let mut seen = 0u32;
+    loop {
+        let batch = v.readdir_batch(ROOT_INO, offset, 32).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for (_, cookie, _, name) in batch {
+            offset = cookie;
+            if name == b"." || name == b".." {
+                continue;
+            }
+            seen += 1;
+            assert!(
+                seen <= n,
+                "entry {} shown again",
+                String::from_utf8_lossy(&name)
+            );
+            v.rename(ROOT_INO, &name, ROOT_INO, b"TEMPFILE", 0).unwrap();
+            v.rename(ROOT_INO, b"TEMPFILE", ROOT_INO, &name, 0).unwrap();
+        }
+    }
+    assert_eq!(seen, n);
+}
