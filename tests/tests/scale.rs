@@ -356,6 +356,9 @@ fn aged_pool_keeps_huge_extents(mode: Mode) {
     }
     const POOL: u64 = 2 * GIB;
     const FILE: u64 = 64 * MIB;
+    // Each round replaces as many files as the pool holds (2x keeps the debug-build daemon
+    // under ~20 s here; 3x measured 0.985-0.993 as well).
+    const AGING_ROUNDS: usize = 2;
     let mut m = SizedMount::new("/dev/shm");
     m.mkfs(POOL);
     m.mount(mode);
@@ -366,7 +369,6 @@ fn aged_pool_keeps_huge_extents(mode: Mode) {
         for _ in 0..FILE / MIB {
             f.write_all(&data).expect("write");
         }
-        f.sync_all().expect("fsync");
     };
     let start = Instant::now();
     let mut names: Vec<String> = (0..count).map(|i| format!("g{i:03}")).collect();
@@ -374,7 +376,7 @@ fn aged_pool_keeps_huge_extents(mode: Mode) {
         write_file(n);
     }
     let mut rng = StdRng::seed_from_u64(0x5ca1e);
-    for round in 0..3 * count {
+    for round in 0..AGING_ROUNDS * count {
         let victim = rng.random_range(0..names.len());
         std::fs::remove_file(m.join(&names[victim])).expect("unlink");
         names[victim] = format!("a{round:04}");
@@ -385,7 +387,7 @@ fn aged_pool_keeps_huge_extents(mode: Mode) {
     println!(
         "{mode:?}: {count} x 64 MiB files, {} replacements in {:?}: huge_extent_share {share:.4}, \
          extents {}, free_extents {}, largest_free {} MiB",
-        3 * count,
+        AGING_ROUNDS * count,
         start.elapsed(),
         st["extents"],
         st["free_extents"],
