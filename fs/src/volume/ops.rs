@@ -17,6 +17,9 @@ pub enum SeekWhence {
     Hole,
 }
 
+/// Zeros for copying holes over mapped destination bytes.
+static ZEROS: [u8; 65536] = [0; 65536];
+
 thread_local! {
     static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -703,10 +706,6 @@ impl Volume {
     /// Writes `data` at `offset`; returns bytes written.
     pub fn write(&self, caller: Caller, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         self.check_writable()?;
-        let end = offset
-            .checked_add(data.len() as u64)
-            .filter(|e| *e <= MAX_FILE_BYTES)
-            .ok_or_else(|| efbig("write past the largest file size"))?;
         if data.is_empty() {
             return Ok(0);
         }
@@ -714,6 +713,24 @@ impl Volume {
         let _gate = self.gate.read();
         let cell = self.cell(ino)?;
         let mut inode = cell.inode.write();
+        self.write_locked(caller, &mut inode, offset, data)?;
+        Ok(data.len() as u32)
+    }
+
+    /// A write into an inode the caller holds exclusively (and under the gate): copies
+    /// `data` into the pool once, then journals the mapping/size change if there is one.
+    fn write_locked(
+        &self,
+        caller: Caller,
+        inode: &mut Inode,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<()> {
+        let ino = inode.ino;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_BYTES)
+            .ok_or_else(|| efbig("write past the largest file size"))?;
         let Body::File(map) = &mut inode.body else {
             return Err(einval("not a regular file"));
         };
@@ -729,7 +746,7 @@ impl Volume {
             inode.attr.mtime = times.mtime;
             inode.attr.ctime = times.ctime;
             self.stats.overwrites.fetch_add(1, Ordering::Relaxed);
-            return Ok(data.len() as u32);
+            return Ok(());
         }
         let op = Op::Write {
             ino,
@@ -766,7 +783,7 @@ impl Volume {
         inode.attr.ctime = times.ctime;
         inode.attr.mode = mode;
         self.stats.journaled_writes.fetch_add(1, Ordering::Relaxed);
-        Ok(data.len() as u32)
+        Ok(())
     }
 
     /// fsync / fdatasync / fsyncdir / syncfs: everything is persisted as it happens; make
@@ -970,29 +987,92 @@ impl Volume {
         len: u64,
     ) -> FsResult<u64> {
         self.check_writable()?;
-        let size_in = self.getattr(ino_in)?.size;
-        if off_in >= size_in || len == 0 {
+        if len == 0 {
+            return Ok(0);
+        }
+        self.maybe_checkpoint();
+        let _gate = self.gate.read();
+        let mut locked = self.lock(&[ino_in, ino_out])?;
+        let src = locked.get(ino_in)?;
+        let Body::File(src_map) = &src.body else {
+            return Err(einval("copy from a non-regular file"));
+        };
+        let size_in = src.attr.size;
+        if off_in >= size_in {
             return Ok(0);
         }
         let len = len.min(size_in - off_in);
         if ino_in == ino_out && off_in < off_out.saturating_add(len) && off_out < off_in + len {
             return Err(einval("overlapping copy within one file"));
         }
-        let mut done = 0u64;
-        let mut buf = vec![0u8; (1u64 << 20).min(len) as usize];
-        while done < len {
-            let n = ((len - done) as usize).min(buf.len());
-            let got = self.read(ino_in, off_in + done, n as u32, |b| {
-                buf[..b.len()].copy_from_slice(b);
-                b.len()
-            })?;
-            if got == 0 {
-                break;
+        off_out
+            .checked_add(len)
+            .filter(|e| *e <= MAX_FILE_BYTES)
+            .ok_or_else(|| efbig("copy past the largest file size"))?;
+        // The source as runs: (pool byte offset, length) for written extents, (None,
+        // length) for holes and unwritten extents. One run per extent.
+        let mut runs: Vec<(Option<u64>, u64)> = Vec::new();
+        let end_in = off_in + len;
+        let first = off_in / FRAME_SIZE;
+        for m in src_map.mappings_iter(first, end_in.div_ceil(FRAME_SIZE) - first) {
+            let from = (m.file_frame() * FRAME_SIZE).max(off_in);
+            let to = ((m.file_frame() + m.frames()) * FRAME_SIZE).min(end_in);
+            if from >= to {
+                continue;
             }
-            self.write(caller, ino_out, off_out + done, &buf[..got])?;
-            done += got as u64;
+            runs.push(match m {
+                pfnfs_extent::Mapping::Mapped(e) if !e.unwritten => (
+                    Some(e.pfns.start.byte_offset() + (from - e.file_frame * FRAME_SIZE)),
+                    to - from,
+                ),
+                _ => (None, to - from),
+            });
         }
-        Ok(done)
+        // One bulk copy per run, straight from the source frames into the destination
+        // (different logical ranges never share frames, so the ranges are disjoint).
+        let mut at = off_out;
+        for (pool_offset, n) in runs {
+            match pool_offset {
+                Some(p) => {
+                    let data = self.pool.read(p, n as usize)?;
+                    self.write_locked(caller, locked.get(ino_out)?, at, data)?;
+                }
+                None => {
+                    // Holes stay holes where the destination has none; mapped bytes are
+                    // overwritten with zeros.
+                    let dst = locked.get(ino_out)?;
+                    let mapped = match &dst.body {
+                        Body::File(m) => m
+                            .mappings_iter(
+                                at / FRAME_SIZE,
+                                (at + n).div_ceil(FRAME_SIZE) - at / FRAME_SIZE,
+                            )
+                            .any(|m| matches!(m, pfnfs_extent::Mapping::Mapped(_))),
+                        _ => false,
+                    };
+                    let (size, mode) = (dst.attr.size, dst.attr.mode);
+                    let mut pos = at;
+                    while mapped && pos < at + n {
+                        let k = (at + n - pos).min(ZEROS.len() as u64);
+                        self.write_locked(caller, locked.get(ino_out)?, pos, &ZEROS[..k as usize])?;
+                        pos += k;
+                    }
+                    if !mapped && at + n > size {
+                        // Extend the size over the hole, as a write of zeros would.
+                        let op = Op::Truncate {
+                            ino: ino_out,
+                            size: at + n,
+                            time: Time::now(),
+                            mode,
+                            cow: Vec::new(),
+                        };
+                        self.commit(op, &mut locked)?;
+                    }
+                }
+            }
+            at += n;
+        }
+        Ok(len)
     }
 
     // ---- xattrs ---------------------------------------------------------------------
