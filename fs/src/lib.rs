@@ -105,6 +105,13 @@ pub struct PoolReport {
     pub metadata_ram_bytes: u64,
     /// Bytes of metadata on the pool (log in use + checkpoint).
     pub metadata_pool_bytes: u64,
+    /// Metadata bytes in RAM per GiB of file data (mapped frames).
+    pub metadata_ram_bytes_per_gib: f64,
+    /// Metadata bytes on the pool per GiB of file data.
+    pub metadata_pool_bytes_per_gib: f64,
+    /// What one `struct page` per 4 KiB frame (64 bytes) would cost for this pool, in bytes:
+    /// the figure pfnfs's extent-only design avoids.
+    pub struct_page_bytes: u64,
     /// True if the pool is marked mounted (in use, or not cleanly unmounted).
     pub mounted: bool,
 }

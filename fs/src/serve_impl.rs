@@ -250,6 +250,12 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, String> {
             .map(|x| x.len_bytes())
             .sum::<u64>()
         + 2 * FRAME_SIZE;
+    let data_gib = (mapped * FRAME_SIZE) as f64 / (1u64 << 30) as f64;
+    if data_gib > 0.0 {
+        r.metadata_ram_bytes_per_gib = r.metadata_ram_bytes as f64 / data_gib;
+        r.metadata_pool_bytes_per_gib = r.metadata_pool_bytes as f64 / data_gib;
+    }
+    r.struct_page_bytes = sb.pool_bytes / FRAME_SIZE * 64;
     Ok(r)
 }
 
