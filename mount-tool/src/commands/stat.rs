@@ -121,9 +121,13 @@ fn render(r: &PoolReport) -> String {
         (
             "metadata",
             format!(
-                "{} in RAM, {} on the pool",
+                "{} in RAM, {} on the pool ({:.0} B and {:.0} B per GiB of data; \
+                 struct page for this pool would be {})",
                 format_size(r.metadata_ram_bytes),
-                format_size(r.metadata_pool_bytes)
+                format_size(r.metadata_pool_bytes),
+                r.metadata_ram_bytes_per_gib,
+                r.metadata_pool_bytes_per_gib,
+                format_size(r.struct_page_bytes)
             ),
         ),
     ];
