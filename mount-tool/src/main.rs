@@ -5,12 +5,15 @@
 //! - [`options`]: `-o` mount options.
 //! - [`mountinfo`]: `/proc/self/mountinfo`, mapping mount points to pools.
 //! - [`procs`]: processes that hold a pool (the daemon, while it runs).
-//! - [`daemon`]: fork + setsid + a pipe that reports "mount is live" to the parent.
+//! - [`daemon`]: re-executes this binary as the detached daemon, which reports "mount is
+//!   live" to the parent through a pipe.
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error; `fsck` uses fsck(8) codes.
 //!
 //! Mount-helper form: mount(8) runs `mount.fuse3`, which runs `pfnfs POOL MOUNTPOINT -o OPTS`
 //! without a subcommand. [`helper_args`] turns that into `pfnfs mount POOL MOUNTPOINT -o OPTS`.
+
+#![forbid(unsafe_code)]
 
 mod commands;
 mod daemon;
@@ -99,7 +102,7 @@ const SUBCOMMANDS: &[&str] = &["mkfs", "mount", "umount", "stat", "fsck", "bench
 
 /// Rewrites the mount-helper form into the `mount` subcommand: if the first argument is
 /// neither a subcommand nor a flag, or the program is called as `mount.pfnfs`, insert `mount`.
-fn helper_args(mut args: Vec<OsString>) -> Vec<OsString> {
+pub(crate) fn helper_args(mut args: Vec<OsString>) -> Vec<OsString> {
     let called_as_helper = args
         .first()
         .and_then(|a| {

@@ -355,8 +355,8 @@ impl MountGuard {
                     "daemon {} did not exit after unmount; sending SIGTERM",
                     child.id()
                 ));
-                // SAFETY: kill on the PID of our own child, which we have not reaped.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                // Our own child, not reaped yet, so the PID is still its.
+                send_signal(child.id() as i32, "TERM");
                 match wait_timeout(&mut child, Duration::from_secs(5)) {
                     Some(s) => Some(s),
                     None => {
@@ -738,4 +738,22 @@ pub fn diff_snapshots(
         }
     }
     diffs
+}
+
+/// Sends signal `name` (`TERM`, `KILL`, ...) to process `pid` with kill(1), so that the
+/// tests need no `unsafe`. Returns whether kill(1) succeeded.
+pub fn send_signal(pid: i32, name: &str) -> bool {
+    std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// True if this process runs as root (its effective uid owns `/proc/self`).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }

@@ -13,7 +13,9 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use pfnfs_tests::sys::{self, expect_errno};
-use pfnfs_tests::{holders, is_mounted, mount_at, pfnfs_bin, skip_without_fuse};
+use pfnfs_tests::{
+    holders, is_mounted, is_root, mount_at, pfnfs_bin, send_signal, skip_without_fuse,
+};
 
 /// Mounting tests share the lock; the mount(8) test takes it alone. `unshare --mount` copies
 /// every mount, including the FUSE mounts of tests running beside it, into its namespace (as
@@ -122,8 +124,8 @@ impl Drop for Cleanup {
                 "Cleanup: daemon {pid} of {} still running; SIGKILL",
                 self.pool.display()
             );
-            // SAFETY: a daemon this test started (it holds the test's own pool).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // A daemon this test started (it holds the test's own pool).
+            send_signal(pid, "KILL");
         }
     }
 }
@@ -421,8 +423,8 @@ fn sigterm_unmounts_cleanly() {
     fs::write(mnt.join("kept"), b"before SIGTERM").unwrap();
     let daemons = holders(&pool);
     assert_eq!(daemons.len(), 1);
-    // SAFETY: the daemon this test started.
-    unsafe { libc::kill(daemons[0], libc::SIGTERM) };
+    // The daemon this test started.
+    assert!(send_signal(daemons[0], "TERM"));
     wait_until("unmount after SIGTERM", Duration::from_secs(30), || {
         !is_mounted(&mnt)
     });
@@ -449,9 +451,6 @@ fn two_pools_two_mounts() {
     let second = c.extra_mount_point("mnt2");
     let pool2 = c.dir.path().join("second.pool");
     ok(&["mount", s(&c.pool), s(c.mnt()), "--size", "64M"]);
-    let out = pfnfs(&["mount", s(&c.pool), s(&second)]);
-    assert_eq!(code(&out), 1, "one pool on two mount points");
-    assert!(stderr(&out).contains("already mounted"), "{}", stderr(&out));
     ok(&["mount", s(&pool2), s(&second), "--size", "64M"]);
     fs::write(c.mnt().join("one"), b"1").unwrap();
     fs::write(second.join("two"), b"2").unwrap();
@@ -462,6 +461,68 @@ fn two_pools_two_mounts() {
     ok(&["umount", s(&second)]);
     assert!(holders(&pool2).is_empty());
     ok(&["umount", s(c.mnt())]);
+}
+
+/// A second mount of a mounted pool (xfstests generic/732) binds the first mount: both mount
+/// points show the same filesystem, one daemon serves both, and it exits only after the last
+/// of them is unmounted.
+#[test]
+fn one_pool_on_two_mount_points() {
+    if skip_without_fuse() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIP: a second mount of a pool is a bind mount, which needs root");
+        return;
+    }
+    let _lock = shared_mounts();
+    let mut c = Cleanup::new();
+    let second = c.extra_mount_point("mnt2");
+    let (pool, first) = (c.pool.clone(), c.mnt().to_path_buf());
+    ok(&["mount", s(&pool), s(&first), "--size", "64M"]);
+    let daemons = holders(&pool);
+    assert_eq!(daemons.len(), 1, "one daemon");
+    ok(&["mount", s(&pool), s(&second)]);
+    assert!(is_mounted(&second), "second mount point is mounted");
+    assert_eq!(holders(&pool), daemons, "no second daemon");
+    assert_eq!(
+        mount_at(&second).expect("second mount").source,
+        s(&pool),
+        "second mount shows the pool as its source"
+    );
+    fs::write(first.join("via-first"), b"one").unwrap();
+    assert_eq!(fs::read(second.join("via-first")).unwrap(), b"one");
+    fs::write(second.join("via-second"), b"two").unwrap();
+    assert_eq!(fs::read(first.join("via-second")).unwrap(), b"two");
+    let out = pfnfs(&["mount", s(&pool), s(&second)]);
+    assert_eq!(code(&out), 1, "mounting again on the same mount point");
+    assert!(stderr(&out).contains("already mounted"), "{}", stderr(&out));
+
+    ok(&["umount", s(&first)]);
+    assert!(!is_mounted(&first), "first mount point unmounted");
+    assert!(is_mounted(&second), "second mount point still mounted");
+    assert_eq!(
+        holders(&pool),
+        daemons,
+        "the daemon still serves the second mount"
+    );
+    assert_eq!(fs::read(second.join("via-first")).unwrap(), b"one");
+    fs::write(second.join("after"), b"three").unwrap();
+    assert_eq!(fs::read(second.join("after")).unwrap(), b"three");
+
+    ok(&["umount", s(&second)]);
+    assert!(!is_mounted(&second), "second mount point unmounted");
+    assert!(
+        holders(&pool).is_empty(),
+        "the daemon has exited once the last mount is gone"
+    );
+    ok(&["mount", s(&pool), s(&first)]);
+    assert_eq!(
+        fs::read(first.join("after")).unwrap(),
+        b"three",
+        "data kept"
+    );
+    ok(&["umount", s(&first)]);
 }
 
 /// mount(8) finds helpers through mount.fuse3, which runs `pfnfs` with a minimal PATH, so the
@@ -480,8 +541,7 @@ fn mount8_with_type_fuse_pfnfs_and_fstab() {
         eprintln!("SKIP: unshare or /sbin/mount.fuse3 missing");
         return;
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("SKIP: mount(8) test needs root");
         return;
     }

@@ -7,7 +7,6 @@
 //! modes) that way; the kernel then enforces read-only itself. Options the running daemon
 //! cannot change (mode, threads, durability, size) are ignored on remount.
 
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use clap::{Args, ValueEnum};
 use pfnfs_fs::{Mode, MountConfig};
 
 use crate::commands::mkfs::{create_pool, is_block_device};
-use crate::daemon::{Forked, daemonize};
+use crate::daemon::{Notifier, spawn_daemon};
 use crate::mountinfo::{self, MountEntry};
 use crate::options::{self, MountOptions};
 use crate::size::{format_size, parse_size};
@@ -83,6 +82,19 @@ pub struct MountArgs {
     /// Where the detached daemon writes its log (default: nowhere).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+
+    /// Internal: this process is the detached daemon, re-executed by `pfnfs mount`; it
+    /// reports on stdout when the mount is live (see `crate::daemon`).
+    #[arg(long = "daemon-child", hide = true)]
+    pub daemon_child: bool,
+}
+
+/// What [`prepare`] found to do.
+enum Prepared {
+    /// Start a daemon with this config.
+    Serve(MountConfig),
+    /// The pool was mounted elsewhere already; the mount point is now a bind of that mount.
+    Bound,
 }
 
 /// Mounts, or remounts with `-o remount`.
@@ -94,18 +106,82 @@ pub fn run(args: MountArgs) -> Result<(), Failure> {
     if opts.remount {
         return remount(&args, &opts);
     }
-    let config = prepare(&args, &opts)?;
+    if args.daemon_child {
+        let mut notifier = Notifier::for_daemon_child();
+        match prepare(&args, &opts) {
+            Ok(Prepared::Serve(config)) => run_daemon(config, notifier),
+            Ok(Prepared::Bound) => {
+                notifier.ready();
+                return Ok(());
+            }
+            Err(failure) => {
+                notifier.fail(&failure.message);
+                return Err(failure);
+            }
+        }
+    }
+    let config = match prepare(&args, &opts)? {
+        Prepared::Serve(config) => config,
+        Prepared::Bound => return Ok(()),
+    };
     if args.foreground {
         return serve(config, || tracing::info!("mount is live"));
     }
-    match daemonize(args.log_file.as_deref())? {
-        Forked::Parent(outcome) => outcome,
-        Forked::Child(notifier) => run_daemon(config, notifier),
+    let argv: Vec<std::ffi::OsString> = crate::helper_args(std::env::args_os().collect())
+        .into_iter()
+        .skip(1)
+        .collect();
+    spawn_daemon(&argv, args.log_file.as_deref())
+}
+
+/// Bind-mounts `existing` (a live mount of the pool) onto `mountpoint`, read-only if asked.
+fn bind_existing(
+    pool: &Path,
+    existing: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<(), Failure> {
+    use nix::mount::{MsFlags, mount};
+    let fail = |what: &str, err: nix::errno::Errno| {
+        let hint = if err == nix::errno::Errno::EPERM {
+            " (a second mount of a mounted pool is a bind mount, which needs root)"
+        } else {
+            ""
+        };
+        Failure::new(format!(
+            "{}: {what} of {} (where {} is mounted) failed: {err}{hint}",
+            mountpoint.display(),
+            existing.display(),
+            pool.display()
+        ))
+    };
+    mount(
+        Some(existing),
+        mountpoint,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| fail("bind mount", e))?;
+    if opts.read_only == Some(true) {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(e) = mount(None::<&str>, mountpoint, None::<&str>, flags, None::<&str>) {
+            let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+            return Err(fail("read-only bind mount", e));
+        }
     }
+    tracing::info!(
+        "{}: already mounted on {}; bound there onto {}",
+        pool.display(),
+        existing.display(),
+        mountpoint.display()
+    );
+    Ok(())
 }
 
 /// Checks the mount point and the pool, creates the pool if needed, and builds the config.
-fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<MountConfig, Failure> {
+/// If the pool is mounted elsewhere already, bind-mounts that mount here instead.
+fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<Prepared, Failure> {
     let pool = &args.pool;
     let mountpoint = &args.mountpoint;
     match std::fs::metadata(mountpoint) {
@@ -132,12 +208,17 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<MountConfig, Failure
         .map_err(|e| Failure::new(format!("{}: mount point: {e}", mountpoint.display())))?;
 
     let entries = mountinfo::read()?;
-    if let Some(entry) = mountinfo::find_by_pool(&entries, pool).first() {
+    let mounted = mountinfo::find_by_pool(&entries, pool);
+    if let Some(entry) = mounted.iter().find(|e| e.mount_point == mountpoint) {
         return Err(Failure::new(format!(
-            "{}: pool is already mounted on {} (`pfnfs umount` it first)",
+            "{}: pool is already mounted on {}",
             pool.display(),
             entry.mount_point.display()
         )));
+    }
+    if let Some(entry) = mounted.first() {
+        bind_existing(pool, &entry.mount_point, &mountpoint, opts)?;
+        return Ok(Prepared::Bound);
     }
     wait_for_old_daemons(pool)?;
 
@@ -168,7 +249,7 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<MountConfig, Failure
         .map(usize::from)
         .or(opts.threads)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    Ok(MountConfig {
+    Ok(Prepared::Serve(MountConfig {
         pool: pool.clone(),
         mountpoint,
         mode: args.mode.map(Mode::from).or(opts.mode).unwrap_or_default(),
@@ -178,7 +259,7 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<MountConfig, Failure
         threads,
         durability: opts.durability.unwrap_or_default(),
         extra_options: opts.extra.clone(),
-    })
+    }))
 }
 
 /// How long `mount` waits for the daemon of an earlier, already unmounted mount of the same
@@ -244,7 +325,7 @@ fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Failure> {
 }
 
 /// The detached daemon: serves until unmounted, then exits the process.
-fn run_daemon(config: MountConfig, notifier: crate::daemon::Notifier) -> ! {
+fn run_daemon(config: MountConfig, notifier: Notifier) -> ! {
     // Keep the working directory only if the pool path is relative (it is opened as given);
     // otherwise do not pin whatever filesystem we were started from.
     if config.pool.is_absolute() {
@@ -319,20 +400,15 @@ fn remount(args: &MountArgs, opts: &MountOptions) -> Result<(), Failure> {
         }
     }
     let flags = options::remount_flags(&entry.mount_options, &opts.flags);
-    let target = CString::new(entry.mount_point.as_os_str().as_bytes())
-        .map_err(|_| Failure::new(format!("{}: path contains a NUL byte", mnt.display())))?;
-    // SAFETY: a valid C string and null pointers where mount(2) allows them.
-    let rc = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            target.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REMOUNT | flags,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
+    let rc = nix::mount::mount(
+        None::<&str>,
+        &entry.mount_point,
+        None::<&str>,
+        nix::mount::MsFlags::MS_REMOUNT | nix::mount::MsFlags::from_bits_retain(flags),
+        None::<&str>,
+    );
+    if let Err(errno) = rc {
+        let err = std::io::Error::from(errno);
         let hint = if err.raw_os_error() == Some(libc::EPERM) {
             " (remount needs root)"
         } else {

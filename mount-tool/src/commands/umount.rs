@@ -4,10 +4,9 @@
 //! The daemon is found before unmounting as the processes that hold the pool (the mount's
 //! source) open or mapped. As root the mount is detached with `umount2`; otherwise with
 //! `fusermount3 -u`. Then this waits until the mount is gone from `/proc/self/mountinfo` and
-//! until none of those processes holds the pool any more.
+//! until none of those processes holds the pool any more, unless another mount of the pool
+//! (a bind mount made by a second `pfnfs mount`) remains: then the daemon keeps serving.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -61,6 +60,11 @@ pub fn run(args: UmountArgs) -> Result<(), Failure> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Another mount of the pool (a bind made by a second `pfnfs mount`) keeps the daemon
+    // serving; wait for it only once no mount of the pool remains.
+    if !mountinfo::find_by_pool(&mountinfo::read()?, &pool).is_empty() {
+        return Ok(());
+    }
     loop {
         let left: Vec<procs::Holder> = procs::holders(&pool, procs::Scan::Daemons)
             .into_iter()
@@ -108,22 +112,18 @@ fn find_target<'a>(entries: &'a [MountEntry], target: &Path) -> Result<&'a Mount
 const BUSY_RETRY: Duration = Duration::from_secs(5);
 
 fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), Failure> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        let path = CString::new(mountpoint.as_os_str().as_bytes()).map_err(|_| {
-            Failure::new(format!(
-                "{}: path contains a NUL byte",
-                mountpoint.display()
-            ))
-        })?;
-        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    if nix::unistd::geteuid().is_root() {
+        let flags = if lazy {
+            nix::mount::MntFlags::MNT_DETACH
+        } else {
+            nix::mount::MntFlags::empty()
+        };
         let start = Instant::now();
         let err = loop {
-            // SAFETY: a valid C string.
-            if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
+            let Err(errno) = nix::mount::umount2(mountpoint, flags) else {
                 return Ok(());
-            }
-            let err = std::io::Error::last_os_error();
+            };
+            let err = std::io::Error::from(errno);
             // A file closed just now can keep the mount busy for a moment (its release
             // is still on the way to the daemon, or a forked child still holds it).
             if err.raw_os_error() != Some(libc::EBUSY) || start.elapsed() > BUSY_RETRY {

@@ -107,8 +107,11 @@ pub fn run(input: &FioInput<'_>) -> Result<FioResult, String> {
             Err(e) => return Err(format!("waiting for fio: {e}")),
         }
         if system::interrupted() {
-            // SAFETY: kill on the PID of our own child, which has not been reaped.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            // Our own child, not reaped yet, so the PID is still its.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
             let _ = reap(&mut child, Duration::from_secs(15));
             return Err("interrupted".to_string());
         }
@@ -160,12 +163,8 @@ pub fn parse(text: &str) -> Result<FioResult, String> {
     for job in jobs {
         let error = job.get("error").and_then(Value::as_i64).unwrap_or(0);
         if error != 0 {
-            // SAFETY: strerror returns a pointer to a static or thread-local string.
-            let msg = unsafe { std::ffi::CStr::from_ptr(libc::strerror(error as i32)) };
-            return Err(format!(
-                "fio reported error {error} ({})",
-                msg.to_string_lossy()
-            ));
+            let msg = std::io::Error::from_raw_os_error(error as i32);
+            return Err(format!("fio reported error {error} ({msg})"));
         }
         for dir in ["read", "write"] {
             let Some(d) = job.get(dir) else { continue };

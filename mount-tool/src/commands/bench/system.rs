@@ -221,43 +221,37 @@ pub fn mem_stat(pid: u32) -> Option<MemStat> {
 
 /// Free bytes of the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: a valid C string and a zeroed out-struct of the right type.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
 /// True if this process runs as root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
 /// Makes SIGINT, SIGTERM and SIGHUP set a flag instead of killing the process, so that the
-/// benchmark stops between steps and its guards unmount everything. The children run in
+/// benchmark stops between steps and its guards unmount everything. The signals are blocked
+/// in this thread (and so in every thread started later) and taken by a thread that waits for
+/// them with `sigwait`; children get an empty signal mask from `Command`. The children run in
 /// their own process groups, so a Ctrl-C at the terminal reaches only this process, which then
-/// stops its fio run itself.
+/// stops its fio run itself. Call it before starting other threads.
 pub fn catch_interrupts() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(signal);
     }
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        while set.wait().is_ok() {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+        }
+    });
 }
 
 /// True once SIGINT, SIGTERM or SIGHUP arrived.

@@ -13,9 +13,7 @@
 //! daemon under a live mount; [`Mount`]'s `Drop` unmounts and reaps them (SIGTERM, then
 //! SIGKILL, by PID, only if they do not exit after the unmount).
 
-use std::ffi::CString;
 use std::fs::File;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -245,24 +243,18 @@ impl Mount {
             self.store = Some(store);
             return Ok(());
         }
-        let target = c_path(&self.dir)?;
-        let data = CString::new(format!("size={},mode=0755", spec.store_bytes))
-            .map_err(|e| e.to_string())?;
-        // SAFETY: valid C strings; tmpfs takes a text option string as data.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                data.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
+        let data = format!("size={},mode=0755", spec.store_bytes);
+        if let Err(errno) = nix::mount::mount(
+            Some("tmpfs"),
+            &self.dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some(data.as_str()),
+        ) {
             return Err(format!(
                 "mount -t tmpfs on {}: {}",
                 self.dir.display(),
-                std::io::Error::last_os_error()
+                std::io::Error::from(errno)
             ));
         }
         self.mounted = true;
@@ -492,11 +484,6 @@ impl Drop for Mount {
     }
 }
 
-fn c_path(path: &Path) -> Result<CString, String> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| format!("{}: path contains a NUL byte", path.display()))
-}
-
 fn is_mounted(dir: &Path) -> bool {
     mountinfo::read()
         .map(|e| mountinfo::find_by_mount_point(&e, dir).is_some())
@@ -528,14 +515,12 @@ fn unmount_fusermount(dir: &Path) -> Result<(), String> {
 
 /// `umount2(DIR)`, retried for 10 s while busy.
 fn unmount_syscall(dir: &Path) -> Result<(), String> {
-    let path = c_path(dir)?;
     let start = Instant::now();
     loop {
-        // SAFETY: a valid C string.
-        if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+        let Err(errno) = nix::mount::umount2(dir, nix::mount::MntFlags::empty()) else {
             return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
+        };
+        let err = std::io::Error::from(errno);
         if err.raw_os_error() != Some(libc::EBUSY) || start.elapsed() > Duration::from_secs(10) {
             return Err(format!("umount {}: {err}", dir.display()));
         }
@@ -549,9 +534,7 @@ fn detach(dir: &Path) -> Result<(), String> {
         return Ok(());
     }
     if system::is_root() {
-        let path = c_path(dir)?;
-        // SAFETY: a valid C string.
-        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+        if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_ok() {
             return Ok(());
         }
     } else if Command::new("fusermount3")
@@ -577,8 +560,11 @@ pub fn reap(child: &mut Child, timeout: Duration) -> Result<ExitStatus, String> 
             Err(e) => return Err(format!("waiting for process {}: {e}", child.id())),
         }
     }
-    // SAFETY: kill on the PID of our own child, which has not been reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Our own child, not reaped yet, so the PID is still its.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         if let Ok(Some(status)) = child.try_wait() {
