@@ -158,6 +158,9 @@ mod tests {
             huge_extent_share: 0.5,
             metadata_ram_bytes: 4096,
             metadata_pool_bytes: 8192,
+            metadata_ram_bytes_per_gib: 16384.0,
+            metadata_pool_bytes_per_gib: 32768.0,
+            struct_page_bytes: 16 << 20,
             mounted: false,
         };
         let text = render(&report);
