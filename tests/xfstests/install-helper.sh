@@ -1,0 +1,49 @@
+#!/bin/sh
+# Builds the pfnfs binary and installs it as /usr/local/bin/pfnfs, where mount(8)'s
+# helper mount.fuse3 finds it for `mount -t fuse.pfnfs` (the way xfstests mounts with
+# FSTYP=fuse FUSE_SUBTYP=.pfnfs). Builds nothing else: xfstests is yours to build.
+#
+# usage: tests/xfstests/install-helper.sh [--worktree] [--root DIR]
+#
+#   default     build a clean export of the repository's HEAD commit (git archive), so
+#               uncommitted edits in the checkout are not what you test
+#   --worktree  build the checkout as it is, uncommitted edits included
+#   --root DIR  install into DIR/bin instead of /usr/local/bin
+#
+# Environment: CARGO_TARGET_DIR (default /tmp/pfnfs-target) keeps this build apart from
+# the checkout's target/; PFNFS_SRC_DIR (default /tmp/pfnfs-src) is where HEAD is exported.
+# Needs cargo, git and (as root, to install and mount) fuse3.
+set -eu
+
+root=/usr/local
+from=head
+while [ $# -gt 0 ]; do
+    case $1 in
+    --worktree) from=worktree ;;
+    --root) root=$2; shift ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "install-helper.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/pfnfs-target}
+
+if [ "$from" = head ]; then
+    src=${PFNFS_SRC_DIR:-/tmp/pfnfs-src}
+    rm -rf "$src"
+    mkdir -p "$src"
+    git -C "$repo" archive HEAD | tar -x -C "$src"
+    echo "install-helper: building pfnfs from HEAD $(git -C "$repo" rev-parse --short HEAD) (exported to $src)"
+else
+    src=$repo
+    echo "install-helper: building pfnfs from the work tree $repo"
+fi
+
+cargo install --locked --path "$src/mount-tool" --root "$root" --force
+
+if ! command -v mount.fuse3 >/dev/null 2>&1 && [ ! -x /sbin/mount.fuse3 ]; then
+    echo "install-helper: warning: mount.fuse3 not found; install fuse3 (apt-get install fuse3)" >&2
+fi
+echo "install-helper: installed $root/bin/pfnfs"
