@@ -632,7 +632,7 @@ impl Filesystem for PfnFuse {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -640,7 +640,11 @@ impl Filesystem for PfnFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.vol.fallocate(ino.0, offset, length, mode));
+        reply_empty(
+            reply,
+            self.vol
+                .fallocate_as(caller(req), ino.0, offset, length, mode),
+        );
     }
 
     fn lseek(

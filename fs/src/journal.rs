@@ -128,6 +128,8 @@ pub enum Op {
         extents: Vec<Extent>,
         size: u64,
         times: DataTimes,
+        /// The mode after the operation (setuid/setgid dropped for an unprivileged caller).
+        mode: u32,
     },
     /// PUNCH_HOLE / ZERO_RANGE: whole frames in the byte range released, edges zeroed.
     Punch {
@@ -135,6 +137,8 @@ pub enum Op {
         offset: u64,
         len: u64,
         times: DataTimes,
+        /// The mode after the operation (setuid/setgid dropped for an unprivileged caller).
+        mode: u32,
         /// The partial frames at the edges, copied with the punched bytes zeroed: they
         /// replace the mappings of those frames.
         cow: Vec<Extent>,
@@ -148,6 +152,8 @@ pub enum Op {
         len: u64,
         size: u64,
         times: DataTimes,
+        /// The mode after the operation (setuid/setgid dropped for an unprivileged caller).
+        mode: u32,
         cow: Vec<Extent>,
         extents: Vec<Extent>,
     },

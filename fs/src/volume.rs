@@ -863,6 +863,7 @@ impl Volume {
                 extents,
                 size,
                 times,
+                mode,
             } => {
                 let i = locked.get(*ino)?;
                 if replay {
@@ -874,12 +875,14 @@ impl Volume {
                 i.attr.size = *size;
                 i.attr.mtime = times.mtime;
                 i.attr.ctime = times.ctime;
+                i.attr.mode = *mode;
             }
             Op::Punch {
                 ino,
                 offset,
                 len,
                 times,
+                mode,
                 cow,
             } => {
                 let i = locked.get(*ino)?;
@@ -896,6 +899,7 @@ impl Volume {
                 }
                 i.attr.mtime = times.mtime;
                 i.attr.ctime = times.ctime;
+                i.attr.mode = *mode;
             }
             Op::ZeroRange {
                 ino,
@@ -903,6 +907,7 @@ impl Volume {
                 len,
                 size,
                 times,
+                mode,
                 cow,
                 extents,
             } => {
@@ -922,6 +927,7 @@ impl Volume {
                 i.attr.size = *size;
                 i.attr.mtime = times.mtime;
                 i.attr.ctime = times.ctime;
+                i.attr.mode = *mode;
             }
             Op::SetXattr {
                 ino,

@@ -954,12 +954,14 @@ fn random_log_records_are_replayed_or_skipped() {
                         extents: vec![rand_extent(&mut rng, &used, data)],
                         size: rng.random_range(0..1 << 20),
                         times,
+                        mode: libc::S_IFREG | 0o644,
                     },
                     8 => Op::Punch {
                         ino,
                         offset: [0, 100, u64::MAX - 10][rng.random_range(0..3)],
                         len: [1, 10_000, u64::MAX][rng.random_range(0..3)],
                         times,
+                        mode: libc::S_IFREG | 0o644,
                         cow: vec![rand_extent(&mut rng, &used, data)],
                     },
                     9 => Op::SetXattr {

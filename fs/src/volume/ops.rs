@@ -133,7 +133,7 @@ impl Volume {
             // POSIX: truncation by a non-owner clears setuid/setgid like a write does; the
             // Truncate record carries the new mode so both happen atomically.
             let cleared = if req.mode.is_none() {
-                kill_suid(inode.attr.mode, caller.uid)
+                kill_suid(&inode.attr, caller)
             } else {
                 inode.attr.mode
             };
@@ -737,7 +737,7 @@ impl Volume {
         let first = offset / FRAME_SIZE;
         self.ensure_space(map, first, end.div_ceil(FRAME_SIZE) - first)?;
         let outcome = extent_io::write(&self.pool, &self.alloc, map, offset, data)?;
-        let mode = kill_suid(inode.attr.mode, caller.uid);
+        let mode = kill_suid(&inode.attr, caller);
         let size = inode.attr.size.max(end);
         let times = self.data_times(&inode.attr);
         if outcome.is_empty() && size == inode.attr.size && mode == inode.attr.mode {
@@ -795,6 +795,19 @@ impl Volume {
 
     /// fallocate with modes 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE[|KEEP_SIZE].
     pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        self.fallocate_as(Caller::default(), ino, offset, len, mode)
+    }
+
+    /// fallocate on behalf of `caller` (an unprivileged caller drops setuid/setgid, in the
+    /// same record).
+    pub fn fallocate_as(
+        &self,
+        caller: Caller,
+        ino: u64,
+        offset: u64,
+        len: u64,
+        mode: i32,
+    ) -> FsResult<()> {
         self.check_writable()?;
         if len == 0 {
             return Err(einval("fallocate of zero length"));
@@ -821,6 +834,8 @@ impl Volume {
             _ => return Err(enodev_like()),
         }
         let times = self.data_times(&inode.attr);
+        let new_mode = kill_suid(&inode.attr, caller);
+        let locked_mode = inode.attr.mode;
         let size = inode.attr.size;
         if punch {
             let punch_end = end.min(size);
@@ -834,6 +849,7 @@ impl Volume {
                     offset,
                     len: punch_end - offset,
                     times,
+                    mode: new_mode,
                     cow,
                 };
                 self.commit_cow(op, &mut locked)?;
@@ -872,10 +888,11 @@ impl Volume {
                 len,
                 size: new_size,
                 times,
+                mode: new_mode,
                 cow,
                 extents: extents.clone(),
             }
-        } else if extents.is_empty() && new_size == size {
+        } else if extents.is_empty() && new_size == size && new_mode == locked_mode {
             return Ok(());
         } else {
             Op::Allocate {
@@ -883,6 +900,7 @@ impl Volume {
                 extents: extents.clone(),
                 size: new_size,
                 times,
+                mode: new_mode,
             }
         };
         if let Err(e) = self.journal.append(&self.pool, &op) {
@@ -1206,12 +1224,20 @@ fn check_xattr_name(name: &[u8]) -> FsResult<()> {
 
 /// Mode after a write or truncate by `uid`: setuid always cleared, setgid when group-exec
 /// (Linux `file_remove_privs`), unless the writer is root.
-fn kill_suid(mode: u32, uid: u32) -> u32 {
-    if uid == 0 {
-        mode
-    } else {
-        clear_suid_sgid(mode)
+/// Mode of a file `attr` after `caller` modified its data (write, truncate, fallocate), as
+/// Linux's `file_remove_privs` leaves it: unless the caller is root, setuid is cleared, and
+/// setgid when the file is group-executable or the caller is not in the file's group (the
+/// daemon sees only the caller's primary group).
+fn kill_suid(attr: &Attr, caller: Caller) -> u32 {
+    let mode = attr.mode;
+    if caller.uid == 0 || attr.kind() != Kind::File {
+        return mode;
     }
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || caller.gid != attr.gid) {
+        m &= !libc::S_ISGID;
+    }
+    m
 }
 
 fn clear_suid_sgid(mode: u32) -> u32 {

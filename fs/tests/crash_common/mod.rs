@@ -397,12 +397,17 @@ pub struct Model {
     pub unsynced: BTreeMap<u64, Vec<(u64, Bytes)>>,
 }
 
-fn kill_suid(mode: u32, uid: u32) -> u32 {
+/// The mode after a data change by `uid` (whose group is `uid` in these workloads): setuid
+/// dropped, setgid too when group-executable or the caller is not in the file's group.
+fn kill_suid(mode: u32, uid: u32, file_gid: u32) -> u32 {
     if uid == 0 {
-        mode
-    } else {
-        clear_suid_sgid(mode)
+        return mode;
     }
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || uid != file_gid) {
+        m &= !libc::S_ISGID;
+    }
+    m
 }
 
 fn clear_suid_sgid(mode: u32) -> u32 {
@@ -651,7 +656,7 @@ impl Model {
                     let n = self.ino_mut(ino);
                     n.content = Bytes::new(resized(&n.content.0, *size as usize));
                     if mode.is_none() {
-                        n.mode = kill_suid(n.mode, *caller_uid);
+                        n.mode = kill_suid(n.mode, *caller_uid, n.gid);
                     }
                 }
                 let n = self.ino_mut(ino);
@@ -735,7 +740,7 @@ impl Model {
                     .push((wa, Bytes::new(before)));
                 let n = self.ino_mut(ino);
                 n.content = Bytes::new(c);
-                n.mode = kill_suid(n.mode, *caller_uid);
+                n.mode = kill_suid(n.mode, *caller_uid, n.gid);
             }
             Step::Fsync { file } => {
                 let ino = self.resolve_file(file);
