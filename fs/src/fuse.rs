@@ -656,6 +656,12 @@ impl Filesystem for PfnFuse {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        if self.mode == Mode::Buffered {
+            // With the writeback cache the kernel asks before writing back dirty pages, so
+            // the daemon's view of data and holes can be stale. ENOSYS makes the kernel stop
+            // asking and answer from its own size (all data, hole at EOF): always correct.
+            return reply.error(Errno::ENOSYS);
+        }
         let whence = match whence {
             libc::SEEK_DATA => SeekWhence::Data,
             libc::SEEK_HOLE => SeekWhence::Hole,

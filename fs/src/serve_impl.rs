@@ -10,7 +10,7 @@ use signal_hook::iterator::Signals;
 
 use crate::fuse::PfnFuse;
 use crate::inode::Body;
-use crate::volume::Volume;
+use crate::volume::{AtimePolicy, Volume};
 use crate::{MountConfig, PoolReport};
 
 fn mount_option(opt: &str) -> Option<MountOption> {
@@ -40,6 +40,14 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
     )
     .map_err(|e| e.to_string())?;
     let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(|e| e.msg)?);
+    let has = |o: &str| config.extra_options.iter().any(|x| x == o);
+    vol.set_atime_policy(if has("noatime") {
+        AtimePolicy::Never
+    } else if has("strictatime") {
+        AtimePolicy::Always
+    } else {
+        AtimePolicy::Relative
+    });
     let mut options = vec![
         MountOption::FSName(config.pool.display().to_string()),
         if config.read_only {

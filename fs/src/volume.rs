@@ -118,6 +118,18 @@ pub struct FsStat {
     pub free_inodes: u64,
 }
 
+/// When reads move atime (the mount's noatime / relatime / strictatime).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AtimePolicy {
+    /// Never.
+    Never,
+    /// When atime is older than mtime or ctime, or a day old (the default, as on Linux).
+    #[default]
+    Relative,
+    /// On every read.
+    Always,
+}
+
 /// Counters of the data path (RAM only; read through the root's virtual xattr
 /// `trusted.pfnfs.io_stats` by `pfnfs stat MOUNTPOINT`).
 #[derive(Debug, Default)]
@@ -161,6 +173,8 @@ pub struct Volume {
     /// True when the kernel's writeback cache owns regular files' mtime/ctime (buffered
     /// mode): data operations then keep the times and the kernel sends them with setattr.
     kernel_file_times: std::sync::atomic::AtomicBool,
+    /// How reads move atime.
+    atime: parking_lot::RwLock<AtimePolicy>,
     /// Free frames file data may not take: room for the next checkpoint (which is written
     /// before the previous one is released), so a full pool can still unmount cleanly.
     reserve_frames: AtomicU64,
@@ -237,6 +251,7 @@ impl Volume {
             ns: Mutex::new(()),
             reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
+            atime: parking_lot::RwLock::new(AtimePolicy::default()),
             stats: IoStats::default(),
             checkpoint_ranges: Mutex::new(ranges),
             read_only,
@@ -554,6 +569,16 @@ impl Volume {
             map.insert(ino, cell.inode.write_arc());
         }
         Ok(Locked(map))
+    }
+
+    /// Sets how reads move atime.
+    pub fn set_atime_policy(&self, policy: AtimePolicy) {
+        *self.atime.write() = policy;
+    }
+
+    /// How reads move atime.
+    pub fn atime_policy(&self) -> AtimePolicy {
+        *self.atime.read()
     }
 
     /// Says whether the kernel's writeback cache owns regular files' mtime and ctime.
@@ -1239,6 +1264,7 @@ impl Volume {
             checkpoint_ranges: Mutex::new(checkpoint_ranges),
             reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
+            atime: parking_lot::RwLock::new(AtimePolicy::default()),
             stats: IoStats::default(),
         }
     }

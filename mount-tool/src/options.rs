@@ -6,9 +6,20 @@ use pfnfs_fs::{Durability, Mode};
 use crate::size::parse_size;
 
 /// Kernel mount flags passed to the FUSE mount as they are (`MountConfig::extra_options`).
-/// `serve` maps each to the `fuser::MountOption` of the same name.
+/// `serve` maps each to the mount flag of the same name; `noatime` and `strictatime` also set
+/// how the daemon moves atime on reads (relatime otherwise).
 pub const PASSED_THROUGH: &[&str] = &[
-    "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "dirsync", "sync",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "strictatime",
+    "dirsync",
+    "sync",
     "async",
 ];
 
@@ -27,7 +38,6 @@ const IGNORED: &[&str] = &[
     "nofail",
     "relatime",
     "norelatime",
-    "strictatime",
     "nostrictatime",
     "lazytime",
     "nolazytime",

@@ -711,6 +711,12 @@ fn seek_data_hole_matches_extents(m: &mut MountGuard) {
 
 both_modes!(
     o_direct_with_mapped_buffers,
-    mmap_changes_visible_and_persist,
-    seek_data_hole_matches_extents,
+    mmap_changes_visible_and_persist
 );
+
+/// Direct mode only: in buffered mode SEEK_DATA/SEEK_HOLE are left to the kernel (the daemon
+/// cannot see dirty pages), which reports the whole file as data.
+#[test]
+fn seek_data_hole_matches_extents_direct() {
+    pfnfs_tests::run_in_mode(pfnfs_tests::Mode::Direct, seek_data_hole_matches_extents);
+}

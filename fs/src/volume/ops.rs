@@ -642,7 +642,12 @@ impl Volume {
         // relatime: atime moves when it is older than mtime/ctime or a day old, before the
         // data goes out (the kernel refetches attributes after a read). It is kept in RAM
         // and reaches the pool with the inode's next record or checkpoint.
-        if !self.read_only && relatime_stale(&cell.inode.read().attr) {
+        let stale = match self.atime_policy() {
+            AtimePolicy::Never => false,
+            AtimePolicy::Relative => relatime_stale(&cell.inode.read().attr),
+            AtimePolicy::Always => true,
+        };
+        if !self.read_only && stale {
             cell.inode.write().attr.atime = Time::now();
         }
         let inode = cell.inode.read();
