@@ -92,7 +92,7 @@ use pfnfs_alloc::{
 };
 use pfnfs_extent::{Extent, ExtentMap, Mapping};
 
-use crate::inode::{Attr, Body, DirEntry, Directory, Inode, Kind, ROOT_INO, Time};
+use crate::inode::{Body, DirEntry, Directory, Inode, Kind, ROOT_INO, Time};
 use crate::journal::{
     BodyImage, CheckpointHeader, CheckpointImage, Journal, Op, RECORD_HEADER_BYTES, RECORD_MAGIC,
     RECORD_PAYLOAD_MAX,
@@ -1662,24 +1662,7 @@ fn get_lost_found(m: &mut Model, findings: &mut Vec<Finding>) -> u64 {
     let ino = m.next_ino.max(max + 1);
     m.next_ino = ino + 1;
     let now = m.now;
-    let inode = Inode {
-        ino,
-        attr: Attr {
-            mode: libc::S_IFDIR | 0o700,
-            uid: 0,
-            gid: 0,
-            nlink: 2,
-            size: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            rdev: 0,
-            generation: 1,
-        },
-        xattrs: BTreeMap::new(),
-        body: Body::Dir(Directory::new(ROOT_INO)),
-    };
+    let inode = Inode::new_dir(ino, ROOT_INO, 0o700, now);
     m.inodes.insert(ino, inode);
     if let Some(root) = m.inodes.get_mut(&ROOT_INO) {
         if let Some(d) = root.dir_mut() {

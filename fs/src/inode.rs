@@ -291,10 +291,15 @@ pub struct Inode {
 impl Inode {
     /// The root directory of a new filesystem: owned by root, mode 0755, its own parent.
     pub fn new_root(now: Time) -> Inode {
+        Inode::new_dir(ROOT_INO, ROOT_INO, 0o755, now)
+    }
+
+    /// An empty directory `ino` under `parent`, owned by root, with permission bits `perm`.
+    pub fn new_dir(ino: u64, parent: u64, perm: u32, now: Time) -> Inode {
         Inode {
-            ino: ROOT_INO,
+            ino,
             attr: Attr {
-                mode: libc::S_IFDIR | 0o755,
+                mode: libc::S_IFDIR | (perm & 0o7777),
                 uid: 0,
                 gid: 0,
                 nlink: 2,
@@ -307,7 +312,7 @@ impl Inode {
                 generation: 1,
             },
             xattrs: BTreeMap::new(),
-            body: Body::Dir(Directory::new(ROOT_INO)),
+            body: Body::Dir(Directory::new(parent)),
         }
     }
 
