@@ -120,6 +120,7 @@ pub struct FsStat {
 
 /// When reads move atime (the mount's noatime / relatime / strictatime).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
 pub enum AtimePolicy {
     /// Never.
     Never,
@@ -174,7 +175,7 @@ pub struct Volume {
     /// mode): data operations then keep the times and the kernel sends them with setattr.
     kernel_file_times: std::sync::atomic::AtomicBool,
     /// How reads move atime.
-    atime: parking_lot::RwLock<AtimePolicy>,
+    atime: std::sync::atomic::AtomicU8,
     /// Free frames file data may not take: room for the next checkpoint (which is written
     /// before the previous one is released), so a full pool can still unmount cleanly.
     reserve_frames: AtomicU64,
@@ -251,7 +252,7 @@ impl Volume {
             ns: Mutex::new(()),
             reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
-            atime: parking_lot::RwLock::new(AtimePolicy::default()),
+            atime: std::sync::atomic::AtomicU8::new(AtimePolicy::Relative as u8),
             stats: IoStats::default(),
             checkpoint_ranges: Mutex::new(ranges),
             read_only,
@@ -573,12 +574,16 @@ impl Volume {
 
     /// Sets how reads move atime.
     pub fn set_atime_policy(&self, policy: AtimePolicy) {
-        *self.atime.write() = policy;
+        self.atime.store(policy as u8, Ordering::Relaxed);
     }
 
     /// How reads move atime.
     pub fn atime_policy(&self) -> AtimePolicy {
-        *self.atime.read()
+        match self.atime.load(Ordering::Relaxed) {
+            x if x == AtimePolicy::Never as u8 => AtimePolicy::Never,
+            x if x == AtimePolicy::Always as u8 => AtimePolicy::Always,
+            _ => AtimePolicy::Relative,
+        }
     }
 
     /// Says whether the kernel's writeback cache owns regular files' mtime and ctime.
@@ -1264,7 +1269,7 @@ impl Volume {
             checkpoint_ranges: Mutex::new(checkpoint_ranges),
             reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
-            atime: parking_lot::RwLock::new(AtimePolicy::default()),
+            atime: std::sync::atomic::AtomicU8::new(AtimePolicy::Relative as u8),
             stats: IoStats::default(),
         }
     }
