@@ -1010,47 +1010,9 @@ impl Volume {
         let src_dir = src.kind == Kind::Dir;
         if exchange {
             let dst = dst.ok_or_else(|| enoent("no target to exchange with"))?;
-            let dst_dir = dst.kind == Kind::Dir;
-            {
-                let p = locked.get(parent)?;
-                p.dir_mut()
-                    .ok_or_else(|| enotdir("not a directory"))?
-                    .replace(name, dst.ino, dst.kind);
-                p.attr.mtime = time;
-                p.attr.ctime = time;
-                if parent != new_parent {
-                    p.attr.nlink = p
-                        .attr
-                        .nlink
-                        .saturating_add(dst_dir as u32)
-                        .saturating_sub(src_dir as u32);
-                }
-            }
-            {
-                let np = locked.get(new_parent)?;
-                np.dir_mut()
-                    .ok_or_else(|| enotdir("not a directory"))?
-                    .replace(new_name, src.ino, src.kind);
-                np.attr.mtime = time;
-                np.attr.ctime = time;
-                if parent != new_parent {
-                    np.attr.nlink = np
-                        .attr
-                        .nlink
-                        .saturating_add(src_dir as u32)
-                        .saturating_sub(dst_dir as u32);
-                }
-            }
-            let s = locked.get(src.ino)?;
-            s.attr.ctime = time;
-            if let Some(d) = s.dir_mut() {
-                d.parent = new_parent;
-            }
-            let t = locked.get(dst.ino)?;
-            t.attr.ctime = time;
-            if let Some(d) = t.dir_mut() {
-                d.parent = parent;
-            }
+            let cross = parent != new_parent;
+            Self::exchange_side(locked, parent, name, &dst, &src, cross, time)?;
+            Self::exchange_side(locked, new_parent, new_name, &src, &dst, cross, time)?;
             return Ok(());
         }
         if let Some(dst) = &dst {
@@ -1112,6 +1074,38 @@ impl Volume {
         s.attr.ctime = time;
         if let Some(d) = s.dir_mut() {
             d.parent = new_parent;
+        }
+        Ok(())
+    }
+
+    /// One side of RENAME_EXCHANGE: `name` in directory `dir` names `incoming` instead of
+    /// `outgoing`; across directories a subdirectory's `..` link moves with it.
+    fn exchange_side(
+        locked: &mut Locked,
+        dir: u64,
+        name: &[u8],
+        incoming: &DirEntry,
+        outgoing: &DirEntry,
+        cross: bool,
+        time: Time,
+    ) -> FsResult<()> {
+        let d = locked.get(dir)?;
+        d.dir_mut()
+            .ok_or_else(|| enotdir("not a directory"))?
+            .replace(name, incoming.ino, incoming.kind);
+        d.attr.mtime = time;
+        d.attr.ctime = time;
+        if cross {
+            d.attr.nlink = d
+                .attr
+                .nlink
+                .saturating_add((incoming.kind == Kind::Dir) as u32)
+                .saturating_sub((outgoing.kind == Kind::Dir) as u32);
+        }
+        let moved = locked.get(incoming.ino)?;
+        moved.attr.ctime = time;
+        if let Some(md) = moved.dir_mut() {
+            md.parent = dir;
         }
         Ok(())
     }
