@@ -182,6 +182,11 @@ impl MountGuard {
 
     /// Like [`MountGuard::new`] with extra `-o` options.
     pub fn with_options(mode: Mode, options: &[&str]) -> MountGuard {
+        MountGuard::with_pool_size(mode, POOL_BYTES, options)
+    }
+
+    /// Like [`MountGuard::with_options`] with a pool of `pool_bytes` (at least 16 MiB).
+    pub fn with_pool_size(mode: Mode, pool_bytes: u64, options: &[&str]) -> MountGuard {
         let dir = tempfile::Builder::new()
             .prefix("pfnfs-test-")
             .tempdir()
@@ -201,7 +206,7 @@ impl MountGuard {
         let out = Command::new(pfnfs_bin())
             .arg("mkfs")
             .arg(&guard.pool)
-            .args(["--size", &POOL_BYTES.to_string()])
+            .args(["--size", &pool_bytes.to_string()])
             .output()
             .expect("run pfnfs mkfs");
         assert!(
