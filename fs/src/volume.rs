@@ -30,8 +30,10 @@ use crate::error::*;
 use crate::inode::*;
 use crate::journal::*;
 
-/// Largest file size the format allows (and the largest byte offset + 1).
-pub const MAX_FILE_BYTES: u64 = (1u64 << 63) - FRAME_SIZE;
+/// Largest file size (and the largest byte offset + 1): `i64::MAX`, the kernel's
+/// `MAX_LFS_FILESIZE` (FUSE's `s_maxbytes`), as on ext4, xfs and tmpfs. Every byte and frame
+/// computation stays in `u64`: the frame after the last byte, `2^51`, ends at byte `2^63`.
+pub const MAX_FILE_BYTES: u64 = i64::MAX as u64;
 /// Longest name.
 pub const NAME_MAX: usize = 255;
 /// Largest extended-attribute value.
