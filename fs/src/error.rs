@@ -63,6 +63,12 @@ errno_helpers! {
     eoverflow => EOVERFLOW,
 }
 
+impl From<crate::acl::AclError> for FsError {
+    fn from(e: crate::acl::AclError) -> FsError {
+        FsError::new(libc::EINVAL, e.to_string())
+    }
+}
+
 impl From<PoolError> for FsError {
     fn from(e: PoolError) -> FsError {
         match e {

@@ -92,6 +92,7 @@ use pfnfs_alloc::{
 };
 use pfnfs_extent::{Extent, ExtentMap, Mapping};
 
+use crate::acl;
 use crate::inode::{Body, DirEntry, Directory, Inode, Kind, ROOT_INO, Time};
 use crate::journal::{
     BodyImage, CheckpointHeader, CheckpointImage, Journal, Op, RECORD_HEADER_BYTES, RECORD_MAGIC,
@@ -748,7 +749,7 @@ fn validate_op(vol: &Volume, op: &Op) -> Result<(), String> {
         }
     };
     match op {
-        Op::Create { ino, name, .. } => {
+        Op::Create { ino, name, .. } | Op::CreateWithXattrs { ino, name, .. } => {
             if *ino == 0 || vol.cell(*ino).is_ok() {
                 return Err(format!("inode number {ino} is in use or invalid"));
             }
@@ -827,6 +828,13 @@ fn describe_op(op: &Op) -> String {
         Op::SetXattr { ino, .. } => format!("setxattr on inode {ino}"),
         Op::RemoveXattr { ino, .. } => format!("removexattr on inode {ino}"),
         Op::Reclaim { ino } => format!("reclaim of inode {ino}"),
+        Op::CreateWithXattrs {
+            parent, name, ino, ..
+        } => format!(
+            "create inode {ino} as {} in {parent} with attributes",
+            name_str(name)
+        ),
+        Op::SetAttrXattrs { ino, .. } => format!("setattr with attributes of inode {ino}"),
     }
 }
 
@@ -1114,6 +1122,7 @@ fn check_inodes(m: &mut Model, findings: &mut Vec<Finding>, progress: Progress<'
             );
             inode.attr.size = want;
         }
+        check_acls(inode, findings);
         let size = inode.attr.size;
         let Body::File(map) = &mut inode.body else {
             continue;
@@ -1173,6 +1182,67 @@ fn check_inodes(m: &mut Model, findings: &mut Vec<Finding>, progress: Progress<'
     }
     progress("checking inodes", total, total);
     extents
+}
+
+/// POSIX ACL attributes: well-formed, a default ACL only on directories, none on symlinks,
+/// and an access ACL whose owner, mask (or group) and other entries agree with the mode (the
+/// mode wins: it is what every record since the ACL was set agreed on).
+fn check_acls(inode: &mut Inode, findings: &mut Vec<Finding>) {
+    let ino = inode.ino;
+    let kind = inode.attr.kind();
+    for name in [acl::ACCESS_XATTR, acl::DEFAULT_XATTR] {
+        let Some(value) = inode.xattrs.get(name) else {
+            continue;
+        };
+        let what = name_str(name);
+        let misplaced = match kind {
+            Kind::Symlink => Some("a symlink"),
+            Kind::Dir => None,
+            _ if name == acl::DEFAULT_XATTR => Some("a non-directory"),
+            _ => None,
+        };
+        if let Some(on) = misplaced {
+            findings.push(
+                Finding::new(
+                    "acl-misplaced",
+                    format!("inode {ino}: {what} on {on}, which cannot have one"),
+                    "remove it",
+                )
+                .safe(),
+            );
+            inode.xattrs.remove(name);
+            continue;
+        }
+        let mut acl = match acl::Acl::decode(value) {
+            Ok(a) => a,
+            Err(e) => {
+                findings.push(Finding::new(
+                    "acl-invalid",
+                    format!("inode {ino}: {what} is invalid: {e}"),
+                    "remove it (the mode's permission bits stay)",
+                ));
+                inode.xattrs.remove(name);
+                continue;
+            }
+        };
+        if name != acl::ACCESS_XATTR {
+            continue;
+        }
+        let (implied, _) = acl.equiv_mode(inode.attr.mode);
+        if implied != inode.attr.mode {
+            findings.push(Finding::new(
+                "acl-mode",
+                format!(
+                    "inode {ino}: its access ACL gives permissions {:o}, its mode {:o}",
+                    implied & 0o777,
+                    inode.attr.mode & 0o777
+                ),
+                "set the ACL's owner, mask and other entries from the mode (as chmod does)",
+            ));
+            acl.chmod(inode.attr.mode);
+            inode.xattrs.insert(name.to_vec(), acl.encode());
+        }
+    }
 }
 
 /// Who references a range of frames, ordered so that the first owner sorts first.

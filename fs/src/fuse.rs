@@ -42,12 +42,25 @@ pub const IO_STATS_XATTR: &[u8] = b"trusted.pfnfs.io_stats";
 pub struct PfnFuse {
     vol: Arc<Volume>,
     mode: Mode,
+    posix_acl: bool,
 }
 
 impl PfnFuse {
     /// Serves `vol` in `mode`.
     pub fn new(vol: Arc<Volume>, mode: Mode) -> PfnFuse {
-        PfnFuse { vol, mode }
+        PfnFuse {
+            vol,
+            mode,
+            posix_acl: true,
+        }
+    }
+
+    /// Whether to offer POSIX ACLs (FUSE_POSIX_ACL, on by default). The kernel then checks
+    /// permissions itself against the mode and the ACLs (it turns default_permissions on),
+    /// so a mount without default_permissions should say no.
+    pub fn posix_acl(mut self, on: bool) -> PfnFuse {
+        self.posix_acl = on;
+        self
     }
 
     fn open_flags(&self) -> FopenFlags {
@@ -167,6 +180,11 @@ impl Filesystem for PfnFuse {
         if self.mode == Mode::Buffered {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
+        if self.posix_acl {
+            // The kernel reads and caches the ACLs and enforces them; with DONT_MASK it also
+            // leaves the umask to the daemon, which must not apply it under a default ACL.
+            wanted |= InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+        }
         for flag in wanted.iter() {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!("kernel does not offer {flag:?}");
@@ -240,14 +258,14 @@ impl Filesystem for PfnFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
         reply_entry(
             reply,
             self.vol
-                .mknod(caller(req), parent.0, name.as_bytes(), mode, rdev),
+                .mknod_with_umask(caller(req), parent.0, name.as_bytes(), mode, umask, rdev),
         );
     }
 
@@ -257,12 +275,13 @@ impl Filesystem for PfnFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         reply_entry(
             reply,
-            self.vol.mkdir(caller(req), parent.0, name.as_bytes(), mode),
+            self.vol
+                .mkdir_with_umask(caller(req), parent.0, name.as_bytes(), mode, umask),
         );
     }
 
@@ -527,7 +546,7 @@ impl Filesystem for PfnFuse {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -537,7 +556,8 @@ impl Filesystem for PfnFuse {
     ) {
         reply_empty(
             reply,
-            self.vol.setxattr(ino.0, name.as_bytes(), value, flags),
+            self.vol
+                .setxattr_as(caller(req), ino.0, name.as_bytes(), value, flags),
         );
     }
 
@@ -590,15 +610,19 @@ impl Filesystem for PfnFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         let exclusive = flags & libc::O_EXCL != 0;
-        match self
-            .vol
-            .create(caller(req), parent.0, name.as_bytes(), mode, exclusive)
-        {
+        match self.vol.create_with_umask(
+            caller(req),
+            parent.0,
+            name.as_bytes(),
+            mode,
+            umask,
+            exclusive,
+        ) {
             Ok(e) => {
                 let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
                 if let Err(err) = self.vol.open(e.ino, write) {

@@ -168,6 +168,29 @@ pub enum Op {
     RemoveXattr { ino: u64, name: Vec<u8>, time: Time },
     /// An inode with no names lost its last reference: release it.
     Reclaim { ino: u64 },
+    /// `Create` of an inode that starts with extended attributes (the ACLs inherited from
+    /// the parent's default ACL), so the inode never exists without them.
+    CreateWithXattrs {
+        parent: u64,
+        name: Vec<u8>,
+        ino: u64,
+        attr: Attr,
+        body: NewBody,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// `SetAttr` and extended-attribute changes as one step: setting a POSIX access ACL
+    /// (which sets the mode's permission bits) and chmod of an inode with an access ACL
+    /// (which rewrites the ACL). `(name, None)` removes the attribute.
+    SetAttrXattrs {
+        ino: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        atime: Time,
+        mtime: Time,
+        ctime: Time,
+        xattrs: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    },
 }
 
 #[derive(Debug)]

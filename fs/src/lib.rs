@@ -1,5 +1,6 @@
 //! pfnfs-fs: the filesystem.
 //!
+//! - [`acl`]: POSIX ACLs: the xattr wire format and the mode <-> ACL rules.
 //! - [`inode`]: inodes, attributes and directories in RAM (stable readdir cookies).
 //! - [`journal`]: the metadata redo log and the checkpoint format: how RAM state becomes
 //!   durable and comes back at mount.
@@ -8,6 +9,7 @@
 //! - [`fuse`]: the fuser adapter (errno conversion happens there and nowhere else).
 //! - [`serve`] / [`report`]: mounting a pool, and reading its figures.
 
+pub mod acl;
 pub mod error;
 pub mod fsck;
 pub mod fuse;

@@ -74,7 +74,7 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
     };
     fuse_config.n_threads = Some(config.threads.max(1));
     fuse_config.clone_fd = true;
-    let fs = PfnFuse::new(vol.clone(), config.mode);
+    let fs = PfnFuse::new(vol.clone(), config.mode).posix_acl(config.default_permissions);
     let (session, mounted_here) = match mount_fuse_pfnfs(&config) {
         Ok(fd) => (
             fuser::Session::from_fd(fs, fd, fuse_config.acl, fuse_config.clone()),

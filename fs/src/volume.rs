@@ -666,14 +666,18 @@ impl Volume {
     fn tolerates_missing(op: &Op) -> bool {
         !matches!(
             op,
-            Op::Create { .. } | Op::Link { .. } | Op::Unlink { .. } | Op::Rename { .. }
+            Op::Create { .. }
+                | Op::CreateWithXattrs { .. }
+                | Op::Link { .. }
+                | Op::Unlink { .. }
+                | Op::Rename { .. }
         )
     }
 
     /// Inodes an op touches (namespace ops resolve names; call under `ns`).
     fn touched(&self, op: &Op) -> FsResult<Vec<u64>> {
         Ok(match op {
-            Op::Create { parent, .. } => vec![*parent],
+            Op::Create { parent, .. } | Op::CreateWithXattrs { parent, .. } => vec![*parent],
             Op::Link { parent, ino, .. } => vec![*parent, *ino],
             Op::Unlink { parent, name, .. } => vec![*parent, self.child(*parent, name)?],
             Op::Rename {
@@ -697,6 +701,7 @@ impl Volume {
             | Op::ZeroRange { ino, .. }
             | Op::SetXattr { ino, .. }
             | Op::RemoveXattr { ino, .. }
+            | Op::SetAttrXattrs { ino, .. }
             | Op::Reclaim { ino } => {
                 if !self.inodes.contains_key(ino) {
                     return Err(enoent(format!("no inode {ino}")));
@@ -732,39 +737,15 @@ impl Volume {
                 ino,
                 attr,
                 body,
-            } => {
-                let kind = attr.kind();
-                let inode = Inode {
-                    ino: *ino,
-                    attr: attr.clone(),
-                    xattrs: BTreeMap::new(),
-                    body: match body {
-                        NewBody::File => Body::File(ExtentMap::new()),
-                        NewBody::Dir => Body::Dir(Directory::new(*parent)),
-                        NewBody::Symlink(t) => Body::Symlink(t.clone()),
-                        NewBody::Special => Body::Special,
-                    },
-                };
-                let p = locked.get(*parent)?;
-                let dir = p
-                    .dir_mut()
-                    .ok_or_else(|| enotdir("parent is not a directory"))?;
-                if dir.get(name).is_some() {
-                    return Err(eexist("entry exists"));
-                }
-                dir.insert(DirEntry {
-                    name: name.clone(),
-                    ino: *ino,
-                    kind,
-                });
-                p.attr.mtime = attr.ctime;
-                p.attr.ctime = attr.ctime;
-                if kind == Kind::Dir {
-                    p.attr.nlink = p.attr.nlink.saturating_add(1);
-                }
-                self.inodes.insert(*ino, new_cell(inode));
-                self.next_ino.fetch_max(ino + 1, Ordering::AcqRel);
-            }
+            } => self.apply_create(locked, *parent, name, *ino, attr, body, &[])?,
+            Op::CreateWithXattrs {
+                parent,
+                name,
+                ino,
+                attr,
+                body,
+                xattrs,
+            } => self.apply_create(locked, *parent, name, *ino, attr, body, xattrs)?,
             Op::Link {
                 parent,
                 name,
@@ -982,7 +963,77 @@ impl Volume {
                     self.reclaim_locked(i)?;
                 }
             }
+            Op::SetAttrXattrs {
+                ino,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+                ctime,
+                xattrs,
+            } => {
+                let i = locked.get(*ino)?;
+                i.attr.mode = *mode;
+                i.attr.uid = *uid;
+                i.attr.gid = *gid;
+                i.attr.atime = *atime;
+                i.attr.mtime = *mtime;
+                i.attr.ctime = *ctime;
+                for (name, value) in xattrs {
+                    match value {
+                        Some(v) => i.xattrs.insert(name.clone(), v.clone()),
+                        None => i.xattrs.remove(name),
+                    };
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Applies a `Create` (with the inode's first extended attributes, if any).
+    #[allow(clippy::too_many_arguments)]
+    fn apply_create(
+        &self,
+        locked: &mut Locked,
+        parent: u64,
+        name: &[u8],
+        ino: u64,
+        attr: &Attr,
+        body: &NewBody,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> FsResult<()> {
+        let kind = attr.kind();
+        let inode = Inode {
+            ino,
+            attr: attr.clone(),
+            xattrs: xattrs.iter().cloned().collect(),
+            body: match body {
+                NewBody::File => Body::File(ExtentMap::new()),
+                NewBody::Dir => Body::Dir(Directory::new(parent)),
+                NewBody::Symlink(t) => Body::Symlink(t.clone()),
+                NewBody::Special => Body::Special,
+            },
+        };
+        let p = locked.get(parent)?;
+        let dir = p
+            .dir_mut()
+            .ok_or_else(|| enotdir("parent is not a directory"))?;
+        if dir.get(name).is_some() {
+            return Err(eexist("entry exists"));
+        }
+        dir.insert(DirEntry {
+            name: name.to_vec(),
+            ino,
+            kind,
+        });
+        p.attr.mtime = attr.ctime;
+        p.attr.ctime = attr.ctime;
+        if kind == Kind::Dir {
+            p.attr.nlink = p.attr.nlink.saturating_add(1);
+        }
+        self.inodes.insert(ino, new_cell(inode));
+        self.next_ino.fetch_max(ino + 1, Ordering::AcqRel);
         Ok(())
     }
 

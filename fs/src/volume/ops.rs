@@ -6,6 +6,7 @@ use pfnfs_alloc::FRAME_SIZE;
 use pfnfs_extent::{Extent, ExtentMap, ReadSegment, io as extent_io};
 
 use super::*;
+use crate::acl::{self, ACCESS_XATTR, Acl, DEFAULT_XATTR};
 
 /// One readdir entry copied out of a directory: (inode, cookie, kind, name).
 pub type DirListing = (u64, u64, Kind, Vec<u8>);
@@ -203,6 +204,26 @@ impl Volume {
         changed |=
             req.atime.is_some() || req.mtime.is_some() || req.uid.is_some() || req.gid.is_some();
         let ctime = req.ctime.unwrap_or(if changed { now } else { a.ctime });
+        if let Some(old_acl) = inode.xattrs.get(ACCESS_XATTR)
+            && req.mode.is_some()
+        {
+            // chmod of an inode with an access ACL: the ACL follows the mode, atomically.
+            let mut new_acl = Acl::decode(old_acl)
+                .map_err(|e| eio(format!("inode {ino}: stored access ACL is invalid: {e}")))?;
+            new_acl.chmod(mode);
+            let op = Op::SetAttrXattrs {
+                ino,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+                ctime,
+                xattrs: vec![(ACCESS_XATTR.to_vec(), Some(new_acl.encode()))],
+            };
+            self.commit(op, &mut locked)?;
+            return Ok(Entry::of(locked.get(ino)?));
+        }
         if changed || req.ctime.is_some() {
             self.commit(
                 Op::SetAttr {
@@ -252,12 +273,14 @@ impl Volume {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn create_inode(
         &self,
         caller: Caller,
         parent: u64,
         name: &[u8],
         mode: u32,
+        umask: u32,
         rdev: u32,
         body: NewBody,
     ) -> FsResult<Entry> {
@@ -281,18 +304,33 @@ impl Volume {
             NewBody::Symlink(t) => t.len() as u64,
             _ => 0,
         };
+        // The parent's default ACL, or else the umask, limits the new inode's mode.
+        let default_acl = p.xattrs.get(DEFAULT_XATTR).map(Vec::as_slice);
+        let (mode, xattrs) = acl::inherit(default_acl, mode, umask)
+            .map_err(|e| eio(format!("directory {parent}: invalid default ACL: {e}")))?;
         let attr = self.new_attr(caller, &p.attr, mode, rdev, size);
         let ino = self.next_ino.fetch_add(1, Ordering::AcqRel);
-        self.commit(
+        let (name, attr_out) = (name.to_vec(), attr.clone());
+        let op = if xattrs.is_empty() {
             Op::Create {
                 parent,
-                name: name.to_vec(),
+                name,
                 ino,
-                attr: attr.clone(),
+                attr,
                 body,
-            },
-            &mut locked,
-        )?;
+            }
+        } else {
+            Op::CreateWithXattrs {
+                parent,
+                name,
+                ino,
+                attr,
+                body,
+                xattrs,
+            }
+        };
+        self.commit(op, &mut locked)?;
+        let attr = attr_out;
         self.add_lookup(ino);
         Ok(Entry {
             ino,
@@ -301,7 +339,8 @@ impl Volume {
         })
     }
 
-    /// mknod: regular files, FIFOs, sockets, device nodes.
+    /// mknod: regular files, FIFOs, sockets, device nodes. `mode` is used as given (no
+    /// umask), limited only by the parent's default ACL.
     pub fn mknod(
         &self,
         caller: Caller,
@@ -310,10 +349,23 @@ impl Volume {
         mode: u32,
         rdev: u32,
     ) -> FsResult<Entry> {
+        self.mknod_with_umask(caller, parent, name, mode, 0, rdev)
+    }
+
+    /// mknod with the caller's umask, which applies unless the parent has a default ACL.
+    pub fn mknod_with_umask(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+    ) -> FsResult<Entry> {
         let body = match Kind::from_mode(mode) {
             Some(Kind::File) => NewBody::File,
             Some(Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev) => NewBody::Special,
-            Some(Kind::Dir) => return self.mkdir(caller, parent, name, mode),
+            Some(Kind::Dir) => return self.mkdir_with_umask(caller, parent, name, mode, umask),
             _ => return Err(einval("mknod of an unknown file type")),
         };
         let mode = if mode & libc::S_IFMT == 0 {
@@ -321,16 +373,29 @@ impl Volume {
         } else {
             mode
         };
-        self.create_inode(caller, parent, name, mode, rdev, body)
+        self.create_inode(caller, parent, name, mode, umask, rdev, body)
     }
 
-    /// mkdir.
+    /// mkdir (`mode` as given, limited only by the parent's default ACL).
     pub fn mkdir(&self, caller: Caller, parent: u64, name: &[u8], mode: u32) -> FsResult<Entry> {
+        self.mkdir_with_umask(caller, parent, name, mode, 0)
+    }
+
+    /// mkdir with the caller's umask, which applies unless the parent has a default ACL.
+    pub fn mkdir_with_umask(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+    ) -> FsResult<Entry> {
         self.create_inode(
             caller,
             parent,
             name,
             libc::S_IFDIR | (mode & 0o7777),
+            umask,
             0,
             NewBody::Dir,
         )
@@ -356,12 +421,14 @@ impl Volume {
             name,
             libc::S_IFLNK | 0o777,
             0,
+            0,
             NewBody::Symlink(target.to_vec()),
         )
     }
 
     /// create (O_CREAT). With `exclusive`, an existing name is EEXIST; otherwise the existing
-    /// file is returned (a race with another creator).
+    /// file is returned (a race with another creator). `mode` as given, limited only by the
+    /// parent's default ACL.
     pub fn create(
         &self,
         caller: Caller,
@@ -370,11 +437,25 @@ impl Volume {
         mode: u32,
         exclusive: bool,
     ) -> FsResult<Entry> {
+        self.create_with_umask(caller, parent, name, mode, 0, exclusive)
+    }
+
+    /// create with the caller's umask, which applies unless the parent has a default ACL.
+    pub fn create_with_umask(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        exclusive: bool,
+    ) -> FsResult<Entry> {
         match self.create_inode(
             caller,
             parent,
             name,
             libc::S_IFREG | (mode & 0o7777),
+            umask,
             0,
             NewBody::File,
         ) {
@@ -1100,8 +1181,22 @@ impl Volume {
 
     // ---- xattrs ---------------------------------------------------------------------
 
-    /// setxattr with XATTR_CREATE / XATTR_REPLACE.
+    /// setxattr with XATTR_CREATE / XATTR_REPLACE, as root.
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        self.setxattr_as(Caller::default(), ino, name, value, flags)
+    }
+
+    /// setxattr on behalf of `caller`. The POSIX ACL attributes are validated (EINVAL) and
+    /// stored in canonical form; setting the access ACL also sets the mode's permission bits
+    /// (and drops setgid for a caller outside the file's group), in the same record.
+    pub fn setxattr_as(
+        &self,
+        caller: Caller,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> FsResult<()> {
         self.check_writable()?;
         check_xattr_name(name)?;
         if value.len() > XATTR_VALUE_MAX {
@@ -1125,6 +1220,10 @@ impl Volume {
             .unwrap_or(0);
         if inode.xattr_bytes() - old + name.len() + value.len() > XATTR_TOTAL_MAX {
             return Err(enospc("no room for more extended attributes on this inode"));
+        }
+        if acl::is_acl_name(name) {
+            let op = acl_xattr_op(caller, inode, name, value)?;
+            return self.commit(op, &mut locked);
         }
         self.commit(
             Op::SetXattr {
@@ -1169,6 +1268,10 @@ impl Volume {
         let _gate = self.gate.read();
         let mut locked = self.lock(&[ino])?;
         if !locked.get(ino)?.xattrs.contains_key(name) {
+            if acl::is_acl_name(name) {
+                // Removing an ACL the inode does not have is not an error (ext4, xfs).
+                return Ok(());
+            }
             return Err(enodata("no such xattr"));
         }
         self.commit(
@@ -1219,9 +1322,9 @@ fn check_xattr_name(name: &[u8]) -> FsResult<()> {
     if !known.iter().any(|p| name.starts_with(p)) {
         return Err(eopnotsupp("unknown xattr namespace"));
     }
-    if name.starts_with(b"system.") {
+    if name.starts_with(b"system.") && !acl::is_acl_name(name) {
         return Err(eopnotsupp(
-            "system.* attributes (POSIX ACLs) are not supported",
+            "system.* attributes other than the POSIX ACLs are not supported",
         ));
     }
     Ok(())
@@ -1251,4 +1354,46 @@ fn clear_suid_sgid(mode: u32) -> u32 {
         m &= !libc::S_ISGID;
     }
     m
+}
+
+/// The record for setting a POSIX ACL attribute on `inode`. A default ACL is stored as given
+/// (directories only, EACCES otherwise, as Linux). An access ACL sets the mode's permission
+/// bits; one that the mode alone expresses is not stored (an old one is removed), as ext4 and
+/// xfs do. Setgid is dropped when the caller is neither root nor in the file's group (the
+/// daemon sees only the caller's primary group).
+fn acl_xattr_op(caller: Caller, inode: &Inode, name: &[u8], value: &[u8]) -> FsResult<Op> {
+    let a = &inode.attr;
+    if a.kind() == Kind::Symlink {
+        return Err(eopnotsupp("symlinks have no ACLs"));
+    }
+    let acl = Acl::decode(value)?;
+    let mut mode = a.mode;
+    let mut xattrs = Vec::new();
+    if name == DEFAULT_XATTR {
+        if a.kind() != Kind::Dir {
+            return Err(eacces("only directories have a default ACL"));
+        }
+        xattrs.push((name.to_vec(), Some(acl.encode())));
+    } else {
+        let (new_mode, equiv) = acl.equiv_mode(a.mode);
+        mode = new_mode;
+        if caller.uid != 0 && caller.gid != a.gid {
+            mode &= !libc::S_ISGID;
+        }
+        if !equiv {
+            xattrs.push((name.to_vec(), Some(acl.encode())));
+        } else if inode.xattrs.contains_key(name) {
+            xattrs.push((name.to_vec(), None));
+        }
+    }
+    Ok(Op::SetAttrXattrs {
+        ino: inode.ino,
+        mode,
+        uid: a.uid,
+        gid: a.gid,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: Time::now(),
+        xattrs,
+    })
 }
