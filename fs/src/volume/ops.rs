@@ -703,8 +703,12 @@ impl Volume {
     /// Drops an open handle; reclaims an unlinked inode on its last close.
     pub fn release(&self, ino: u64) {
         if let Ok(cell) = self.cell(ino) {
-            let prev = cell.opens.fetch_sub(1, Ordering::AcqRel);
-            if prev == 1 {
+            // Never below zero: a release without an open must not wrap the count and keep
+            // an unlinked file's frames forever.
+            let prev = cell
+                .opens
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            if prev == Ok(1) {
                 self.reclaim_if_orphan(ino);
             }
         }
@@ -1097,6 +1101,13 @@ impl Volume {
         self.maybe_checkpoint();
         let _gate = self.gate.read();
         let mut locked = self.lock(&[ino_in, ino_out])?;
+        for ino in [ino_in, ino_out] {
+            match locked.get(ino)?.attr.kind() {
+                Kind::File => {}
+                Kind::Dir => return Err(eisdir("copy_file_range on a directory")),
+                _ => return Err(einval("copy_file_range on a non-regular file")),
+            }
+        }
         let src = locked.get(ino_in)?;
         let Body::File(src_map) = &src.body else {
             return Err(einval("copy from a non-regular file"));
