@@ -87,6 +87,12 @@ pub struct BenchArgs {
     /// pfnfs FUSE worker threads [default: pfnfs's, one per CPU]
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
     pub threads: Option<u16>,
+
+    /// Keep every target's pool or backing store in 2 MiB pages, as persistent memory is
+    /// mapped (device DAX): the store directory in /dev/shm becomes a tmpfs mounted with
+    /// `huge=always`, and the tmpfs target is mounted with `huge=always` too. Needs root.
+    #[arg(long)]
+    pub huge_pages: bool,
 }
 
 /// `5`, `0.5`, `1.5s` or `500ms`.
@@ -230,6 +236,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
             jobs,
             buffered_reference,
             pfnfs_threads: args.threads,
+            huge_pages: args.huge_pages,
             bindfs_command: "bindfs -f --multithreaded STORE MNT".to_string(),
         },
         out,
@@ -302,7 +309,7 @@ fn execute(plan: Plan, tools: system::Tools) -> Result<(), Failure> {
         estimate.max(1.0),
         plan.out.display()
     );
-    let dirs = WorkDirs::create()?;
+    let dirs = WorkDirs::create(s.huge_pages.then_some(s.store_bytes * 2))?;
     let progress = Progress::new(total);
     let mut runs: Vec<RunRecord> = Vec::new();
     let mut mounts: Vec<MountRecord> = Vec::new();
@@ -323,6 +330,7 @@ fn execute(plan: Plan, tools: system::Tools) -> Result<(), Failure> {
                 tag: tag.clone(),
                 store_bytes: s.store_bytes,
                 threads: s.pfnfs_threads,
+                huge_pages: s.huge_pages,
                 log: plan.out.join("logs").join(format!("{tag}.log")),
             };
             let mut record = MountRecord {

@@ -429,6 +429,7 @@ mod tests {
                 jobs: jobs.to_vec(),
                 buffered_reference: true,
                 pfnfs_threads: None,
+                huge_pages: false,
                 bindfs_command: String::new(),
             },
             summary,

@@ -79,6 +79,8 @@ pub struct Settings {
     pub buffered_reference: bool,
     /// pfnfs `--threads` (None: one per CPU).
     pub pfnfs_threads: Option<u16>,
+    /// `--huge-pages`: stores and the tmpfs target in 2 MiB pages.
+    pub huge_pages: bool,
     /// How bindfs was started.
     pub bindfs_command: String,
 }
@@ -328,6 +330,17 @@ pub fn markdown(report: &Report, chart_file: Option<&str>) -> String {
             " **Interrupted: incomplete.**"
         } else {
             ""
+        }
+    );
+    let _ = writeln!(
+        md,
+        "{}\n",
+        if s.huge_pages {
+            "Pools, backing stores and the tmpfs target in 2 MiB pages (`--huge-pages`: tmpfs \
+             mounted with `huge=always`), as persistent memory is mapped with device DAX."
+        } else {
+            "Pools and backing stores in /dev/shm (4 KiB pages); the tmpfs target is a new \
+             tmpfs with 4 KiB pages."
         }
     );
     if let (Some(a), Some(b)) = (report.machine.load_avg_start, report.load_avg_end) {

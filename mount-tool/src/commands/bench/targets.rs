@@ -1,7 +1,9 @@
 //! The filesystems under test and the guards that mount and always unmount them.
 //!
 //! Every target is mounted fresh for each round on a new pool or backing store in
-//! `/dev/shm/pfnfs-bench.PID/`, on a mount point in `/tmp/pfnfs-bench.PID/`:
+//! `/dev/shm/pfnfs-bench.PID/` (with `--huge-pages`, a tmpfs mounted there with
+//! `huge=always`, so that stores sit in 2 MiB pages as persistent memory is mapped), on a
+//! mount point in `/tmp/pfnfs-bench.PID/`:
 //! - pfnfs-direct, pfnfs-buffered: this binary's `mount --foreground --mode M` as a child;
 //!   unmounted with this binary's `umount` (both run from a copy of this binary, see
 //!   [`WorkDirs::pfnfs`]).
@@ -98,21 +100,29 @@ pub struct WorkDirs {
     /// run uses the same build as the benchmark even if `cargo build` replaces the file the
     /// benchmark was started from while it runs.
     pub pfnfs: PathBuf,
+    /// Whether `store` is a tmpfs this run mounted (`--huge-pages`), unmounted by `Drop`.
+    store_mounted: bool,
 }
 
 impl WorkDirs {
     /// Creates `/dev/shm/pfnfs-bench.PID` and `/tmp/pfnfs-bench.PID` (with `pfnfs` in it).
-    pub fn create() -> Result<WorkDirs, String> {
+    /// With `huge_store_bytes`, mounts a tmpfs of that size with `huge=always` on the first.
+    pub fn create(huge_store_bytes: Option<u64>) -> Result<WorkDirs, String> {
         use std::os::unix::fs::PermissionsExt;
         let pid = std::process::id();
         let mounts = std::env::temp_dir().join(format!("pfnfs-bench.{pid}"));
-        let dirs = WorkDirs {
+        let mut dirs = WorkDirs {
             store: PathBuf::from(format!("/dev/shm/pfnfs-bench.{pid}")),
             pfnfs: mounts.join("pfnfs"),
             mounts,
+            store_mounted: false,
         };
         for d in [&dirs.store, &dirs.mounts] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        if let Some(bytes) = huge_store_bytes {
+            mount_tmpfs(&dirs.store, bytes, true)?;
+            dirs.store_mounted = true;
         }
         std::fs::copy("/proc/self/exe", &dirs.pfnfs)
             .and_then(|_| {
@@ -125,6 +135,11 @@ impl WorkDirs {
 
 impl Drop for WorkDirs {
     fn drop(&mut self) {
+        if self.store_mounted
+            && let Err(e) = unmount_syscall(&self.store)
+        {
+            eprintln!("pfnfs bench: unmounting {}: {e}", self.store.display());
+        }
         let entries = mountinfo::read().unwrap_or_default();
         for dir in [&self.mounts, &self.store] {
             if let Some(e) = entries.iter().find(|e| e.mount_point.starts_with(dir)) {
@@ -170,6 +185,8 @@ pub struct MountSpec<'a> {
     pub threads: Option<u16>,
     /// Where the daemon writes its stderr.
     pub log: PathBuf,
+    /// Mount the tmpfs target with `huge=always`.
+    pub huge_pages: bool,
 }
 
 impl Mount {
@@ -243,20 +260,7 @@ impl Mount {
             self.store = Some(store);
             return Ok(());
         }
-        let data = format!("size={},mode=0755", spec.store_bytes);
-        if let Err(errno) = nix::mount::mount(
-            Some("tmpfs"),
-            &self.dir,
-            Some("tmpfs"),
-            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-            Some(data.as_str()),
-        ) {
-            return Err(format!(
-                "mount -t tmpfs on {}: {}",
-                self.dir.display(),
-                std::io::Error::from(errno)
-            ));
-        }
+        mount_tmpfs(&self.dir, spec.store_bytes, spec.huge_pages)?;
         self.mounted = true;
         Ok(())
     }
@@ -482,6 +486,28 @@ impl Drop for Mount {
             eprintln!("pfnfs bench: {e}");
         }
     }
+}
+
+/// Mounts a new tmpfs of `bytes` on `dir` (as root), in 2 MiB pages if `huge`.
+fn mount_tmpfs(dir: &Path, bytes: u64, huge: bool) -> Result<(), String> {
+    let data = format!(
+        "size={bytes},mode=0755{}",
+        if huge { ",huge=always" } else { "" }
+    );
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|errno| {
+        format!(
+            "mount -t tmpfs -o {data} on {}: {}",
+            dir.display(),
+            std::io::Error::from(errno)
+        )
+    })
 }
 
 fn is_mounted(dir: &Path) -> bool {
