@@ -53,11 +53,31 @@ pub fn pfnfs_bin() -> &'static Path {
             );
             path
         }
-        None => build_binary(),
+        None => build_binary("pfnfs", "pfnfs"),
     })
 }
 
-fn build_binary() -> PathBuf {
+/// The `pfnfs-fsx` exerciser binary (package `pfnfs-exerciser`): `$PFNFS_FSX_BIN` if set,
+/// otherwise built and found like [`pfnfs_bin`].
+pub fn fsx_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("PFNFS_FSX_BIN") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "PFNFS_FSX_BIN={} does not exist",
+                path.display()
+            );
+            path
+        }
+        None => build_binary("pfnfs-exerciser", "pfnfs-fsx"),
+    })
+}
+
+/// Builds `bin` of `package` with the tests' profile; returns its path beside the running test
+/// executable (see [`pfnfs_bin`]).
+fn build_binary(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe
         .parent()
@@ -78,23 +98,23 @@ fn build_binary() -> PathBuf {
             "build",
             "--quiet",
             "-p",
-            "pfnfs",
+            package,
             "--bin",
-            "pfnfs",
+            bin,
             "--profile",
             &profile,
         ])
         .current_dir(workspace)
         .status()
-        .unwrap_or_else(|e| panic!("cannot run {cargo:?} build -p pfnfs: {e}"));
-    assert!(status.success(), "cargo build -p pfnfs failed: {status}");
-    let bin = profile_dir.join("pfnfs");
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} build -p {package}: {e}"));
+    assert!(status.success(), "cargo build -p {package} failed: {status}");
+    let path = profile_dir.join(bin);
     assert!(
-        bin.is_file(),
-        "{} missing after cargo build -p pfnfs",
-        bin.display()
+        path.is_file(),
+        "{} missing after cargo build -p {package}",
+        path.display()
     );
-    bin
+    path
 }
 
 /// Why FUSE tests cannot run here, if they cannot.
