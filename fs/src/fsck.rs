@@ -16,11 +16,14 @@
 //!   image that does not decode (the allocator is rebuilt from the references), overlapping
 //!   checkpoint ranges, a missing root (an empty one is created).
 //! - The log is read up to its first record that is not intact, like a mount does; a record
-//!   whose checksum holds but which does not decode ends it too, and is reported. Each record
-//!   is checked for values no operation produces (a new inode number already in use, sizes
-//!   past the largest file) and replayed on its own; a record that cannot be replayed (for
-//!   example a write mapping frames another file owns, which `load` refuses) is reported and
-//!   skipped, with the inodes it touched put back as they were.
+//!   whose checksum holds but which does not decode ends it too, and is reported. A record that
+//!   is not intact but is followed by an intact later record of the generation was damaged, not
+//!   torn by a crash (which a mount refuses): it is reported (`log-damaged`) and skipped, and
+//!   the later records are replayed. Each record is checked for values no operation produces
+//!   (a new inode number already in use, sizes past the largest file) and replayed on its own;
+//!   a record that cannot be replayed (for example a write mapping frames another file owns,
+//!   which `load` refuses) is reported and skipped, with the inodes it touched put back as they
+//!   were.
 //!
 //! Replay on a read-only pool does not store the zeroing a truncate or punch does in place:
 //! fsck checks metadata, not file contents.
@@ -95,8 +98,7 @@ use pfnfs_extent::{Extent, ExtentMap, Mapping};
 use crate::acl;
 use crate::inode::{Body, DirEntry, Directory, Inode, Kind, ROOT_INO, Time};
 use crate::journal::{
-    BodyImage, CheckpointHeader, CheckpointImage, Journal, Op, RECORD_HEADER_BYTES, RECORD_MAGIC,
-    RECORD_PAYLOAD_MAX,
+    BodyImage, CheckpointHeader, CheckpointImage, Journal, Op, intact_record, record_after,
 };
 use crate::volume::{MAX_FILE_BYTES, NAME_MAX, Volume};
 
@@ -665,51 +667,37 @@ fn build_dir(
 
 /// The records of `generation` up to the first one that is not intact (like `read_log`),
 /// except that a record with a valid checksum that does not decode ends the log with a
-/// finding instead of failing.
+/// finding instead of failing, and a damaged record followed by an intact later one (which
+/// `read_log` refuses) is a finding and skipped.
 fn read_log_tolerant(
     pool: &Pool,
     generation: u64,
     findings: &mut Vec<Finding>,
 ) -> Result<(Vec<Op>, u64, u64), LoadFailure> {
-    let (region_offset, region_bytes) = pool.log_region();
     let mut ops = Vec::new();
     let mut offset = 0u64;
     let mut seq = 0u64;
-    let word = |b: &[u8], at: usize| -> u64 {
-        b.get(at..at + 8)
-            .and_then(|s| s.try_into().ok())
-            .map(u64::from_le_bytes)
-            .unwrap_or(0)
-    };
-    let half = |b: &[u8], at: usize| -> u32 {
-        b.get(at..at + 4)
-            .and_then(|s| s.try_into().ok())
-            .map(u32::from_le_bytes)
-            .unwrap_or(0)
-    };
-    while offset + RECORD_HEADER_BYTES <= region_bytes {
-        let header = pool
-            .read(region_offset + offset, RECORD_HEADER_BYTES as usize)
-            .map_err(op_err)?;
-        let len = u64::from(half(header, 4));
-        if half(header, 0) != RECORD_MAGIC
-            || word(header, 8) != generation
-            || word(header, 16) != seq
-            || len > RECORD_PAYLOAD_MAX
-        {
-            break;
-        }
-        let total = (RECORD_HEADER_BYTES + len).next_multiple_of(8);
-        if offset + total > region_bytes {
-            break;
-        }
-        let payload = pool
-            .read(region_offset + offset + RECORD_HEADER_BYTES, len as usize)
-            .map_err(op_err)?;
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[..24]), payload);
-        if crc != half(header, 24) {
-            break;
-        }
+    loop {
+        let Some((payload, total)) =
+            intact_record(pool, offset, generation, seq).map_err(op_err)?
+        else {
+            // The end of the log, unless an intact later record follows: then it is damaged.
+            let Some((at, later)) = record_after(pool, generation, offset, seq).map_err(op_err)?
+            else {
+                break;
+            };
+            findings.push(Finding::new(
+                "log-damaged",
+                format!(
+                    "log record {seq} (log byte {offset}) is damaged but record {later} follows \
+                     it intact (log byte {at})"
+                ),
+                "skip the damaged record(s) (their changes are lost) and replay the later ones",
+            ));
+            offset = at;
+            seq = later;
+            continue;
+        };
         match postcard::from_bytes::<Op>(payload) {
             Ok(op) => ops.push(op),
             Err(e) => {

@@ -311,33 +311,16 @@ impl Journal {
 
 /// The records of `generation`, in order, up to the first one that is not intact, and where
 /// the log ends (byte offset, next sequence number).
+///
+/// A crash can only tear the *last* record (appends are serialized, each persisted before the
+/// next starts), so an intact later record of the generation right behind the first record
+/// that is not intact means the log was damaged, not cut short: that is an error (`EIO`, naming
+/// both records) rather than a silent loss of every change after the damaged record.
 pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
-    let (region_offset, region_bytes) = pool.log_region();
     let mut ops = Vec::new();
     let mut offset = 0u64;
     let mut seq = 0u64;
-    while offset + RECORD_HEADER_BYTES <= region_bytes {
-        let header = pool.read(region_offset + offset, RECORD_HEADER_BYTES as usize)?;
-        let magic = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
-        let len = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default()) as u64;
-        let rec_gen = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
-        let rec_seq = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
-        let crc = u32::from_le_bytes(header[24..28].try_into().unwrap_or_default());
-        if magic != RECORD_MAGIC
-            || rec_gen != generation
-            || rec_seq != seq
-            || len > RECORD_PAYLOAD_MAX
-        {
-            break;
-        }
-        let total = (RECORD_HEADER_BYTES + len).next_multiple_of(8);
-        if offset + total > region_bytes {
-            break;
-        }
-        let payload = pool.read(region_offset + offset + RECORD_HEADER_BYTES, len as usize)?;
-        if record_crc(header, payload) != crc {
-            break;
-        }
+    while let Some((payload, total)) = intact_record(pool, offset, generation, seq)? {
         let op: Op = postcard::from_bytes(payload).map_err(|e| {
             eio(format!(
                 "log record {seq} has a valid checksum but does not decode: {e}"
@@ -347,7 +330,98 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
         offset += total;
         seq += 1;
     }
+    if let Some((at, later)) = record_after(pool, generation, offset, seq)? {
+        return Err(eio(format!(
+            "{}: metadata log record {seq} (log byte {offset}) is damaged, but record {later} \
+             follows it intact (log byte {at}): the log is corrupt, not cut short by a crash; \
+             `pfnfs fsck -y` skips the damaged record",
+            pool.name().display()
+        )));
+    }
     Ok((ops, offset, seq))
+}
+
+/// The payload and the 8-byte aligned length of record `seq` of `generation` at byte `offset`
+/// of the log, if an intact one is there (magic, generation, sequence number, length inside
+/// the log, checksum); `None` otherwise.
+pub fn intact_record(
+    pool: &Pool,
+    offset: u64,
+    generation: u64,
+    seq: u64,
+) -> FsResult<Option<(&[u8], u64)>> {
+    let (region_offset, region_bytes) = pool.log_region();
+    if offset
+        .checked_add(RECORD_HEADER_BYTES)
+        .is_none_or(|end| end > region_bytes)
+    {
+        return Ok(None);
+    }
+    let header = pool.read(region_offset + offset, RECORD_HEADER_BYTES as usize)?;
+    let magic = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
+    let len = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default()) as u64;
+    let rec_gen = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+    let rec_seq = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
+    let crc = u32::from_le_bytes(header[24..28].try_into().unwrap_or_default());
+    if magic != RECORD_MAGIC || rec_gen != generation || rec_seq != seq || len > RECORD_PAYLOAD_MAX
+    {
+        return Ok(None);
+    }
+    let total = (RECORD_HEADER_BYTES + len).next_multiple_of(8);
+    if offset + total > region_bytes {
+        return Ok(None);
+    }
+    let payload = pool.read(region_offset + offset + RECORD_HEADER_BYTES, len as usize)?;
+    if record_crc(header, payload) != crc {
+        return Ok(None);
+    }
+    Ok(Some((payload, total)))
+}
+
+/// An intact record of `generation` with a sequence number above `seq`, starting within the
+/// largest record's length after byte `offset` (where record `seq` should have been but is
+/// not intact): its offset and sequence number. A log cut short by a crash has none there
+/// (older generations' records and zeros never match); a damaged one does.
+pub fn record_after(
+    pool: &Pool,
+    generation: u64,
+    offset: u64,
+    seq: u64,
+) -> FsResult<Option<(u64, u64)>> {
+    let (region_offset, region_bytes) = pool.log_region();
+    let window_end = offset
+        .saturating_add(RECORD_HEADER_BYTES + RECORD_PAYLOAD_MAX)
+        .min(region_bytes);
+    let Some(first) = offset.checked_add(8) else {
+        return Ok(None);
+    };
+    if first >= window_end {
+        return Ok(None);
+    }
+    let window = pool.read(region_offset + first, (window_end - first) as usize)?;
+    let magic = RECORD_MAGIC.to_le_bytes();
+    let gen_bytes = generation.to_le_bytes();
+    for (i, chunk) in window.chunks_exact(8).enumerate() {
+        if chunk[0..4] != magic {
+            continue;
+        }
+        let at = first + 8 * i as u64;
+        let head = i * 8;
+        if window.get(head + 8..head + 16) != Some(&gen_bytes[..]) {
+            continue;
+        }
+        let Some(rec_seq) = window
+            .get(head + 16..head + 24)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+        else {
+            continue;
+        };
+        if rec_seq > seq && intact_record(pool, at, generation, rec_seq)?.is_some() {
+            return Ok(Some((at, rec_seq)));
+        }
+    }
+    Ok(None)
 }
 
 // ---------------------------------------------------------------------------------------
