@@ -403,3 +403,94 @@ fn copy_range_copies_data_holes_and_unwritten_exactly() {
     assert_eq!(&read_all(&v, dst)[1000..301_000], &want[..]);
     v.allocator().check_consistency().unwrap();
 }
+
+/// fsync of a file msyncs the header and log, the checkpoint and the file's own extents, not
+/// the whole pool; fsync of a directory skips file data; a file of many extents syncs the
+/// pool in one call.
+#[test]
+fn fsync_syncs_what_the_inode_depends_on() {
+    use pfnfs_alloc::{MemBackend, PoolBackend};
+    use std::sync::Mutex;
+
+    /// A memory pool that records its sync calls.
+    #[derive(Debug)]
+    struct Recorder {
+        mem: MemBackend,
+        syncs: Mutex<Vec<(u64, u64)>>,
+    }
+    impl PoolBackend for Recorder {
+        fn len_bytes(&self) -> u64 {
+            self.mem.len_bytes()
+        }
+        fn read(&self, offset: u64, len: usize) -> &[u8] {
+            self.mem.read(offset, len)
+        }
+        fn write(&self, offset: u64, data: &[u8]) {
+            self.mem.write(offset, data)
+        }
+        fn zero(&self, offset: u64, len: u64) {
+            self.mem.zero(offset, len)
+        }
+        fn write_flushed(&self, offset: u64, data: &[u8]) {
+            self.mem.write_flushed(offset, data)
+        }
+        fn flush(&self, offset: u64, len: u64) {
+            self.mem.flush(offset, len)
+        }
+        fn fence(&self) {
+            self.mem.fence()
+        }
+        fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {
+            self.syncs.lock().unwrap().push((offset, len));
+            Ok(())
+        }
+    }
+
+    const POOL_BYTES: u64 = 64 << 20;
+    let rec = Arc::new(Recorder {
+        mem: MemBackend::new(POOL_BYTES),
+        syncs: Mutex::new(Vec::new()),
+    });
+    let pool = Pool::format_backend("rec", Box::new(rec.clone())).unwrap();
+    let (log_offset, log_len) = pool.log_region();
+    let v = Volume::load(Arc::new(pool)).unwrap();
+    let f = v.create(ROOT, ROOT_INO, b"f", 0o644, true).unwrap();
+    v.write(ROOT, f.ino, 0, &[7u8; 3 << 20]).unwrap();
+    let take = || std::mem::take(&mut *rec.syncs.lock().unwrap());
+    take();
+
+    v.fsync(f.ino).unwrap();
+    let syncs = take();
+    let total: u64 = syncs.iter().map(|s| s.1).sum();
+    assert!(syncs.contains(&(0, log_offset + log_len)), "{syncs:?}");
+    assert!(total < POOL_BYTES / 2, "{syncs:?}");
+    let data_bytes: u64 = syncs
+        .iter()
+        .filter(|s| s.0 >= log_offset + log_len)
+        .map(|s| s.1)
+        .sum();
+    assert!(data_bytes >= 3 << 20, "file data not synced: {syncs:?}");
+
+    v.fsync(ROOT_INO).unwrap();
+    let dir_syncs = take();
+    let dir_data: u64 = dir_syncs
+        .iter()
+        .filter(|s| s.0 >= log_offset + log_len)
+        .map(|s| s.1)
+        .sum();
+    assert!(
+        dir_data < 3 << 20,
+        "directory fsync synced file data: {dir_syncs:?}"
+    );
+
+    // Every other frame: more extents than fsync walks one by one.
+    let g = v.create(ROOT, ROOT_INO, b"g", 0o644, true).unwrap();
+    for i in 0..200u64 {
+        v.write(ROOT, g.ino, i * 8192, &[1u8; 4096]).unwrap();
+        v.write(ROOT, f.ino, (3 << 20) + i * 4096, &[2u8; 4096])
+            .unwrap();
+    }
+    take();
+    v.fsync(g.ino).unwrap();
+    assert_eq!(take(), vec![(0, POOL_BYTES)]);
+}

@@ -25,6 +25,10 @@ thread_local! {
     static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Above this many extents, `fsync` of a file msyncs the whole pool in one call instead of
+/// one call per extent.
+pub const FSYNC_EXTENTS_MAX: usize = 64;
+
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
 const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
 const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
@@ -876,10 +880,43 @@ impl Volume {
         Ok(())
     }
 
-    /// fsync / fdatasync / fsyncdir / syncfs: everything is persisted as it happens; make
-    /// the pool durable on its backing store as well.
-    pub fn fsync(&self, _ino: u64) -> FsResult<()> {
-        self.pool.sync(0, self.pool.len_bytes())?;
+    /// fsync / fdatasync / fsyncdir: everything is persisted (flushed and fenced) as it
+    /// happens; this makes the inode durable on the pool's backing store as well, for a pool
+    /// kept in a file on a disk (a no-op on device DAX). It msyncs what the inode's state
+    /// depends on: the superblocks and the log, the current checkpoint, and a file's own
+    /// extents, so one file's fsync does not write back every dirty page of the pool. A file
+    /// of more than [`FSYNC_EXTENTS_MAX`] extents, or an unknown inode, syncs the whole pool.
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let whole = match self.cell(ino) {
+            Ok(cell) => match &cell.inode.read().body {
+                Body::File(map) if map.len() > FSYNC_EXTENTS_MAX => true,
+                Body::File(map) => {
+                    ranges.extend(
+                        map.iter()
+                            .map(|e| (e.pfns.start.byte_offset(), e.pfns.len_bytes())),
+                    );
+                    false
+                }
+                _ => false,
+            },
+            Err(_) => true,
+        };
+        if whole {
+            self.pool.sync(0, self.pool.len_bytes())?;
+            return Ok(());
+        }
+        // The log ends where the data region starts: one range from the superblocks on.
+        let (log_offset, log_len) = self.pool.log_region();
+        ranges.push((0, log_offset + log_len));
+        ranges.extend(
+            self.checkpoint_ranges()
+                .iter()
+                .map(|r| (r.start.byte_offset(), r.len_bytes())),
+        );
+        for (offset, len) in ranges {
+            self.pool.sync(offset, len)?;
+        }
         Ok(())
     }
 
