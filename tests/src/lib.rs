@@ -107,7 +107,10 @@ fn build_binary(package: &str, bin: &str) -> PathBuf {
         .current_dir(workspace)
         .status()
         .unwrap_or_else(|e| panic!("cannot run {cargo:?} build -p {package}: {e}"));
-    assert!(status.success(), "cargo build -p {package} failed: {status}");
+    assert!(
+        status.success(),
+        "cargo build -p {package} failed: {status}"
+    );
     let path = profile_dir.join(bin);
     assert!(
         path.is_file(),
@@ -191,6 +194,19 @@ pub struct MountGuard {
     options: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
+    /// Address-space limit of the daemon (`ulimit -v`, KiB), if any.
+    limit_kib: Option<u64>,
+}
+
+/// Why [`MountGuard::try_existing`] did not mount.
+#[derive(Debug)]
+pub struct MountFailure {
+    /// The daemon's exit code (None: killed by a signal, or still running at the timeout).
+    pub code: Option<i32>,
+    /// The daemon did not mount, nor exit, in time (it was killed).
+    pub timed_out: bool,
+    /// Everything the daemon printed.
+    pub output: String,
 }
 
 impl MountGuard {
@@ -222,6 +238,7 @@ impl MountGuard {
             mode,
             options: options.iter().map(|s| s.to_string()).collect(),
             child: None,
+            limit_kib: None,
         };
         let out = Command::new(pfnfs_bin())
             .arg("mkfs")
@@ -236,6 +253,35 @@ impl MountGuard {
         );
         guard.mount();
         guard
+    }
+
+    /// Mounts an existing pool (which the guard does not own) on a mount point in a new temp
+    /// dir, the daemon limited to `limit_bytes` of address space if given. A daemon that exits
+    /// before mounting, or neither mounts nor exits within the mount timeout (it is killed), is
+    /// an `Err` with its exit code and output.
+    pub fn try_existing(
+        pool: &Path,
+        mode: Mode,
+        limit_bytes: Option<u64>,
+    ) -> Result<MountGuard, MountFailure> {
+        let dir = tempfile::Builder::new()
+            .prefix("pfnfs-test-")
+            .tempdir()
+            .expect("tempdir");
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).expect("create mount point");
+        let mut guard = MountGuard {
+            log: dir.path().join("daemon.log"),
+            dir: Some(dir),
+            pool: pool.to_path_buf(),
+            mountpoint,
+            mode,
+            options: Vec::new(),
+            child: None,
+            limit_kib: limit_bytes.map(|b| b / 1024),
+        };
+        guard.try_mount()?;
+        Ok(guard)
     }
 
     /// The mount point.
@@ -279,6 +325,15 @@ impl MountGuard {
     }
 
     fn mount(&mut self) {
+        if let Err(f) = self.try_mount() {
+            panic!(
+                "pfnfs mount failed (exit code {:?}, timed out: {}); log:\n{}",
+                f.code, f.timed_out, f.output
+            );
+        }
+    }
+
+    fn try_mount(&mut self) -> Result<(), MountFailure> {
         assert!(self.child.is_none(), "already mounted");
         let log = File::options()
             .create(true)
@@ -290,7 +345,17 @@ impl MountGuard {
             Mode::Buffered => "buffered",
         };
         let level = std::env::var("PFNFS_TEST_LOG").unwrap_or_else(|_| "warn".into());
-        let mut command = Command::new(pfnfs_bin());
+        let mut command = match self.limit_kib {
+            // sh execs pfnfs, so the child's PID is the daemon's.
+            Some(kib) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", "ulimit -v \"$1\" && shift && exec \"$@\"", "sh"])
+                    .arg(kib.to_string())
+                    .arg(pfnfs_bin());
+                c
+            }
+            None => Command::new(pfnfs_bin()),
+        };
         command
             .arg("mount")
             .arg(&self.pool)
@@ -317,23 +382,29 @@ impl MountGuard {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "pfnfs mount exited ({status}) before mounting; log:\n{}",
-                    self.log()
-                );
+                return Err(MountFailure {
+                    code: status.code(),
+                    timed_out: false,
+                    output: self.log(),
+                });
             }
             if start.elapsed() > MOUNT_TIMEOUT {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "{} not mounted after {MOUNT_TIMEOUT:?}; log:\n{}",
-                    self.mountpoint.display(),
-                    self.log()
-                );
+                return Err(MountFailure {
+                    code: None,
+                    timed_out: true,
+                    output: format!(
+                        "{} not mounted after {MOUNT_TIMEOUT:?}; log:\n{}",
+                        self.mountpoint.display(),
+                        self.log()
+                    ),
+                });
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         self.child = Some(child);
+        Ok(())
     }
 
     /// Unmounts and waits for the daemon. Err describes anything abnormal (busy mount,
