@@ -689,8 +689,8 @@ fn read_log_tolerant(
             findings.push(Finding::new(
                 "log-damaged",
                 format!(
-                    "log record {seq} (log byte {offset}) is damaged but record {later} follows \
-                     it intact (log byte {at})"
+                    "log record {seq} (log byte {offset}) is damaged, but record {later} was \
+                     written after it (log byte {at})"
                 ),
                 "skip the damaged record(s) (their changes are lost) and replay the later ones",
             ));

@@ -313,9 +313,9 @@ impl Journal {
 /// the log ends (byte offset, next sequence number).
 ///
 /// A crash can only tear the *last* record (appends are serialized, each persisted before the
-/// next starts), so an intact later record of the generation right behind the first record
-/// that is not intact means the log was damaged, not cut short: that is an error (`EIO`, naming
-/// both records) rather than a silent loss of every change after the damaged record.
+/// next starts), so a later record of the generation behind the first record that is not
+/// intact ([`record_after`]) means the log was damaged, not cut short: that is an error (`EIO`,
+/// naming both records) rather than a silent loss of every change after the damaged record.
 pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
     let mut ops = Vec::new();
     let mut offset = 0u64;
@@ -333,8 +333,8 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
     if let Some((at, later)) = record_after(pool, generation, offset, seq)? {
         return Err(eio(format!(
             "{}: metadata log record {seq} (log byte {offset}) is damaged, but record {later} \
-             follows it intact (log byte {at}): the log is corrupt, not cut short by a crash; \
-             `pfnfs fsck -y` skips the damaged record",
+             was written after it (log byte {at}): the log is corrupt, not cut short by a \
+             crash; `pfnfs fsck -y` skips the damaged record",
             pool.name().display()
         )));
     }
@@ -378,10 +378,19 @@ pub fn intact_record(
     Ok(Some((payload, total)))
 }
 
-/// An intact record of `generation` with a sequence number above `seq`, starting within the
-/// largest record's length after byte `offset` (where record `seq` should have been but is
-/// not intact): its offset and sequence number. A log cut short by a crash has none there
-/// (older generations' records and zeros never match); a damaged one does.
+/// Evidence that record `seq` at byte `offset` of the log, which is not intact, was damaged
+/// rather than torn by a crash: a later record of `generation` was written after it. Returns
+/// where that later record starts and its sequence number.
+///
+/// - If the header at `offset` still reads as record `seq` (magic, generation, sequence number,
+///   a length inside the log), record `seq + 1` would start right after it: a header there
+///   with the generation and either the magic or sequence number `seq + 1` is the evidence
+///   (its checksum need not hold: it may be damaged too).
+/// - Otherwise the record's length is unknown: an intact record of the generation with a
+///   higher sequence number, starting within the largest record's length, is the evidence.
+///
+/// A log cut short by a crash has neither (only its last record can be torn, and older
+/// generations' records and zeros never match).
 pub fn record_after(
     pool: &Pool,
     generation: u64,
@@ -389,6 +398,41 @@ pub fn record_after(
     seq: u64,
 ) -> FsResult<Option<(u64, u64)>> {
     let (region_offset, region_bytes) = pool.log_region();
+    let header_at = |at: u64| -> FsResult<Option<(u32, u64, u64, u64)>> {
+        if at
+            .checked_add(RECORD_HEADER_BYTES)
+            .is_none_or(|end| end > region_bytes)
+        {
+            return Ok(None);
+        }
+        let h = pool.read(region_offset + at, RECORD_HEADER_BYTES as usize)?;
+        let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap_or_default());
+        Ok(Some((
+            u32::from_le_bytes(h[0..4].try_into().unwrap_or_default()),
+            u64::from(u32::from_le_bytes(h[4..8].try_into().unwrap_or_default())),
+            u64_at(8),
+            u64_at(16),
+        )))
+    };
+    let Some(next_seq) = seq.checked_add(1) else {
+        return Ok(None);
+    };
+    if let Some((magic, len, rec_gen, rec_seq)) = header_at(offset)?
+        && magic == RECORD_MAGIC
+        && rec_gen == generation
+        && rec_seq == seq
+        && len <= RECORD_PAYLOAD_MAX
+    {
+        let next = offset + (RECORD_HEADER_BYTES + len).next_multiple_of(8);
+        return Ok(match header_at(next)? {
+            Some((magic, _, rec_gen, rec_seq))
+                if rec_gen == generation && (magic == RECORD_MAGIC || rec_seq == next_seq) =>
+            {
+                Some((next, next_seq))
+            }
+            _ => None,
+        });
+    }
     let window_end = offset
         .saturating_add(RECORD_HEADER_BYTES + RECORD_PAYLOAD_MAX)
         .min(region_bytes);
@@ -405,7 +449,6 @@ pub fn record_after(
         if chunk[0..4] != magic {
             continue;
         }
-        let at = first + 8 * i as u64;
         let head = i * 8;
         if window.get(head + 8..head + 16) != Some(&gen_bytes[..]) {
             continue;
@@ -417,6 +460,7 @@ pub fn record_after(
         else {
             continue;
         };
+        let at = first + 8 * i as u64;
         if rec_seq > seq && intact_record(pool, at, generation, rec_seq)?.is_some() {
             return Ok(Some((at, rec_seq)));
         }

@@ -517,9 +517,11 @@ fn undecodable_log_record_ends_the_log() {
 /// before, a flipped byte in record 1 made the mount lose records 1.. without a word.)
 #[test]
 fn damaged_log_record_before_intact_ones_is_refused_and_skipped() {
-    for (damaged, kinds, missing) in [
-        (1usize, &["log-damaged"][..], &[&b"b"[..]][..]),
-        (2, &[][..], &[&b"c"[..]][..]),
+    for (damaged, kinds, missing, replayed) in [
+        (&[1usize][..], &["log-damaged"][..], &[&b"b"[..]][..], 2),
+        // Two damaged records, the second being the last: detected from the first.
+        (&[1, 2][..], &["log-damaged"][..], &[&b"b"[..], b"c"][..], 1),
+        (&[2][..], &[][..], &[&b"c"[..]][..], 0),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = build(dir.path());
@@ -543,16 +545,18 @@ fn damaged_log_record_before_intact_ones_is_refused_and_skipped() {
             records
             // Crash: no shutdown.
         };
-        // Flip a payload byte of the chosen record.
-        let at = records[damaged] + 33;
+        // Flip a payload byte of the chosen records.
         let f = std::fs::OpenOptions::new()
             .write(true)
             .read(true)
             .open(&p)
             .unwrap();
-        let mut b = [0u8];
-        std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, at).unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&f, &[b[0] ^ 0x40], at).unwrap();
+        for r in damaged {
+            let at = records[*r] + 33;
+            let mut b = [0u8];
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, at).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&f, &[b[0] ^ 0x40], at).unwrap();
+        }
         drop(f);
         let pool = Pool::open(&p, &OpenOptions::default()).unwrap();
         let loaded = Volume::load(Arc::new(pool));
@@ -563,13 +567,13 @@ fn damaged_log_record_before_intact_ones_is_refused_and_skipped() {
                 panic!("a damaged middle record is refused");
             };
             assert!(
-                err.msg.contains("record 1") && err.msg.contains("record 2 follows"),
+                err.msg.contains("record 1") && err.msg.contains("record 2 was written"),
                 "{}",
                 err.msg
             );
             let y = check_and_repair(&p, kinds);
             assert!(detail(&y, "log-damaged").contains("record 1"), "{y:#?}");
-            assert_eq!(y.records_replayed, 2);
+            assert_eq!(y.records_replayed, replayed);
         }
         let v = load(&p);
         for name in [&b"a"[..], b"b", b"c"] {
