@@ -178,14 +178,17 @@ pub struct Volume {
     kernel_file_times: std::sync::atomic::AtomicBool,
     /// How reads move atime.
     atime: std::sync::atomic::AtomicU8,
-    /// Free frames file data may not take: room for the next checkpoint (which is written
-    /// before the previous one is released), so a full pool can still unmount cleanly.
+    /// 64 + the frames of the current checkpoint: the base of [`Volume::metadata_reserve`],
+    /// room for the next checkpoint (written before the current one is released), so a full
+    /// pool can still checkpoint and unmount cleanly.
     reserve_frames: AtomicU64,
     read_only: bool,
 }
 
 /// Smallest metadata reserve, in frames.
 const RESERVE_FRAMES_MIN: u64 = 64;
+/// Free frames (256 KiB) file data leaves to metadata growth beyond the reserve.
+const METADATA_HEADROOM_FRAMES: u64 = 64;
 
 fn check_name(name: &[u8]) -> FsResult<()> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
@@ -244,6 +247,8 @@ impl Volume {
         };
         let (ops, log_end, next_seq) = read_log(&pool, generation)?;
         let journal = Journal::new(&pool, generation, log_end, next_seq);
+        // The reserve as `checkpoint` sets it, from the checkpoint just loaded.
+        let ckpt_frames: u64 = ranges.iter().map(|r| r.len).sum();
         let vol = Volume {
             pool,
             alloc,
@@ -252,7 +257,7 @@ impl Volume {
             next_ino: AtomicU64::new(next_ino),
             gate: RwLock::new(()),
             ns: Mutex::new(()),
-            reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
+            reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN.saturating_add(ckpt_frames)),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
             atime: std::sync::atomic::AtomicU8::new(AtimePolicy::Relative as u8),
             stats: IoStats::default(),
@@ -470,7 +475,7 @@ impl Volume {
             }
             let frames: u64 = ranges.iter().map(|r| r.len).sum();
             self.reserve_frames
-                .store(RESERVE_FRAMES_MIN + 2 * frames, Ordering::Relaxed);
+                .store(RESERVE_FRAMES_MIN + frames, Ordering::Relaxed);
             *ckpt = ranges;
             tracing::debug!(bytes = body.len(), generation, "checkpoint written");
             return Ok(());
@@ -523,6 +528,26 @@ impl Volume {
             && let Err(e) = self.checkpoint()
         {
             tracing::error!("checkpoint failed: {e}");
+        }
+    }
+
+    /// Before an operation adding about `meta_bytes` of metadata or up to `data_frames` of
+    /// file data (outside the gate, like [`Self::maybe_checkpoint`]): if the reserves leave
+    /// no room for it but the log holds records, checkpoint now. The reserve counts every
+    /// log record as growth until a checkpoint measures the real image, so this is what
+    /// makes the room freed by unlinks and removexattrs usable at once on a full pool.
+    fn make_room(&self, meta_bytes: u64, data_frames: u64) {
+        if self.read_only || self.journal.used_bytes() == 0 {
+            return;
+        }
+        let free = self.alloc.free_frames();
+        let short_of_meta =
+            meta_bytes > 0 && free < self.metadata_reserve() + meta_bytes.div_ceil(FRAME_SIZE);
+        let short_of_data = data_frames > 0 && free < self.data_reserve() + data_frames;
+        if (short_of_meta || short_of_data)
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::warn!("checkpoint to make room failed: {e}");
         }
     }
 
@@ -609,6 +634,44 @@ impl Volume {
         }
     }
 
+    /// Free frames new metadata may not take. The next checkpoint is at most the current one
+    /// (c frames) plus what the log records since it add to the image (no record adds more
+    /// than its own size: L frames), and is written before the current one (still held, not
+    /// free) is released. So it fits while free >= 64 + c + L; for the one after it to fit
+    /// too (at unmount, say) with no growth in between, free >= 64 + c' must hold once it is
+    /// written (c' <= c + L), which free >= 64 + c + 2L before it guarantees. 64 frames of
+    /// margin cover the checkpoint's header and estimate. `reserve_frames` is 64 + c.
+    fn metadata_reserve(&self) -> u64 {
+        let log_frames = self.journal.used_bytes().div_ceil(FRAME_SIZE);
+        self.reserve_frames
+            .load(Ordering::Relaxed)
+            .saturating_add(2 * log_frames)
+    }
+
+    /// Free frames file data may not take: the metadata reserve plus headroom, so that names
+    /// and attributes can still be added to a pool full of data.
+    pub(crate) fn data_reserve(&self) -> u64 {
+        self.metadata_reserve()
+            .saturating_add(METADATA_HEADROOM_FRAMES)
+    }
+
+    /// ENOSPC unless an operation adding about `bytes` of metadata (a name, an xattr) leaves
+    /// room for the next checkpoint. Without this check a pool whose metadata outgrew its
+    /// free space could not checkpoint, filled its log and then refused even unlink.
+    pub(crate) fn ensure_metadata_room(&self, bytes: u64) -> FsResult<()> {
+        let need = self
+            .metadata_reserve()
+            .saturating_add(bytes.div_ceil(FRAME_SIZE));
+        let free = self.alloc.free_frames();
+        if free < need {
+            return Err(enospc(format!(
+                "no room for more metadata: the next checkpoint needs up to {need} frames, \
+                 {free} free"
+            )));
+        }
+        Ok(())
+    }
+
     /// ENOSPC unless the holes of `frames` logical frames from `first` can be filled without
     /// eating into the metadata reserve.
     fn ensure_space(&self, map: &ExtentMap, first: u64, frames: u64) -> FsResult<()> {
@@ -623,7 +686,7 @@ impl Volume {
             return Ok(());
         }
         let free = self.alloc.free_frames();
-        let reserve = self.reserve_frames.load(Ordering::Relaxed);
+        let reserve = self.data_reserve();
         if free < holes.saturating_add(reserve) {
             return Err(enospc(format!(
                 "pool full: {holes} frames needed, {} available",

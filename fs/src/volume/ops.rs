@@ -25,6 +25,10 @@ thread_local! {
     static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Upper bound of a record's bytes besides its names and values (header, inode numbers,
+/// attributes), for [`Volume::ensure_metadata_room`].
+const INODE_RECORD_BYTES: u64 = 256;
+
 /// Above this many extents, `fsync` of a file msyncs the whole pool in one call instead of
 /// one call per extent.
 pub const FSYNC_EXTENTS_MAX: usize = 64;
@@ -291,6 +295,7 @@ impl Volume {
         self.check_writable()?;
         check_name(name)?;
         self.maybe_checkpoint();
+        self.make_room(INODE_RECORD_BYTES + name.len() as u64, 0);
         let _gate = self.gate.read();
         let _ns = self.ns.lock();
         let mut locked = self.lock(&[parent])?;
@@ -308,6 +313,7 @@ impl Volume {
             NewBody::Symlink(t) => t.len() as u64,
             _ => 0,
         };
+        self.ensure_metadata_room(INODE_RECORD_BYTES + name.len() as u64 + size)?;
         // The parent's default ACL, or else the umask, limits the new inode's mode.
         let default_acl = p.xattrs.get(DEFAULT_XATTR).map(Vec::as_slice);
         let (mode, xattrs) = acl::inherit(default_acl, mode, umask)
@@ -488,6 +494,7 @@ impl Volume {
         self.check_writable()?;
         check_name(new_name)?;
         self.maybe_checkpoint();
+        self.make_room(INODE_RECORD_BYTES + new_name.len() as u64, 0);
         let _gate = self.gate.read();
         let _ns = self.ns.lock();
         let mut locked = self.lock(&[ino, new_parent])?;
@@ -509,6 +516,7 @@ impl Volume {
         if dir.get(new_name).is_some() {
             return Err(eexist("entry exists"));
         }
+        self.ensure_metadata_room(INODE_RECORD_BYTES + new_name.len() as u64)?;
         self.commit(
             Op::Link {
                 parent: new_parent,
@@ -804,6 +812,7 @@ impl Volume {
             return Ok(0);
         }
         self.maybe_checkpoint();
+        self.make_room(0, (data.len() as u64).div_ceil(FRAME_SIZE) + 1);
         let _gate = self.gate.read();
         let cell = self.cell(ino)?;
         let mut inode = cell.inode.write();
@@ -952,6 +961,7 @@ impl Volume {
             return Err(eopnotsupp("unsupported fallocate mode"));
         }
         self.maybe_checkpoint();
+        self.make_room(0, len.div_ceil(FRAME_SIZE).saturating_add(1));
         let _gate = self.gate.read();
         let mut locked = self.lock(&[ino])?;
         let inode = locked.get(ino)?;
@@ -1136,6 +1146,7 @@ impl Volume {
             return Ok(0);
         }
         self.maybe_checkpoint();
+        self.make_room(0, len.div_ceil(FRAME_SIZE).saturating_add(1));
         let _gate = self.gate.read();
         let mut locked = self.lock(&[ino_in, ino_out])?;
         for ino in [ino_in, ino_out] {
@@ -1251,6 +1262,7 @@ impl Volume {
             return Err(e2big("xattr value too large"));
         }
         self.maybe_checkpoint();
+        self.make_room(INODE_RECORD_BYTES + (name.len() + value.len()) as u64, 0);
         let _gate = self.gate.read();
         let mut locked = self.lock(&[ino])?;
         let inode = locked.get(ino)?;
@@ -1269,6 +1281,7 @@ impl Volume {
         if inode.xattr_bytes() - old + name.len() + value.len() > XATTR_TOTAL_MAX {
             return Err(enospc("no room for more extended attributes on this inode"));
         }
+        self.ensure_metadata_room(INODE_RECORD_BYTES + (name.len() + value.len()) as u64)?;
         if acl::is_acl_name(name) {
             let op = acl_xattr_op(caller, inode, name, value)?;
             return self.commit(op, &mut locked);
@@ -1338,9 +1351,7 @@ impl Volume {
     pub fn statfs(&self) -> FsStat {
         let s = self.alloc.stats();
         let inodes = self.inodes.len() as u64;
-        let free = s
-            .free_frames
-            .saturating_sub(self.reserve_frames.load(Ordering::Relaxed));
+        let free = s.free_frames.saturating_sub(self.data_reserve());
         FsStat {
             total_frames: s.total_frames,
             free_frames: free,
