@@ -10,12 +10,12 @@ use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::fcntl::{FallocateFlags, copy_file_range, fallocate};
+use nix::fcntl::{FallocateFlags, OFlag, copy_file_range, fallocate};
 use nix::unistd::{Whence, lseek};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -173,6 +173,9 @@ pub struct Config {
     pub files: usize,
     /// Weights, indexed like [`Kind::ALL`].
     pub mix: [u32; 17],
+    /// Half the reopens use O_DIRECT (the filesystem must accept unaligned O_DIRECT I/O,
+    /// as FUSE and tmpfs do).
+    pub odirect: bool,
     /// Print every operation as it runs.
     pub verbose: bool,
     /// Start from models saved by `model_out` (the files must hold exactly them).
@@ -192,6 +195,7 @@ impl Config {
             io_max: (1 << 20) + (64 << 10),
             files: 2,
             mix: DEFAULT_MIX,
+            odirect: false,
             verbose: false,
             resume_from: None,
             model_out: None,
@@ -212,12 +216,13 @@ impl Config {
             }
         }
         format!(
-            "pfnfs-fsx DIR --seed {} --ops {} --file-size-max {} --io-max {} --files {}{}",
+            "pfnfs-fsx DIR --seed {} --ops {} --file-size-max {} --io-max {} --files {}{}{}",
             self.seed,
             self.ops,
             self.file_size_max,
             self.io_max,
             self.files,
+            if self.odirect { " --odirect" } else { "" },
             if mix.is_empty() {
                 String::new()
             } else {
@@ -402,6 +407,14 @@ fn open_rw(path: &Path, create: bool) -> io::Result<File> {
         .write(true)
         .create(create)
         .truncate(create)
+        .open(path)
+}
+
+fn open_direct(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(OFlag::O_DIRECT.bits())
         .open(path)
 }
 
@@ -712,12 +725,19 @@ impl Fsx {
                 self.copy(f, off_in, g, off_out, len)?;
             }
             Kind::Reopen => {
-                self.note(format!("#{} reopen f{f}", self.op));
+                let direct = self.rng.random_bool(0.5) && self.cfg.odirect;
+                let how = if direct { " O_DIRECT" } else { "" };
+                self.note(format!("#{} reopen f{f}{how}", self.op));
                 let path = self.files[f].path.clone();
                 // Close first (drop), then open again.
                 let placeholder = File::open("/dev/null").map_err(|e| e.to_string())?;
                 drop(std::mem::replace(&mut self.files[f].file, placeholder));
-                self.files[f].file = open_rw(&path, false).map_err(|e| format!("reopen: {e}"))?;
+                let file = if direct {
+                    open_direct(&path)
+                } else {
+                    open_rw(&path, false)
+                };
+                self.files[f].file = file.map_err(|e| format!("reopen{how}: {e}"))?;
             }
             Kind::Fsync => {
                 self.note(format!("#{} fsync f{f}", self.op));

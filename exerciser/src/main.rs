@@ -41,6 +41,10 @@ struct FsxArgs {
     /// insert copy reopen fsync seek verify.
     #[arg(long, default_value = "")]
     mix: String,
+    /// Half the reopens use O_DIRECT (unaligned I/O then goes through it: FUSE and tmpfs
+    /// accept that, most disk filesystems do not).
+    #[arg(long)]
+    odirect: bool,
     /// Print every operation.
     #[arg(long, short)]
     verbose: bool,
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
             cfg.io_max = a.io_max;
             cfg.files = a.files;
             cfg.mix = mix;
+            cfg.odirect = a.odirect;
             cfg.verbose = a.verbose;
             cfg.resume_from = a.resume_from;
             cfg.model_out = a.model_out;
