@@ -1073,3 +1073,59 @@ impl Fsx {
         self.read(f, size, 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_parses_over_the_defaults() {
+        let mix = parse_mix("mapread=0,copy=20").unwrap();
+        assert_eq!(mix[Kind::MapRead.index()], 0);
+        assert_eq!(mix[Kind::Copy.index()], 20);
+        assert_eq!(mix[Kind::Read.index()], DEFAULT_MIX[Kind::Read.index()]);
+        assert!(
+            parse_mix("nosuch=1")
+                .unwrap_err()
+                .contains("unknown operation")
+        );
+        assert!(parse_mix("read").is_err());
+        assert!(parse_mix("read=x").is_err());
+        let all_zero: Vec<String> = Kind::ALL
+            .iter()
+            .map(|k| format!("{}=0", k.name()))
+            .collect();
+        assert!(parse_mix(&all_zero.join(",")).is_err());
+    }
+
+    #[test]
+    fn diff_names_offsets_and_lengths() {
+        let want = [1u8, 2, 3, 4, 5, 6];
+        let got = [1u8, 9, 9, 4, 5];
+        let d = describe_diff(&want, &got, 100);
+        assert!(d.contains("length: expected 6 bytes, got 5"), "{d}");
+        assert!(
+            d.contains("differs at file offset 101 (0x65), 2 bytes"),
+            "{d}"
+        );
+        assert!(describe_diff(&want, &want, 0).is_empty());
+    }
+
+    #[test]
+    fn written_bytes_depend_on_operation_and_position() {
+        let mut a = [0u8; 64];
+        let mut b = [0u8; 64];
+        fill(&mut a, 7, 4096);
+        fill(&mut b, 7, 4096);
+        assert_eq!(a, b);
+        fill(&mut b, 8, 4096);
+        assert_ne!(a, b);
+        let mut c = [0u8; 32];
+        fill(&mut c, 7, 4096 + 32);
+        assert_eq!(
+            &a[32..],
+            &c[..],
+            "a write's bytes are a function of the position"
+        );
+    }
+}

@@ -100,3 +100,46 @@ fn stress(m: &mut MountGuard) {
 }
 
 both_modes!(stress);
+
+/// The check catches a lost name and a stray one: a short run in a host temp dir, then one
+/// reported file removed and one unreported file added.
+#[test]
+fn stress_check_catches_changes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("stress");
+    std::fs::create_dir(&dir).unwrap();
+    let saved = tmp.path().join("expected.json");
+    let s = run_fsx(&[
+        "stress".as_ref(),
+        dir.as_os_str(),
+        "--procs".as_ref(),
+        "2".as_ref(),
+        "--seconds".as_ref(),
+        "1".as_ref(),
+        "--save".as_ref(),
+        saved.as_os_str(),
+    ]);
+    assert_eq!(s["found"], s["reported"], "{s}");
+    let expected: Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    let victim = expected["names"][0]["path"]
+        .as_str()
+        .expect("a surviving name");
+    std::fs::remove_file(dir.join(victim)).unwrap();
+    std::fs::write(dir.join("s0/stray"), b"x").unwrap();
+    let out = Command::new(fsx_bin())
+        .arg("stress-check")
+        .arg(&dir)
+        .arg(&saved)
+        .output()
+        .expect("run pfnfs-fsx stress-check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{victim} reported, missing from the tree")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("s0/stray in the tree, no worker reports it"),
+        "{stderr}"
+    );
+}
