@@ -98,7 +98,8 @@ use pfnfs_extent::{Extent, ExtentMap, Mapping};
 use crate::acl;
 use crate::inode::{Body, DirEntry, Directory, Inode, Kind, ROOT_INO, Time};
 use crate::journal::{
-    BodyImage, CheckpointHeader, CheckpointImage, Journal, Op, intact_record, record_after,
+    BodyImage, CheckpointHeader, CheckpointImage, Journal, Op, intact_record, max_log_generation,
+    newer_generation_in_log, record_after,
 };
 use crate::volume::{MAX_FILE_BYTES, NAME_MAX, Volume};
 
@@ -677,6 +678,20 @@ fn read_log_tolerant(
     let mut ops = Vec::new();
     let mut offset = 0u64;
     let mut seq = 0u64;
+    if let Some(newer) = newer_generation_in_log(pool, generation).map_err(op_err)? {
+        findings.push(Finding::new(
+            "stale-superblock",
+            format!(
+                "the log holds records of generation {newer}, newer than the superblock's \
+                 {generation}: the superblock naming them was lost (a damaged slot)"
+            ),
+            format!(
+                "go back to the state the superblock names (the changes since are lost) and \
+                 start generation {} past the stale records",
+                newer + 1
+            ),
+        ));
+    }
     loop {
         let Some((payload, total)) =
             intact_record(pool, offset, generation, seq).map_err(op_err)?
@@ -1889,6 +1904,10 @@ fn install(
     let next_ino = m.next_ino;
     let inodes: Vec<Inode> = std::mem::take(&mut m.inodes).into_values().collect();
     vol.fsck_install(inodes, alloc, next_ino);
+    // The new checkpoint's generation must be above every generation with records left in the
+    // log (a stale superblock may name an older one): replay would take them for its own.
+    let newest = max_log_generation(&pool).map_err(|e| e.msg)?;
+    vol.journal().raise_generation(newest);
     vol.checkpoint()
         .map_err(|e| format!("cannot write the repaired state: {}", e.msg))?;
     let mut sb = pool.superblock();

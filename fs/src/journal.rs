@@ -300,6 +300,14 @@ impl Journal {
         self.tail.lock().generation
     }
 
+    /// Makes the current generation at least `generation`, so that the next checkpoint takes
+    /// a higher one (fsck, before it writes a checkpoint over a log holding records of
+    /// generations the superblock does not know).
+    pub fn raise_generation(&self, generation: u64) {
+        let mut tail = self.tail.lock();
+        tail.generation = tail.generation.max(generation);
+    }
+
     /// Starts an empty log in `generation` (after a checkpoint naming it is durable).
     pub fn reset(&self, generation: u64) {
         let mut tail = self.tail.lock();
@@ -330,6 +338,15 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
         offset += total;
         seq += 1;
     }
+    if let Some(newer) = newer_generation_in_log(pool, generation)? {
+        return Err(eio(format!(
+            "{}: the metadata log holds records of generation {newer}, newer than the \
+             superblock's {generation}: the superblock naming them was lost (a damaged slot) and \
+             the one left is stale; `pfnfs fsck -y` goes back to the state it names (later \
+             changes are lost)",
+            pool.name().display()
+        )));
+    }
     if let Some((at, later)) = record_after(pool, generation, offset, seq)? {
         return Err(eio(format!(
             "{}: metadata log record {seq} (log byte {offset}) is damaged, but record {later} \
@@ -339,6 +356,58 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
         )));
     }
     Ok((ops, offset, seq))
+}
+
+/// The generation named by the header at the start of the log, if it has the record magic and
+/// sequence number 0 (its checksum is not checked). Every generation writes its records from
+/// the start of the log and generations only grow, so no records of a higher generation can be
+/// in the log: a new checkpoint takes a generation above both this and the current one.
+pub fn log_generation(pool: &Pool) -> FsResult<Option<u64>> {
+    let (region_offset, region_bytes) = pool.log_region();
+    if region_bytes < RECORD_HEADER_BYTES {
+        return Ok(None);
+    }
+    let h = pool.read(region_offset, RECORD_HEADER_BYTES as usize)?;
+    let magic = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
+    let generation = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+    let seq = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
+    Ok((magic == RECORD_MAGIC && seq == 0 && generation < u64::MAX / 2).then_some(generation))
+}
+
+/// The highest generation any record header in the log names (every 8-byte aligned position
+/// with the record magic; checksums are not checked), 0 if none. Reads the whole log region:
+/// for fsck, not for mounts.
+pub fn max_log_generation(pool: &Pool) -> FsResult<u64> {
+    let (region_offset, region_bytes) = pool.log_region();
+    let log = pool.read(region_offset, region_bytes as usize)?;
+    let magic = RECORD_MAGIC.to_le_bytes();
+    let mut newest = 0;
+    for (i, chunk) in log.chunks_exact(8).enumerate() {
+        if chunk[0..4] != magic {
+            continue;
+        }
+        if let Some(generation) = log
+            .get(i * 8 + 8..i * 8 + 16)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .filter(|g| *g < u64::MAX / 2)
+        {
+            newest = newest.max(generation);
+        }
+    }
+    Ok(newest)
+}
+
+/// A generation above `generation` whose records were written to the log (record 0 is intact,
+/// or [`record_after`] finds a later record): the superblock naming it was lost and the one
+/// naming `generation` is stale.
+pub fn newer_generation_in_log(pool: &Pool, generation: u64) -> FsResult<Option<u64>> {
+    let Some(newer) = log_generation(pool)?.filter(|g| *g > generation) else {
+        return Ok(None);
+    };
+    let written =
+        intact_record(pool, 0, newer, 0)?.is_some() || record_after(pool, newer, 0, 0)?.is_some();
+    Ok(written.then_some(newer))
 }
 
 /// The payload and the 8-byte aligned length of record `seq` of `generation` at byte `offset`

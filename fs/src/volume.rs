@@ -455,7 +455,13 @@ impl Volume {
                 slack += body.len() as u64 - capacity + FRAME_SIZE;
                 continue;
             }
-            let generation = self.journal.generation() + 1;
+            // Never reuse a generation whose records may still be in the log (after a stale
+            // superblock was accepted by fsck -y): replay would take them for this one's.
+            let generation = self
+                .journal
+                .generation()
+                .max(crate::journal::log_generation(&self.pool)?.unwrap_or(0))
+                + 1;
             let header = CheckpointHeader {
                 generation,
                 body_len: body.len() as u64,
