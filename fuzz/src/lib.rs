@@ -1,0 +1,588 @@
+//! Shared code of the fuzz targets: the compact pool format the `pool` target reads, the small
+//! pools its seeds come from, and the seed corpus (written by the `write_seed_corpus` test).
+//!
+//! # The compact pool format (input of the `pool` target)
+//!
+//! A 16 MiB pool (the smallest there is: 4 MiB of log, 10 MiB of data) is all zeros except
+//! what the input puts in three places:
+//!
+//! ```text
+//! input bytes [0, 256)               superblock slot A (pool byte 0)
+//! input bytes [256, 512)             superblock slot B (pool byte 4096)
+//! input bytes [512, 512 + 16 KiB)    the start of the log region
+//! input bytes [512 + 16 KiB, ...)    the start of the data region (checkpoints, file frames),
+//!                                    at most DATA_MAX bytes
+//! ```
+//!
+//! A small pool's metadata lives there: a few log records, and the first checkpoints and file
+//! frames, which the allocator takes from the start of the data region. So a seed is a real
+//! pool, and every mutation of it is a pool with damaged (or forged) metadata.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use pfnfs_alloc::layout::{LOG_START_PFN, POOL_BYTES_MIN};
+use pfnfs_alloc::{
+    ExtentAllocator, FRAME_SIZE, MemBackend, OpenOptions, Pfn, PfnRange, Pool, PoolBackend,
+};
+use pfnfs_extent::ExtentMap;
+use pfnfs_fs::fsck::{FsckMode, check_volume, fsck_pool};
+use pfnfs_fs::inode::{Directory, ROOT_INO};
+use pfnfs_fs::journal::{BodyImage, CheckpointHeader, CheckpointImage, Op, read_log};
+use pfnfs_fs::volume::{Caller, Volume};
+
+/// Size of every pool the `pool` target builds.
+pub const POOL_BYTES: u64 = POOL_BYTES_MIN;
+/// Input bytes that go to the log region.
+pub const LOG_PART: usize = 16 << 10;
+/// Most input bytes that go to the data region.
+pub const DATA_MAX: usize = 256 << 10;
+const SLOT_BYTES: usize = 256;
+
+/// Where each part of a compact image goes in the pool: (input range start, pool offset, len).
+fn parts(input_len: usize, data_offset: u64) -> [(usize, u64, usize); 4] {
+    let part = |start: usize, max: usize| input_len.saturating_sub(start).min(max);
+    [
+        (0, 0, part(0, SLOT_BYTES)),
+        (SLOT_BYTES, FRAME_SIZE, part(SLOT_BYTES, SLOT_BYTES)),
+        (
+            2 * SLOT_BYTES,
+            LOG_START_PFN * FRAME_SIZE,
+            part(2 * SLOT_BYTES, LOG_PART),
+        ),
+        (
+            2 * SLOT_BYTES + LOG_PART,
+            data_offset,
+            part(2 * SLOT_BYTES + LOG_PART, DATA_MAX),
+        ),
+    ]
+}
+
+/// Byte offset of the data region of a [`POOL_BYTES`] pool.
+pub fn data_offset() -> u64 {
+    static OFFSET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let mem = Arc::new(MemBackend::new(POOL_BYTES));
+        let pool = Pool::format_backend("layout", Box::new(mem)).expect("format");
+        pool.data_region().start.0 * FRAME_SIZE
+    })
+}
+
+/// A RAM pool holding the compact image `input`.
+pub fn expand(input: &[u8]) -> Arc<MemBackend> {
+    let mem = Arc::new(MemBackend::new(POOL_BYTES));
+    for (from, to, len) in parts(input.len(), data_offset()) {
+        if len > 0 {
+            mem.write(to, &input[from..from + len]);
+        }
+    }
+    mem
+}
+
+/// Writes the compact image `input` as a sparse pool file at `path` (replacing it).
+pub fn expand_to_file(input: &[u8], path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path)?;
+    f.set_len(POOL_BYTES)?;
+    for (from, to, len) in parts(input.len(), data_offset()) {
+        if len > 0 {
+            f.write_all_at(&input[from..from + len], to)?;
+        }
+    }
+    Ok(())
+}
+
+/// The compact image of a pool (trailing zeros trimmed).
+pub fn compact(mem: &MemBackend) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (_, from, len) in parts(usize::MAX, data_offset()) {
+        out.extend_from_slice(mem.read(from, len));
+    }
+    while out.last() == Some(&0) {
+        out.pop();
+    }
+    out
+}
+
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Small pools for the seeds: (name, backend). `fresh`: just formatted. `clean`: files,
+/// a directory, a symlink and an xattr, cleanly unmounted (a checkpoint, an empty log).
+/// `crashed`: `clean` plus a few logged operations and no unmount (records to replay).
+pub fn seed_pools() -> Vec<(&'static str, Arc<MemBackend>)> {
+    let fresh = Arc::new(MemBackend::new(POOL_BYTES));
+    Pool::format_backend("fresh", Box::new(fresh.clone())).expect("format");
+    let clean = Arc::new(MemBackend::new(POOL_BYTES));
+    let open = |mem: &Arc<MemBackend>| {
+        let pool = Pool::open_backend("seed", Box::new(mem.clone()), false).expect("open");
+        Volume::load(Arc::new(pool)).expect("load")
+    };
+    Pool::format_backend("clean", Box::new(clean.clone())).expect("format");
+    {
+        let v = open(&clean);
+        let d = v.mkdir(ROOT, ROOT_INO, b"dir", 0o755).expect("mkdir").ino;
+        let f = v.create(ROOT, d, b"file", 0o644, true).expect("create").ino;
+        v.write(ROOT, f, 0, &pattern(1, 9000)).expect("write");
+        let g = v
+            .create(ROOT, ROOT_INO, b"g", 0o600, true)
+            .expect("create")
+            .ino;
+        v.write(ROOT, g, 0, b"small").expect("write");
+        v.symlink(ROOT, ROOT_INO, b"sym", b"dir/file")
+            .expect("symlink");
+        v.setxattr(g, b"user.x", b"y", 0).expect("setxattr");
+        v.link(f, ROOT_INO, b"hard").expect("link");
+        v.shutdown().expect("shutdown");
+    }
+    let crashed = Arc::new(MemBackend::new(POOL_BYTES));
+    crashed.write(0, clean.read(0, POOL_BYTES as usize));
+    {
+        let v = open(&crashed);
+        let h = v
+            .create(ROOT, ROOT_INO, b"h", 0o644, true)
+            .expect("create")
+            .ino;
+        v.write(ROOT, h, 0, &pattern(2, 5000)).expect("write");
+        v.fallocate(h, 0, 20_000, 0).expect("fallocate");
+        let d = v.lookup(ROOT_INO, b"dir").expect("lookup").ino;
+        v.rename(ROOT_INO, b"g", d, b"g2", 0).expect("rename");
+        v.remove(ROOT_INO, b"hard", false).expect("unlink");
+        v.setxattr(h, b"user.z", b"1", 0).expect("setxattr");
+        // Crash: dropped without shutdown.
+    }
+    vec![("fresh", fresh), ("clean", clean), ("crashed", crashed)]
+}
+
+/// The seed corpus of every target: (target, file name, bytes).
+pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, mem) in seed_pools() {
+        out.push(("pool", format!("seed-{name}"), compact(&mem)));
+        let pool = Pool::open_backend(name, Box::new(mem.clone()), true).expect("open");
+        let sb = pool.superblock();
+        let (log_at, _) = pool.log_region();
+        let (_, end, _) = read_log(&pool, sb.checkpoint.log_generation).expect("log");
+        if end > 0 {
+            out.push((
+                "log_record",
+                format!("seed-{name}-log"),
+                mem.read(log_at, end as usize).to_vec(),
+            ));
+        }
+        if sb.checkpoint.len_bytes == 0 {
+            continue;
+        }
+        let head = pool
+            .read(sb.checkpoint.head_pfn * FRAME_SIZE, FRAME_SIZE as usize)
+            .expect("header");
+        let header = CheckpointHeader::decode(head, pool.data_region()).expect("header");
+        let mut h = vec![0u8];
+        h.extend_from_slice(&head[..32 + 16 * header.ranges.len()]);
+        out.push(("checkpoint", format!("seed-{name}-header"), h));
+        let mut body = vec![1u8];
+        for (at, len) in header.body_spans() {
+            body.extend_from_slice(pool.read(at, len as usize).expect("body"));
+        }
+        let image: CheckpointImage = postcard::from_bytes(&body[1..]).expect("image");
+        out.push(("checkpoint", format!("seed-{name}-body"), body));
+        out.push(("free_set", format!("seed-{name}"), image.free_set));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The targets' bodies (here, so that `cargo test` can replay a corpus without libFuzzer)
+
+/// The data region of a [`POOL_BYTES`] pool.
+pub fn data_region() -> PfnRange {
+    let start = data_offset() / FRAME_SIZE;
+    PfnRange::new(Pfn(start), POOL_BYTES / FRAME_SIZE - start).expect("region")
+}
+
+/// A pool file for this process, on tmpfs when there is one.
+fn scratch_pool() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        dir.join(format!("pfnfs-fuzz-{}.pool", std::process::id()))
+    })
+}
+
+/// `pool`: open + `Volume::load` (then use and unmount it) on a RAM pool, and `fsck -n`,
+/// `fsck -y` on a pool file holding the compact image `data`. Nothing may panic; a pool that
+/// `fsck -n` finds clean must load; a pool `fsck -y` repaired must then check clean and load.
+pub fn pool(data: &[u8]) {
+    let mem = expand(data);
+    let mut loaded = false;
+    if let Ok(pool) = Pool::open_backend("fuzz", Box::new(mem), false)
+        && let Ok(vol) = Volume::load(Arc::new(pool))
+    {
+        loaded = true;
+        let _ = check_volume(&vol);
+        if let Ok(f) = vol.create(ROOT, ROOT_INO, b"fuzz-new", 0o644, true) {
+            let _ = vol.write(ROOT, f.ino, 0, &pattern(3, 10_000));
+        }
+        let _ = vol.shutdown();
+    }
+    let path = scratch_pool();
+    expand_to_file(data, path).expect("write the scratch pool");
+    let check = fsck_pool(path, FsckMode::Check);
+    if let Ok(r) = &check
+        && r.exit_code() == 0
+    {
+        assert!(
+            loaded,
+            "fsck -n finds nothing wrong but the pool does not load: {r:?}"
+        );
+    }
+    if let Ok(r) = fsck_pool(path, FsckMode::Repair)
+        && r.exit_code() <= 1
+    {
+        let again = fsck_pool(path, FsckMode::Check).expect("a repaired pool opens");
+        assert_eq!(
+            again.exit_code(),
+            0,
+            "fsck -n after fsck -y: {again:#?}\nfsck -y: {r:#?}"
+        );
+        let pool = Pool::open(path, &OpenOptions::default()).expect("a repaired pool opens");
+        let vol = Volume::load(Arc::new(pool)).expect("a repaired pool loads");
+        vol.shutdown().expect("a repaired pool unmounts");
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+/// `log_record`: `data` decoded as one record payload (an `Op`; what decodes re-encodes to
+/// the same op) and read as the start of a log region by `read_log` (the generation is the one
+/// the first record header names).
+pub fn log_record(data: &[u8]) {
+    if let Ok(op) = postcard::from_bytes::<Op>(data) {
+        let again = postcard::to_allocvec(&op).expect("encode");
+        assert_eq!(postcard::from_bytes::<Op>(&again).expect("decode"), op);
+    }
+    static POOL: OnceLock<Mutex<(Pool, usize)>> = OnceLock::new();
+    let cell = POOL.get_or_init(|| {
+        let mem = MemBackend::new(POOL_BYTES);
+        Mutex::new((
+            Pool::format_backend("log", Box::new(mem)).expect("format"),
+            0,
+        ))
+    });
+    let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+    let (pool, dirty) = &mut *guard;
+    let (log_at, log_bytes) = pool.log_region();
+    let data = &data[..data.len().min(log_bytes as usize)];
+    pool.write(log_at, &vec![0; *dirty]).expect("zero");
+    pool.write(log_at, data).expect("write");
+    *dirty = data.len();
+    let generation = data
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes);
+    if let Ok((ops, end, seq)) = read_log(pool, generation) {
+        assert_eq!(ops.len() as u64, seq);
+        assert!(end <= log_bytes);
+    }
+}
+
+/// `checkpoint`: first byte even: the rest is a checkpoint header frame (decoded against the
+/// data region; what decodes re-encodes to the same header and its body spans add up); odd: a
+/// checkpoint body, decoded, and its extent maps, directories and free set built as a mount
+/// would.
+pub fn checkpoint(data: &[u8]) {
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    let region = data_region();
+    if kind & 1 == 0 {
+        let mut frame = vec![0u8; FRAME_SIZE as usize];
+        let n = rest.len().min(frame.len());
+        frame[..n].copy_from_slice(&rest[..n]);
+        if let Ok(h) = CheckpointHeader::decode(&frame, region) {
+            assert_eq!(CheckpointHeader::decode(&h.encode(), region), Ok(h.clone()));
+            let spans: u64 = h.body_spans().iter().map(|(_, l)| l).sum();
+            assert_eq!(spans, h.body_len);
+        }
+    } else if let Ok(image) = postcard::from_bytes::<CheckpointImage>(rest) {
+        for img in image.inodes {
+            match img.body {
+                BodyImage::File(extents) => {
+                    if let Ok(map) = ExtentMap::from_extents(extents) {
+                        map.check_invariants()
+                            .expect("a map that builds keeps its invariants");
+                    }
+                }
+                BodyImage::Dir {
+                    parent,
+                    next_cookie,
+                    entries,
+                } => {
+                    let _ = Directory::from_parts(parent, next_cookie, entries);
+                }
+                BodyImage::Symlink(_) | BodyImage::Special => {}
+            }
+        }
+        free_set(&image.free_set);
+    }
+}
+
+/// `free_set`: `data` decoded as a free-set image of the data region; what decodes passes
+/// the allocator's consistency check and re-encodes byte for byte.
+pub fn free_set(data: &[u8]) {
+    if let Ok(alloc) = ExtentAllocator::decode_free_set(data_region(), data) {
+        alloc
+            .check_consistency()
+            .expect("a decoded free set is consistent");
+        assert!(alloc.encode_free_set() == data, "re-encoding differs");
+    }
+}
+
+/// Runs target `name` on `data`.
+pub fn run(name: &str, data: &[u8]) {
+    match name {
+        "pool" => pool(data),
+        "log_record" => log_record(data),
+        "checkpoint" => checkpoint(data),
+        "free_set" => free_set(data),
+        other => panic!("no fuzz target {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeded mutation (the quick form CI runs without libFuzzer)
+
+/// xorshift64*: a tiny seeded generator, so the smoke run needs no dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// `seed` with 1 to 4 random edits in the manner of libFuzzer's mutators: flipped bits,
+/// random or "interesting" bytes and integers (0, 1, -1, powers of two, lengths), inserted,
+/// erased or duplicated chunks, and bytes spliced in from `other`.
+pub fn mutate(seed: &[u8], other: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut data = seed.to_vec();
+    const INTERESTING: [u64; 10] = [
+        0,
+        1,
+        0x7f,
+        0xff,
+        0x1000,
+        0xffff_ffff,
+        1 << 20,
+        1 << 32,
+        u64::MAX,
+        u64::MAX / 2,
+    ];
+    for _ in 0..1 + rng.below(4) {
+        if data.is_empty() {
+            data.push(rng.next_u64() as u8);
+            continue;
+        }
+        let at = rng.below(data.len());
+        match rng.below(8) {
+            0 => data[at] ^= 1 << rng.below(8),
+            1 => data[at] = rng.next_u64() as u8,
+            2 => {
+                let v = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
+                let width = [1, 2, 4, 8][rng.below(4)];
+                let end = (at + width).min(data.len());
+                data[at..end].copy_from_slice(&v[..end - at]);
+            }
+            3 => {
+                let n = 1 + rng.below(16);
+                for _ in 0..n {
+                    data.insert(at, rng.next_u64() as u8);
+                }
+            }
+            4 => {
+                let end = (at + 1 + rng.below(64)).min(data.len());
+                data.drain(at..end);
+            }
+            5 => {
+                let end = (at + 1 + rng.below(64)).min(data.len());
+                let chunk = data[at..end].to_vec();
+                let to = rng.below(data.len());
+                data.splice(to..to, chunk);
+            }
+            6 if !other.is_empty() => {
+                let from = rng.below(other.len());
+                let n = (1 + rng.below(256)).min(other.len() - from);
+                let end = (at + n).min(data.len());
+                data[at..end].copy_from_slice(&other[from..from + (end - at)]);
+            }
+            _ => {
+                // A varint-sized field: flip a byte near the start (postcard headers, counts).
+                let near = rng.below(data.len().min(64));
+                data[near] = data[near].wrapping_add(1 + rng.below(3) as u8);
+            }
+        }
+    }
+    data
+}
+
+/// Runs `iterations` seeded mutations of `target`'s seed corpus through the target; returns
+/// how many ran. A failure panics naming the target, seed and iteration (rerun with the same
+/// `first_seed` to reproduce; the input is written to `fuzz/artifacts/<target>/smoke-<seed>`).
+pub fn smoke(target: &str, iterations: u64, first_seed: u64) -> u64 {
+    let corpus: Vec<Vec<u8>> = seeds()
+        .into_iter()
+        .filter(|(t, _, _)| *t == target)
+        .map(|(_, _, b)| b)
+        .collect();
+    assert!(!corpus.is_empty(), "no seeds for {target}");
+    for i in 0..iterations {
+        let seed = first_seed + i;
+        let mut rng = Rng::new(seed);
+        let base = &corpus[rng.below(corpus.len())];
+        let other = &corpus[rng.below(corpus.len())];
+        let input = mutate(base, other, &mut rng);
+        let outcome = std::panic::catch_unwind(|| run(target, &input));
+        if let Err(e) = outcome {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("artifacts")
+                .join(target);
+            let _ = std::fs::create_dir_all(&dir);
+            let file = dir.join(format!("smoke-{seed}"));
+            let _ = std::fs::write(&file, &input);
+            std::panic::resume_unwind(Box::new(format!(
+                "fuzz target {target} failed on seed {seed} (input saved as {}): {}",
+                file.display(),
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            )));
+        }
+    }
+    iterations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seeds are what the corpus directories hold (`PFNFS_FUZZ_WRITE_CORPUS=1` rewrites
+    /// them), and every seed pool round-trips through the compact format.
+    #[test]
+    fn write_seed_corpus() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+        let write = std::env::var_os("PFNFS_FUZZ_WRITE_CORPUS").is_some();
+        for (target, name, bytes) in seeds() {
+            let path = dir.join(target).join(&name);
+            if write {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            assert!(
+                bytes.len() < 64 << 10,
+                "{target}/{name}: {} bytes",
+                bytes.len()
+            );
+            if target == "pool" {
+                assert_eq!(compact(&expand(&bytes)), bytes, "{name}");
+            }
+        }
+        for (name, mem) in seed_pools() {
+            let image = expand(&compact(&mem));
+            assert!(
+                image.read(0, POOL_BYTES as usize) == mem.read(0, POOL_BYTES as usize),
+                "{name}: the compact image holds the whole pool"
+            );
+        }
+    }
+
+    /// Every file in the corpus directories (the committed seeds, and whatever a local fuzz
+    /// run added) passes its target.
+    #[test]
+    fn corpus_passes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+        let mut count = 0;
+        for target in ["pool", "log_record", "checkpoint", "free_set"] {
+            let Ok(entries) = std::fs::read_dir(dir.join(target)) else {
+                continue;
+            };
+            for e in entries {
+                // (A fuzzer running on the same directory may remove a file meanwhile.)
+                let Ok(data) = std::fs::read(e.unwrap().path()) else {
+                    continue;
+                };
+                run(target, &data);
+                count += 1;
+            }
+        }
+        assert!(count >= 4, "the seed corpus is missing");
+    }
+
+    /// `PFNFS_FUZZ_REPLAY=TARGET:FILE` runs one input (a crash libFuzzer saved, say) through a
+    /// target, and with `PFNFS_FUZZ_EXPAND=POOL` also writes a `pool` input as a pool file to
+    /// inspect with `pfnfs fsck`.
+    #[test]
+    fn replay_one_input() {
+        let Ok(spec) = std::env::var("PFNFS_FUZZ_REPLAY") else {
+            return;
+        };
+        let (target, file) = spec.split_once(':').expect("TARGET:FILE");
+        let data = std::fs::read(file).expect("read the input");
+        if let Ok(out) = std::env::var("PFNFS_FUZZ_EXPAND") {
+            expand_to_file(&data, Path::new(&out)).expect("write the pool");
+        }
+        run(target, &data);
+    }
+
+    fn env_u64(name: &str, default: u64) -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// The quick form of each fuzz target CI runs: seeded mutations of the seed corpus
+    /// (`PFNFS_FUZZ_ITERATIONS` per target, `pool` an eighth of it as each of its runs opens,
+    /// loads and fscks a 16 MiB pool several times; `PFNFS_FUZZ_SEED` the first seed).
+    #[test]
+    fn seeded_smoke_run() {
+        let n = env_u64("PFNFS_FUZZ_ITERATIONS", 2000);
+        let seed = env_u64("PFNFS_FUZZ_SEED", 1);
+        let mut total = 0;
+        for (target, iterations) in [
+            ("log_record", n),
+            ("checkpoint", n),
+            ("free_set", n),
+            ("pool", (n / 8).max(1)),
+        ] {
+            let start = std::time::Instant::now();
+            let ran = smoke(target, iterations, seed);
+            eprintln!(
+                "fuzz smoke: {target}: {ran} iterations from seed {seed} in {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
+            total += ran;
+        }
+        eprintln!("fuzz smoke: {total} iterations in all");
+    }
+}
