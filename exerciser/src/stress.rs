@@ -150,6 +150,8 @@ struct Name {
 
 struct Obj {
     id: u64,
+    /// Its inode number (from fstat at creation), for failure reports.
+    ino: u64,
     names: Vec<Name>,
     data: Vec<u8>,
 }
@@ -262,10 +264,12 @@ impl Worker {
         ctx(file.write_all_at(&data, 0), || {
             format!("write {}", path.display())
         })?;
+        let ino = ctx(file.metadata(), || format!("fstat {}", path.display()))?.ino();
         self.next += 1;
         let id = self.next;
         self.objs.push(Obj {
             id,
+            ino,
             names: vec![name],
             data,
         });
@@ -547,6 +551,35 @@ impl Worker {
         Ok(())
     }
 
+    /// For a failure report: every name of each object named in `error`, as the model has it
+    /// and as lstat sees it now.
+    fn diagnose(&self, error: &str) -> String {
+        let mut out = String::new();
+        for o in &self.objs {
+            let named = o
+                .names
+                .iter()
+                .any(|n| error.contains(&format!("/{}", self.rel(n))));
+            if !named {
+                continue;
+            }
+            for n in &o.names {
+                let rel = self.rel(n);
+                let now = match std::fs::symlink_metadata(self.root.join(&rel)) {
+                    Ok(m) => format!("ino {} nlink {} size {}", m.ino(), m.nlink(), m.len()),
+                    Err(e) => e.to_string(),
+                };
+                out.push_str(&format!(
+                    "\n  {rel}: model ino {} with {} names, size {}; lstat now: {now}",
+                    o.ino,
+                    o.names.len(),
+                    o.data.len()
+                ));
+            }
+        }
+        out
+    }
+
     fn finish(mut self) -> WorkerReport {
         let mut names = Vec::new();
         for o in &self.objs {
@@ -590,8 +623,12 @@ pub fn worker(
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut ops = 0u64;
     while Instant::now() < deadline {
-        w.step()
-            .map_err(|e| format!("worker {id} (seed {seed}) at operation {ops}: {e}"))?;
+        if let Err(e) = w.step() {
+            return Err(format!(
+                "worker {id} (seed {seed}) at operation {ops}: {e}{}",
+                w.diagnose(&e)
+            ));
+        }
         ops += 1;
     }
     Ok(w.finish())
