@@ -205,17 +205,19 @@ pub fn data_region() -> PfnRange {
     PfnRange::new(Pfn(start), POOL_BYTES / FRAME_SIZE - start).expect("region")
 }
 
-/// A pool file for this process, on tmpfs when there is one.
-fn scratch_pool() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        dir.join(format!("pfnfs-fuzz-{}.pool", std::process::id()))
-    })
+/// A pool file for this thread (tests run targets on several threads), on tmpfs when there is
+/// one.
+fn scratch_pool() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    thread_local! {
+        static ID: u64 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    ID.with(|id| dir.join(format!("pfnfs-fuzz-{}-{id}.pool", std::process::id())))
 }
 
 /// `pool`: open + `Volume::load` (then use and unmount it) on a RAM pool, and `fsck -n`,
@@ -234,7 +236,7 @@ pub fn pool(data: &[u8]) {
         }
         let _ = vol.shutdown();
     }
-    let path = scratch_pool();
+    let path = &scratch_pool();
     expand_to_file(data, path).expect("write the scratch pool");
     let check = fsck_pool(path, FsckMode::Check);
     if let Ok(r) = &check
