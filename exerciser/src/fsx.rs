@@ -176,6 +176,8 @@ pub struct Config {
     /// Half the reopens use O_DIRECT (the filesystem must accept unaligned O_DIRECT I/O,
     /// as FUSE and tmpfs do).
     pub odirect: bool,
+    /// Print a progress line to stderr every this many operations (0: never).
+    pub progress: u64,
     /// Print every operation as it runs.
     pub verbose: bool,
     /// Start from models saved by `model_out` (the files must hold exactly them).
@@ -196,6 +198,7 @@ impl Config {
             files: 2,
             mix: DEFAULT_MIX,
             odirect: false,
+            progress: 0,
             verbose: false,
             resume_from: None,
             model_out: None,
@@ -596,6 +599,15 @@ impl Fsx {
             self.op = op;
             if let Err(what) = self.step() {
                 return Err(self.failure(Some(op), what));
+            }
+            if self.cfg.progress != 0 && (op + 1) % self.cfg.progress == 0 {
+                let secs = start.elapsed().as_secs_f64();
+                eprintln!(
+                    "pfnfs-fsx: seed {}: {} operations in {secs:.0} s ({:.0}/s), 0 mismatches",
+                    self.cfg.seed,
+                    op + 1,
+                    (op + 1) as f64 / secs.max(1e-9)
+                );
             }
         }
         for f in 0..self.files.len() {

@@ -45,6 +45,9 @@ struct FsxArgs {
     /// accept that, most disk filesystems do not).
     #[arg(long)]
     odirect: bool,
+    /// Print a progress line to stderr every N operations.
+    #[arg(long, default_value_t = 0)]
+    progress: u64,
     /// Print every operation.
     #[arg(long, short)]
     verbose: bool,
@@ -183,6 +186,7 @@ fn main() -> ExitCode {
             cfg.files = a.files;
             cfg.mix = mix;
             cfg.odirect = a.odirect;
+            cfg.progress = a.progress;
             cfg.verbose = a.verbose;
             cfg.resume_from = a.resume_from;
             cfg.model_out = a.model_out;

@@ -166,6 +166,8 @@ struct Worker {
     /// Own directories: (leaf name, shared directory it is in).
     own_dirs: Vec<(String, usize)>,
     report: WorkerReport,
+    /// The last operations, for failure reports.
+    history: std::collections::VecDeque<String>,
 }
 
 type WResult<T> = Result<T, String>;
@@ -193,6 +195,13 @@ impl Worker {
         self.root.join(self.rel(n))
     }
 
+    fn rel_of(&self, p: &Path) -> String {
+        p.strip_prefix(&self.root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    }
+
     fn fresh(&mut self) -> String {
         self.next += 1;
         format!("w{}-{}", self.id, self.next)
@@ -210,6 +219,34 @@ impl Worker {
 
     fn count(&mut self, op: &str) {
         *self.report.ops.entry(op.to_string()).or_default() += 1;
+    }
+
+    fn note(&mut self, line: String) {
+        if self.history.len() == 30 {
+            self.history.pop_front();
+        }
+        self.history.push_back(line);
+    }
+
+    /// After a change of an object's names: lstat of one of them must show its inode and
+    /// link count.
+    fn check_links(&self, o: usize) -> WResult<()> {
+        let obj = &self.objs[o];
+        let path = self.path(&obj.names[0]);
+        let meta = ctx(std::fs::symlink_metadata(&path), || {
+            format!("lstat {}", path.display())
+        })?;
+        if meta.ino() != obj.ino || meta.nlink() != obj.names.len() as u64 {
+            return Err(format!(
+                "{}: ino {} nlink {}, the model has ino {} with {} names",
+                path.display(),
+                meta.ino(),
+                meta.nlink(),
+                obj.ino,
+                obj.names.len()
+            ));
+        }
+        Ok(())
     }
 
     /// (object index, name index) of a random name, if any.
@@ -265,6 +302,7 @@ impl Worker {
             format!("write {}", path.display())
         })?;
         let ino = ctx(file.metadata(), || format!("fstat {}", path.display()))?.ino();
+        self.note(format!("create {} (ino {ino})", self.rel_of(&path)));
         self.next += 1;
         let id = self.next;
         self.objs.push(Obj {
@@ -327,11 +365,12 @@ impl Worker {
         let leaf = self.fresh();
         let name = Name { dir, leaf };
         let to = self.path(&name);
+        self.note(format!("link {} {}", self.rel_of(&from), self.rel_of(&to)));
         ctx(std::fs::hard_link(&from, &to), || {
             format!("link {} {}", from.display(), to.display())
         })?;
         self.objs[o].names.push(name);
-        Ok(())
+        self.check_links(o)
     }
 
     fn rename_flags(&self, from: &Path, to: &Path, flags: RenameFlags) -> Result<(), Errno> {
@@ -360,6 +399,11 @@ impl Worker {
         } else {
             RenameFlags::empty()
         };
+        self.note(format!(
+            "rename {} {}",
+            self.rel_of(&from),
+            self.rel_of(&to)
+        ));
         self.rename_flags(&from, &to, flags)
             .map_err(|e| format!("rename {} {}: {e}", from.display(), to.display()))?;
         self.objs[o].names[n] = name;
@@ -380,6 +424,13 @@ impl Worker {
         self.count("rename_replace");
         let from = self.path(&self.objs[ao].names[an]);
         let to = self.path(&self.objs[bo].names[bn]);
+        self.note(format!(
+            "rename over {} {} (ino {} onto ino {})",
+            self.rel_of(&from),
+            self.rel_of(&to),
+            self.objs[ao].ino,
+            self.objs[bo].ino
+        ));
         self.rename_flags(&from, &to, RenameFlags::empty())
             .map_err(|e| format!("rename over {} {}: {e}", from.display(), to.display()))?;
         if ao == bo {
@@ -390,8 +441,11 @@ impl Worker {
         let target = self.objs[bo].names[bn].clone();
         self.objs[ao].names[an] = target;
         self.objs[bo].names.remove(bn);
+        self.check_links(ao)?;
         if self.objs[bo].names.is_empty() {
             self.objs.remove(bo);
+        } else {
+            self.check_links(bo)?;
         }
         Ok(())
     }
@@ -423,6 +477,7 @@ impl Worker {
         self.count("rename_exchange");
         let a = self.path(&self.objs[ao].names[an]);
         let b = self.path(&self.objs[bo].names[bn]);
+        self.note(format!("exchange {} {}", self.rel_of(&a), self.rel_of(&b)));
         self.rename_flags(&a, &b, RenameFlags::RENAME_EXCHANGE)
             .map_err(|e| format!("RENAME_EXCHANGE {} {}: {e}", a.display(), b.display()))?;
         if ao != bo {
@@ -440,14 +495,22 @@ impl Worker {
         };
         self.count("unlink");
         let path = self.path(&self.objs[o].names[n]);
+        self.note(format!(
+            "unlink {} (ino {}, {} names)",
+            self.rel_of(&path),
+            self.objs[o].ino,
+            self.objs[o].names.len()
+        ));
         ctx(std::fs::remove_file(&path), || {
             format!("unlink {}", path.display())
         })?;
         self.objs[o].names.remove(n);
         if self.objs[o].names.is_empty() {
             self.objs.remove(o);
+            Ok(())
+        } else {
+            self.check_links(o)
         }
-        Ok(())
     }
 
     /// mkdir of an own directory in a shared one, or a move of one to another shared
@@ -474,6 +537,11 @@ impl Worker {
         if from == to {
             return Ok(());
         }
+        self.note(format!(
+            "rename dir {} {}",
+            self.rel_of(&from),
+            self.rel_of(&to)
+        ));
         self.rename_flags(&from, &to, RenameFlags::RENAME_NOREPLACE)
             .map_err(|e| format!("rename dir {} {}: {e}", from.display(), to.display()))?;
         self.own_dirs[k].1 = parent;
@@ -577,6 +645,10 @@ impl Worker {
                 ));
             }
         }
+        out.push_str("\n  this worker's last operations (oldest first):");
+        for h in &self.history {
+            out.push_str(&format!("\n    {h}"));
+        }
         out
     }
 
@@ -619,6 +691,7 @@ pub fn worker(
         objs: Vec::new(),
         own_dirs: Vec::new(),
         report: WorkerReport::default(),
+        history: Default::default(),
     };
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut ops = 0u64;

@@ -11,7 +11,7 @@
 //! summary (operations, seconds, operations per second, mismatches).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use pfnfs_tests::{MountGuard, both_modes, fsx_bin, pfnfs_bin};
 use serde_json::Value;
@@ -41,12 +41,16 @@ fn seeds() -> Vec<u64> {
 }
 
 /// Runs `pfnfs-fsx DIR ARGS`; panics with its report unless it succeeds; returns the summary.
+/// Long runs (`PFNFS_FSX_OPS` set) print progress every 50,000 operations to stderr.
 fn fsx(dir: &Path, args: &[&str]) -> Value {
-    let out = Command::new(fsx_bin())
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run pfnfs-fsx");
+    let mut command = Command::new(fsx_bin());
+    command.arg(dir).args(args);
+    if std::env::var_os("PFNFS_FSX_OPS").is_some() {
+        command
+            .args(["--progress", "50000"])
+            .stderr(Stdio::inherit());
+    }
+    let out = command.output().expect("run pfnfs-fsx");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
