@@ -568,8 +568,8 @@ impl Filesystem for PfnFuse {
         reply_xattr(reply, self.vol.getxattr(ino.0, name.as_bytes()), size);
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.vol.listxattr(ino.0), size);
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.vol.listxattr_as(caller(req), ino.0), size);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {

@@ -191,6 +191,14 @@ impl Volume {
         if let Some(m) = req.mode {
             mode = (a.mode & libc::S_IFMT) | (m & 0o7777);
             changed = true;
+            if caller.uid != 0 && caller.uid != a.uid {
+                // Only the kernel changes the mode of someone else's file for an
+                // unprivileged caller: dropping privileges after that caller's write
+                // (buffered mode). FUSE keeps setgid on a file that is not group-executable;
+                // Linux (tmpfs, ext4) also drops it when the writer is outside the group.
+                let requested = Attr { mode, ..a.clone() };
+                mode = kill_suid(&requested, caller);
+            }
         }
         if let Some(u) = req.uid {
             changed |= u != uid;
@@ -1311,10 +1319,19 @@ impl Volume {
 
     /// listxattr: NUL-terminated names.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        self.listxattr_as(Caller::default(), ino)
+    }
+
+    /// listxattr on behalf of `caller`: `trusted.*` names are listed to root only, as
+    /// Linux filesystems do (the kernel already refuses others reading or setting them).
+    pub fn listxattr_as(&self, caller: Caller, ino: u64) -> FsResult<Vec<u8>> {
         let cell = self.cell(ino)?;
         let inode = cell.inode.read();
         let mut out = Vec::new();
         for k in inode.xattrs.keys() {
+            if caller.uid != 0 && k.starts_with(b"trusted.") {
+                continue;
+            }
             out.extend_from_slice(k);
             out.push(0);
         }
