@@ -83,12 +83,28 @@ impl Failure {
         }
     }
 
+    /// A failure about `path` (exit code 1): `message` prefixed with `path: ` unless it
+    /// already starts so (errors from opening a pool name it themselves).
+    pub fn about(path: &std::path::Path, message: impl Into<String>) -> Failure {
+        Failure::new(about(path, &message.into()))
+    }
+
     /// A usage error (exit code 2), such as a bad `-o` value.
     pub fn usage(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
             code: 2,
         }
+    }
+}
+
+/// `message` prefixed with `path: ` unless it already starts so.
+pub fn about(path: &std::path::Path, message: &str) -> String {
+    let prefix = format!("{}: ", path.display());
+    if message.starts_with(&prefix) {
+        message.to_string()
+    } else {
+        format!("{prefix}{message}")
     }
 }
 
@@ -176,6 +192,16 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()
+    }
+
+    /// Errors that already name the pool are not prefixed with it again (`pfnfs stat` said
+    /// "POOL: POOL: not a pfnfs pool").
+    #[test]
+    fn about_names_the_path_once() {
+        let p = std::path::Path::new("/x/p.pool");
+        assert_eq!(about(p, "/x/p.pool: truncated"), "/x/p.pool: truncated");
+        assert_eq!(about(p, "truncated"), "/x/p.pool: truncated");
+        assert_eq!(about(p, "/x/p.pool2: no"), "/x/p.pool: /x/p.pool2: no");
     }
 
     #[test]

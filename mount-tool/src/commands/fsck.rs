@@ -98,7 +98,7 @@ pub fn run(args: FsckArgs) -> Result<(), Failure> {
         bar.update(phase, done, total)
     });
     bar.finish();
-    let report = result.map_err(|e| operational(format!("fsck {}: {e}", pool.display())))?;
+    let report = result.map_err(|e| operational(format!("fsck {}", crate::about(pool, &e))))?;
     if args.json {
         let text = serde_json::to_string_pretty(&JsonReport {
             pool: pool.display().to_string(),

@@ -306,11 +306,16 @@ fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Failure> {
         config.pool.display(),
         config.mountpoint.display()
     );
+    // Errors from opening the pool start with its path; do not say it twice.
+    let prefix = format!("{}: ", config.pool.display());
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         pfnfs_fs::serve(config, ready)
     })) {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(message)) => Err(Failure::new(format!("mount {what}: {message}"))),
+        Ok(Err(message)) => {
+            let message = message.strip_prefix(&prefix).unwrap_or(&message);
+            Err(Failure::new(format!("mount {what}: {message}")))
+        }
         Err(payload) => {
             let text = payload
                 .downcast_ref::<&str>()
