@@ -352,10 +352,15 @@ impl Volume {
         let inodes = DashMap::new();
         for img in image.inodes {
             let body = match img.body {
-                BodyImage::File(extents) => Body::File(
-                    ExtentMap::from_extents(extents)
-                        .map_err(|e| eio(format!("{name}: inode {}: {e}", img.ino)))?,
-                ),
+                BodyImage::File(extents) => {
+                    // from_extents refuses overlaps in the file; a pool frame mapped twice
+                    // (which writes through one offset would show at the other) is caught here.
+                    let map = ExtentMap::from_extents(extents)
+                        .map_err(|e| e.to_string())
+                        .and_then(|m| m.check_invariants().map(|()| m))
+                        .map_err(|e| eio(format!("{name}: inode {}: {e}", img.ino)))?;
+                    Body::File(map)
+                }
                 BodyImage::Dir {
                     parent,
                     next_cookie,
