@@ -523,6 +523,18 @@ fn read_tree(root: &Path) -> BTreeMap<String, Result<Option<Vec<u8>>, i32>> {
     out
 }
 
+/// [`read_tree`] on another thread: a read that hangs in the daemon fails the test (the mount
+/// guard then unmounts, which ends the daemon and so the stuck read).
+fn read_tree_timed(root: &Path, what: &str) -> BTreeMap<String, Result<Option<Vec<u8>>, i32>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_tree(&root));
+    });
+    rx.recv_timeout(COMMAND_TIMEOUT)
+        .unwrap_or_else(|_| panic!("{what}: reading the mounted tree hung"))
+}
+
 /// A tree read from a pool with raw damage: exactly the golden one (files may give EIO),
 /// except that `/last` may be missing when the last log record was hit.
 fn check_intact(
@@ -637,7 +649,7 @@ fn trial(dir: &Path, g: &Golden, region: &Region, kind: Kind, seed: u64, tally: 
             tally.refused += 1;
         }
         Ok(mut m) => {
-            let got = read_tree(m.path());
+            let got = read_tree_timed(m.path(), &what);
             if kind == Kind::Raw {
                 // Only bytes nothing reads (the slot that is not current, a record header's
                 // zero word and padding, the header frame past its ranges) or the last log
@@ -677,7 +689,7 @@ fn trial(dir: &Path, g: &Golden, region: &Region, kind: Kind, seed: u64, tally: 
             );
             let mut m = MountGuard::try_existing(&pool, Mode::Direct, Some(LIMIT_BYTES))
                 .unwrap_or_else(|f| panic!("{what}: mount after fsck -y: {f:?}"));
-            let got = read_tree(m.path());
+            let got = read_tree_timed(m.path(), &what);
             assert!(
                 got.values().all(|v| v.is_ok()),
                 "{what}: reads fail after repair: {got:?}"
@@ -876,6 +888,11 @@ fn truncated_pool() {
     let out = pfnfs(dir.path(), &["stat", s(&pool)]);
     assert_eq!(out.code, Some(0), "{}", out.out);
     let mut m = MountGuard::try_existing(&pool, Mode::Direct, Some(LIMIT_BYTES)).unwrap();
-    check_intact(g, &read_tree(m.path()), false, "the golden pool");
+    check_intact(
+        g,
+        &read_tree_timed(m.path(), "the golden pool"),
+        false,
+        "the golden pool",
+    );
     m.unmount().unwrap();
 }
