@@ -197,7 +197,13 @@ fn data_enospc(guard: &mut MountGuard) {
     // A new write still fails cleanly, also through a second path (fallocate).
     let e = write_file(&guard.join("more"), &[1u8; 8192]).expect_err("write on a full pool");
     assert_eq!(errno(&e), libc::ENOSPC, "{e}");
-    let g = File::create(guard.join("more-falloc")).unwrap();
+    let g = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(guard.join("more-falloc"))
+        .unwrap();
     assert_eq!(
         expect_errno(sys::fallocate(&g, 0, 0, 4 * MIB as i64), "fallocate"),
         libc::ENOSPC
@@ -207,6 +213,20 @@ fn data_enospc(guard: &mut MountGuard) {
         0,
         "failed fallocate changed the size"
     );
+    // copy_file_range into new space, and stores through a shared mapping of a sparse
+    // file (written back at msync): ENOSPC too.
+    let src = File::open(&complete[0].0).unwrap();
+    assert_eq!(
+        expect_errno(
+            sys::copy_file_range(&src, 0, &g, 0, MIB as usize),
+            "copy_file_range"
+        ),
+        libc::ENOSPC
+    );
+    drop(src);
+    g.set_len(MIB).unwrap();
+    let e = map_store_msync(&g, MIB as usize).expect_err("msync of new pages on a full pool");
+    assert_eq!(errno(&e), libc::ENOSPC, "msync: {e}");
     drop(g);
     // 4. Deleting makes the space usable again.
     for (victim, _) in complete.drain(..2) {
@@ -468,6 +488,38 @@ fn deleted_frames_read_as_zeros(guard: &mut MountGuard) {
     drop((a, b, c, d, e, m));
     guard.remount();
     check(guard);
+}
+
+/// Fills `len` bytes of `file` through a shared writable mapping; returns msync's result.
+fn map_store_msync(file: &File, len: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: mapping an open file of at least `len` bytes; the mapping is only used in
+    // this block and unmapped at its end.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(
+            addr,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            io::Error::last_os_error()
+        );
+        std::slice::from_raw_parts_mut(addr as *mut u8, len).fill(0x77);
+        let rc = libc::msync(addr, len, libc::MS_SYNC);
+        let result = if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        };
+        assert_eq!(libc::munmap(addr, len), 0, "munmap");
+        result
+    }
 }
 
 /// Maps `len` bytes of `file` shared and writable, returns what the mapping shows, then
