@@ -1,12 +1,13 @@
 //! POSIX ACLs at the Volume level: the xattr format is validated, the access ACL and the mode
 //! stay in step (setxattr, chmod), new inodes inherit a directory's default ACL (and the
-//! umask applies only without one), everything survives log replay and a checkpoint, and
-//! fsck finds and repairs damaged ACL attributes.
+//! umask applies only without one), everything survives log replay and a checkpoint, a crash
+//! at any persist point leaves each ACL operation done or not done (never a mode without its
+//! ACL), and fsck finds and repairs damaged ACL attributes.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use pfnfs_alloc::{CreateOptions, OpenOptions, Pool};
+use pfnfs_alloc::{CrashMode, CrashSimBackend, CreateOptions, MemBackend, OpenOptions, Pool};
 use pfnfs_fs::acl::{
     ACCESS_XATTR, Acl, AclEntry, DEFAULT_XATTR, GROUP, GROUP_OBJ, MASK, OTHER, UNDEFINED_ID, USER,
     USER_OBJ,
@@ -311,4 +312,98 @@ fn fsck_repairs_damaged_acls() {
     );
     assert!(v.listxattr(d).unwrap().is_empty());
     assert!(v.listxattr(g).unwrap().is_empty());
+}
+
+/// What the crash test compares: mode and ACL attributes of the inodes its operations touch
+/// (`None` for a name that does not exist).
+type Observed = Vec<Option<(u32, Option<Vec<u8>>, Option<Vec<u8>>)>>;
+
+fn observe(v: &Volume) -> Observed {
+    let d = v.lookup(ROOT_INO, b"d").unwrap().ino;
+    let names: [(u64, &[u8]); 4] = [(ROOT_INO, b"f"), (ROOT_INO, b"g"), (d, b"new"), (d, b"sub")];
+    names
+        .iter()
+        .map(|(parent, name)| {
+            let ino = v.lookup(*parent, name).ok()?.ino;
+            Some((
+                v.getattr(ino).unwrap().mode,
+                v.getxattr(ino, ACCESS_XATTR).ok(),
+                v.getxattr(ino, DEFAULT_XATTR).ok(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn acl_operations_are_atomic_across_crashes() {
+    // The template: d with a default ACL, f plain, g with a named-user ACL; cleanly unmounted.
+    let backend = Arc::new(CrashSimBackend::new(64 << 20));
+    let pool = Pool::format_backend("acl-template", Box::new(backend.clone())).unwrap();
+    let v = Volume::load(Arc::new(pool)).unwrap();
+    let d = v.mkdir(ROOT, ROOT_INO, b"d", 0o755).unwrap().ino;
+    v.setxattr(d, DEFAULT_XATTR, &named_acl().encode(), 0)
+        .unwrap();
+    let f = v.create(ROOT, ROOT_INO, b"f", 0o644, true).unwrap().ino;
+    let g = v.create(ROOT, ROOT_INO, b"g", 0o644, true).unwrap().ino;
+    v.setxattr(g, ACCESS_XATTR, &named_acl().encode(), 0)
+        .unwrap();
+    v.shutdown().unwrap();
+    drop(v);
+    let template = backend.fork();
+    type Step = fn(&Volume, u64, u64, u64);
+    let steps: [(&str, Step); 4] = [
+        ("set access ACL", |v, _, f, _| {
+            v.setxattr(f, ACCESS_XATTR, &named_acl().encode(), 0)
+                .unwrap();
+        }),
+        ("chmod with ACL", |v, _, _, g| chmod(v, g, 0o604)),
+        ("create inheriting", |v, d, _, _| {
+            v.create_with_umask(ROOT, d, b"new", 0o666, 0o022, true)
+                .unwrap();
+        }),
+        ("mkdir inheriting", |v, d, _, _| {
+            v.mkdir_with_umask(ROOT, d, b"sub", 0o777, 0o022).unwrap();
+        }),
+    ];
+    let recover = |image: &[u8]| {
+        let pool = Pool::open_backend("acl", Box::new(MemBackend::from_bytes(image)), false);
+        let v = Volume::load(Arc::new(pool.unwrap())).unwrap();
+        let report = check_volume(&v);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        observe(&v)
+    };
+    let mut checked = 0;
+    for (what, step) in steps {
+        // One run without a crash: the state before and after, and the persist points.
+        let sim = Arc::new(template.fork());
+        let pool = Pool::open_backend("acl", Box::new(sim.clone()), false).unwrap();
+        let v = Volume::load(Arc::new(pool)).unwrap();
+        let before = observe(&v);
+        let base = sim.persist_points();
+        step(&v, d, f, g);
+        let points = sim.persist_points() - base;
+        let after = observe(&v);
+        assert_ne!(before, after, "{what} changed nothing");
+        assert!(points > 0, "{what} persisted nothing");
+        assert_eq!(recover(&sim.live_image()), after, "{what}: replay");
+        drop(v);
+        for k in 1..=points {
+            for mode in [CrashMode::Clean, CrashMode::Torn { seed: k }] {
+                let sim = Arc::new(template.fork());
+                let pool = Pool::open_backend("acl", Box::new(sim.clone()), false).unwrap();
+                let v = Volume::load(Arc::new(pool)).unwrap();
+                let base = sim.persist_points();
+                sim.arm_crash(base + k, mode);
+                step(&v, d, f, g);
+                assert!(sim.crashed().is_some());
+                let state = recover(&sim.crash_image());
+                assert!(
+                    state == before || state == after,
+                    "{what}, crash at point {k} ({mode}): {state:?}\nbefore {before:?}\nafter {after:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8);
 }
