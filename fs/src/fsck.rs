@@ -19,7 +19,8 @@
 //!   whose checksum holds but which does not decode ends it too, and is reported. A record that
 //!   is not intact but is followed by an intact later record of the generation was damaged, not
 //!   torn by a crash (which a mount refuses): it is reported (`log-damaged`) and skipped, and
-//!   the later records are replayed. Each record is checked for values no operation produces
+//!   the later records are replayed (or, when the later record was found by scanning and could
+//!   be bytes inside the damaged one, dropped with it). Each record is checked for values no operation produces
 //!   (a new inode number already in use, sizes past the largest file) and replayed on its own;
 //!   a record that cannot be replayed (for example a write mapping frames another file owns,
 //!   which `load` refuses) is reported and skipped, with the inodes it touched put back as they
@@ -696,21 +697,32 @@ fn read_log_tolerant(
         let Some((payload, total)) =
             intact_record(pool, offset, generation, seq).map_err(op_err)?
         else {
-            // The end of the log, unless an intact later record follows: then it is damaged.
-            let Some((at, later)) = record_after(pool, generation, offset, seq).map_err(op_err)?
-            else {
+            // The end of the log, unless a later record follows: then it is damaged.
+            let Some(later) = record_after(pool, generation, offset, seq).map_err(op_err)? else {
                 break;
             };
+            let what = format!(
+                "log record {seq} (log byte {offset}) is damaged, but record {} was written \
+                 after it (log byte {})",
+                later.seq, later.offset
+            );
+            if !later.exact {
+                // Found by scanning: it might be bytes inside the damaged record's payload.
+                findings.push(Finding::new(
+                    "log-damaged",
+                    what,
+                    "drop it and every later record (where the damaged record ends is unknown, \
+                     so what follows it cannot be trusted)",
+                ));
+                break;
+            }
             findings.push(Finding::new(
                 "log-damaged",
-                format!(
-                    "log record {seq} (log byte {offset}) is damaged, but record {later} was \
-                     written after it (log byte {at})"
-                ),
+                what,
                 "skip the damaged record(s) (their changes are lost) and replay the later ones",
             ));
-            offset = at;
-            seq = later;
+            offset = later.offset;
+            seq = later.seq;
             continue;
         };
         match postcard::from_bytes::<Op>(payload) {

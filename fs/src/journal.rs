@@ -347,7 +347,12 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
             pool.name().display()
         )));
     }
-    if let Some((at, later)) = record_after(pool, generation, offset, seq)? {
+    if let Some(LaterRecord {
+        offset: at,
+        seq: later,
+        ..
+    }) = record_after(pool, generation, offset, seq)?
+    {
         return Err(eio(format!(
             "{}: metadata log record {seq} (log byte {offset}) is damaged, but record {later} \
              was written after it (log byte {at}): the log is corrupt, not cut short by a \
@@ -447,25 +452,40 @@ pub fn intact_record(
     Ok(Some((payload, total)))
 }
 
+/// A record found after one that is not intact (see [`record_after`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaterRecord {
+    /// Byte offset in the log.
+    pub offset: u64,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Found exactly where the damaged record's own header says the next one starts, so it
+    /// cannot be bytes inside the damaged record's payload: replaying it is safe. Otherwise it
+    /// was found by scanning, and could be data inside the damaged record that looks like a
+    /// record (a payload holds names and xattr values).
+    pub exact: bool,
+}
+
 /// Evidence that record `seq` at byte `offset` of the log, which is not intact, was damaged
-/// rather than torn by a crash: a later record of `generation` was written after it. Returns
-/// where that later record starts and its sequence number.
+/// rather than torn by a crash: a later record of `generation` was written after it.
 ///
 /// - If the header at `offset` still reads as record `seq` (magic, generation, sequence number,
 ///   a length inside the log), record `seq + 1` would start right after it: a header there
 ///   with the generation and either the magic or sequence number `seq + 1` is the evidence
-///   (its checksum need not hold: it may be damaged too).
-/// - Otherwise the record's length is unknown: an intact record of the generation with a
-///   higher sequence number, starting within the largest record's length, is the evidence.
+///   (its checksum need not hold: it may be damaged too). `exact` is set.
+/// - Otherwise (the header, or its length, is damaged): an intact record of the generation
+///   with a higher sequence number starting within the largest record's length.
 ///
 /// A log cut short by a crash has neither (only its last record can be torn, and older
-/// generations' records and zeros never match).
+/// generations' records and zeros never match), except that a torn record whose payload holds
+/// bytes forming an intact later record is taken for a damaged one: mount then refuses the pool
+/// and fsck drops the records from the torn one on, as the crash did.
 pub fn record_after(
     pool: &Pool,
     generation: u64,
     offset: u64,
     seq: u64,
-) -> FsResult<Option<(u64, u64)>> {
+) -> FsResult<Option<LaterRecord>> {
     let (region_offset, region_bytes) = pool.log_region();
     let header_at = |at: u64| -> FsResult<Option<(u32, u64, u64, u64)>> {
         if at
@@ -493,14 +513,16 @@ pub fn record_after(
         && len <= RECORD_PAYLOAD_MAX
     {
         let next = offset + (RECORD_HEADER_BYTES + len).next_multiple_of(8);
-        return Ok(match header_at(next)? {
-            Some((magic, _, rec_gen, rec_seq))
-                if rec_gen == generation && (magic == RECORD_MAGIC || rec_seq == next_seq) =>
-            {
-                Some((next, next_seq))
-            }
-            _ => None,
-        });
+        if let Some((magic, _, rec_gen, rec_seq)) = header_at(next)?
+            && rec_gen == generation
+            && (magic == RECORD_MAGIC || rec_seq == next_seq)
+        {
+            return Ok(Some(LaterRecord {
+                offset: next,
+                seq: next_seq,
+                exact: true,
+            }));
+        }
     }
     let window_end = offset
         .saturating_add(RECORD_HEADER_BYTES + RECORD_PAYLOAD_MAX)
@@ -531,7 +553,11 @@ pub fn record_after(
         };
         let at = first + 8 * i as u64;
         if rec_seq > seq && intact_record(pool, at, generation, rec_seq)?.is_some() {
-            return Ok(Some((at, rec_seq)));
+            return Ok(Some(LaterRecord {
+                offset: at,
+                seq: rec_seq,
+                exact: false,
+            }));
         }
     }
     Ok(None)

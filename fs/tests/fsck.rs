@@ -524,11 +524,30 @@ fn undecodable_log_record_ends_the_log() {
 /// before, a flipped byte in record 1 made the mount lose records 1.. without a word.)
 #[test]
 fn damaged_log_record_before_intact_ones_is_refused_and_skipped() {
+    // (record, byte in it to flip): byte 33 is in the payload, byte 5 in the length field.
     for (damaged, kinds, missing, replayed) in [
-        (&[1usize][..], &["log-damaged"][..], &[&b"b"[..]][..], 2),
+        (
+            &[(1usize, 33u64)][..],
+            &["log-damaged"][..],
+            &[&b"b"[..]][..],
+            2,
+        ),
         // Two damaged records, the second being the last: detected from the first.
-        (&[1, 2][..], &["log-damaged"][..], &[&b"b"[..], b"c"][..], 1),
-        (&[2][..], &[][..], &[&b"c"[..]][..], 0),
+        (
+            &[(1, 33), (2, 33)][..],
+            &["log-damaged"][..],
+            &[&b"b"[..], b"c"][..],
+            1,
+        ),
+        // A damaged length: the next record is found by scanning, so it could be bytes inside
+        // the damaged record; repair drops both rather than replay them.
+        (
+            &[(1, 5)][..],
+            &["log-damaged"][..],
+            &[&b"b"[..], b"c"][..],
+            1,
+        ),
+        (&[(2, 33)][..], &[][..], &[&b"c"[..]][..], 0),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = build(dir.path());
@@ -558,8 +577,8 @@ fn damaged_log_record_before_intact_ones_is_refused_and_skipped() {
             .read(true)
             .open(&p)
             .unwrap();
-        for r in damaged {
-            let at = records[*r] + 33;
+        for (r, byte) in damaged {
+            let at = records[*r] + byte;
             let mut b = [0u8];
             std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, at).unwrap();
             std::os::unix::fs::FileExt::write_all_at(&f, &[b[0] ^ 0x40], at).unwrap();
