@@ -652,7 +652,7 @@ impl Volume {
     /// too (at unmount, say) with no growth in between, free >= 64 + c' must hold once it is
     /// written (c' <= c + L), which free >= 64 + c + 2L before it guarantees. 64 frames of
     /// margin cover the checkpoint's header and estimate. `reserve_frames` is 64 + c.
-    fn metadata_reserve(&self) -> u64 {
+    pub(crate) fn metadata_reserve(&self) -> u64 {
         let log_frames = self.journal.used_bytes().div_ceil(FRAME_SIZE);
         self.reserve_frames
             .load(Ordering::Relaxed)

@@ -695,6 +695,10 @@ fn full_metadata_never_blocks_unlink_or_checkpoint() {
             }
         }
         assert!(names.len() >= 4, "only {} inodes", names.len());
+        // statfs says so: no blocks for data, no room for an inode of that size.
+        let st = v.statfs();
+        assert_eq!(st.free_frames, 0, "{st:?}");
+        assert!(st.free_inodes * 256 < 30_000 + 4096, "{st:?}");
         // Unlinks work, and what they free is usable at once.
         let deleted: Vec<Vec<u8>> = names.drain(..names.len() / 2).collect();
         for name in &deleted {

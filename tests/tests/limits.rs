@@ -333,6 +333,11 @@ fn metadata_enospc(guard: &mut MountGuard) {
         "metadata ENOSPC with {} blocks available",
         st.f_bavail
     );
+    assert!(
+        st.f_ffree < 1024,
+        "metadata ENOSPC with {} free inodes in statfs",
+        st.f_ffree
+    );
     assert!(complete.len() >= 4, "only {} inodes fit", complete.len());
     // Deleting works on the exhausted pool and makes room again: for as much metadata as
     // was deleted, and after deleting file data, for more.

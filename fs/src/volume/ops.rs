@@ -1369,11 +1369,14 @@ impl Volume {
         let s = self.alloc.stats();
         let inodes = self.inodes.len() as u64;
         let free = s.free_frames.saturating_sub(self.data_reserve());
+        // The format has no inode table to run out of: what limits new inodes is the room
+        // for metadata, at most INODE_RECORD_BYTES each.
+        let meta_free = s.free_frames.saturating_sub(self.metadata_reserve());
         FsStat {
             total_frames: s.total_frames,
             free_frames: free,
             inodes,
-            free_inodes: free.max(1 << 20),
+            free_inodes: meta_free.saturating_mul(FRAME_SIZE / INODE_RECORD_BYTES),
         }
     }
 }
