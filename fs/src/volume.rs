@@ -354,10 +354,22 @@ impl Volume {
             let body = match img.body {
                 BodyImage::File(extents) => {
                     // from_extents refuses overlaps in the file; a pool frame mapped twice
-                    // (which writes through one offset would show at the other) is caught here.
+                    // (which writes through one offset would show at the other) and frames
+                    // outside the data region (which recovery would write to) are caught here.
                     let map = ExtentMap::from_extents(extents)
                         .map_err(|e| e.to_string())
                         .and_then(|m| m.check_invariants().map(|()| m))
+                        .and_then(|m| {
+                            let outside = m.iter().find(|e| !data.covers(&e.pfns));
+                            match outside {
+                                Some(e) => Err(format!(
+                                    "extent at file frame {} maps frames {} outside the data \
+                                     region {data}",
+                                    e.file_frame, e.pfns
+                                )),
+                                None => Ok(m),
+                            }
+                        })
                         .map_err(|e| eio(format!("{name}: inode {}: {e}", img.ino)))?;
                     Body::File(map)
                 }

@@ -660,6 +660,54 @@ fn stale_superblock_is_refused_and_rolled_back_by_repair() {
     assert_eq!(again.exit_code(), 0, "{again:#?}");
 }
 
+/// A checkpointed extent outside the data region: mount refuses the pool before it writes
+/// anything. (Recovery zeroed the tails of other files first and then failed on it, so a
+/// refused mount had written to the pool: found by tests/tests/bad_pool.rs,
+/// PFNFS_BAD_POOL_SEED=1011.)
+#[test]
+fn extent_outside_the_data_region_is_refused_before_any_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, t) = build(dir.path());
+    damage(&p, |v| {
+        with_inode(v, t.other, |i| {
+            let Body::File(map) = &mut i.body else {
+                panic!("not a file")
+            };
+            map.insert(Extent {
+                file_frame: 100,
+                pfns: PfnRange::new(Pfn(POOL_BYTES / FRAME_SIZE + 10), 1).unwrap(),
+                unwritten: false,
+            })
+            .unwrap();
+            i.attr.size = 101 * FRAME_SIZE - 10;
+        })
+    });
+    {
+        // Marked mounted, as after a crash: recovery would zero tails past EOF.
+        let pool = Pool::open(&p, &OpenOptions::default()).unwrap();
+        let mut sb = pool.superblock();
+        sb.mounted = true;
+        pool.commit_superblock(sb).unwrap();
+    }
+    let before = std::fs::read(&p).unwrap();
+    let pool = Pool::open(&p, &OpenOptions::default()).unwrap();
+    let Err(err) = Volume::load(Arc::new(pool)) else {
+        panic!("an extent outside the data region is refused");
+    };
+    assert!(err.msg.contains("outside the data region"), "{}", err.msg);
+    assert!(
+        std::fs::read(&p).unwrap() == before,
+        "the refused load wrote"
+    );
+    check_and_repair(&p, &["extent-outside-data"]);
+    let v = load(&p);
+    assert_eq!(
+        read_all(&v, t.other)[..OTHER_BYTES],
+        pattern(3, OTHER_BYTES)[..]
+    );
+    v.shutdown().unwrap();
+}
+
 #[test]
 fn written_frames_past_eof_are_punched_unwritten_ones_allowed() {
     let dir = tempfile::tempdir().unwrap();

@@ -639,7 +639,8 @@ fn trial(dir: &Path, g: &Golden, region: &Region, kind: Kind, seed: u64, tally: 
             );
             assert!(
                 fingerprint(&pool) == before,
-                "{what}: a refused mount wrote to the pool"
+                "{what}: a refused mount wrote to the pool: {}",
+                f.output
             );
             assert!(
                 check.code != Some(0),
