@@ -682,6 +682,7 @@ impl Volume {
     /// room for the next checkpoint. Without this check a pool whose metadata outgrew its
     /// free space could not checkpoint, filled its log and then refused even unlink.
     pub(crate) fn ensure_metadata_room(&self, bytes: u64) -> FsResult<()> {
+        self.ensure_log_room()?;
         let need = self
             .metadata_reserve()
             .saturating_add(bytes.div_ceil(FRAME_SIZE));
@@ -691,6 +692,21 @@ impl Volume {
                 "no room for more metadata: the next checkpoint needs up to {need} frames, \
                  {free} free"
             )));
+        }
+        Ok(())
+    }
+
+    /// ENOSPC once the log is three quarters full. Checkpoints start at half; the log only
+    /// gets here when they fail (a pool whose free space is too fragmented for one), and
+    /// then the last quarter is kept for what frees space (unlink, truncate, punch), so
+    /// that deleting files lets the next checkpoint succeed instead of the log filling up
+    /// and every operation, unlink included, failing.
+    fn ensure_log_room(&self) -> FsResult<()> {
+        if self.journal.used_bytes() > self.journal.capacity_bytes() / 4 * 3 {
+            return Err(enospc(
+                "no checkpoint could be written and the metadata log is nearly full: \
+                 delete files to make room",
+            ));
         }
         Ok(())
     }
@@ -708,6 +724,7 @@ impl Volume {
         if holes == 0 {
             return Ok(());
         }
+        self.ensure_log_room()?;
         let free = self.alloc.free_frames();
         let reserve = self.data_reserve();
         if free < holes.saturating_add(reserve) {
