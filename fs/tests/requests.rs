@@ -746,8 +746,8 @@ fn full_metadata_never_blocks_unlink_or_checkpoint() {
 /// one big file (its allocation takes the large free extents first). Checkpoints then fail.
 /// Regression: new data and metadata now stop with ENOSPC at three quarters of the log, so
 /// unlink still works, deleting the big file lets the next checkpoint succeed, and the pool
-/// unmounts and loads again (before, the log filled, every op failed and the pool could not
-/// be unmounted or mounted read-write).
+/// unmounts and loads again; a pool shut down while stuck loads read-write (before, the log
+/// filled, every op failed and the pool could not be unmounted or mounted read-write).
 #[test]
 fn fragmented_pool_recovers_after_deletes() {
     let dir = tempfile::tempdir().unwrap();
@@ -798,6 +798,11 @@ fn fragmented_pool_recovers_after_deletes() {
         }
         assert!(made < 200_000, "no ENOSPC");
     }
+    // Unmounting in that state cannot write the final checkpoint; the pool must still load
+    // read-write (replaying its log) so that files can be deleted.
+    let _ = v.shutdown();
+    drop(v);
+    let v = load(&p);
     v.remove(ROOT_INO, b"big", false)
         .expect("unlink on a stuck pool");
     let e = v
