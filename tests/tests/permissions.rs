@@ -161,25 +161,22 @@ fn helper() {
 }
 
 /// The test binary, copied where the test users can run it (the build tree may be private).
-fn helper_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("pfnfs-perm-helper-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let bin = dir.join("helper");
-        fs::copy(std::env::current_exe().unwrap(), &bin).unwrap();
-        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-        bin
-    })
+/// The copy lives as long as the returned directory.
+fn helper_binary() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("pfnfs-perm-helper-")
+        .tempdir()
+        .unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("helper");
+    fs::copy(std::env::current_exe().unwrap(), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, bin)
 }
 
 /// Runs `steps` as `who`; one outcome per step.
-fn run_as(who: Ids, steps: &[String]) -> Vec<String> {
-    let out = Command::new(helper_binary())
+fn run_as(helper: &Path, who: Ids, steps: &[String]) -> Vec<String> {
+    let out = Command::new(helper)
         .args(["--exact", "helper", "--nocapture", "--test-threads=1", "-q"])
         .env("PFNFS_PERM_SCRIPT", steps.join("\n"))
         .uid(who.uid)
@@ -365,12 +362,17 @@ fn user_steps(b: &Path, u: Ids, u2: Ids) -> Vec<(String, Option<String>)> {
 
 /// Runs the whole scenario under `b` (already empty); returns every outcome and, at the
 /// end, the mode and owner of every entry, for the comparison with tmpfs.
-fn scenario(b: &Path, u: Ids, u2: Ids) -> (Vec<(String, Option<String>, String)>, String) {
+fn scenario(
+    helper: &Path,
+    b: &Path,
+    u: Ids,
+    u2: Ids,
+) -> (Vec<(String, Option<String>, String)>, String) {
     setup(b, u, u2);
-    run_as(u2, &user2_steps(b));
+    run_as(helper, u2, &user2_steps(b));
     let steps = user_steps(b, u, u2);
     let lines: Vec<String> = steps.iter().map(|(s, _)| s.clone()).collect();
-    let got = run_as(u, &lines);
+    let got = run_as(helper, u, &lines);
     // chown by root clears setuid and (group-executable) setgid.
     sys::lchown(&b.join("s_chown"), u2.uid, u2.gid).unwrap();
     let mut outcome: Vec<(String, Option<String>, String)> = steps
@@ -429,8 +431,9 @@ fn permissions(mode: Mode) {
         .prefix("pfnfs-perm-ref-")
         .tempdir_in("/dev/shm")
         .expect("a tmpfs directory in /dev/shm for the reference run");
-    let (ours, our_tree) = scenario(guard.path(), u, u2);
-    let (theirs, their_tree) = scenario(reference.path(), u, u2);
+    let (_helper_dir, helper) = helper_binary();
+    let (ours, our_tree) = scenario(&helper, guard.path(), u, u2);
+    let (theirs, their_tree) = scenario(&helper, reference.path(), u, u2);
     let mut problems = Vec::new();
     for ((step, want, got), (_, _, tmpfs)) in ours.iter().zip(&theirs) {
         if got != tmpfs {
