@@ -71,6 +71,30 @@ impl PfnFuse {
     }
 }
 
+/// The INIT capabilities pfnfs asks for in `mode`.
+fn wanted_init_flags(mode: Mode, posix_acl: bool) -> InitFlags {
+    let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
+        | InitFlags::FUSE_DO_READDIRPLUS
+        | InitFlags::FUSE_READDIRPLUS_AUTO
+        | InitFlags::FUSE_PARALLEL_DIROPS
+        | InitFlags::FUSE_ATOMIC_O_TRUNC
+        | InitFlags::FUSE_EXPORT_SUPPORT;
+    match mode {
+        // Queued (AIO) direct I/O runs in parallel. Direct mode only: with the page cache
+        // in use, the kernel invalidates the written range before a queued O_DIRECT write is
+        // sent but, unlike for a synchronous one, not after it completes, so a buffered read
+        // in between leaves stale pages cached for good (xfstests generic/451).
+        Mode::Direct => wanted |= InitFlags::FUSE_ASYNC_DIO,
+        Mode::Buffered => wanted |= InitFlags::FUSE_WRITEBACK_CACHE,
+    }
+    if posix_acl {
+        // The kernel reads and caches the ACLs and enforces them; with DONT_MASK it also
+        // leaves the umask to the daemon, which must not apply it under a default ACL.
+        wanted |= InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+    }
+    wanted
+}
+
 fn errno(e: FsError) -> Errno {
     if e.errno == libc::EIO {
         tracing::error!("{}", e.msg);
@@ -170,22 +194,7 @@ impl Filesystem for PfnFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
-        let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
-            | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_EXPORT_SUPPORT
-            | InitFlags::FUSE_ASYNC_DIO;
-        if self.mode == Mode::Buffered {
-            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
-        }
-        if self.posix_acl {
-            // The kernel reads and caches the ACLs and enforces them; with DONT_MASK it also
-            // leaves the umask to the daemon, which must not apply it under a default ACL.
-            wanted |= InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
-        }
-        for flag in wanted.iter() {
+        for flag in wanted_init_flags(self.mode, self.posix_acl).iter() {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!("kernel does not offer {flag:?}");
             } else if flag == InitFlags::FUSE_WRITEBACK_CACHE {
@@ -721,5 +730,25 @@ impl Filesystem for PfnFuse {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn async_dio_only_without_the_page_cache() {
+        // Regression (xfstests generic/451, buffered mode): queued O_DIRECT writes with the
+        // page cache in use leave stale pages behind.
+        let direct = wanted_init_flags(Mode::Direct, true);
+        let buffered = wanted_init_flags(Mode::Buffered, true);
+        assert!(direct.contains(InitFlags::FUSE_ASYNC_DIO));
+        assert!(!buffered.contains(InitFlags::FUSE_ASYNC_DIO));
+        assert!(buffered.contains(InitFlags::FUSE_WRITEBACK_CACHE));
+        assert!(!direct.contains(InitFlags::FUSE_WRITEBACK_CACHE));
+        let acl = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+        assert!(direct.contains(acl));
+        assert!(!wanted_init_flags(Mode::Direct, false).intersects(acl));
     }
 }
