@@ -362,6 +362,8 @@ impl Volume {
         let alloc = ExtentAllocator::decode_free_set(data, &image.free_set)
             .map_err(|e| eio(format!("{name}: checkpoint free set: {e}")))?;
         let inodes = DashMap::new();
+        // Every frame the checkpoint or a file uses, to check against the free set below.
+        let mut used: Vec<PfnRange> = header.ranges.clone();
         for img in image.inodes {
             let body = match img.body {
                 BodyImage::File(extents) => {
@@ -383,6 +385,7 @@ impl Volume {
                             }
                         })
                         .map_err(|e| eio(format!("{name}: inode {}: {e}", img.ino)))?;
+                    used.extend(map.iter().map(|e| e.pfns));
                     Body::File(map)
                 }
                 BodyImage::Dir {
@@ -411,6 +414,24 @@ impl Volume {
         }
         if !inodes.contains_key(&ROOT_INO) {
             return Err(eio(format!("{name}: checkpoint has no root directory")));
+        }
+        // A used frame in the free set would be handed out again (and freeing the checkpoint's
+        // frames after the next one would fail once that checkpoint is already committed).
+        used.sort_unstable_by_key(|r| r.start);
+        let free = alloc.free_extents();
+        let (mut u, mut f) = (0, 0);
+        while u < used.len() && f < free.len() {
+            if used[u].overlaps(&free[f]) {
+                return Err(eio(format!(
+                    "{name}: frames {} are in use but in the checkpoint's free set too",
+                    used[u]
+                )));
+            }
+            if used[u].end() <= free[f].start {
+                u += 1;
+            } else {
+                f += 1;
+            }
         }
         Ok((alloc, inodes, image.next_ino, header.ranges, false))
     }
