@@ -902,7 +902,7 @@ impl Volume {
     /// kept in a file on a disk (a no-op on device DAX). It msyncs what the inode's state
     /// depends on: the superblocks and the log, the current checkpoint, and a file's own
     /// extents, so one file's fsync does not write back every dirty page of the pool. A file
-    /// of more than [`FSYNC_EXTENTS_MAX`] extents, or an unknown inode, syncs the whole pool.
+    /// of more than `FSYNC_EXTENTS_MAX` extents, or an unknown inode, syncs the whole pool.
     pub fn fsync(&self, ino: u64) -> FsResult<()> {
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         let whole = match self.cell(ino) {
