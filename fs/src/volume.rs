@@ -958,12 +958,7 @@ impl Volume {
                 ctime,
             } => {
                 let i = locked.get(*ino)?;
-                i.attr.mode = *mode;
-                i.attr.uid = *uid;
-                i.attr.gid = *gid;
-                i.attr.atime = *atime;
-                i.attr.mtime = *mtime;
-                i.attr.ctime = *ctime;
+                set_attr_fields(&mut i.attr, *mode, *uid, *gid, *atime, *mtime, *ctime);
             }
             Op::Truncate {
                 ino,
@@ -1110,12 +1105,7 @@ impl Volume {
                 xattrs,
             } => {
                 let i = locked.get(*ino)?;
-                i.attr.mode = *mode;
-                i.attr.uid = *uid;
-                i.attr.gid = *gid;
-                i.attr.atime = *atime;
-                i.attr.mtime = *mtime;
-                i.attr.ctime = *ctime;
+                set_attr_fields(&mut i.attr, *mode, *uid, *gid, *atime, *mtime, *ctime);
                 for (name, value) in xattrs {
                     match value {
                         Some(v) => i.xattrs.insert(name.clone(), v.clone()),
@@ -1508,3 +1498,21 @@ impl Volume {
 
 mod ops;
 pub use ops::SeekWhence;
+
+/// The fields a `SetAttr` or `SetAttrXattrs` record sets, in one place for both.
+fn set_attr_fields(
+    attr: &mut Attr,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime: Time,
+    mtime: Time,
+    ctime: Time,
+) {
+    attr.mode = mode;
+    attr.uid = uid;
+    attr.gid = gid;
+    attr.atime = atime;
+    attr.mtime = mtime;
+    attr.ctime = ctime;
+}
