@@ -445,6 +445,22 @@ impl Debug for MmapBackend {
     }
 }
 
+/// Whether `file` lives on a tmpfs (shared memory), where 2 MiB mappings cost no extra
+/// space. `false` when that cannot be told.
+fn is_tmpfs(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `file` is an open descriptor for the whole call and `stat` is a writable
+    // `statfs` buffer that fstatfs fills completely when it returns 0.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs returned 0, so it initialised the buffer.
+    let stat = unsafe { stat.assume_init() };
+    stat.f_type == libc::TMPFS_MAGIC
+}
+
 impl MmapBackend {
     /// Opens and maps the file or device at `path` whole. Fails with
     /// [`PoolError::NotAFileOrDevice`] for anything else, and with [`PoolError::BadSize`] for
@@ -490,11 +506,16 @@ impl MmapBackend {
             opts.map_raw(&file)
         };
         let map = map.map_err(io_err(path, "mmap"))?;
-        // Ask for 2 MiB mappings, as device DAX gives: a pool on a tmpfs mounted with
-        // `huge=advise` then maps extents with one PMD each instead of 512 PTEs, which cuts
-        // TLB misses and the kernel's page pinning on every 1 MiB request. Only advice: a
-        // filesystem without huge pages ignores it, so its failure is not an error.
-        if let Err(e) = map.advise(memmap2::Advice::HugePage) {
+        // On tmpfs, ask for 2 MiB mappings, as device DAX gives: a pool on a tmpfs mounted
+        // with `huge=advise` then maps extents with one PMD each instead of 512 PTEs, which
+        // cuts TLB misses and the kernel's page pinning on every 1 MiB request. Not on a disk
+        // filesystem: there the advice makes page faults allocate 2 MiB folios, so every
+        // 4 KiB the pool touches would take 2 MiB of disk and of write-back. Only advice: its
+        // failure is not an error.
+        if kind == BackingKind::File
+            && is_tmpfs(&file)
+            && let Err(e) = map.advise(memmap2::Advice::HugePage)
+        {
             tracing::debug!(pool = %path.display(), "MADV_HUGEPAGE not taken: {e}");
         }
         Ok(MmapBackend {
