@@ -17,6 +17,8 @@ use fuser::{
 use crate::Mode;
 use crate::error::FsError;
 use crate::inode::{Kind, Time};
+use crate::placement;
+use crate::ring::Rings;
 use crate::volume::{Caller, Entry, SeekWhence, SetAttr, Volume};
 
 /// How long the kernel may cache attributes and names. Every change goes through this
@@ -26,7 +28,7 @@ const TTL: Duration = Duration::from_secs(1);
 /// The attribute TTL for an inode: files with setuid/setgid bits are not cached, because a
 /// write by another user clears those bits in the daemon (as POSIX asks) and nothing tells
 /// the kernel's cache about it.
-fn ttl(e: &Entry) -> Duration {
+pub(crate) fn ttl(e: &Entry) -> Duration {
     if e.attr.mode & (libc::S_ISUID | libc::S_ISGID) != 0 && e.attr.kind() == Kind::File {
         Duration::ZERO
     } else {
@@ -37,12 +39,14 @@ fn ttl(e: &Entry) -> Duration {
 /// Virtual, read-only xattr of the root directory holding the data-path counters as JSON.
 pub const IO_STATS_XATTR: &[u8] = b"trusted.pfnfs.io_stats";
 
-/// The fuser filesystem over a [`Volume`].
-#[derive(Debug)]
+/// The fuser filesystem over a [`Volume`]. Cloned into each FUSE-over-io_uring queue
+/// thread, which answer through the same operations (`crate::ring`).
+#[derive(Debug, Clone)]
 pub struct PfnFuse {
     vol: Arc<Volume>,
     mode: Mode,
     posix_acl: bool,
+    rings: Option<Arc<Rings>>,
 }
 
 impl PfnFuse {
@@ -52,7 +56,20 @@ impl PfnFuse {
             vol,
             mode,
             posix_acl: true,
+            rings: None,
         }
+    }
+
+    /// Serves requests over FUSE over io_uring when the kernel offers it (Linux 6.14+ with
+    /// `/sys/module/fuse/parameters/enable_uring` = Y): one queue per CPU, each with its
+    /// own pinned thread, so that a request is answered on the CPU that made it.
+    pub(crate) fn with_rings(mut self, rings: Arc<Rings>) -> PfnFuse {
+        self.rings = Some(rings);
+        self
+    }
+
+    pub(crate) fn vol(&self) -> &Volume {
+        &self.vol
     }
 
     /// Whether to offer POSIX ACLs (FUSE_POSIX_ACL, on by default). The kernel then checks
@@ -63,7 +80,7 @@ impl PfnFuse {
         self
     }
 
-    fn open_flags(&self) -> FopenFlags {
+    pub(crate) fn open_flags(&self) -> FopenFlags {
         match self.mode {
             Mode::Direct => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
             Mode::Buffered => FopenFlags::FOPEN_KEEP_CACHE,
@@ -72,7 +89,7 @@ impl PfnFuse {
 }
 
 /// The INIT capabilities pfnfs asks for in `mode`.
-fn wanted_init_flags(mode: Mode, posix_acl: bool) -> InitFlags {
+fn wanted_init_flags(mode: Mode, posix_acl: bool, uring: bool) -> InitFlags {
     let mut wanted = InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
         | InitFlags::FUSE_DO_READDIRPLUS
         | InitFlags::FUSE_READDIRPLUS_AUTO
@@ -92,16 +109,24 @@ fn wanted_init_flags(mode: Mode, posix_acl: bool) -> InitFlags {
         // leaves the umask to the daemon, which must not apply it under a default ACL.
         wanted |= InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
     }
+    if uring {
+        wanted |= InitFlags::FUSE_OVER_IO_URING;
+    }
     wanted
 }
 
-fn errno(e: FsError) -> Errno {
+pub(crate) fn errno(e: FsError) -> Errno {
+    Errno::from_i32(log_error(e))
+}
+
+/// Logs a failed operation (EIO as an error, the rest for debugging); returns its errno.
+pub(crate) fn log_error(e: FsError) -> i32 {
     if e.errno == libc::EIO {
         tracing::error!("{}", e.msg);
     } else {
         tracing::debug!("{}", e.msg);
     }
-    Errno::from_i32(e.errno)
+    e.errno
 }
 
 fn file_type(kind: Kind) -> FileType {
@@ -190,14 +215,186 @@ fn reply_xattr(reply: ReplyXattr, r: Result<Vec<u8>, FsError>, size: u32) {
     }
 }
 
+/// The operations with more to them than one [`Volume`] call, shared by fuser's dispatch
+/// (below) and the io_uring queues (`crate::ring`).
+impl PfnFuse {
+    /// OPEN: counts the open and applies O_TRUNC.
+    pub(crate) fn open_file(&self, c: Caller, ino: u64, flags: i32) -> Result<(), FsError> {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        self.vol.open(ino, write)?;
+        if flags & libc::O_TRUNC != 0 && write {
+            let r = SetAttr {
+                size: Some(0),
+                ..Default::default()
+            };
+            if let Err(e) = self.vol.setattr(c, ino, r) {
+                self.vol.release(ino);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// OPENDIR: only directories.
+    pub(crate) fn open_dir(&self, ino: u64) -> Result<(), FsError> {
+        match self.vol.getattr(ino)?.kind() {
+            Kind::Dir => Ok(()),
+            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        }
+    }
+
+    /// CREATE: create (or open, without O_EXCL), count the open, apply O_TRUNC.
+    pub(crate) fn create_file(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<Entry, FsError> {
+        let exclusive = flags & libc::O_EXCL != 0;
+        let entry = self
+            .vol
+            .create_with_umask(c, parent, name, mode, umask, exclusive)?;
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        self.vol.open(entry.ino, write)?;
+        if flags & libc::O_TRUNC != 0 && entry.attr.size != 0 {
+            let trunc = SetAttr {
+                size: Some(0),
+                ..Default::default()
+            };
+            return self.vol.setattr(c, entry.ino, trunc).inspect_err(|_| {
+                self.vol.release(entry.ino);
+            });
+        }
+        Ok(entry)
+    }
+
+    /// ACCESS (asked only without default_permissions): the mode bits, root passing all
+    /// but execute on files with no x bit at all.
+    pub(crate) fn check_access(&self, c: Caller, ino: u64, mask: i32) -> Result<(), FsError> {
+        let a = self.vol.getattr(ino)?;
+        let want = mask & 7;
+        let denied = || FsError::new(libc::EACCES, "access denied by the mode bits");
+        if c.uid == 0 {
+            if want & libc::X_OK != 0 && a.kind() != Kind::Dir && a.mode & 0o111 == 0 {
+                return Err(denied());
+            }
+            return Ok(());
+        }
+        let bits = if c.uid == a.uid {
+            (a.mode >> 6) & 7
+        } else if c.gid == a.gid {
+            (a.mode >> 3) & 7
+        } else {
+            a.mode & 7
+        } as i32;
+        if want & !bits != 0 {
+            Err(denied())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// READDIRPLUS: entries from `offset` with their attributes, until `add` says the reply
+    /// is full. Each entry handed to the kernel (but "." and "..") counts as a lookup.
+    pub(crate) fn readdir_plus(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, &[u8], &Entry) -> bool,
+    ) -> Result<(), FsError> {
+        // A reply holds at most a few hundred entries; a batch of 256 fills most of one.
+        let batch = self.vol.readdir_batch(ino, offset, 256)?;
+        for (child, next, _kind, name) in batch {
+            let is_dot = name == b"." || name == b"..";
+            // An entry removed since the batch was taken is skipped, as if listed later.
+            let Ok(entry) = self.vol.stat(child) else {
+                continue;
+            };
+            if add(child, next, &name, &entry) {
+                break;
+            }
+            if !is_dot {
+                self.vol.add_lookup(child);
+            }
+        }
+        Ok(())
+    }
+
+    /// GETXATTR, with the root's virtual statistics attribute.
+    pub(crate) fn get_xattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        if ino == crate::inode::ROOT_INO && name == IO_STATS_XATTR {
+            let mut json = self.vol.stats.to_json();
+            if let Some(r) = &self.rings {
+                // `{...}` -> `{...,"ring_requests":N}`
+                json.pop();
+                json.push_str(&format!(",\"ring_requests\":{}}}", r.requests()));
+            }
+            return Ok(json.into_bytes());
+        }
+        self.vol.getxattr(ino, name)
+    }
+
+    /// LSEEK for SEEK_DATA / SEEK_HOLE (the kernel answers the others itself).
+    pub(crate) fn seek(&self, ino: u64, offset: i64, whence: i32) -> Result<u64, FsError> {
+        if self.mode == Mode::Buffered {
+            // With the writeback cache the kernel asks before writing back dirty pages, so
+            // the daemon's view of data and holes can be stale. ENOSYS makes the kernel stop
+            // asking and answer from its own size (all data, hole at EOF): always correct.
+            return Err(FsError::new(libc::ENOSYS, "lseek is left to the kernel"));
+        }
+        let whence = match whence {
+            libc::SEEK_DATA => SeekWhence::Data,
+            libc::SEEK_HOLE => SeekWhence::Hole,
+            _ => return Err(FsError::new(libc::EINVAL, "bad whence")),
+        };
+        if offset < 0 {
+            return Err(FsError::new(libc::ENXIO, "negative offset"));
+        }
+        self.vol.seek(ino, offset as u64, whence)
+    }
+
+    /// COPY_FILE_RANGE: at most 2 GiB per request (the reply's count is 32 bits).
+    pub(crate) fn copy_range(
+        &self,
+        c: Caller,
+        ino_in: u64,
+        offset_in: u64,
+        ino_out: u64,
+        offset_out: u64,
+        len: u64,
+    ) -> Result<u32, FsError> {
+        let len = len.min(u32::MAX as u64 / 2);
+        let n = self
+            .vol
+            .copy_range(c, ino_in, offset_in, ino_out, offset_out, len)?;
+        Ok(n as u32)
+    }
+}
+
 impl Filesystem for PfnFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
-        for flag in wanted_init_flags(self.mode, self.posix_acl).iter() {
-            if config.add_capabilities(flag).is_err() {
+        for flag in wanted_init_flags(self.mode, self.posix_acl, self.rings.is_some()).iter() {
+            if !config.capabilities().contains(flag) {
                 tracing::info!("kernel does not offer {flag:?}");
-            } else if flag == InitFlags::FUSE_WRITEBACK_CACHE {
+                continue;
+            }
+            if flag == InitFlags::FUSE_OVER_IO_URING {
+                // Start the queues first: once this is accepted, the kernel holds every
+                // request until each queue has registered (after our INIT reply).
+                let Some(rings) = &self.rings else { continue };
+                if let Err(e) = rings.start(self) {
+                    tracing::warn!("FUSE over io_uring not used: {e}");
+                    continue;
+                }
+                tracing::info!("serving over FUSE over io_uring");
+            }
+            let _ = config.add_capabilities(flag);
+            if flag == InitFlags::FUSE_WRITEBACK_CACHE {
                 self.vol.set_kernel_file_times(true);
             }
         }
@@ -355,21 +552,8 @@ impl Filesystem for PfnFuse {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        match self.vol.open(ino.0, write) {
-            Ok(()) => {
-                if flags.0 & libc::O_TRUNC != 0 && write {
-                    let r = SetAttr {
-                        size: Some(0),
-                        ..Default::default()
-                    };
-                    if let Err(e) = self.vol.setattr(caller(req), ino.0, r) {
-                        self.vol.release(ino.0);
-                        return reply.error(errno(e));
-                    }
-                }
-                reply.opened(FileHandle(0), self.open_flags())
-            }
+        match self.open_file(caller(req), ino.0, flags.0) {
+            Ok(()) => reply.opened(FileHandle(0), self.open_flags()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -385,6 +569,7 @@ impl Filesystem for PfnFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        placement::become_worker(None);
         let mut reply = Some(reply);
         let r = self.vol.read(ino.0, offset, size, |bytes| {
             if let Some(rep) = reply.take() {
@@ -408,6 +593,7 @@ impl Filesystem for PfnFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        placement::become_worker(None);
         match self.vol.write(caller(req), ino.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
@@ -451,9 +637,8 @@ impl Filesystem for PfnFuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.vol.getattr(ino.0) {
-            Ok(a) if a.kind() == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(_) => reply.error(Errno::ENOTDIR),
+        match self.open_dir(ino.0) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -488,33 +673,20 @@ impl Filesystem for PfnFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        // A reply holds at most a few hundred entries; a batch of 256 fills most of one.
-        let batch = match self.vol.readdir_batch(ino.0, offset, 256) {
-            Ok(b) => b,
-            Err(e) => return reply.error(errno(e)),
-        };
-        for (child, next, _kind, name) in batch {
-            let is_dot = name == b"." || name == b"..";
-            // An entry removed since the batch was taken is skipped, as if listed later.
-            let Ok(entry) = self.vol.stat(child) else {
-                continue;
-            };
-            let full = reply.add(
+        let r = self.readdir_plus(ino.0, offset, |child, next, name, entry| {
+            reply.add(
                 INodeNo(child),
                 next,
-                OsStr::from_bytes(&name),
-                &ttl(&entry),
-                &file_attr(&entry),
+                OsStr::from_bytes(name),
+                &ttl(entry),
+                &file_attr(entry),
                 Generation(entry.attr.generation),
-            );
-            if full {
-                break;
-            }
-            if !is_dot {
-                self.vol.add_lookup(child);
-            }
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
         }
-        reply.ok()
     }
 
     fn releasedir(
@@ -571,10 +743,7 @@ impl Filesystem for PfnFuse {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if ino.0 == crate::inode::ROOT_INO && name.as_bytes() == IO_STATS_XATTR {
-            return reply_xattr(reply, Ok(self.vol.stats.to_json().into_bytes()), size);
-        }
-        reply_xattr(reply, self.vol.getxattr(ino.0, name.as_bytes()), size);
+        reply_xattr(reply, self.get_xattr(ino.0, name.as_bytes()), size);
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -586,31 +755,7 @@ impl Filesystem for PfnFuse {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.vol.getattr(ino.0) {
-            Ok(a) => {
-                let want = mask.bits() & 7;
-                if req.uid() == 0 {
-                    // root: everything but execute on files with no x bit at all
-                    if want & libc::X_OK != 0 && a.kind() != Kind::Dir && a.mode & 0o111 == 0 {
-                        return reply.error(Errno::EACCES);
-                    }
-                    return reply.ok();
-                }
-                let bits = if req.uid() == a.uid {
-                    (a.mode >> 6) & 7
-                } else if req.gid() == a.gid {
-                    (a.mode >> 3) & 7
-                } else {
-                    a.mode & 7
-                } as i32;
-                if want & !bits != 0 {
-                    reply.error(Errno::EACCES)
-                } else {
-                    reply.ok()
-                }
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.check_access(caller(req), ino.0, mask.bits()));
     }
 
     fn create(
@@ -623,42 +768,14 @@ impl Filesystem for PfnFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let exclusive = flags & libc::O_EXCL != 0;
-        match self.vol.create_with_umask(
-            caller(req),
-            parent.0,
-            name.as_bytes(),
-            mode,
-            umask,
-            exclusive,
-        ) {
-            Ok(e) => {
-                let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-                if let Err(err) = self.vol.open(e.ino, write) {
-                    return reply.error(errno(err));
-                }
-                let mut entry = e;
-                if flags & libc::O_TRUNC != 0 && entry.attr.size != 0 {
-                    let trunc = SetAttr {
-                        size: Some(0),
-                        ..Default::default()
-                    };
-                    match self.vol.setattr(caller(req), entry.ino, trunc) {
-                        Ok(a) => entry = a,
-                        Err(err) => {
-                            self.vol.release(entry.ino);
-                            return reply.error(errno(err));
-                        }
-                    }
-                }
-                reply.created(
-                    &ttl(&entry),
-                    &file_attr(&entry),
-                    Generation(entry.attr.generation),
-                    FileHandle(0),
-                    self.open_flags(),
-                )
-            }
+        match self.create_file(caller(req), parent.0, name.as_bytes(), mode, umask, flags) {
+            Ok(entry) => reply.created(
+                &ttl(&entry),
+                &file_attr(&entry),
+                Generation(entry.attr.generation),
+                FileHandle(0),
+                self.open_flags(),
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -689,21 +806,7 @@ impl Filesystem for PfnFuse {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        if self.mode == Mode::Buffered {
-            // With the writeback cache the kernel asks before writing back dirty pages, so
-            // the daemon's view of data and holes can be stale. ENOSYS makes the kernel stop
-            // asking and answer from its own size (all data, hole at EOF): always correct.
-            return reply.error(Errno::ENOSYS);
-        }
-        let whence = match whence {
-            libc::SEEK_DATA => SeekWhence::Data,
-            libc::SEEK_HOLE => SeekWhence::Hole,
-            _ => return reply.error(Errno::EINVAL),
-        };
-        if offset < 0 {
-            return reply.error(Errno::ENXIO);
-        }
-        match self.vol.seek(ino.0, offset as u64, whence) {
+        match self.seek(ino.0, offset, whence) {
             Ok(o) => reply.offset(o as i64),
             Err(e) => reply.error(errno(e)),
         }
@@ -722,12 +825,8 @@ impl Filesystem for PfnFuse {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let len = len.min(u32::MAX as u64 / 2);
-        match self
-            .vol
-            .copy_range(caller(req), ino_in.0, offset_in, ino_out.0, offset_out, len)
-        {
-            Ok(n) => reply.written(n as u32),
+        match self.copy_range(caller(req), ino_in.0, offset_in, ino_out.0, offset_out, len) {
+            Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -741,14 +840,14 @@ mod tests {
     fn async_dio_only_without_the_page_cache() {
         // Regression (xfstests generic/451, buffered mode): queued O_DIRECT writes with the
         // page cache in use leave stale pages behind.
-        let direct = wanted_init_flags(Mode::Direct, true);
-        let buffered = wanted_init_flags(Mode::Buffered, true);
+        let direct = wanted_init_flags(Mode::Direct, true, false);
+        let buffered = wanted_init_flags(Mode::Buffered, true, false);
         assert!(direct.contains(InitFlags::FUSE_ASYNC_DIO));
         assert!(!buffered.contains(InitFlags::FUSE_ASYNC_DIO));
         assert!(buffered.contains(InitFlags::FUSE_WRITEBACK_CACHE));
         assert!(!direct.contains(InitFlags::FUSE_WRITEBACK_CACHE));
         let acl = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
         assert!(direct.contains(acl));
-        assert!(!wanted_init_flags(Mode::Direct, false).intersects(acl));
+        assert!(!wanted_init_flags(Mode::Direct, false, false).intersects(acl));
     }
 }

@@ -7,6 +7,8 @@
 //! - [`volume`]: [`volume::Volume`], the mounted filesystem: every operation, validated,
 //!   journaled, then applied by the same code replay uses. Locking rules live there.
 //! - [`fuse`]: the fuser adapter (errno conversion happens there and nowhere else).
+//! - `ring` / [`wire`]: FUSE over io_uring: per-CPU queues answering the same operations,
+//!   with the kernel ABI they need (fuser has no io_uring transport).
 //! - [`serve`] / [`report`]: mounting a pool, and reading its figures.
 
 pub mod acl;
@@ -15,8 +17,11 @@ pub mod fsck;
 pub mod fuse;
 pub mod inode;
 pub mod journal;
+mod placement;
+mod ring;
 mod serve_impl;
 pub mod volume;
+pub mod wire;
 
 use std::path::PathBuf;
 
@@ -66,6 +71,8 @@ pub struct MountConfig {
     pub durability: Durability,
     /// Other -o options passed through to the kernel mount (dev, suid, ...).
     pub extra_options: Vec<String>,
+    /// Serve over FUSE over io_uring (per-CPU queues) when the kernel offers it.
+    pub io_uring: bool,
 }
 
 /// Mounts the pool and serves it until unmounted (or SIGTERM/SIGINT). Calls `ready` once the

@@ -10,6 +10,7 @@ use signal_hook::iterator::Signals;
 
 use crate::fuse::PfnFuse;
 use crate::inode::Body;
+use crate::ring::Rings;
 use crate::volume::{AtimePolicy, Volume};
 use crate::{MountConfig, PoolReport};
 
@@ -74,12 +75,25 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
     };
     fuse_config.n_threads = Some(config.threads.max(1));
     fuse_config.clone_fd = true;
-    let fs = PfnFuse::new(vol.clone(), config.mode).posix_acl(config.default_permissions);
+    let rings = Arc::new(Rings::new(
+        (!config.allow_other).then(|| nix::unistd::getuid().as_raw()),
+    ));
+    let mut fs = PfnFuse::new(vol.clone(), config.mode).posix_acl(config.default_permissions);
+    if config.io_uring && !config.read_only {
+        fs = fs.with_rings(rings.clone());
+    }
     let (session, mounted_here) = match mount_fuse_pfnfs(&config) {
-        Ok(fd) => (
-            fuser::Session::from_fd(fs, fd, fuse_config.acl, fuse_config.clone()),
-            true,
-        ),
+        Ok(fd) => {
+            // fuser answers FUSE_INIT inside `from_fd`; the queues need the device then.
+            match fd.try_clone() {
+                Ok(dev) => rings.set_device(dev),
+                Err(e) => tracing::warn!("no FUSE over io_uring: cannot duplicate /dev/fuse: {e}"),
+            }
+            (
+                fuser::Session::from_fd(fs, fd, fuse_config.acl, fuse_config.clone()),
+                true,
+            )
+        }
         // Not allowed to mount(2) directly (not root): let fusermount3 do it.
         Err(nix::errno::Errno::EPERM) => (
             fuser::Session::new(fs, &config.mountpoint, &fuse_config),
@@ -120,6 +134,9 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
     tracing::info!(pool = %config.pool.display(), mountpoint = %config.mountpoint.display(), mode = ?config.mode, "mounted");
     ready();
     let run = session.run();
+    // The queues end when the kernel ends the connection; none may still be writing when
+    // the final checkpoint is taken.
+    rings.join();
     signal_handle.close();
     let shut = vol.shutdown();
     run.map_err(|e| format!("FUSE session ended with an error: {e}"))?;

@@ -90,6 +90,9 @@ pub struct MountOptions {
     pub durability: Option<Durability>,
     /// `size=SIZE`: the size of a pool created by this mount.
     pub size_bytes: Option<u64>,
+    /// `io_uring` / `no_io_uring`: whether to serve over FUSE over io_uring when the kernel
+    /// offers it (the default).
+    pub io_uring: Option<bool>,
     /// `remount`: change the flags of an existing mount instead of mounting.
     pub remount: bool,
     /// Kernel flags from [`PASSED_THROUGH`], in order.
@@ -135,6 +138,8 @@ pub fn parse(lists: &[String]) -> Result<MountOptions, String> {
             }
             ("allow_other", None) => opts.allow_other = true,
             ("remount", None) => opts.remount = true,
+            ("io_uring", None) => opts.io_uring = Some(true),
+            ("no_io_uring", None) => opts.io_uring = Some(false),
             (k, None) if PASSED_THROUGH.contains(&k) => {
                 opts.extra.push(k.to_string());
                 opts.flags.push(k.to_string());

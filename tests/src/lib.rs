@@ -160,6 +160,44 @@ pub fn run_in_mode(mode: Mode, body: fn(&mut MountGuard)) {
     }
 }
 
+/// Like [`run_in_mode`], on a mount with extra `-o` options.
+pub fn run_with_options(mode: Mode, options: &[&str], body: fn(&mut MountGuard)) {
+    if skip_without_fuse() {
+        return;
+    }
+    let mut guard = MountGuard::with_options(mode, options);
+    body(&mut guard);
+    if let Err(e) = guard.unmount() {
+        panic!("after the test: {e}");
+    }
+}
+
+/// Like [`both_modes!`], plus `NAME::io_uring`: direct mode served over FUSE over io_uring
+/// (`-o io_uring`), which decodes requests itself instead of through fuser.
+#[macro_export]
+macro_rules! all_transports {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn direct() {
+                    $crate::run_in_mode($crate::Mode::Direct, super::$name)
+                }
+
+                #[test]
+                fn buffered() {
+                    $crate::run_in_mode($crate::Mode::Buffered, super::$name)
+                }
+
+                #[test]
+                fn io_uring() {
+                    $crate::run_with_options($crate::Mode::Direct, &["io_uring"], super::$name)
+                }
+            }
+        )*
+    };
+}
+
 /// For each test function `NAME(&mut MountGuard)`, defines `mod NAME` with the tests
 /// `NAME::direct` and `NAME::buffered`, which run it on a fresh [`MountGuard`] in that mode.
 #[macro_export]
@@ -179,6 +217,34 @@ macro_rules! both_modes {
             }
         )*
     };
+}
+
+/// Mount options every [`MountGuard`] adds: `PFNFS_TEST_OPTIONS` (comma-separated), so a
+/// whole suite can run again over another transport (`PFNFS_TEST_OPTIONS=io_uring`).
+pub fn extra_mount_options() -> Vec<String> {
+    std::env::var("PFNFS_TEST_OPTIONS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|o| !o.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The kernel's switch for FUSE over io_uring (Linux 6.14+).
+pub const FUSE_URING_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Turns FUSE over io_uring on in the kernel (root only; it is off by default). Panics if
+/// the kernel has no such switch or refuses: a test that asked for io_uring must not pass
+/// on /dev/fuse without saying so.
+pub fn enable_fuse_io_uring() {
+    let on = |s: &str| matches!(s.trim(), "Y" | "1");
+    let now = std::fs::read_to_string(FUSE_URING_PARAM)
+        .unwrap_or_else(|e| panic!("{FUSE_URING_PARAM}: {e} (kernel without FUSE over io_uring)"));
+    if !on(&now) {
+        std::fs::write(FUSE_URING_PARAM, "Y").unwrap_or_else(|e| {
+            panic!("cannot turn on FUSE over io_uring ({FUSE_URING_PARAM}): {e}")
+        });
+    }
 }
 
 /// A pool in a temp dir, mounted by a `pfnfs mount --foreground` child.
@@ -372,8 +438,16 @@ impl MountGuard {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
-        for o in &self.options {
+        for o in self.options.iter().chain(&extra_mount_options()) {
             command.args(["-o", o]);
+        }
+        if self
+            .options
+            .iter()
+            .chain(&extra_mount_options())
+            .any(|o| o == "io_uring")
+        {
+            enable_fuse_io_uring();
         }
         let mut child = command.spawn().expect("spawn pfnfs mount --foreground");
         let start = Instant::now();

@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Barrier};
 
-use pfnfs_tests::{Mode, MountGuard, both_modes, read_all};
+use pfnfs_tests::{Mode, MountGuard, all_transports, read_all};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const THREADS: usize = 4;
@@ -199,7 +199,7 @@ fn parallel_files_with_namespace_churn(m: &mut MountGuard) {
     }
 }
 
-both_modes!(
+all_transports!(
     parallel_io_matches_model,
     parallel_files_with_namespace_churn
 );

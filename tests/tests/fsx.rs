@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pfnfs_tests::{MountGuard, both_modes, fsx_bin, pfnfs_bin};
+use pfnfs_tests::{MountGuard, all_transports, fsx_bin, pfnfs_bin};
 use serde_json::Value;
 
 /// Seeds of the CI run (`PFNFS_FSX_SEEDS=N` takes the first N).
@@ -195,7 +195,7 @@ fn fsx_remount(m: &mut MountGuard) {
     unmount_and_fsck(m);
 }
 
-both_modes!(fsx_seeds, fsx_remount);
+all_transports!(fsx_seeds, fsx_remount);
 
 /// The model itself: the first seed on the filesystem of the temp dir (tmpfs under
 /// `/dev/shm` when there is one). Any filesystem must pass; the fallocate modes it lacks are

@@ -13,12 +13,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pfnfs_tests::sys::{self, errno, expect_errno, ts};
 use pfnfs_tests::{
-    MountGuard, SnapshotOptions, both_modes, diff_snapshots, pattern, read_all, sh, snapshot,
+    MountGuard, SnapshotOptions, all_transports, diff_snapshots, pattern, read_all, sh, snapshot,
 };
 
 const MIB: usize = 1 << 20;
 
-both_modes!(
+all_transports!(
     create_read_write,
     append,
     open_flags,

@@ -259,6 +259,7 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<Prepared, Failure> {
         threads,
         durability: opts.durability.unwrap_or_default(),
         extra_options: opts.extra.clone(),
+        io_uring: opts.io_uring.unwrap_or(false),
     }))
 }
 
