@@ -243,6 +243,16 @@ mod tests {
     }
 
     #[test]
+    fn io_uring_is_asked_for_by_name_and_the_last_word_wins() {
+        assert_eq!(parse_one("rw").unwrap().io_uring, None);
+        assert_eq!(parse_one("io_uring").unwrap().io_uring, Some(true));
+        assert_eq!(
+            parse_one("io_uring,no_io_uring").unwrap().io_uring,
+            Some(false)
+        );
+    }
+
+    #[test]
     fn generic_options_never_fail() {
         let all = "defaults,rw,dev,nodev,suid,nosuid,exec,noexec,atime,noatime,relatime,async,sync,\
                    auto,noauto,user,nouser,_netdev,nofail,x-systemd.automount,x-foo=bar,users,\

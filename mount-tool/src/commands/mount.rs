@@ -59,7 +59,8 @@ pub struct MountArgs {
     ///
     /// pfnfs options: mode=direct|buffered, ro, rw, allow_other, default_permissions (always
     /// on), threads=N, durability=msync|cachelines, size=SIZE (of a pool created by this
-    /// mount), remount (change ro/rw and the kernel flags of a live mount). Kernel flags passed
+    /// mount), io_uring|no_io_uring (FUSE over io_uring when the kernel offers it; off by
+    /// default), remount (change ro/rw and the kernel flags of a live mount). Kernel flags passed
     /// to the mount: dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async,
     /// dirsync. Generic mount(8) options (defaults, auto, noauto, user, nouser, nofail,
     /// _netdev, relatime, x-*, comment=, ...) are accepted and ignored; unknown options are
