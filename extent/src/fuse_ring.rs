@@ -12,7 +12,7 @@
 //! A slot is two buffers registered with `FUSE_IO_URING_CMD_REGISTER`: a header (the
 //! `fuse_in_header`/`fuse_out_header`, the opcode's fixed argument, and the slot's commit
 //! id and payload length) and a payload as large as the biggest request. The kernel owns
-//! the slot from registration or commit until the command completes; [`serve_queue`] only
+//! the slot from registration or commit until the command completes; [`FuseQueue::serve`] only
 //! reads and writes a slot between the completion and the next commit.
 //!
 //! This is the one module of this crate with `unsafe`: pushing a command makes the kernel
