@@ -172,6 +172,19 @@ pub fn run_with_options(mode: Mode, options: &[&str], body: fn(&mut MountGuard))
     }
 }
 
+/// For each test function `NAME(&mut MountGuard)`, defines `mod NAME` with the tests
+/// `NAME::direct` and `NAME::buffered`, which run it on a fresh [`MountGuard`] in that mode.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                $crate::mode_tests!($name);
+            }
+        )*
+    };
+}
+
 /// Like [`both_modes!`], plus `NAME::io_uring`: direct mode served over FUSE over io_uring
 /// (`-o io_uring`), which decodes requests itself instead of through fuser.
 #[macro_export]
@@ -179,15 +192,7 @@ macro_rules! all_transports {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
-                #[test]
-                fn direct() {
-                    $crate::run_in_mode($crate::Mode::Direct, super::$name)
-                }
-
-                #[test]
-                fn buffered() {
-                    $crate::run_in_mode($crate::Mode::Buffered, super::$name)
-                }
+                $crate::mode_tests!($name);
 
                 #[test]
                 fn io_uring() {
@@ -198,24 +203,20 @@ macro_rules! all_transports {
     };
 }
 
-/// For each test function `NAME(&mut MountGuard)`, defines `mod NAME` with the tests
-/// `NAME::direct` and `NAME::buffered`, which run it on a fresh [`MountGuard`] in that mode.
+/// The `direct` and `buffered` tests of [`both_modes!`] and [`all_transports!`].
+#[doc(hidden)]
 #[macro_export]
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn direct() {
-                    $crate::run_in_mode($crate::Mode::Direct, super::$name)
-                }
+macro_rules! mode_tests {
+    ($name:ident) => {
+        #[test]
+        fn direct() {
+            $crate::run_in_mode($crate::Mode::Direct, super::$name)
+        }
 
-                #[test]
-                fn buffered() {
-                    $crate::run_in_mode($crate::Mode::Buffered, super::$name)
-                }
-            }
-        )*
+        #[test]
+        fn buffered() {
+            $crate::run_in_mode($crate::Mode::Buffered, super::$name)
+        }
     };
 }
 
