@@ -214,13 +214,15 @@ mod tests {
 
     #[test]
     fn a_worker_is_pinned_idle_and_registered_once_and_unregistered_on_exit() {
-        let tid = std::thread::spawn(|| {
-            become_worker(Some(0));
+        // Away from CPU 0, where the other test keeps a thread busy.
+        let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let tid = std::thread::spawn(move || {
+            become_worker(Some(cpu));
             let first = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
-            become_worker(Some(1));
+            become_worker(Some(0));
             let second = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
             assert_eq!(first, second, "the second call changes nothing");
-            assert!(first.is_set(0).unwrap());
+            assert!(first.is_set(cpu).unwrap());
             let tid = nix::unistd::gettid().as_raw();
             if WORKERS.lock().unwrap().iter().any(|w| w.tid == tid) {
                 assert_eq!(
@@ -233,17 +235,31 @@ mod tests {
         .join()
         .unwrap();
         assert!(!WORKERS.lock().unwrap().iter().any(|w| w.tid == tid));
-        // The watchdog, started by a worker, runs at normal priority.
-        let dog = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .map(|t| t.unwrap().path())
-            .find(|t| {
-                std::fs::read_to_string(t.join("comm")).unwrap_or_default() == "pfnfs-watchdog\n"
-            })
-            .expect("the watchdog thread");
-        let sched = std::fs::read_to_string(dog.join("sched")).unwrap();
-        let policy = sched.lines().find(|l| l.starts_with("policy")).unwrap();
-        assert!(policy.trim_end().ends_with(" 0"), "{policy}");
+        // The watchdog, started by a worker, runs at normal priority. It names itself and
+        // sets its policy once it runs, so look for a while.
+        let policy = || -> Option<String> {
+            let dog = std::fs::read_dir("/proc/self/task")
+                .ok()?
+                .map(|t| t.unwrap().path())
+                .find(|t| {
+                    std::fs::read_to_string(t.join("comm")).unwrap_or_default()
+                        == "pfnfs-watchdog\n"
+                })?;
+            let sched = std::fs::read_to_string(dog.join("sched")).ok()?;
+            Some(sched.lines().find(|l| l.starts_with("policy"))?.to_string())
+        };
+        let t0 = Instant::now();
+        let mut seen = policy();
+        while !seen
+            .as_deref()
+            .is_some_and(|p| p.trim_end().ends_with(" 0"))
+            && t0.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            seen = policy();
+        }
+        let seen = seen.expect("the watchdog thread");
+        assert!(seen.trim_end().ends_with(" 0"), "{seen}");
     }
 
     #[test]
@@ -279,7 +295,29 @@ mod tests {
     fn a_starved_worker_gets_normal_priority_back() {
         // A SCHED_IDLE worker and a normal busy thread pinned to one CPU: the watchdog must
         // lift the worker within a few periods, or it would barely run.
+        // The busy thread starts only once the worker is SCHED_IDLE (else the watchdog could
+        // lift the worker before it is checked).
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (idle_tx, idle_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            become_worker(Some(0));
+            assert_eq!(
+                policy(),
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+                "the worker must start SCHED_IDLE"
+            );
+            idle_tx.send(()).unwrap();
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                if policy() == ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other) {
+                    return Some(t0.elapsed());
+                }
+                // Yield the CPU often, as a worker waiting for requests does.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            None
+        });
+        idle_rx.recv().unwrap();
         let hog = {
             let stop = stop.clone();
             std::thread::spawn(move || {
@@ -291,25 +329,7 @@ mod tests {
                 }
             })
         };
-        let lifted = std::thread::spawn(|| {
-            become_worker(Some(0));
-            assert_eq!(
-                policy(),
-                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-                "the worker must start SCHED_IDLE"
-            );
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(5) {
-                if policy() == ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other) {
-                    return Some(t0.elapsed());
-                }
-                // Yield the CPU often, as a worker waiting for requests does.
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            None
-        })
-        .join()
-        .unwrap();
+        let lifted = worker.join().unwrap();
         stop.store(true, Ordering::Relaxed);
         hog.join().unwrap();
         let lifted = lifted.expect("the watchdog never lifted a starved worker");
