@@ -473,13 +473,7 @@ fn answer(
             let size = (a.size as usize).min(buf.len());
             let mut out = wire::DirBuf::new(&mut buf[..size]);
             let r = vol.readdir(ino, a.offset, |child, next, kind, name| {
-                let d = wire::Dirent {
-                    ino: child,
-                    off: next,
-                    namelen: name.len() as u32,
-                    typ: kind.mode_bits() >> 12,
-                };
-                !out.add(None, &d, name)
+                !out.add(None, child, next, kind.mode_bits() >> 12, name)
             });
             r.map_or_else(fail, |()| RingReply::ok(out.len()))
         }
@@ -488,13 +482,13 @@ fn answer(
             let size = (a.size as usize).min(buf.len());
             let mut out = wire::DirBuf::new(&mut buf[..size]);
             let r = fs.readdir_plus(ino, a.offset, |child, next, name, e| {
-                let d = wire::Dirent {
-                    ino: child,
-                    off: next,
-                    namelen: name.len() as u32,
-                    typ: e.attr.kind().mode_bits() >> 12,
-                };
-                !out.add(Some(&entry_out(e)), &d, name)
+                !out.add(
+                    Some(&entry_out(e)),
+                    child,
+                    next,
+                    e.attr.kind().mode_bits() >> 12,
+                    name,
+                )
             });
             r.map_or_else(fail, |()| RingReply::ok(out.len()))
         }

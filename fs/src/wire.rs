@@ -185,9 +185,22 @@ impl<'a> DirBuf<'a> {
         DirBuf { out, len: 0 }
     }
 
-    /// Adds one `fuse_dirent`, preceded by `entry` for READDIRPLUS; false when it does not
-    /// fit (nothing written).
-    pub fn add(&mut self, entry: Option<&EntryOut>, dirent: &Dirent, name: &[u8]) -> bool {
+    /// Adds one `fuse_dirent` (inode `ino`, next cookie `off`, `typ` = the S_IFMT bits >> 12),
+    /// preceded by `entry` for READDIRPLUS; false when it does not fit (nothing written).
+    pub fn add(
+        &mut self,
+        entry: Option<&EntryOut>,
+        ino: u64,
+        off: u64,
+        typ: u32,
+        name: &[u8],
+    ) -> bool {
+        let dirent = &Dirent {
+            ino,
+            off,
+            namelen: name.len() as u32,
+            typ,
+        };
         let head = entry.map_or(0, |_| std::mem::size_of::<EntryOut>());
         let raw = head + std::mem::size_of::<Dirent>() + name.len();
         let padded = raw.div_ceil(8) * 8;
@@ -224,19 +237,23 @@ mod tests {
     fn dirents_are_padded_to_eight_bytes_and_stop_when_full() {
         let mut buf = [0xffu8; 80];
         let mut d = DirBuf::new(&mut buf);
-        let e = Dirent {
-            ino: 5,
-            off: 1,
-            namelen: 3,
-            typ: 8,
-        };
-        assert!(d.add(None, &e, b"abc"));
+        assert!(d.add(None, 5, 1, 8, b"abc"));
         assert_eq!(d.len(), 32);
-        assert!(d.add(None, &e, b"abcdefghi"));
+        assert!(d.add(None, 5, 1, 8, b"abcdefghi"));
         assert_eq!(d.len(), 32 + 40);
         assert!(
-            !d.add(None, &e, b"x"),
+            !d.add(None, 5, 1, 8, b"x"),
             "24+1 padded to 32 does not fit in 8"
+        );
+        assert_eq!(
+            u32::from_ne_bytes(buf[16..20].try_into().unwrap()),
+            3,
+            "namelen"
+        );
+        assert_eq!(
+            u32::from_ne_bytes(buf[48..52].try_into().unwrap()),
+            9,
+            "namelen"
         );
         assert_eq!(&buf[24..32], b"abc\0\0\0\0\0");
         assert_eq!(u64::from_ne_bytes(buf[0..8].try_into().unwrap()), 5);
