@@ -182,6 +182,8 @@ pub struct Volume {
     /// room for the next checkpoint (written before the current one is released), so a full
     /// pool can still checkpoint and unmount cleanly.
     reserve_frames: AtomicU64,
+    /// Unlinked inodes the kernel still holds (reclaimed at FORGET or last release).
+    unlinked: unlinked::UnlinkedInodes,
     read_only: bool,
 }
 
@@ -262,6 +264,7 @@ impl Volume {
             atime: std::sync::atomic::AtomicU8::new(AtimePolicy::Relative as u8),
             stats: IoStats::default(),
             checkpoint_ranges: Mutex::new(ranges),
+            unlinked: Default::default(),
             read_only,
         };
         let replayed = ops.len();
@@ -592,15 +595,32 @@ impl Volume {
     /// no room for it but the log holds records, checkpoint now. The reserve counts every
     /// log record as growth until a checkpoint measures the real image, so this is what
     /// makes the room freed by unlinks and removexattrs usable at once on a full pool.
+    ///
+    /// Before that it waits (briefly, see [`unlinked`]) for inodes unlinked a moment ago whose
+    /// FORGET is still on its way: without it, `rm big; touch new` on a full pool could fail.
     fn make_room(&self, meta_bytes: u64, data_frames: u64) {
-        if self.read_only || self.journal.used_bytes() == 0 {
+        if self.read_only {
             return;
         }
-        let free = self.alloc.free_frames();
-        let short_of_meta =
-            meta_bytes > 0 && free < self.metadata_reserve() + meta_bytes.div_ceil(FRAME_SIZE);
-        let short_of_data = data_frames > 0 && free < self.data_reserve() + data_frames;
-        if (short_of_meta || short_of_data)
+        let short = || {
+            let free = self.alloc.free_frames();
+            let short_of_meta =
+                meta_bytes > 0 && free < self.metadata_reserve() + meta_bytes.div_ceil(FRAME_SIZE);
+            let short_of_data = data_frames > 0 && free < self.data_reserve() + data_frames;
+            short_of_meta || short_of_data
+        };
+        if !short() {
+            return;
+        }
+        let awaits_forget = |ino: u64| {
+            self.inodes
+                .get(&ino)
+                .is_some_and(|c| c.opens.load(Ordering::Acquire) == 0)
+        };
+        if self.unlinked.await_reclaims(awaits_forget) && !short() {
+            return;
+        }
+        if self.journal.used_bytes() > 0
             && let Err(e) = self.checkpoint()
         {
             tracing::warn!("checkpoint to make room failed: {e}");
@@ -925,8 +945,12 @@ impl Volume {
                     child.attr.nlink = child.attr.nlink.saturating_sub(1);
                 }
                 child.attr.ctime = *time;
-                if child.attr.nlink == 0 && (replay || !self.is_referenced(entry.ino)) {
-                    self.reclaim_locked(child)?;
+                if child.attr.nlink == 0 {
+                    if replay || !self.is_referenced(entry.ino) {
+                        self.reclaim_locked(child)?;
+                    } else {
+                        self.unlinked.touch(entry.ino);
+                    }
                 }
             }
             Op::Rename {
@@ -1202,8 +1226,12 @@ impl Volume {
                 t.attr.nlink = t.attr.nlink.saturating_sub(1);
             }
             t.attr.ctime = time;
-            if t.attr.nlink == 0 && (replay || !self.is_referenced(dst.ino)) {
-                self.reclaim_locked(t)?;
+            if t.attr.nlink == 0 {
+                if replay || !self.is_referenced(dst.ino) {
+                    self.reclaim_locked(t)?;
+                } else {
+                    self.unlinked.touch(dst.ino);
+                }
             }
             if dst.kind == Kind::Dir {
                 let np = locked.get(new_parent)?;
@@ -1397,6 +1425,7 @@ impl Volume {
             *map = ExtentMap::new();
         }
         self.inodes.remove(&inode.ino);
+        self.unlinked.reclaimed(inode.ino);
         Ok(())
     }
 
@@ -1441,6 +1470,7 @@ impl Volume {
             ns: Mutex::new(()),
             checkpoint_ranges: Mutex::new(checkpoint_ranges),
             reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
+            unlinked: Default::default(),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),
             atime: std::sync::atomic::AtomicU8::new(AtimePolicy::Relative as u8),
             stats: IoStats::default(),
@@ -1497,6 +1527,7 @@ impl Volume {
 }
 
 mod ops;
+mod unlinked;
 pub use ops::SeekWhence;
 
 /// The fields a `SetAttr` or `SetAttrXattrs` record sets, in one place for both.

@@ -741,6 +741,85 @@ fn full_metadata_never_blocks_unlink_or_checkpoint() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
+/// Regression (seen in CI): the kernel sends FORGET for an unlinked inode after the
+/// unlink's reply, and another worker may answer the next request first. On a full pool,
+/// `rm; create` then failed with ENOSPC although the deleted inodes were about to be freed.
+/// An operation short of room now waits briefly for such reclaims.
+#[test]
+fn deletes_make_room_even_when_forget_comes_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pool");
+    Pool::create(&p, 16 << 20, &CreateOptions::default()).unwrap();
+    let value = vec![5u8; 30_000];
+    let v = load(&p);
+    let d = v.create(ROOT, ROOT_INO, b"data", 0o644, true).unwrap().ino;
+    let mut off = 0u64;
+    while v.write(ROOT, d, off, &[1u8; 65536]).is_ok() {
+        off += 65536;
+    }
+    // Metadata until ENOSPC; the kernel keeps its lookup reference on each inode.
+    let mut inos = Vec::new();
+    for i in 0..10_000 {
+        let name = format!("x{i}").into_bytes();
+        let r = v
+            .create(ROOT, ROOT_INO, &name, 0o644, true)
+            .and_then(|e| v.setxattr(e.ino, b"user.v", &value, 0).map(|()| e.ino));
+        match r {
+            Ok(ino) => inos.push((name, ino)),
+            Err(e) => {
+                assert_eq!(e.errno, libc::ENOSPC, "inode {i}: {e}");
+                break;
+            }
+        }
+    }
+    assert!(inos.len() >= 4, "only {} inodes", inos.len());
+    let deleted: Vec<(Vec<u8>, u64)> = inos.drain(..inos.len() / 2).collect();
+    for (name, _) in &deleted {
+        v.remove(ROOT_INO, name, false).unwrap();
+    }
+    std::thread::scope(|s| {
+        // The FORGETs arrive 50 ms later, from another worker.
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            for (_, ino) in &deleted {
+                v.forget(*ino, 1);
+            }
+        });
+        let e = v.create(ROOT, ROOT_INO, b"again", 0o644, true).unwrap();
+        v.setxattr(e.ino, b"user.v", &value, 0)
+            .unwrap_or_else(|e| panic!("setxattr after deleting {}: {e}", deleted.len()));
+    });
+    // An inode still open is freed by its last release, not by FORGET: no one waits for it.
+    let (name, ino) = inos.pop().unwrap();
+    v.open(ino, false).unwrap();
+    v.remove(ROOT_INO, &name, false).unwrap();
+    v.forget(ino, 1);
+    let mut more = 0;
+    let start = std::time::Instant::now();
+    while v
+        .create(ROOT, ROOT_INO, format!("m{more}").as_bytes(), 0o644, true)
+        .and_then(|e| v.setxattr(e.ino, b"user.v", &value, 0))
+        .is_ok()
+    {
+        more += 1;
+        assert!(more < 10_000);
+    }
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(200),
+        "ENOSPC waited {:?} for an open inode",
+        start.elapsed()
+    );
+    v.release(ino);
+    v.create(ROOT, ROOT_INO, b"after-release", 0o644, true)
+        .and_then(|e| v.setxattr(e.ino, b"user.v", &value, 0))
+        .expect("room after the last release");
+    v.shutdown().unwrap();
+    drop(v);
+    let v = load(&p);
+    let report = pfnfs_fs::fsck::check_volume(&v);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
 /// A pool whose free space is all single frames cannot hold a checkpoint (at most 254
 /// ranges): found here by deleting every other one-frame file and then filling the pool with
 /// one big file (its allocation takes the large free extents first). Checkpoints then fail.

@@ -730,6 +730,10 @@ impl Volume {
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
             if prev == Ok(1) {
                 self.reclaim_if_orphan(ino);
+                // Still here and nameless: the kernel's FORGET will free it.
+                if self.cell(ino).is_ok_and(|c| c.inode.read().attr.nlink == 0) {
+                    self.unlinked.touch(ino);
+                }
             }
         }
     }
