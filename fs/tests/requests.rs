@@ -83,6 +83,12 @@ fn unused_frames(v: &Volume) -> u64 {
     v.allocator().free_frames() + ckpt
 }
 
+/// fsck finds nothing.
+fn fsck_clean(v: &Volume) {
+    let report = pfnfs_fs::fsck::check_volume(v);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
 /// fsck finds nothing, and the frames held by files are as before (failed calls must not
 /// leak frames).
 fn consistent(v: &Volume, unused: u64, what: &str) {
@@ -411,8 +417,7 @@ fn fallocate_every_mode_combination() {
     );
     assert!(data[..4096].iter().all(|b| *b == 7));
     assert!(data[4096..].iter().all(|b| *b == 0));
-    let report = pfnfs_fs::fsck::check_volume(v);
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    fsck_clean(v);
 }
 
 #[test]
@@ -644,13 +649,48 @@ fn volume_survives_and_reloads() {
     let v = load(&p);
     let f = v.lookup(ROOT_INO, b"f").unwrap().ino;
     assert_eq!(read(&v, f, 0, 100).unwrap(), b"\0\0\0\0\0kept");
-    let report = pfnfs_fs::fsck::check_volume(&v);
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    fsck_clean(&v);
 }
 
 fn load(p: &Path) -> Volume {
     let pool = Pool::open(p, &OpenOptions::default()).unwrap();
     Volume::load(Arc::new(pool)).unwrap()
+}
+
+/// Writes the file "data" in the root until the pool refuses with ENOSPC.
+fn fill_with_data(v: &Volume) {
+    let d = v.create(ROOT, ROOT_INO, b"data", 0o644, true).unwrap().ino;
+    let mut off = 0u64;
+    loop {
+        match v.write(ROOT, d, off, &[1u8; 65536]) {
+            Ok(_) => off += 65536,
+            Err(e) => {
+                assert_eq!(e.errno, libc::ENOSPC);
+                break;
+            }
+        }
+    }
+}
+
+/// Creates files `PREFIX0`, `PREFIX1`, ... in the root, each with `value` as xattr
+/// `user.v`, until one of them fails; returns how many succeeded.
+fn fill_with_xattr_inodes(v: &Volume, prefix: &str, value: &[u8]) -> usize {
+    let mut made = 0;
+    while v
+        .create(
+            ROOT,
+            ROOT_INO,
+            format!("{prefix}{made}").as_bytes(),
+            0o644,
+            true,
+        )
+        .and_then(|e| v.setxattr(e.ino, b"user.v", value, 0))
+        .is_ok()
+    {
+        made += 1;
+        assert!(made < 10_000);
+    }
+    made
 }
 
 /// Regression: metadata (xattrs) growing on a pool full of data used to outgrow the free
@@ -666,18 +706,7 @@ fn full_metadata_never_blocks_unlink_or_checkpoint() {
     let mut names = Vec::new();
     {
         let v = load(&p);
-        // Data until ENOSPC.
-        let d = v.create(ROOT, ROOT_INO, b"data", 0o644, true).unwrap().ino;
-        let mut off = 0u64;
-        loop {
-            match v.write(ROOT, d, off, &[1u8; 65536]) {
-                Ok(_) => off += 65536,
-                Err(e) => {
-                    assert_eq!(e.errno, libc::ENOSPC);
-                    break;
-                }
-            }
-        }
+        fill_with_data(&v);
         // Then metadata until ENOSPC (never EIO).
         for i in 0..10_000 {
             let name = format!("x{i}").into_bytes();
@@ -725,20 +754,11 @@ fn full_metadata_never_blocks_unlink_or_checkpoint() {
         err(v.write(ROOT, d, size, &[1u8; 65536]), "write"),
         libc::ENOSPC
     );
-    let mut more = 0;
-    while v
-        .create(ROOT, ROOT_INO, format!("m{more}").as_bytes(), 0o644, true)
-        .and_then(|e| v.setxattr(e.ino, b"user.v", &value, 0))
-        .is_ok()
-    {
-        more += 1;
-        assert!(more < 10_000);
-    }
+    fill_with_xattr_inodes(&v, "m", &value);
     v.shutdown().unwrap();
     drop(v);
     let v = load(&p);
-    let report = pfnfs_fs::fsck::check_volume(&v);
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    fsck_clean(&v);
 }
 
 /// Regression (seen in CI): the kernel sends FORGET for an unlinked inode after the
@@ -752,11 +772,7 @@ fn deletes_make_room_even_when_forget_comes_late() {
     Pool::create(&p, 16 << 20, &CreateOptions::default()).unwrap();
     let value = vec![5u8; 30_000];
     let v = load(&p);
-    let d = v.create(ROOT, ROOT_INO, b"data", 0o644, true).unwrap().ino;
-    let mut off = 0u64;
-    while v.write(ROOT, d, off, &[1u8; 65536]).is_ok() {
-        off += 65536;
-    }
+    fill_with_data(&v);
     // Metadata until ENOSPC; the kernel keeps its lookup reference on each inode.
     let mut inos = Vec::new();
     for i in 0..10_000 {
@@ -794,16 +810,8 @@ fn deletes_make_room_even_when_forget_comes_late() {
     v.open(ino, false).unwrap();
     v.remove(ROOT_INO, &name, false).unwrap();
     v.forget(ino, 1);
-    let mut more = 0;
     let start = std::time::Instant::now();
-    while v
-        .create(ROOT, ROOT_INO, format!("m{more}").as_bytes(), 0o644, true)
-        .and_then(|e| v.setxattr(e.ino, b"user.v", &value, 0))
-        .is_ok()
-    {
-        more += 1;
-        assert!(more < 10_000);
-    }
+    fill_with_xattr_inodes(&v, "m", &value);
     assert!(
         start.elapsed() < std::time::Duration::from_millis(200),
         "ENOSPC waited {:?} for an open inode",
@@ -816,8 +824,7 @@ fn deletes_make_room_even_when_forget_comes_late() {
     v.shutdown().unwrap();
     drop(v);
     let v = load(&p);
-    let report = pfnfs_fs::fsck::check_volume(&v);
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    fsck_clean(&v);
 }
 
 /// A pool whose free space is all single frames cannot hold a checkpoint (at most 254
@@ -892,7 +899,6 @@ fn fragmented_pool_recovers_after_deletes() {
     drop(v);
     let v = load(&p);
     assert!(v.lookup(ROOT_INO, b"after").is_ok());
-    let report = pfnfs_fs::fsck::check_volume(&v);
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    fsck_clean(&v);
     eprintln!("fragmented pool: first checkpoint {frag:?}; {made} inodes before ENOSPC");
 }

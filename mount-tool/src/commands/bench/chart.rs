@@ -372,8 +372,7 @@ mod tests {
 
     fn sample_report() -> Report {
         use super::super::jobs::{Case, JobId};
-        use super::super::report::{RunRecord, Settings, summarize};
-        use super::super::system::{Machine, Tools};
+        use super::super::report::{RunRecord, summarize};
         let jobs = [JobId::Randread4k, JobId::Seqwrite1m, JobId::Randrw4kMmapbuf];
         let mut runs = Vec::new();
         for (i, &target) in super::super::targets::ALL_TARGETS.iter().enumerate() {
@@ -409,33 +408,13 @@ mod tests {
             }
         }
         let summary = summarize(&runs, &jobs, &[1, 2]);
-        Report {
-            tool: "pfnfs bench".into(),
-            pfnfs_version: "0".into(),
-            started: "start".into(),
-            finished: "end".into(),
-            interrupted: false,
-            load_avg_end: None,
-            machine: Machine::describe(),
-            tools: Tools::default(),
-            settings: Settings {
-                quick: false,
-                rounds: 3,
-                runtime_s: 5.0,
-                size_bytes: 1 << 30,
-                store_bytes: 2 << 30,
-                numjobs: vec![1, 2],
-                targets: super::super::targets::ALL_TARGETS.to_vec(),
-                jobs: jobs.to_vec(),
-                buffered_reference: true,
-                pfnfs_threads: None,
-                huge_pages: false,
-                bindfs_command: String::new(),
-            },
+        Report::sample(
             summary,
             runs,
-            mounts: Vec::new(),
-        }
+            super::super::targets::ALL_TARGETS.to_vec(),
+            jobs.to_vec(),
+            vec![1, 2],
+        )
     }
 
     #[test]

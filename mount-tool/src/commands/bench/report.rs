@@ -155,6 +155,46 @@ pub struct Report {
     pub mounts: Vec<MountRecord>,
 }
 
+#[cfg(test)]
+impl Report {
+    /// A report on this machine with made-up figures, for tests of what is drawn and written.
+    pub(super) fn sample(
+        summary: Vec<SummaryRow>,
+        runs: Vec<RunRecord>,
+        targets: Vec<TargetKind>,
+        jobs: Vec<JobId>,
+        numjobs: Vec<u32>,
+    ) -> Report {
+        Report {
+            tool: "pfnfs bench".into(),
+            pfnfs_version: "0".into(),
+            started: "start".into(),
+            finished: "end".into(),
+            interrupted: false,
+            load_avg_end: None,
+            machine: Machine::describe(),
+            tools: Tools::default(),
+            settings: Settings {
+                quick: false,
+                rounds: 3,
+                runtime_s: 5.0,
+                size_bytes: 1 << 30,
+                store_bytes: 2 << 30,
+                numjobs,
+                targets,
+                jobs,
+                buffered_reference: true,
+                pfnfs_threads: None,
+                huge_pages: false,
+                bindfs_command: String::new(),
+            },
+            summary,
+            runs,
+            mounts: Vec::new(),
+        }
+    }
+}
+
 /// The median of `values` (the mean of the middle two for an even count). None if empty.
 pub fn median(values: &[f64]) -> Option<f64> {
     if values.is_empty() {
@@ -638,36 +678,6 @@ mod tests {
         assert_eq!(rows[0].pfnfs_direct_over_buffered, None);
     }
 
-    fn sample_report(summary: Vec<SummaryRow>) -> Report {
-        Report {
-            tool: "pfnfs bench".into(),
-            pfnfs_version: "0".into(),
-            started: "start".into(),
-            finished: "end".into(),
-            interrupted: false,
-            load_avg_end: None,
-            machine: Machine::describe(),
-            tools: Tools::default(),
-            settings: Settings {
-                quick: false,
-                rounds: 3,
-                runtime_s: 5.0,
-                size_bytes: 1 << 30,
-                store_bytes: 2 << 30,
-                numjobs: vec![1],
-                targets: vec![TargetKind::PfnfsDirect, TargetKind::PfnfsBuffered],
-                jobs: vec![JobId::Seqread1m, JobId::Randwrite4k],
-                buffered_reference: false,
-                pfnfs_threads: None,
-                huge_pages: false,
-                bindfs_command: String::new(),
-            },
-            summary,
-            runs: Vec::new(),
-            mounts: Vec::new(),
-        }
-    }
-
     #[test]
     fn explains_where_buffered_is_faster() {
         let j = JobId::Seqread1m;
@@ -682,7 +692,13 @@ mod tests {
             runs.push(run(round, TargetKind::PfnfsDirect, k, Some(d)));
             runs.push(run(round, TargetKind::PfnfsBuffered, k, Some(b)));
         }
-        let mut report = sample_report(summarize(&runs, &[j, k], &[1]));
+        let mut report = Report::sample(
+            summarize(&runs, &[j, k], &[1]),
+            Vec::new(),
+            vec![TargetKind::PfnfsDirect, TargetKind::PfnfsBuffered],
+            vec![j, k],
+            vec![1],
+        );
         let text = buffered_faster(&report).expect("a case where buffered is faster");
         assert!(
             text.contains("seqread-1m, 1 job: pfnfs-direct 7.80"),
