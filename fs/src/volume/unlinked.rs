@@ -24,7 +24,7 @@ pub(super) const RECENT: Duration = Duration::from_secs(1);
 /// Longest an operation short of room waits for pending reclaims.
 pub(super) const WAIT: Duration = Duration::from_millis(250);
 
-/// Entries kept before the old ones are dropped.
+/// Entries kept before old ones are first dropped.
 const PRUNE_AT: usize = 4096;
 
 /// Unlinked inodes still referenced by the kernel, each with the time it last lost a name or
@@ -40,6 +40,8 @@ struct State {
     since: HashMap<u64, Instant>,
     /// Counts reclaims, so a waiter sees one that happened while it was not holding the lock.
     reclaims: u64,
+    /// Size of `since` at which `touch` next drops old entries.
+    prune_at: usize,
 }
 
 impl UnlinkedInodes {
@@ -48,9 +50,11 @@ impl UnlinkedInodes {
         let mut state = self.state.lock();
         let now = Instant::now();
         // Entries past RECENT no longer make anyone wait: drop them now and then (also
-        // those of inodes reclaimed between a release and its touch).
-        if state.since.len() >= PRUNE_AT {
+        // those of inodes reclaimed between a release and its touch). The next pass comes
+        // only once the table has doubled, so a burst of recent entries costs O(1) each.
+        if state.since.len() >= state.prune_at.max(PRUNE_AT) {
             state.since.retain(|_, t| now.duration_since(*t) < RECENT);
+            state.prune_at = 2 * state.since.len();
         }
         state.since.insert(ino, now);
     }
@@ -140,6 +144,12 @@ mod tests {
         }
         u.touch(5);
         assert_eq!(u.state.lock().since.len(), 1);
+        // Recent entries survive a pass, and the next pass waits for the table to double.
+        for ino in 0..PRUNE_AT as u64 + 1 {
+            u.touch(10_000 + ino);
+        }
+        assert_eq!(u.state.lock().since.len(), PRUNE_AT + 2);
+        assert_eq!(u.state.lock().prune_at, 2 * PRUNE_AT);
         // Nothing pending: no wait.
         let empty = UnlinkedInodes::default();
         assert!(!empty.await_reclaims(|_| true));
