@@ -5,6 +5,7 @@
 //! - [`MountGuard`]: a pool in a temp dir mounted by a `pfnfs mount --foreground` child this
 //!   process owns by PID; `Drop` unmounts, waits for that child, and removes the temp dir.
 //! - [`both_modes!`]: one test body, run as `NAME::direct` and `NAME::buffered`.
+//! - [`users`]: test users, and steps run as them in a copy of the test binary.
 //! - [`sys`]: `renameat2`, `fallocate`, `lseek`, xattrs, `mknod`, `utimensat`, ... returning
 //!   `io::Result` so tests can compare raw errno values.
 //! - [`snapshot`]: every entry of a tree with its metadata, xattrs, link targets and
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 pub use pfnfs_fs::Mode;
 
 pub mod sys;
+pub mod users;
 
 /// Size of the pool each [`MountGuard`] creates.
 pub const POOL_BYTES: u64 = 256 << 20;
@@ -701,6 +703,24 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// The data-path counters of the daemon serving the mount at `root` (the root's virtual
+/// `trusted.pfnfs.io_stats` attribute, JSON).
+pub fn io_stats(root: &Path) -> String {
+    let raw = sys::getxattr(root, "trusted.pfnfs.io_stats")
+        .unwrap_or_else(|e| panic!("{}: trusted.pfnfs.io_stats: {e}", root.display()));
+    String::from_utf8(raw).expect("io_stats is UTF-8")
+}
+
+/// How many requests the daemon serving `root` answered over FUSE over io_uring (0 when it
+/// serves /dev/fuse only).
+pub fn ring_requests(root: &Path) -> u64 {
+    let s = io_stats(root);
+    match s.split_once("\"ring_requests\":") {
+        Some((_, rest)) => rest.trim_end_matches('}').parse().unwrap(),
+        None => 0,
+    }
 }
 
 /// Reads a whole file.

@@ -9,62 +9,18 @@
 //! tmpfs gives; the main expectations are also asserted explicitly.
 //!
 //! The unprivileged steps run in a copy of this test binary (test `helper`, which runs a
-//! script of steps named in `PFNFS_PERM_SCRIPT` and prints one result per step), started with
-//! the user's uid and gid (`std::os::unix::process::CommandExt`: no supplementary groups).
+//! script of steps and prints one result per step), started with the user's uid and gid and
+//! no supplementary groups (`pfnfs_tests::users`).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use pfnfs_tests::sys::{self, errno};
+use pfnfs_tests::users::{self, Helper, Ids};
 use pfnfs_tests::{Mode, MountGuard, is_root, skip_without_fuse};
-
-const USER: &str = "pfnfs-test-user";
-const USER2: &str = "pfnfs-test-user2";
-
-#[derive(Clone, Copy, Debug)]
-struct Ids {
-    uid: u32,
-    gid: u32,
-}
-
-fn id_of(name: &str, flag: &str) -> u32 {
-    let out = Command::new("id")
-        .args([flag, name])
-        .output()
-        .expect("run id");
-    assert!(out.status.success(), "id {flag} {name} failed");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-/// The two test users (created once per process; existing ones are reused).
-fn users() -> (Ids, Ids) {
-    static USERS: OnceLock<(Ids, Ids)> = OnceLock::new();
-    *USERS.get_or_init(|| {
-        for name in [USER, USER2] {
-            let out = Command::new("useradd")
-                .args(["-M", "-U", "-s", "/usr/sbin/nologin", name])
-                .output()
-                .expect("run useradd");
-            // 9: the user exists already.
-            assert!(
-                out.status.success() || out.status.code() == Some(9),
-                "useradd {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let ids = |n| Ids {
-            uid: id_of(n, "-u"),
-            gid: id_of(n, "-g"),
-        };
-        (ids(USER), ids(USER2))
-    })
-}
 
 // ---- the helper: runs steps as whoever started it ------------------------------------------
 
@@ -123,16 +79,11 @@ fn run_step(line: &str) -> String {
     }
 }
 
-/// Under a parent test (`PFNFS_PERM_SCRIPT` set): runs that script and prints `R ` + the
-/// outcome of each step. Alone: checks the step runner on a scratch directory as this user.
+/// Under a parent test: runs its script and prints the outcome of each step. Alone: checks
+/// the step runner on a scratch directory as this user.
 #[test]
 fn helper() {
-    if let Ok(script) = std::env::var("PFNFS_PERM_SCRIPT") {
-        let mut out = String::new();
-        for line in script.lines().filter(|l| !l.is_empty()) {
-            out.push_str(&format!("R {}\n", run_step(line)));
-        }
-        std::io::stdout().write_all(out.as_bytes()).unwrap();
+    if users::serve_script(run_step) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -158,46 +109,6 @@ fn helper() {
             format!("errno {}", libc::ENOTEMPTY),
         ]
     );
-}
-
-/// The test binary, copied where the test users can run it (the build tree may be private).
-/// The copy lives as long as the returned directory.
-fn helper_binary() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("pfnfs-perm-helper-")
-        .tempdir()
-        .unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.path().join("helper");
-    fs::copy(std::env::current_exe().unwrap(), &bin).unwrap();
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    (dir, bin)
-}
-
-/// Runs `steps` as `who`; one outcome per step.
-fn run_as(helper: &Path, who: Ids, steps: &[String]) -> Vec<String> {
-    let out = Command::new(helper)
-        .args(["--exact", "helper", "--nocapture", "--test-threads=1", "-q"])
-        .env("PFNFS_PERM_SCRIPT", steps.join("\n"))
-        .uid(who.uid)
-        .gid(who.gid)
-        .current_dir("/")
-        .output()
-        .expect("run helper");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "helper as {who:?} failed: {}\n{stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<String> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("R "))
-        .map(str::to_string)
-        .collect();
-    assert_eq!(results.len(), steps.len(), "helper output:\n{stdout}");
-    results
 }
 
 // ---- the scenario --------------------------------------------------------------------------
@@ -363,16 +274,16 @@ fn user_steps(b: &Path, u: Ids, u2: Ids) -> Vec<(String, Option<String>)> {
 /// Runs the whole scenario under `b` (already empty); returns every outcome and, at the
 /// end, the mode and owner of every entry, for the comparison with tmpfs.
 fn scenario(
-    helper: &Path,
+    helper: &Helper,
     b: &Path,
     u: Ids,
     u2: Ids,
 ) -> (Vec<(String, Option<String>, String)>, String) {
     setup(b, u, u2);
-    run_as(helper, u2, &user2_steps(b));
+    helper.run_as(u2, &user2_steps(b));
     let steps = user_steps(b, u, u2);
     let lines: Vec<String> = steps.iter().map(|(s, _)| s.clone()).collect();
-    let got = run_as(helper, u, &lines);
+    let got = helper.run_as(u, &lines);
     // chown by root clears setuid and (group-executable) setgid.
     sys::lchown(&b.join("s_chown"), u2.uid, u2.gid).unwrap();
     let mut outcome: Vec<(String, Option<String>, String)> = steps
@@ -422,7 +333,7 @@ fn permissions(mode: Mode) {
         is_root(),
         "the permission tests create users and must run as root"
     );
-    let (u, u2) = users();
+    let (u, u2) = users::test_users();
     let mut guard = MountGuard::with_options(mode, &["allow_other"]);
     // The guard's temp dir is 0700; the users must be able to walk to the mount.
     let top = guard.path().parent().unwrap().to_path_buf();
@@ -431,7 +342,7 @@ fn permissions(mode: Mode) {
         .prefix("pfnfs-perm-ref-")
         .tempdir_in("/dev/shm")
         .expect("a tmpfs directory in /dev/shm for the reference run");
-    let (_helper_dir, helper) = helper_binary();
+    let helper = Helper::new();
     let (ours, our_tree) = scenario(&helper, guard.path(), u, u2);
     let (theirs, their_tree) = scenario(&helper, reference.path(), u, u2);
     let mut problems = Vec::new();

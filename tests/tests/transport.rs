@@ -9,19 +9,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt, symli
 use std::path::Path;
 
 use pfnfs_tests::sys::{self, expect_errno};
-use pfnfs_tests::{Mode, MountGuard, holders, pattern, read_all, skip_without_fuse};
-
-fn io_stats(root: &Path) -> String {
-    String::from_utf8(sys::getxattr(root, "trusted.pfnfs.io_stats").expect("io_stats")).unwrap()
-}
-
-fn ring_requests(root: &Path) -> u64 {
-    let s = io_stats(root);
-    let (_, rest) = s
-        .split_once("\"ring_requests\":")
-        .unwrap_or_else(|| panic!("no ring_requests in {s}"));
-    rest.trim_end_matches('}').parse().unwrap()
-}
+use pfnfs_tests::{Mode, MountGuard, holders, pattern, read_all, ring_requests, skip_without_fuse};
 
 /// Every operation pfnfs answers, through the ring, with the results checked.
 fn every_operation(m: &mut MountGuard) {
