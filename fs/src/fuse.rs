@@ -19,7 +19,7 @@ use crate::error::FsError;
 use crate::inode::{Kind, Time};
 use crate::placement;
 use crate::ring::Rings;
-use crate::volume::{Caller, Entry, SeekWhence, SetAttr, Volume};
+use crate::volume::{Caller, Entry, SeekWhence, SetAttr, Volume, Writer};
 
 /// How long the kernel may cache attributes and names. Every change goes through this
 /// daemon, which answers each one with fresh attributes, so caching is safe.
@@ -47,6 +47,9 @@ pub struct PfnFuse {
     mode: Mode,
     posix_acl: bool,
     rings: Option<Arc<Rings>>,
+    /// The kernel accepted FUSE_HANDLE_KILLPRIV_V2: it flags each write whose writer lacks
+    /// CAP_FSETID (`FUSE_WRITE_KILL_SUIDGID`) and leaves removing privileges to pfnfs.
+    killpriv_v2: bool,
 }
 
 impl PfnFuse {
@@ -57,6 +60,7 @@ impl PfnFuse {
             mode,
             posix_acl: true,
             rings: None,
+            killpriv_v2: false,
         }
     }
 
@@ -80,6 +84,23 @@ impl PfnFuse {
         self
     }
 
+    /// Who a WRITE with these `write_flags` comes from (see [`Writer`]): the page cache, or
+    /// `c`, holding CAP_FSETID as the kernel says when it speaks HANDLE_KILLPRIV_V2 and as
+    /// its uid suggests when it does not.
+    pub(crate) fn writer(&self, c: Caller, write_flags: u32) -> Writer {
+        let flags = WriteFlags::from_bits_retain(write_flags);
+        if flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+            Writer::PageCache
+        } else if self.killpriv_v2 {
+            Writer::Process {
+                caller: c,
+                keeps_suidgid: !flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
+            }
+        } else {
+            Writer::process(c)
+        }
+    }
+
     pub(crate) fn open_flags(&self) -> FopenFlags {
         match self.mode {
             Mode::Direct => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
@@ -95,7 +116,11 @@ fn wanted_init_flags(mode: Mode, posix_acl: bool, uring: bool) -> InitFlags {
         | InitFlags::FUSE_READDIRPLUS_AUTO
         | InitFlags::FUSE_PARALLEL_DIROPS
         | InitFlags::FUSE_ATOMIC_O_TRUNC
-        | InitFlags::FUSE_EXPORT_SUPPORT;
+        | InitFlags::FUSE_EXPORT_SUPPORT
+        // pfnfs removes setuid/setgid and the file capability on every change of a file's
+        // data or size itself; the kernel flags writers without CAP_FSETID, and its
+        // buffered writes then go through to pfnfs when a setuid/setgid bit must go.
+        | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
     match mode {
         // Queued (AIO) direct I/O runs in parallel. Direct mode only: with the page cache
         // in use, the kernel invalidates the written range before a queued O_DIRECT write is
@@ -254,12 +279,14 @@ impl PfnFuse {
         flags: i32,
     ) -> Result<Entry, FsError> {
         let exclusive = flags & libc::O_EXCL != 0;
-        let entry = self
+        let (entry, created) = self
             .vol
-            .create_with_umask(c, parent, name, mode, umask, exclusive)?;
+            .create_or_open(c, parent, name, mode, umask, exclusive)?;
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         self.vol.open(entry.ino, write)?;
-        if flags & libc::O_TRUNC != 0 && entry.attr.size != 0 {
+        // O_TRUNC of a file that existed truncates it, even an empty one, which takes its
+        // privileges away (a new file keeps the mode it was created with, as on Linux).
+        if flags & libc::O_TRUNC != 0 && !created {
             let trunc = SetAttr {
                 size: Some(0),
                 ..Default::default()
@@ -378,6 +405,10 @@ impl Filesystem for PfnFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Known before the io_uring queues (which clone `self`) start below.
+        self.killpriv_v2 = config
+            .capabilities()
+            .contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         for flag in wanted_init_flags(self.mode, self.posix_acl, self.rings.is_some()).iter() {
             if !config.capabilities().contains(flag) {
                 tracing::info!("kernel does not offer {flag:?}");
@@ -588,13 +619,14 @@ impl Filesystem for PfnFuse {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         placement::become_worker(None);
-        match self.vol.write(caller(req), ino.0, offset, data) {
+        let writer = self.writer(caller(req), write_flags.bits());
+        match self.vol.write(writer, ino.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
@@ -849,5 +881,44 @@ mod tests {
         let acl = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
         assert!(direct.contains(acl));
         assert!(!wanted_init_flags(Mode::Direct, false, false).intersects(acl));
+        for mode in [Mode::Direct, Mode::Buffered] {
+            assert!(
+                wanted_init_flags(mode, true, false).contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            );
+        }
+    }
+
+    #[test]
+    fn write_flags_name_the_writer() {
+        let c = Caller {
+            uid: 1000,
+            gid: 100,
+        };
+        let root = Caller::default();
+        let cache = WriteFlags::FUSE_WRITE_CACHE.bits();
+        let kill = WriteFlags::FUSE_WRITE_KILL_SUIDGID.bits();
+        let vol = || -> Arc<Volume> {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("pool");
+            pfnfs_alloc::Pool::create(&p, 32 << 20, &Default::default()).unwrap();
+            let pool = pfnfs_alloc::Pool::open(&p, &Default::default()).unwrap();
+            Arc::new(Volume::load(Arc::new(pool)).unwrap())
+        };
+        let mut fs = PfnFuse::new(vol(), Mode::Direct);
+        // Page-cache write-back takes nothing away, whatever else is set.
+        assert_eq!(fs.writer(c, cache | kill), Writer::PageCache);
+        // Without HANDLE_KILLPRIV_V2 the uid decides.
+        assert_eq!(fs.writer(c, 0), Writer::process(c));
+        assert_eq!(fs.writer(root, kill), Writer::process(root));
+        // With it, the kernel's flag does (CAP_FSETID is not the uid).
+        fs.killpriv_v2 = true;
+        let w = |caller, keeps_suidgid| Writer::Process {
+            caller,
+            keeps_suidgid,
+        };
+        assert_eq!(fs.writer(c, kill), w(c, false));
+        assert_eq!(fs.writer(c, 0), w(c, true));
+        assert_eq!(fs.writer(root, kill), w(root, false));
+        assert_eq!(fs.writer(root, cache), Writer::PageCache);
     }
 }

@@ -406,7 +406,7 @@ fn answer(
         op::WRITE => {
             let a: wire::WriteIn = wire::read(oi);
             let n = (a.size as usize).min(len);
-            match vol.write(c, ino, a.offset, &buf[..n]) {
+            match vol.write(fs.writer(c, a.write_flags), ino, a.offset, &buf[..n]) {
                 Ok(written) => put(
                     buf,
                     &wire::WriteOut {

@@ -69,11 +69,52 @@ impl Locked {
 }
 
 /// Who is asking (from the FUSE request).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
 }
+
+/// Who changes a regular file's data or size, and so what the change takes away: Linux's
+/// `file_remove_privs` rules, which FUSE's `HANDLE_KILLPRIV_V2` contract leaves to the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writer {
+    /// A process: write(2) and its kin (O_DIRECT, appends), copy_file_range, fallocate,
+    /// truncate. The change removes the file capability (`security.capability`) whoever
+    /// makes it, and setuid/setgid unless `keeps_suidgid` (the writer holds CAP_FSETID).
+    Process {
+        /// The writer.
+        caller: Caller,
+        /// The writer may leave setuid/setgid in place (CAP_FSETID).
+        keeps_suidgid: bool,
+    },
+    /// The kernel writing back its page cache (`FUSE_WRITE_CACHE`): stores through a shared
+    /// mapping, or buffered writes whose privileges the kernel already took away when they
+    /// were made. Removes nothing, as stores through a mapping remove nothing on tmpfs or ext4.
+    PageCache,
+}
+
+impl Writer {
+    /// `caller` as a process, for a request where the kernel does not say whether it holds
+    /// CAP_FSETID: root is taken to hold it, nobody else.
+    pub fn process(caller: Caller) -> Writer {
+        Writer::Process {
+            caller,
+            keeps_suidgid: caller.uid == 0,
+        }
+    }
+}
+
+impl From<Caller> for Writer {
+    /// [`Writer::process`].
+    fn from(caller: Caller) -> Writer {
+        Writer::process(caller)
+    }
+}
+
+/// The name of the file-capability attribute, which every change of a file's data or size
+/// removes.
+pub const CAPABILITY_XATTR: &[u8] = b"security.capability";
 
 /// A setattr request: every field optional.
 #[derive(Clone, Copy, Debug, Default)]
@@ -1118,25 +1159,7 @@ impl Volume {
                     self.reclaim_locked(i)?;
                 }
             }
-            Op::SetAttrXattrs {
-                ino,
-                mode,
-                uid,
-                gid,
-                atime,
-                mtime,
-                ctime,
-                xattrs,
-            } => {
-                let i = locked.get(*ino)?;
-                set_attr_fields(&mut i.attr, *mode, *uid, *gid, *atime, *mtime, *ctime);
-                for (name, value) in xattrs {
-                    match value {
-                        Some(v) => i.xattrs.insert(name.clone(), v.clone()),
-                        None => i.xattrs.remove(name),
-                    };
-                }
-            }
+            Op::SetAttrXattrs { ino, .. } => apply_set_attr_xattrs(locked.get(*ino)?, op),
         }
         Ok(())
     }
@@ -1531,6 +1554,30 @@ mod unlinked;
 pub use ops::SeekWhence;
 
 /// The fields a `SetAttr` or `SetAttrXattrs` record sets, in one place for both.
+/// Applies an `Op::SetAttrXattrs` to its inode (other ops are ignored): also used for a
+/// privilege drop, which holds one inode's lock rather than a [`Locked`] set.
+fn apply_set_attr_xattrs(i: &mut Inode, op: &Op) {
+    if let Op::SetAttrXattrs {
+        mode,
+        uid,
+        gid,
+        atime,
+        mtime,
+        ctime,
+        xattrs,
+        ..
+    } = op
+    {
+        set_attr_fields(&mut i.attr, *mode, *uid, *gid, *atime, *mtime, *ctime);
+        for (name, value) in xattrs {
+            match value {
+                Some(v) => i.xattrs.insert(name.clone(), v.clone()),
+                None => i.xattrs.remove(name),
+            };
+        }
+    }
+}
+
 fn set_attr_fields(
     attr: &mut Attr,
     mode: u32,

@@ -105,6 +105,25 @@ fn single(name: &str) -> Option<Vec<Step>> {
         "write_overwrite_unaligned_small" => vec![write(p("/f3"), 4093, 7, 17)],
         "write_overwrite_and_extend" => vec![write(p("/f3"), 90_000, 30_000, 18)],
         "write_by_non_owner_clears_setuid" => vec![write_as(p("/suid"), 10, 100, 19, 1000)],
+        // /suid also carries a file capability, which every data or size change removes
+        // (before the change, in a record of its own).
+        "overwrite_removes_capability" => vec![write(p("/suid"), 10, 100, 26)],
+        "extending_write_by_non_owner_removes_privileges" => {
+            vec![write_as(p("/suid"), 2900, 9000, 27, 1000)]
+        }
+        "truncate_removes_capability" => vec![truncate(p("/suid"), 1000)],
+        "fallocate_removes_capability" => vec![fallocate(p("/suid"), 0, 8192, 0)],
+        "punch_removes_capability" => vec![fallocate(
+            p("/suid"),
+            100,
+            5000,
+            FALLOC_PUNCH_HOLE | FALLOC_KEEP_SIZE,
+        )],
+        "capability_set_again_then_write" => vec![
+            truncate(p("/suid"), 5000),
+            setxattr("/suid", "security.capability", &CAPABILITY),
+            write_as(p("/suid"), 4000, 3000, 28, 1000),
+        ],
         // In-place zeroing of truncate/punch must not be redone over data written after it.
         "truncate_then_extending_write" => {
             vec![
@@ -679,6 +698,12 @@ mod single_op {
         write_overwrite_unaligned_small,
         write_overwrite_and_extend,
         write_by_non_owner_clears_setuid,
+        overwrite_removes_capability,
+        extending_write_by_non_owner_removes_privileges,
+        truncate_removes_capability,
+        fallocate_removes_capability,
+        punch_removes_capability,
+        capability_set_again_then_write,
         truncate_then_extending_write,
         truncate_down_up_then_overwrite,
         punch_then_overwrite_edge,

@@ -494,3 +494,76 @@ fn fsync_syncs_what_the_inode_depends_on() {
     v.fsync(g.ino).unwrap();
     assert_eq!(take(), vec![(0, POOL_BYTES)]);
 }
+
+/// What each kind of writer takes away from a file with setuid, setgid (group-executable) and
+/// a file capability: page-cache write-back nothing, a process with CAP_FSETID the capability
+/// only, one without it everything; and the drop survives a reload.
+#[test]
+fn writers_take_privileges_away() {
+    use pfnfs_fs::volume::{CAPABILITY_XATTR, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let p = make_pool(dir.path());
+    let v = load(&p);
+    let user = Caller {
+        uid: 1000,
+        gid: 1000,
+    };
+    let cap = [1u8, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let cases = [
+        ("cache", Writer::PageCache, 0o6775, true),
+        (
+            "fsetid",
+            Writer::Process {
+                caller: user,
+                keeps_suidgid: true,
+            },
+            0o6775,
+            false,
+        ),
+        (
+            "user",
+            Writer::Process {
+                caller: user,
+                keeps_suidgid: false,
+            },
+            0o775,
+            false,
+        ),
+        ("root", Writer::process(ROOT), 0o6775, false),
+    ];
+    let mut inos = Vec::new();
+    for (name, writer, mode, keeps_cap) in cases {
+        let f = v
+            .create(ROOT, ROOT_INO, name.as_bytes(), 0o6775, false)
+            .unwrap();
+        v.setxattr(f.ino, CAPABILITY_XATTR, &cap, 0).unwrap();
+        // An overwrite in place (no new frames, same size) and an extending write.
+        v.write(ROOT, f.ino, 0, b"0123456789").unwrap();
+        v.setxattr(f.ino, CAPABILITY_XATTR, &cap, 0).unwrap();
+        v.write(writer, f.ino, 2, b"ab").unwrap();
+        v.write(writer, f.ino, 9, b"xyz").unwrap();
+        let a = v.getattr(f.ino).unwrap();
+        assert_eq!(a.mode & 0o7777, mode, "{name}");
+        assert_eq!(
+            v.getxattr(f.ino, CAPABILITY_XATTR).is_ok(),
+            keeps_cap,
+            "{name}"
+        );
+        inos.push((f.ino, name, mode, keeps_cap));
+    }
+    drop(v);
+    let v = load(&p);
+    for (ino, name, mode, keeps_cap) in inos {
+        assert_eq!(
+            v.getattr(ino).unwrap().mode & 0o7777,
+            mode,
+            "{name} after reload"
+        );
+        assert_eq!(
+            v.getxattr(ino, CAPABILITY_XATTR).is_ok(),
+            keeps_cap,
+            "{name} after reload"
+        );
+        assert_eq!(read_all(&v, ino), b"01ab45678xyz", "{name}");
+    }
+}

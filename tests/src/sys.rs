@@ -79,6 +79,61 @@ pub fn fallocate(file: &File, mode: libc::c_int, offset: i64, len: i64) -> io::R
     check(unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) }).map(drop)
 }
 
+/// `truncate(2)` of a path.
+pub fn truncate(path: &Path, len: i64) -> io::Result<()> {
+    let p = cpath(path);
+    // SAFETY: p is a NUL-terminated path that outlives the call.
+    check(unsafe { libc::truncate(p.as_ptr(), len) }).map(drop)
+}
+
+/// `pwritev(2)` of `bufs` at `offset`; returns the bytes written.
+pub fn pwritev(file: &File, bufs: &[&[u8]], offset: i64) -> io::Result<usize> {
+    let iov: Vec<libc::iovec> = bufs
+        .iter()
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    // SAFETY: each iovec points into a live slice that the kernel only reads.
+    check_size(unsafe {
+        libc::pwritev(
+            file.as_raw_fd(),
+            iov.as_ptr(),
+            iov.len() as libc::c_int,
+            offset,
+        )
+    })
+}
+
+/// Stores `byte` at `offset` through a `MAP_SHARED` mapping of `file` (opened for reading
+/// and writing), writes the page back with `msync(MS_SYNC)` and unmaps it.
+pub fn store_through_mapping(file: &File, offset: usize, byte: u8) -> io::Result<()> {
+    let len = offset + 1;
+    // SAFETY: a new shared mapping of an open descriptor; the kernel picks the address.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `offset` lies inside the `len` bytes just mapped (the caller's file holds
+    // them, or the store faults with SIGBUS as it would for any program).
+    unsafe { *(addr as *mut u8).add(offset) = byte };
+    // SAFETY: addr/len are the mapping made above, unmapped once, here.
+    let synced = check(unsafe { libc::msync(addr, len, libc::MS_SYNC) });
+    // SAFETY: as above.
+    let unmapped = check(unsafe { libc::munmap(addr, len) });
+    synced.and(unmapped).map(drop)
+}
+
 /// `lseek(2)` with any whence (`SEEK_DATA`, `SEEK_HOLE`, ...).
 pub fn lseek(file: &File, offset: i64, whence: libc::c_int) -> io::Result<i64> {
     // SAFETY: plain system call on an open descriptor.

@@ -139,13 +139,9 @@ impl Volume {
             if size > MAX_FILE_BYTES {
                 return Err(efbig(format!("size {size} exceeds the largest file size")));
             }
-            // POSIX: truncation by a non-owner clears setuid/setgid like a write does; the
-            // Truncate record carries the new mode so both happen atomically.
-            let cleared = if req.mode.is_none() {
-                kill_suid(&inode.attr, caller)
-            } else {
-                inode.attr.mode
-            };
+            // A truncate, even to the same size, takes privileges away like a write does,
+            // before the size changes (a mode asked for in the same request is set below).
+            self.drop_privileges(inode, Writer::process(caller))?;
             if size != inode.attr.size || req.mtime.is_none() {
                 let mut cow = Vec::new();
                 if size < inode.attr.size
@@ -164,22 +160,10 @@ impl Volume {
                     ino,
                     size,
                     time: now,
-                    mode: cleared,
+                    mode: inode.attr.mode,
                     cow,
                 };
                 self.commit_cow(op, &mut locked)?;
-            } else if cleared != inode.attr.mode {
-                let a = inode.attr.clone();
-                let op = Op::SetAttr {
-                    ino,
-                    mode: cleared,
-                    uid: a.uid,
-                    gid: a.gid,
-                    atime: a.atime,
-                    mtime: a.mtime,
-                    ctime: now,
-                };
-                self.commit(op, &mut locked)?;
             }
         }
         let inode = locked.get(ino)?;
@@ -196,8 +180,7 @@ impl Volume {
                 // unprivileged caller: dropping privileges after that caller's write
                 // (buffered mode). FUSE keeps setgid on a file that is not group-executable;
                 // Linux (tmpfs, ext4) also drops it when the writer is outside the group.
-                let requested = Attr { mode, ..a.clone() };
-                mode = kill_suid(&requested, caller);
+                mode = mode_without_suidgid(mode, a.gid, caller);
             }
         }
         if let Some(u) = req.uid {
@@ -468,6 +451,21 @@ impl Volume {
         umask: u32,
         exclusive: bool,
     ) -> FsResult<Entry> {
+        self.create_or_open(caller, parent, name, mode, umask, exclusive)
+            .map(|(entry, _)| entry)
+    }
+
+    /// [`Volume::create_with_umask`], also saying whether the file is new (false: the name
+    /// existed and `exclusive` was not asked for).
+    pub fn create_or_open(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        exclusive: bool,
+    ) -> FsResult<(Entry, bool)> {
         match self.create_inode(
             caller,
             parent,
@@ -483,9 +481,9 @@ impl Volume {
                     self.forget(entry.ino, 1);
                     return Err(eisdir("is a directory"));
                 }
-                Ok(entry)
+                Ok((entry, false))
             }
-            other => other,
+            other => other.map(|entry| (entry, true)),
         }
     }
 
@@ -817,8 +815,15 @@ impl Volume {
         })
     }
 
-    /// Writes `data` at `offset`; returns bytes written.
-    pub fn write(&self, caller: Caller, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    /// Writes `data` at `offset` for `writer`; returns bytes written.
+    pub fn write(
+        &self,
+        writer: impl Into<Writer>,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<u32> {
+        let writer = writer.into();
         self.check_writable()?;
         if data.is_empty() {
             return Ok(0);
@@ -828,7 +833,7 @@ impl Volume {
         let _gate = self.gate.read();
         let cell = self.cell(ino)?;
         let mut inode = cell.inode.write();
-        self.write_locked(caller, &mut inode, offset, data)?;
+        self.write_locked(writer, &mut inode, offset, data)?;
         Ok(data.len() as u32)
     }
 
@@ -836,7 +841,7 @@ impl Volume {
     /// `data` into the pool once, then journals the mapping/size change if there is one.
     fn write_locked(
         &self,
-        caller: Caller,
+        writer: Writer,
         inode: &mut Inode,
         offset: u64,
         data: &[u8],
@@ -851,11 +856,15 @@ impl Volume {
         };
         let first = offset / FRAME_SIZE;
         self.ensure_space(map, first, end.div_ceil(FRAME_SIZE) - first)?;
+        self.drop_privileges(inode, writer)?;
+        let Body::File(map) = &mut inode.body else {
+            return Err(einval("not a regular file"));
+        };
         let outcome = extent_io::write(&self.pool, &self.alloc, map, offset, data)?;
-        let mode = kill_suid(&inode.attr, caller);
+        let mode = inode.attr.mode;
         let size = inode.attr.size.max(end);
         let times = self.data_times(&inode.attr);
-        if outcome.is_empty() && size == inode.attr.size && mode == inode.attr.mode {
+        if outcome.is_empty() && size == inode.attr.size {
             // A pure overwrite is not journaled; its times become durable with the next
             // record or checkpoint of this inode.
             inode.attr.mtime = times.mtime;
@@ -896,7 +905,6 @@ impl Volume {
         inode.attr.size = size;
         inode.attr.mtime = times.mtime;
         inode.attr.ctime = times.ctime;
-        inode.attr.mode = mode;
         self.stats.journaled_writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -946,8 +954,8 @@ impl Volume {
         self.fallocate_as(Caller::default(), ino, offset, len, mode)
     }
 
-    /// fallocate on behalf of `caller` (an unprivileged caller drops setuid/setgid, in the
-    /// same record).
+    /// fallocate on behalf of `caller`. Every mode takes privileges away, as on Linux, before
+    /// the file changes.
     pub fn fallocate_as(
         &self,
         caller: Caller,
@@ -982,9 +990,9 @@ impl Volume {
             Body::Dir(_) => return Err(eisdir("is a directory")),
             _ => return Err(enodev_like()),
         }
+        self.drop_privileges(inode, Writer::process(caller))?;
         let times = self.data_times(&inode.attr);
-        let new_mode = kill_suid(&inode.attr, caller);
-        let locked_mode = inode.attr.mode;
+        let mode = inode.attr.mode;
         let size = inode.attr.size;
         if punch {
             let punch_end = end.min(size);
@@ -998,7 +1006,7 @@ impl Volume {
                     offset,
                     len: punch_end - offset,
                     times,
-                    mode: new_mode,
+                    mode,
                     cow,
                 };
                 self.commit_cow(op, &mut locked)?;
@@ -1037,11 +1045,11 @@ impl Volume {
                 len,
                 size: new_size,
                 times,
-                mode: new_mode,
+                mode,
                 cow,
                 extents: extents.clone(),
             }
-        } else if extents.is_empty() && new_size == size && new_mode == locked_mode {
+        } else if extents.is_empty() && new_size == size {
             return Ok(());
         } else {
             Op::Allocate {
@@ -1049,7 +1057,7 @@ impl Volume {
                 extents: extents.clone(),
                 size: new_size,
                 times,
-                mode: new_mode,
+                mode,
             }
         };
         if let Err(e) = self.journal.append(&self.pool, &op) {
@@ -1112,6 +1120,20 @@ impl Volume {
         self.apply(&op, locked, false)
     }
 
+    /// Takes away what a change of `inode`'s data or size by `writer` removes (see
+    /// [`privilege_drop`]), journaled before the change: a crash leaves either the old data
+    /// with the old privileges, the old data without them, or the new data without them,
+    /// never new data with the old privileges (a pure overwrite lands in place before any
+    /// record, so no record after the data could give that). Costs nothing when there is
+    /// nothing to take.
+    fn drop_privileges(&self, inode: &mut Inode, writer: Writer) -> FsResult<()> {
+        if let Some(op) = privilege_drop(inode, writer, Time::now()) {
+            self.journal.append(&self.pool, &op)?;
+            apply_set_attr_xattrs(inode, &op);
+        }
+        Ok(())
+    }
+
     /// SEEK_DATA / SEEK_HOLE.
     pub fn seek(&self, ino: u64, offset: u64, whence: SeekWhence) -> FsResult<u64> {
         let cell = self.cell(ino)?;
@@ -1168,11 +1190,7 @@ impl Volume {
                 _ => return Err(einval("copy_file_range on a non-regular file")),
             }
         }
-        let src = locked.get(ino_in)?;
-        let Body::File(src_map) = &src.body else {
-            return Err(einval("copy from a non-regular file"));
-        };
-        let size_in = src.attr.size;
+        let size_in = locked.get(ino_in)?.attr.size;
         if off_in >= size_in {
             return Ok(0);
         }
@@ -1184,6 +1202,12 @@ impl Volume {
             .checked_add(len)
             .filter(|e| *e <= MAX_FILE_BYTES)
             .ok_or_else(|| efbig("copy past the largest file size"))?;
+        let writer = Writer::process(caller);
+        self.drop_privileges(locked.get(ino_out)?, writer)?;
+        let src = locked.get(ino_in)?;
+        let Body::File(src_map) = &src.body else {
+            return Err(einval("copy from a non-regular file"));
+        };
         // The source as runs: (pool byte offset, length) for written extents, (None,
         // length) for holes and unwritten extents. One run per extent.
         let mut runs: Vec<(Option<u64>, u64)> = Vec::new();
@@ -1210,7 +1234,7 @@ impl Volume {
             match pool_offset {
                 Some(p) => {
                     let data = self.pool.read(p, n as usize)?;
-                    self.write_locked(caller, locked.get(ino_out)?, at, data)?;
+                    self.write_locked(writer, locked.get(ino_out)?, at, data)?;
                 }
                 None => {
                     // Holes stay holes where the destination has none; mapped bytes are
@@ -1229,7 +1253,7 @@ impl Volume {
                     let mut pos = at;
                     while mapped && pos < at + n {
                         let k = (at + n - pos).min(ZEROS.len() as u64);
-                        self.write_locked(caller, locked.get(ino_out)?, pos, &ZEROS[..k as usize])?;
+                        self.write_locked(writer, locked.get(ino_out)?, pos, &ZEROS[..k as usize])?;
                         pos += k;
                     }
                     if !mapped && at + n > size {
@@ -1413,19 +1437,54 @@ fn check_xattr_name(name: &[u8]) -> FsResult<()> {
     Ok(())
 }
 
-/// Mode after a write or truncate by `uid`: setuid always cleared, setgid when group-exec
-/// (Linux `file_remove_privs`), unless the writer is root.
-/// Mode of a file `attr` after `caller` modified its data (write, truncate, fallocate), as
-/// Linux's `file_remove_privs` leaves it: unless the caller is root, setuid is cleared, and
-/// setgid when the file is group-executable or the caller is not in the file's group (the
-/// daemon sees only the caller's primary group).
-fn kill_suid(attr: &Attr, caller: Caller) -> u32 {
-    let mode = attr.mode;
-    if caller.uid == 0 || attr.kind() != Kind::File {
-        return mode;
+/// The record that takes away what a change of `inode`'s data or size by `writer` removes
+/// (Linux's `file_remove_privs`), or None when there is nothing to take: the file capability
+/// whoever writes, and unless the writer keeps them (CAP_FSETID) setuid, and setgid when the
+/// file is group-executable or the writer is not in the file's group (the daemon sees only
+/// the writer's primary group). Regular files only; page-cache write-back takes nothing.
+pub(crate) fn privilege_drop(inode: &Inode, writer: Writer, now: Time) -> Option<Op> {
+    let Writer::Process {
+        caller,
+        keeps_suidgid,
+    } = writer
+    else {
+        return None;
+    };
+    let a = &inode.attr;
+    if a.kind() != Kind::File {
+        return None;
     }
+    let mode = if keeps_suidgid {
+        a.mode
+    } else {
+        mode_without_suidgid(a.mode, a.gid, caller)
+    };
+    let capability = inode.xattrs.contains_key(CAPABILITY_XATTR);
+    if mode == a.mode && !capability {
+        return None;
+    }
+    let xattrs = if capability {
+        vec![(CAPABILITY_XATTR.to_vec(), None)]
+    } else {
+        Vec::new()
+    };
+    Some(Op::SetAttrXattrs {
+        ino: inode.ino,
+        mode,
+        uid: a.uid,
+        gid: a.gid,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: now,
+        xattrs,
+    })
+}
+
+/// `mode` of a file in group `gid` once a writer without CAP_FSETID changed it: setuid
+/// cleared, and setgid when the file is group-executable or `caller` is not in its group.
+fn mode_without_suidgid(mode: u32, gid: u32, caller: Caller) -> u32 {
     let mut m = mode & !libc::S_ISUID;
-    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || caller.gid != attr.gid) {
+    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || caller.gid != gid) {
         m &= !libc::S_ISGID;
     }
     m

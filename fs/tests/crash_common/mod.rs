@@ -28,7 +28,10 @@
 //! **The model of what is allowed.** Metadata: every step is atomic and durable when it
 //! returns, so the visible tree (paths, kinds, modes, owners, sizes, link counts, inode
 //! numbers, `..`, symlink targets, xattrs, file bytes; no timestamps) must equal the model
-//! after step `i-1` or after step `i`, `i` being the step in flight at the crash. Data: the
+//! after step `i-1` or after step `i`, `i` being the step in flight at the crash; a step that
+//! changes a file's data or size and takes privileges away with it (the file capability,
+//! setuid/setgid) may also leave the state between: privileges gone, data and size as before
+//! (`Model::privileges_dropped_by`; never the new data with the old privileges). Data: the
 //! contract lets bytes written by a returned `write` reach the medium as late as the next
 //! fsync, word by word; pfnfs promises more (DESIGN section 6: every op, data included, is
 //! durable when it returns). The default check holds pfnfs to its promise: only the words of
@@ -410,6 +413,20 @@ fn kill_suid(mode: u32, uid: u32, file_gid: u32) -> u32 {
     m
 }
 
+/// The file-capability attribute, which every change of a file's data or size removes.
+pub const CAPABILITY_XATTR: &[u8] = b"security.capability";
+/// `cap_chown+ep` as the kernel stores it.
+pub const CAPABILITY: [u8; 20] = [1, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// What a change of `n`'s data or size by `uid` takes away (regular files only): the file
+/// capability, and setuid/setgid as [`kill_suid`] says.
+fn drop_privileges(n: &mut MInode, uid: u32) {
+    if n.kind == Kind::File {
+        n.xattrs.remove(CAPABILITY_XATTR);
+        n.mode = kill_suid(n.mode, uid, n.gid);
+    }
+}
+
 fn clear_suid_sgid(mode: u32) -> u32 {
     let mut m = mode & !libc::S_ISUID;
     if m & libc::S_IXGRP != 0 {
@@ -573,6 +590,32 @@ impl Model {
         }
     }
 
+    /// The state between the two durable steps of a step that changes a file's data or
+    /// size and takes privileges away with it: the privileges already gone (their record
+    /// comes first), the data or size not yet changed. None for other steps, and when there
+    /// is nothing to take away.
+    pub fn privileges_dropped_by(&self, step: &Step) -> Option<Model> {
+        let (file, uid) = match step {
+            Step::Write {
+                file, caller_uid, ..
+            } => (file, *caller_uid),
+            Step::SetAttr {
+                file,
+                caller_uid,
+                size: Some(_),
+                ..
+            } => (file, *caller_uid),
+            Step::Fallocate { file, .. } => (file, 0),
+            _ => return None,
+        };
+        let ino = self.resolve_file(file);
+        let mut mid = self.clone();
+        let n = mid.ino_mut(ino);
+        let (mode, caps) = (n.mode, n.xattrs.contains_key(CAPABILITY_XATTR));
+        drop_privileges(n, uid);
+        (n.mode != mode || caps).then_some(mid)
+    }
+
     /// Applies a step that succeeded; `created` is the inode number the volume gave a new
     /// inode.
     pub fn apply(&mut self, step: &Step, created: Option<u64>) {
@@ -655,9 +698,7 @@ impl Model {
                     }
                     let n = self.ino_mut(ino);
                     n.content = Bytes::new(resized(&n.content.0, *size as usize));
-                    if mode.is_none() {
-                        n.mode = kill_suid(n.mode, *caller_uid, n.gid);
-                    }
+                    drop_privileges(n, *caller_uid);
                 }
                 let n = self.ino_mut(ino);
                 let old_uid = n.uid;
@@ -707,6 +748,7 @@ impl Model {
                     c[*offset as usize..zero_to as usize].fill(0);
                 }
                 n.content = Bytes::new(c);
+                drop_privileges(n, 0);
             }
             Step::SetXattr { path, name, value } => {
                 let ino = self.resolve(path).expect("xattr target");
@@ -740,7 +782,7 @@ impl Model {
                     .push((wa, Bytes::new(before)));
                 let n = self.ino_mut(ino);
                 n.content = Bytes::new(c);
-                n.mode = kill_suid(n.mode, *caller_uid, n.gid);
+                drop_privileges(n, *caller_uid);
             }
             Step::Fsync { file } => {
                 let ino = self.resolve_file(file);
@@ -1311,6 +1353,7 @@ pub fn standard_prelude() -> Vec<Step> {
         chown("/suid", 1000, 1000),
         chmod("/suid", 0o6775),
         write(p("/suid"), 0, 3000, 7),
+        setxattr("/suid", "security.capability", &CAPABILITY),
         link("/d1/f1", "/d2/f1hard"),
         mkdir("/gdir", 0o2775),
         chown("/gdir", 0, 1000),
@@ -1948,24 +1991,34 @@ pub fn check_case_with(
         } => Some((r.before.resolve_file(file), *offset, data.len() as u64)),
         _ => None,
     });
-    let slack_before = slack_for(
-        &r.before,
-        cfg.data,
-        write.map(|(i, o, l)| (i, o, l, &r.after)),
-    );
+    let in_flight_words = write.map(|(i, o, l)| (i, o, l, &r.after));
+    // A step that takes privileges away commits that first, so the state between is allowed
+    // too; and then only that state may show words of a write in flight: new bytes never
+    // appear while the old privileges are still there.
+    let mid = r
+        .in_flight
+        .and_then(|i| r.before.privileges_dropped_by(&scn.steps[i]));
+    let slack_before = match mid {
+        Some(_) => slack_for(&r.before, cfg.data, None),
+        None => slack_for(&r.before, cfg.data, in_flight_words),
+    };
     let slack_after = slack_for(&r.after, cfg.data, None);
     let d_before = diff(&view, &r.before.view(), &slack_before);
     let d_after = diff(&view, &r.after.view(), &slack_after);
+    let mid_matches = mid.as_ref().is_some_and(|m| {
+        let slack = slack_for(m, cfg.data, in_flight_words);
+        diff(&view, &m.view(), &slack).is_empty()
+    });
+    let neither = !d_before.is_empty() && !d_after.is_empty() && !mid_matches;
     let mut tolerated = None;
-    if !d_before.is_empty()
-        && !d_after.is_empty()
+    if neither
         && cfg.tolerate_known_bugs
         && let Some(i) = r.in_flight
         && let Some((bug, m)) = known_bug_state(&scn.steps[i], &r.before)
         && diff(&view, &m.view(), &slack_for(&m, cfg.data, None)).is_empty()
     {
         tolerated = Some(bug);
-    } else if !d_before.is_empty() && !d_after.is_empty() {
+    } else if neither {
         let mut msg = format!("the recovered state is neither allowed state\n  {ctx}");
         if r.in_flight.is_some() {
             msg += &format!(
