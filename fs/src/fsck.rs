@@ -409,7 +409,7 @@ fn load_tolerant(pool: Arc<Pool>, progress: Progress<'_>) -> Result<Loaded, Load
         let outcome = catch_unwind(AssertUnwindSafe(|| vol.fsck_replay(op)));
         let why = match outcome {
             Ok(Ok(())) => continue,
-            Ok(Err(e)) => e.msg,
+            Ok(Err(e)) => e.context,
             Err(_) => "replaying it panicked (a bug in pfnfs)".to_string(),
         };
         findings.push(Finding::new(
@@ -1918,10 +1918,10 @@ fn install(
     vol.fsck_install(inodes, alloc, next_ino);
     // The new checkpoint's generation must be above every generation with records left in the
     // log (a stale superblock may name an older one): replay would take them for its own.
-    let newest = max_log_generation(&pool).map_err(|e| e.msg)?;
+    let newest = max_log_generation(&pool).map_err(|e| e.context)?;
     vol.journal().raise_generation(newest);
     vol.checkpoint()
-        .map_err(|e| format!("cannot write the repaired state: {}", e.msg))?;
+        .map_err(|e| format!("cannot write the repaired state: {}", e.context))?;
     let mut sb = pool.superblock();
     sb.mounted = false;
     pool.commit_superblock(sb).map_err(|e| e.to_string())?;

@@ -146,12 +146,13 @@ pub(crate) fn errno(e: FsError) -> Errno {
 
 /// Logs a failed operation (EIO as an error, the rest for debugging); returns its errno.
 pub(crate) fn log_error(e: FsError) -> i32 {
-    if e.errno == libc::EIO {
-        tracing::error!("{}", e.msg);
+    let errno = crate::session::errno(&e);
+    if errno == libc::EIO {
+        tracing::error!("{}", e.context);
     } else {
-        tracing::debug!("{}", e.msg);
+        tracing::debug!("{}", e.context);
     }
-    e.errno
+    errno
 }
 
 fn file_type(kind: Kind) -> FileType {
@@ -264,7 +265,7 @@ impl PfnFuse {
     pub(crate) fn open_dir(&self, ino: u64) -> Result<(), FsError> {
         match self.vol.getattr(ino)?.kind() {
             Kind::Dir => Ok(()),
-            _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            _ => Err(crate::error::not_directory("not a directory")),
         }
     }
 
@@ -303,7 +304,7 @@ impl PfnFuse {
     pub(crate) fn check_access(&self, c: Caller, ino: u64, mask: i32) -> Result<(), FsError> {
         let a = self.vol.getattr(ino)?;
         let want = mask & 7;
-        let denied = || FsError::new(libc::EACCES, "access denied by the mode bits");
+        let denied = || crate::error::access_denied("access denied by the mode bits");
         if c.uid == 0 {
             if want & libc::X_OK != 0 && a.kind() != Kind::Dir && a.mode & 0o111 == 0 {
                 return Err(denied());
@@ -370,15 +371,15 @@ impl PfnFuse {
             // With the writeback cache the kernel asks before writing back dirty pages, so
             // the daemon's view of data and holes can be stale. ENOSYS makes the kernel stop
             // asking and answer from its own size (all data, hole at EOF): always correct.
-            return Err(FsError::new(libc::ENOSYS, "lseek is left to the kernel"));
+            return Err(crate::error::not_implemented("lseek is left to the kernel"));
         }
         let whence = match whence {
             libc::SEEK_DATA => SeekWhence::Data,
             libc::SEEK_HOLE => SeekWhence::Hole,
-            _ => return Err(FsError::new(libc::EINVAL, "bad whence")),
+            _ => return Err(crate::error::invalid("bad whence")),
         };
         if offset < 0 {
-            return Err(FsError::new(libc::ENXIO, "negative offset"));
+            return Err(crate::error::no_such_offset("negative offset"));
         }
         self.vol.seek(ino, offset as u64, whence)
     }

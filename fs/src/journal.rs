@@ -29,7 +29,7 @@ use pfnfs_alloc::{FRAME_SIZE, Pfn, PfnRange, Pool};
 use pfnfs_extent::Extent;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{FsError, FsResult, eio, enospc};
+use crate::error::{FsResult, corrupt, no_space, record_too_large};
 use crate::inode::{Attr, DirEntry, Time};
 
 /// Magic of a log record.
@@ -253,15 +253,15 @@ impl Journal {
         buf.clear();
         buf.resize(RECORD_HEADER_BYTES as usize, 0);
         *buf = postcard::to_extend(op, std::mem::take(buf))
-            .map_err(|e| eio(format!("cannot encode log record: {e}")))?;
+            .map_err(|e| corrupt(format!("cannot encode log record: {e}")))?;
         let payload_len = buf.len() as u64 - RECORD_HEADER_BYTES;
         if payload_len > RECORD_PAYLOAD_MAX {
-            return Err(FsError::new(libc::E2BIG, "metadata record too large"));
+            return Err(record_too_large("metadata record too large"));
         }
         let total = (RECORD_HEADER_BYTES + payload_len).next_multiple_of(8);
         let mut tail = self.tail.lock();
         if tail.offset + total > self.region_bytes {
-            return Err(enospc("metadata log is full; a checkpoint is needed"));
+            return Err(no_space("metadata log is full; a checkpoint is needed"));
         }
         buf[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
         buf[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
@@ -330,7 +330,7 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
     let mut seq = 0u64;
     while let Some((payload, total)) = intact_record(pool, offset, generation, seq)? {
         let op: Op = postcard::from_bytes(payload).map_err(|e| {
-            eio(format!(
+            corrupt(format!(
                 "log record {seq} has a valid checksum but does not decode: {e}"
             ))
         })?;
@@ -339,7 +339,7 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
         seq += 1;
     }
     if let Some(newer) = newer_generation_in_log(pool, generation)? {
-        return Err(eio(format!(
+        return Err(corrupt(format!(
             "{}: the metadata log holds records of generation {newer}, newer than the \
              superblock's {generation}: the superblock naming them was lost (a damaged slot) and \
              the one left is stale; `pfnfs fsck -y` goes back to the state it names (later \
@@ -353,7 +353,7 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
         ..
     }) = record_after(pool, generation, offset, seq)?
     {
-        return Err(eio(format!(
+        return Err(corrupt(format!(
             "{}: metadata log record {seq} (log byte {offset}) is damaged, but record {later} \
              was written after it (log byte {at}): the log is corrupt, not cut short by a \
              crash; `pfnfs fsck -y` skips the damaged record",

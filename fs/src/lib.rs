@@ -20,6 +20,7 @@ pub mod journal;
 mod placement;
 mod ring;
 mod serve_impl;
+pub mod session;
 pub mod volume;
 pub mod wire;
 

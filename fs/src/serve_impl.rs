@@ -40,7 +40,7 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
         },
     )
     .map_err(|e| e.to_string())?;
-    let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(|e| e.msg)?);
+    let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(|e| e.context)?);
     let has = |o: &str| config.extra_options.iter().any(|x| x == o);
     vol.set_atime_policy(if has("noatime") {
         AtimePolicy::Never
@@ -144,7 +144,7 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
         format!(
             "{}: could not write the final checkpoint: {}",
             config.pool.display(),
-            e.msg
+            e.context
         )
     })?;
     tracing::info!("unmounted cleanly");
@@ -225,7 +225,7 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, String> {
     )
     .map_err(|e| e.to_string())?;
     let sb = pool.superblock();
-    let vol = Volume::load(Arc::new(pool)).map_err(|e| e.msg)?;
+    let vol = Volume::load(Arc::new(pool)).map_err(|e| e.context)?;
     let stats = vol.allocator().stats();
     let mut r = PoolReport {
         pool: path.display().to_string(),

@@ -64,7 +64,7 @@ impl Locked {
         self.0
             .get_mut(&ino)
             .map(|g| &mut **g)
-            .ok_or_else(|| eio(format!("inode {ino} not locked")))
+            .ok_or_else(|| corrupt(format!("inode {ino} not locked")))
     }
 }
 
@@ -236,10 +236,10 @@ const METADATA_HEADROOM_FRAMES: u64 = 64;
 fn check_name(name: &[u8]) -> FsResult<()> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
     {
-        return Err(einval("invalid name"));
+        return Err(invalid("invalid name"));
     }
     if name.len() > NAME_MAX {
-        return Err(enametoolong(format!(
+        return Err(name_too_long(format!(
             "name of {} bytes exceeds {NAME_MAX}",
             name.len()
         )));
@@ -311,10 +311,10 @@ impl Volume {
         let replayed = ops.len();
         for (i, op) in ops.iter().enumerate() {
             vol.replay(op).map_err(|e| {
-                eio(format!(
+                corrupt(format!(
                     "{}: log record {i} cannot be replayed: {}",
                     vol.pool_name(),
-                    e.msg
+                    e.context
                 ))
             })?;
         }
@@ -343,7 +343,7 @@ impl Volume {
                     // state is the old checkpoint plus the replayed log, which keeps being
                     // appended to, so the pool can be mounted and files deleted. Not with
                     // orphans, whose frames were freed above without a record.
-                    Err(e) if e.errno == libc::ENOSPC && orphans.is_empty() && !fresh => {
+                    Err(e) if e.kind == ErrorKind::NoSpace && orphans.is_empty() && !fresh => {
                         tracing::warn!(
                             "{}: mounted without a new checkpoint: {e}",
                             vol.pool_name()
@@ -379,18 +379,18 @@ impl Volume {
         let head = PfnRange::new(Pfn(sb.checkpoint.head_pfn), 1)
             .filter(|r| data.covers(r))
             .ok_or_else(|| {
-                eio(format!(
+                corrupt(format!(
                     "{name}: checkpoint pointer lies outside the data region"
                 ))
             })?;
         let header = CheckpointHeader::decode(pool.frames(head)?, data)
-            .map_err(|e| eio(format!("{name}: {e}")))?;
+            .map_err(|e| corrupt(format!("{name}: {e}")))?;
         if header.generation != sb.checkpoint.log_generation
             || header.body_len != sb.checkpoint.len_bytes
             || header.body_crc != sb.checkpoint.crc
             || header.ranges[0].start != head.start
         {
-            return Err(eio(format!(
+            return Err(corrupt(format!(
                 "{name}: checkpoint header does not match the superblock"
             )));
         }
@@ -399,12 +399,12 @@ impl Volume {
             body.extend_from_slice(pool.read(offset, len as usize)?);
         }
         if crc32c::crc32c(&body) != header.body_crc {
-            return Err(eio(format!("{name}: checkpoint checksum mismatch")));
+            return Err(corrupt(format!("{name}: checkpoint checksum mismatch")));
         }
         let image: CheckpointImage = postcard::from_bytes(&body)
-            .map_err(|e| eio(format!("{name}: checkpoint does not decode: {e}")))?;
+            .map_err(|e| corrupt(format!("{name}: checkpoint does not decode: {e}")))?;
         let alloc = ExtentAllocator::decode_free_set(data, &image.free_set)
-            .map_err(|e| eio(format!("{name}: checkpoint free set: {e}")))?;
+            .map_err(|e| corrupt(format!("{name}: checkpoint free set: {e}")))?;
         let inodes = DashMap::new();
         // Every frame the checkpoint or a file uses, to check against the free set below.
         let mut used: Vec<PfnRange> = header.ranges.clone();
@@ -428,7 +428,7 @@ impl Volume {
                                 None => Ok(m),
                             }
                         })
-                        .map_err(|e| eio(format!("{name}: inode {}: {e}", img.ino)))?;
+                        .map_err(|e| corrupt(format!("{name}: inode {}: {e}", img.ino)))?;
                     used.extend(map.iter().map(|e| e.pfns));
                     Body::File(map)
                 }
@@ -438,7 +438,7 @@ impl Volume {
                     entries,
                 } => Body::Dir(
                     Directory::from_parts(parent, next_cookie, entries)
-                        .map_err(|e| eio(format!("{name}: inode {}: {e}", img.ino)))?,
+                        .map_err(|e| corrupt(format!("{name}: inode {}: {e}", img.ino)))?,
                 ),
                 BodyImage::Symlink(t) => Body::Symlink(t),
                 BodyImage::Special => Body::Special,
@@ -450,14 +450,14 @@ impl Volume {
                 body,
             };
             if inodes.insert(img.ino, new_cell(inode)).is_some() {
-                return Err(eio(format!(
+                return Err(corrupt(format!(
                     "{name}: inode {} appears twice in the checkpoint",
                     img.ino
                 )));
             }
         }
         if !inodes.contains_key(&ROOT_INO) {
-            return Err(eio(format!("{name}: checkpoint has no root directory")));
+            return Err(corrupt(format!("{name}: checkpoint has no root directory")));
         }
         // A used frame in the free set would be handed out again (and freeing the checkpoint's
         // frames after the next one would fail once that checkpoint is already committed).
@@ -466,7 +466,7 @@ impl Volume {
         let (mut u, mut f) = (0, 0);
         while u < used.len() && f < free.len() {
             if used[u].overlaps(&free[f]) {
-                return Err(eio(format!(
+                return Err(corrupt(format!(
                     "{name}: frames {} are in use but in the checkpoint's free set too",
                     used[u]
                 )));
@@ -517,7 +517,7 @@ impl Volume {
             free_set: Vec::new(),
         };
         let base = postcard::to_stdvec(&image)
-            .map_err(|e| eio(format!("checkpoint encode: {e}")))?
+            .map_err(|e| corrupt(format!("checkpoint encode: {e}")))?
             .len() as u64;
         let mut ckpt = self.checkpoint_ranges.lock();
         let old = ckpt.clone();
@@ -533,14 +533,14 @@ impl Volume {
                 for r in ranges {
                     let _ = self.alloc.free(r);
                 }
-                return Err(enospc("pool too fragmented for a checkpoint"));
+                return Err(no_space("pool too fragmented for a checkpoint"));
             }
             let mut free: Vec<PfnRange> = self.alloc.free_extents();
             free.extend(old.iter().copied());
             image.free_set =
                 pfnfs_alloc::allocator::image::encode(self.pool.data_region(), &coalesce(free));
-            let body =
-                postcard::to_stdvec(&image).map_err(|e| eio(format!("checkpoint encode: {e}")))?;
+            let body = postcard::to_stdvec(&image)
+                .map_err(|e| corrupt(format!("checkpoint encode: {e}")))?;
             let capacity = ranges.iter().map(|r| r.len_bytes()).sum::<u64>() - FRAME_SIZE;
             if body.len() as u64 > capacity {
                 for r in ranges {
@@ -580,7 +580,7 @@ impl Volume {
             tracing::debug!(bytes = body.len(), generation, "checkpoint written");
             return Ok(());
         }
-        Err(eio("checkpoint did not fit after several attempts"))
+        Err(corrupt("checkpoint did not fit after several attempts"))
     }
 
     fn write_checkpoint(&self, header: &CheckpointHeader, body: &[u8]) -> FsResult<()> {
@@ -701,7 +701,7 @@ impl Volume {
         self.inodes
             .get(&ino)
             .map(|c| c.value().clone())
-            .ok_or_else(|| enoent(format!("no inode {ino}")))
+            .ok_or_else(|| not_found(format!("no inode {ino}")))
     }
 
     fn lock(&self, inos: &[u64]) -> FsResult<Locked> {
@@ -782,7 +782,7 @@ impl Volume {
             .saturating_add(bytes.div_ceil(FRAME_SIZE));
         let free = self.alloc.free_frames();
         if free < need {
-            return Err(enospc(format!(
+            return Err(no_space(format!(
                 "no room for more metadata: the next checkpoint needs up to {need} frames, \
                  {free} free"
             )));
@@ -797,7 +797,7 @@ impl Volume {
     /// and every operation, unlink included, failing.
     fn ensure_log_room(&self) -> FsResult<()> {
         if self.journal.used_bytes() > self.journal.capacity_bytes() / 4 * 3 {
-            return Err(enospc(
+            return Err(no_space(
                 "no checkpoint could be written and the metadata log is nearly full: \
                  delete files to make room",
             ));
@@ -822,7 +822,7 @@ impl Volume {
         let free = self.alloc.free_frames();
         let reserve = self.data_reserve();
         if free < holes.saturating_add(reserve) {
-            return Err(enospc(format!(
+            return Err(no_space(format!(
                 "pool full: {holes} frames needed, {} available",
                 free.saturating_sub(reserve)
             )));
@@ -832,7 +832,7 @@ impl Volume {
 
     fn check_writable(&self) -> FsResult<()> {
         if self.read_only {
-            Err(erofs("read-only mount"))
+            Err(read_only("read-only mount"))
         } else {
             Ok(())
         }
@@ -845,7 +845,7 @@ impl Volume {
         let inos = match self.touched(op) {
             Ok(i) => i,
             Err(e) if Self::tolerates_missing(op) => {
-                tracing::debug!("replay skips {op:?}: {}", e.msg);
+                tracing::debug!("replay skips {op:?}: {}", e.context);
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -901,7 +901,7 @@ impl Volume {
             | Op::SetAttrXattrs { ino, .. }
             | Op::Reclaim { ino } => {
                 if !self.inodes.contains_key(ino) {
-                    return Err(enoent(format!("no inode {ino}")));
+                    return Err(not_found(format!("no inode {ino}")));
                 }
                 vec![*ino]
             }
@@ -911,10 +911,12 @@ impl Volume {
     fn child(&self, parent: u64, name: &[u8]) -> FsResult<u64> {
         let cell = self.cell(parent)?;
         let inode = cell.inode.read();
-        let dir = inode.dir().ok_or_else(|| enotdir("not a directory"))?;
+        let dir = inode
+            .dir()
+            .ok_or_else(|| not_directory("not a directory"))?;
         dir.get(name)
             .map(|e| e.ino)
-            .ok_or_else(|| enoent("no such entry"))
+            .ok_or_else(|| not_found("no such entry"))
     }
 
     fn is_referenced(&self, ino: u64) -> bool {
@@ -956,9 +958,9 @@ impl Volume {
                 let p = locked.get(*parent)?;
                 let dir = p
                     .dir_mut()
-                    .ok_or_else(|| enotdir("parent is not a directory"))?;
+                    .ok_or_else(|| not_directory("parent is not a directory"))?;
                 if dir.get(name).is_some() {
-                    return Err(eexist("entry exists"));
+                    return Err(exists("entry exists"));
                 }
                 dir.insert(DirEntry {
                     name: name.clone(),
@@ -972,8 +974,8 @@ impl Volume {
                 let p = locked.get(*parent)?;
                 let dir = p
                     .dir_mut()
-                    .ok_or_else(|| enotdir("parent is not a directory"))?;
-                let entry = dir.remove(name).ok_or_else(|| enoent("no such entry"))?;
+                    .ok_or_else(|| not_directory("parent is not a directory"))?;
+                let entry = dir.remove(name).ok_or_else(|| not_found("no such entry"))?;
                 p.attr.mtime = *time;
                 p.attr.ctime = *time;
                 if entry.kind == Kind::Dir {
@@ -1055,7 +1057,7 @@ impl Volume {
                 let i = locked.get(*ino)?;
                 if replay {
                     let Body::File(map) = &mut i.body else {
-                        return Err(eio("write to a non-file"));
+                        return Err(corrupt("write to a non-file"));
                     };
                     self.replay_insert(map, allocated)?;
                     for c in converted {
@@ -1077,7 +1079,7 @@ impl Volume {
                 let i = locked.get(*ino)?;
                 if replay {
                     let Body::File(map) = &mut i.body else {
-                        return Err(eio("fallocate of a non-file"));
+                        return Err(corrupt("fallocate of a non-file"));
                     };
                     self.replay_insert(map, extents)?;
                 }
@@ -1191,9 +1193,9 @@ impl Volume {
         let p = locked.get(parent)?;
         let dir = p
             .dir_mut()
-            .ok_or_else(|| enotdir("parent is not a directory"))?;
+            .ok_or_else(|| not_directory("parent is not a directory"))?;
         if dir.get(name).is_some() {
-            return Err(eexist("entry exists"));
+            return Err(exists("entry exists"));
         }
         dir.insert(DirEntry {
             name: name.to_vec(),
@@ -1227,7 +1229,7 @@ impl Volume {
             .dir()
             .and_then(|d| d.get(name))
             .cloned()
-            .ok_or_else(|| enoent("no source"))?;
+            .ok_or_else(|| not_found("no source"))?;
         let dst = locked
             .get(new_parent)?
             .dir()
@@ -1235,7 +1237,7 @@ impl Volume {
             .cloned();
         let src_dir = src.kind == Kind::Dir;
         if exchange {
-            let dst = dst.ok_or_else(|| enoent("no target to exchange with"))?;
+            let dst = dst.ok_or_else(|| not_found("no target to exchange with"))?;
             let cross = parent != new_parent;
             Self::exchange_side(locked, parent, name, &dst, &src, cross, time)?;
             Self::exchange_side(locked, new_parent, new_name, &src, &dst, cross, time)?;
@@ -1264,7 +1266,9 @@ impl Volume {
         if parent == new_parent {
             // Within one directory the entry keeps its readdir position.
             let p = locked.get(parent)?;
-            let d = p.dir_mut().ok_or_else(|| enotdir("not a directory"))?;
+            let d = p
+                .dir_mut()
+                .ok_or_else(|| not_directory("not a directory"))?;
             if dst.is_some() {
                 d.remove(new_name);
             }
@@ -1275,7 +1279,7 @@ impl Volume {
             {
                 let p = locked.get(parent)?;
                 p.dir_mut()
-                    .ok_or_else(|| enotdir("not a directory"))?
+                    .ok_or_else(|| not_directory("not a directory"))?
                     .remove(name);
                 p.attr.mtime = time;
                 p.attr.ctime = time;
@@ -1285,7 +1289,9 @@ impl Volume {
             }
             {
                 let np = locked.get(new_parent)?;
-                let d = np.dir_mut().ok_or_else(|| enotdir("not a directory"))?;
+                let d = np
+                    .dir_mut()
+                    .ok_or_else(|| not_directory("not a directory"))?;
                 if d.replace(new_name, src.ino, src.kind).is_none() {
                     d.insert(DirEntry {
                         name: new_name.to_vec(),
@@ -1321,7 +1327,7 @@ impl Volume {
     ) -> FsResult<()> {
         let d = locked.get(dir)?;
         d.dir_mut()
-            .ok_or_else(|| enotdir("not a directory"))?
+            .ok_or_else(|| not_directory("not a directory"))?
             .replace(name, incoming.ino, incoming.kind);
         d.attr.mtime = time;
         d.attr.ctime = time;
@@ -1416,7 +1422,7 @@ impl Volume {
             for r in new {
                 let _ = self.alloc.free(r);
             }
-            return Err(eio("allocator returned a split single frame"));
+            return Err(corrupt("allocator returned a split single frame"));
         };
         let mut frame = [0u8; FRAME_SIZE as usize];
         let src = self.pool.frames(PfnRange {

@@ -4,6 +4,7 @@
 //! at any persist point leaves each ACL operation done or not done (never a mode without its
 //! ACL), and fsck finds and repairs damaged ACL attributes.
 
+use pfnfs_fs::session::errno;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -104,7 +105,9 @@ fn access_acl_sets_the_mode_and_chmod_sets_the_acl() {
         .unwrap();
     assert_eq!(mode(&v, f), 0o751);
     assert_eq!(
-        v.getxattr(f, ACCESS_XATTR).unwrap_err().errno,
+        v.getxattr(f, ACCESS_XATTR)
+            .map_err(|e| errno(&e))
+            .unwrap_err(),
         libc::ENODATA
     );
     assert!(v.listxattr(f).unwrap().is_empty());
@@ -121,7 +124,11 @@ fn malformed_and_misplaced_acls_are_refused() {
     let f = v.create(ROOT, ROOT_INO, b"f", 0o644, true).unwrap().ino;
     let s = v.symlink(ROOT, ROOT_INO, b"s", b"f").unwrap().ino;
     let good = named_acl().encode();
-    let errno = |ino, name: &[u8], value: &[u8]| v.setxattr(ino, name, value, 0).unwrap_err().errno;
+    let errno = |ino, name: &[u8], value: &[u8]| {
+        v.setxattr(ino, name, value, 0)
+            .map_err(|e| errno(&e))
+            .unwrap_err()
+    };
     assert_eq!(
         errno(f, ACCESS_XATTR, &good[..good.len() - 1]),
         libc::EINVAL
@@ -214,7 +221,9 @@ fn new_inodes_inherit_the_default_acl_and_ignore_the_umask() {
         ]
     );
     assert_eq!(
-        v.getxattr(f.ino, DEFAULT_XATTR).unwrap_err().errno,
+        v.getxattr(f.ino, DEFAULT_XATTR)
+            .map_err(|e| errno(&e))
+            .unwrap_err(),
         libc::ENODATA
     );
     let sub = v.mkdir_with_umask(ROOT, d, b"sub", 0o777, 0o077).unwrap();

@@ -357,7 +357,7 @@ fn used_frames_in_the_free_set_are_taken_out() {
     let Err(err) = Volume::load(Arc::new(pool)) else {
         panic!("used frames in the free set are refused");
     };
-    assert!(err.msg.contains("free set too"), "{}", err.msg);
+    assert!(err.context.contains("free set too"), "{}", err.context);
     check_and_repair(&p, &["free-and-used"]);
     let v = load(&p);
     assert_eq!(read_all(&v, t.big), pattern(2, BIG_BYTES));
@@ -444,7 +444,7 @@ fn frames_doubly_referenced_within_one_file() {
     let Err(err) = Volume::load(Arc::new(pool)) else {
         panic!("a file mapping a pool frame twice is refused");
     };
-    assert!(err.msg.contains("both mapped"), "{}", err.msg);
+    assert!(err.context.contains("both mapped"), "{}", err.context);
     check_and_repair(&p, &["double-reference"]);
     let v = load(&p);
     let mut want = pattern(2, BIG_BYTES);
@@ -482,7 +482,11 @@ fn log_record_mapping_used_frames_is_skipped() {
     }
     let pool = Pool::open(&p, &OpenOptions::default()).unwrap();
     let err = Volume::load(Arc::new(pool)).unwrap_err();
-    assert!(err.msg.contains("cannot be replayed"), "{}", err.msg);
+    assert!(
+        err.context.contains("cannot be replayed"),
+        "{}",
+        err.context
+    );
     let y = check_and_repair(&p, &["log-replay"]);
     assert!(detail(&y, "log-replay").contains("is not free"), "{y:#?}");
     let v = load(&p);
@@ -601,9 +605,9 @@ fn damaged_log_record_before_intact_ones_is_refused_and_skipped() {
                 panic!("a damaged middle record is refused");
             };
             assert!(
-                err.msg.contains("record 1") && err.msg.contains("record 2 was written"),
+                err.context.contains("record 1") && err.context.contains("record 2 was written"),
                 "{}",
-                err.msg
+                err.context
             );
             let y = check_and_repair(&p, kinds);
             assert!(detail(&y, "log-damaged").contains("record 1"), "{y:#?}");
@@ -651,7 +655,11 @@ fn stale_superblock_is_refused_and_rolled_back_by_repair() {
     let Err(err) = Volume::load(Arc::new(pool)) else {
         panic!("a stale superblock is refused");
     };
-    assert!(err.msg.contains("newer than the superblock"), "{}", err.msg);
+    assert!(
+        err.context.contains("newer than the superblock"),
+        "{}",
+        err.context
+    );
     let y = check_and_repair(&p, &["stale-superblock"]);
     assert!(
         detail(&y, "stale-superblock").contains("generation"),
@@ -702,7 +710,11 @@ fn extent_outside_the_data_region_is_refused_before_any_write() {
     let Err(err) = Volume::load(Arc::new(pool)) else {
         panic!("an extent outside the data region is refused");
     };
-    assert!(err.msg.contains("outside the data region"), "{}", err.msg);
+    assert!(
+        err.context.contains("outside the data region"),
+        "{}",
+        err.context
+    );
     assert!(
         std::fs::read(&p).unwrap() == before,
         "the refused load wrote"

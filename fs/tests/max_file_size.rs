@@ -2,6 +2,7 @@
 //! tmpfs) allows. Mirrors xfstests generic/525: truncate to `2^63 - 1`, write the last byte,
 //! read it back after a reload (log replay) and after a checkpoint; one byte more is EFBIG.
 
+use pfnfs_fs::session::errno;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,7 +32,7 @@ fn truncate(v: &Volume, ino: u64, size: u64) -> Result<(), i32> {
         size: Some(size),
         ..Default::default()
     };
-    v.setattr(ROOT, ino, req).map(|_| ()).map_err(|e| e.errno)
+    v.setattr(ROOT, ino, req).map(|_| ()).map_err(|e| errno(&e))
 }
 
 #[test]
@@ -51,11 +52,11 @@ fn largest_file_is_i64_max() {
         v.write(ROOT, b, last, b"a").unwrap();
         assert_eq!(v.getattr(b).unwrap().size, MAX_FILE_BYTES);
         let e = v.write(ROOT, b, MAX_FILE_BYTES, b"a").unwrap_err();
-        assert_eq!(e.errno, libc::EFBIG);
+        assert_eq!(errno(&e), libc::EFBIG);
         let e = v.write(ROOT, b, last, b"ab").unwrap_err();
-        assert_eq!(e.errno, libc::EFBIG);
+        assert_eq!(errno(&e), libc::EFBIG);
         let e = v.fallocate(b, last, 2, 0).unwrap_err();
-        assert_eq!(e.errno, libc::EFBIG);
+        assert_eq!(errno(&e), libc::EFBIG);
         // The file costs one frame.
         assert_eq!(v.stat(b).unwrap().blocks, 8);
         assert_eq!(read_at(&v, b, last, 10), b"a");

@@ -5,6 +5,7 @@
 //! answer where POSIX allows one), never panic, and leave the volume consistent (fsck clean,
 //! free space unchanged by failed calls).
 
+use pfnfs_fs::session::errno;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -61,7 +62,7 @@ fn fixture() -> Fixture {
 fn err<T: std::fmt::Debug>(r: FsResult<T>, what: &str) -> i32 {
     match r {
         Ok(v) => panic!("{what}: expected an error, got Ok({v:?})"),
-        Err(e) => e.errno,
+        Err(e) => errno(&e),
     }
 }
 
@@ -528,7 +529,7 @@ fn names_and_values_out_of_range() {
     for i in 0..20 {
         let name = format!("user.fill{i}");
         if let Err(e) = v.setxattr(f, name.as_bytes(), &vec![2u8; 65536], 0) {
-            total_err = Some((i, e.errno));
+            total_err = Some((i, errno(&e)));
             break;
         }
     }
@@ -665,7 +666,7 @@ fn fill_with_data(v: &Volume) {
         match v.write(ROOT, d, off, &[1u8; 65536]) {
             Ok(_) => off += 65536,
             Err(e) => {
-                assert_eq!(e.errno, libc::ENOSPC);
+                assert_eq!(errno(&e), libc::ENOSPC);
                 break;
             }
         }
@@ -718,7 +719,7 @@ fn full_metadata_never_blocks_unlink_or_checkpoint() {
             match r {
                 Ok(()) => names.push(name),
                 Err(e) => {
-                    assert_eq!(e.errno, libc::ENOSPC, "inode {i}: {e}");
+                    assert_eq!(errno(&e), libc::ENOSPC, "inode {i}: {e}");
                     break;
                 }
             }
@@ -783,7 +784,7 @@ fn deletes_make_room_even_when_forget_comes_late() {
         match r {
             Ok(ino) => inos.push((name, ino)),
             Err(e) => {
-                assert_eq!(e.errno, libc::ENOSPC, "inode {i}: {e}");
+                assert_eq!(errno(&e), libc::ENOSPC, "inode {i}: {e}");
                 break;
             }
         }
@@ -849,7 +850,7 @@ fn fragmented_pool_recovers_after_deletes() {
         match v.write(ROOT, e.ino, 0, &[1u8; 4096]) {
             Ok(_) => names.push(name),
             Err(e) => {
-                assert_eq!(e.errno, libc::ENOSPC);
+                assert_eq!(errno(&e), libc::ENOSPC);
                 break;
             }
         }
@@ -878,7 +879,7 @@ fn fragmented_pool_recovers_after_deletes() {
                 made += 1;
             }
             Err(e) => {
-                assert_eq!(e.errno, libc::ENOSPC, "{e}");
+                assert_eq!(errno(&e), libc::ENOSPC, "{e}");
                 break;
             }
         }

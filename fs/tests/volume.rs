@@ -1,6 +1,7 @@
 //! Volume-level tests without FUSE: operations, persistence across reload (checkpoint and
 //! log replay), and orphan handling.
 
+use pfnfs_fs::session::errno;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -180,15 +181,17 @@ fn rename_rules() {
     let a = v.mkdir(ROOT, ROOT_INO, b"a", 0o755).unwrap();
     let b = v.mkdir(ROOT, a.ino, b"b", 0o755).unwrap();
     assert_eq!(
-        v.rename(ROOT_INO, b"a", b.ino, b"x", 0).unwrap_err().errno,
+        v.rename(ROOT_INO, b"a", b.ino, b"x", 0)
+            .map_err(|e| errno(&e))
+            .unwrap_err(),
         libc::EINVAL
     );
     let c = v.mkdir(ROOT, ROOT_INO, b"c", 0o755).unwrap();
     v.create(ROOT, c.ino, b"f", 0o644, true).unwrap();
     assert_eq!(
         v.rename(ROOT_INO, b"a", ROOT_INO, b"c", 0)
-            .unwrap_err()
-            .errno,
+            .map_err(|e| errno(&e))
+            .unwrap_err(),
         libc::ENOTEMPTY
     );
     v.rename(ROOT_INO, b"a", ROOT_INO, b"c", libc::RENAME_EXCHANGE)
@@ -196,8 +199,8 @@ fn rename_rules() {
     assert_eq!(v.lookup(ROOT_INO, b"c").unwrap().ino, a.ino);
     assert_eq!(
         v.rename(ROOT_INO, b"a", ROOT_INO, b"c", libc::RENAME_NOREPLACE)
-            .unwrap_err()
-            .errno,
+            .map_err(|e| errno(&e))
+            .unwrap_err(),
         libc::EEXIST
     );
     let e = v.mkdir(ROOT, ROOT_INO, b"e", 0o755).unwrap();
@@ -394,8 +397,8 @@ fn copy_range_copies_data_holes_and_unwritten_exactly() {
     assert_eq!(&again[400_000..410_000], &want[..10_000]);
     assert_eq!(
         v.copy_range(ROOT, src, 0, src, 5_000, 10_000)
-            .unwrap_err()
-            .errno,
+            .map_err(|e| errno(&e))
+            .unwrap_err(),
         libc::EINVAL
     );
     drop(v);

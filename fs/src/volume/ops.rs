@@ -43,7 +43,7 @@ impl Volume {
     /// Looks `name` up in `parent`; counts a kernel lookup reference on success.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Entry> {
         if name.len() > NAME_MAX {
-            return Err(enametoolong("name too long"));
+            return Err(name_too_long("name too long"));
         }
         let pcell = self.cell(parent)?;
         let ino = {
@@ -53,13 +53,13 @@ impl Volume {
                 // LOOKUP(nodeid, "."), for any kind of inode.
                 parent
             } else {
-                let dir = p.dir().ok_or_else(|| enotdir("not a directory"))?;
+                let dir = p.dir().ok_or_else(|| not_directory("not a directory"))?;
                 match name {
                     b".." => dir.parent,
                     _ => dir
                         .get(name)
                         .map(|e| e.ino)
-                        .ok_or_else(|| enoent("no such entry"))?,
+                        .ok_or_else(|| not_found("no such entry"))?,
                 }
             }
         };
@@ -133,11 +133,13 @@ impl Volume {
             let inode = locked.get(ino)?;
             match inode.body {
                 Body::File(_) => {}
-                Body::Dir(_) => return Err(eisdir("cannot truncate a directory")),
-                _ => return Err(einval("cannot truncate this file type")),
+                Body::Dir(_) => return Err(is_directory("cannot truncate a directory")),
+                _ => return Err(invalid("cannot truncate this file type")),
             }
             if size > MAX_FILE_BYTES {
-                return Err(efbig(format!("size {size} exceeds the largest file size")));
+                return Err(file_too_large(format!(
+                    "size {size} exceeds the largest file size"
+                )));
             }
             // A truncate, even to the same size, takes privileges away like a write does,
             // before the size changes (a mode asked for in the same request is set below).
@@ -208,7 +210,7 @@ impl Volume {
         {
             // chmod of an inode with an access ACL: the ACL follows the mode, atomically.
             let mut new_acl = Acl::decode(old_acl)
-                .map_err(|e| eio(format!("inode {ino}: stored access ACL is invalid: {e}")))?;
+                .map_err(|e| corrupt(format!("inode {ino}: stored access ACL is invalid: {e}")))?;
             new_acl.chmod(mode);
             let op = Op::SetAttrXattrs {
                 ino,
@@ -293,12 +295,12 @@ impl Volume {
         let p = locked.get(parent)?;
         let dir = p
             .dir()
-            .ok_or_else(|| enotdir("parent is not a directory"))?;
+            .ok_or_else(|| not_directory("parent is not a directory"))?;
         if p.attr.nlink == 0 {
-            return Err(enoent("parent directory was removed"));
+            return Err(not_found("parent directory was removed"));
         }
         if dir.get(name).is_some() {
-            return Err(eexist("entry exists"));
+            return Err(exists("entry exists"));
         }
         let size = match &body {
             NewBody::Symlink(t) => t.len() as u64,
@@ -308,7 +310,7 @@ impl Volume {
         // The parent's default ACL, or else the umask, limits the new inode's mode.
         let default_acl = p.xattrs.get(DEFAULT_XATTR).map(Vec::as_slice);
         let (mode, xattrs) = acl::inherit(default_acl, mode, umask)
-            .map_err(|e| eio(format!("directory {parent}: invalid default ACL: {e}")))?;
+            .map_err(|e| corrupt(format!("directory {parent}: invalid default ACL: {e}")))?;
         let attr = self.new_attr(caller, &p.attr, mode, rdev, size);
         let ino = self.next_ino.fetch_add(1, Ordering::AcqRel);
         let (name, attr_out) = (name.to_vec(), attr.clone());
@@ -367,7 +369,7 @@ impl Volume {
             Some(Kind::File) => NewBody::File,
             Some(Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev) => NewBody::Special,
             Some(Kind::Dir) => return self.mkdir_with_umask(caller, parent, name, mode, umask),
-            _ => return Err(einval("mknod of an unknown file type")),
+            _ => return Err(invalid("mknod of an unknown file type")),
         };
         let mode = if mode & libc::S_IFMT == 0 {
             mode | libc::S_IFREG
@@ -411,10 +413,10 @@ impl Volume {
         target: &[u8],
     ) -> FsResult<Entry> {
         if target.is_empty() {
-            return Err(enoent("empty symlink target"));
+            return Err(not_found("empty symlink target"));
         }
         if target.len() > SYMLINK_MAX {
-            return Err(enametoolong("symlink target too long"));
+            return Err(name_too_long("symlink target too long"));
         }
         self.create_inode(
             caller,
@@ -475,11 +477,11 @@ impl Volume {
             0,
             NewBody::File,
         ) {
-            Err(e) if e.errno == libc::EEXIST && !exclusive => {
+            Err(e) if e.kind == ErrorKind::Exists && !exclusive => {
                 let entry = self.lookup(parent, name)?;
                 if entry.attr.kind() == Kind::Dir {
                     self.forget(entry.ino, 1);
-                    return Err(eisdir("is a directory"));
+                    return Err(is_directory("is a directory"));
                 }
                 Ok((entry, false))
             }
@@ -491,7 +493,7 @@ impl Volume {
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         match &self.cell(ino)?.inode.read().body {
             Body::Symlink(t) => Ok(t.clone()),
-            _ => Err(einval("not a symlink")),
+            _ => Err(invalid("not a symlink")),
         }
     }
 
@@ -506,21 +508,21 @@ impl Volume {
         let mut locked = self.lock(&[ino, new_parent])?;
         let i = locked.get(ino)?;
         if i.attr.kind() == Kind::Dir {
-            return Err(eperm("hard links to directories are not allowed"));
+            return Err(not_permitted("hard links to directories are not allowed"));
         }
         if i.attr.nlink == 0 {
-            return Err(enoent("file was removed"));
+            return Err(not_found("file was removed"));
         }
         if i.attr.nlink >= u32::MAX - 1 {
-            return Err(emlink("too many links"));
+            return Err(too_many_links("too many links"));
         }
         let p = locked.get(new_parent)?;
-        let dir = p.dir().ok_or_else(|| enotdir("not a directory"))?;
+        let dir = p.dir().ok_or_else(|| not_directory("not a directory"))?;
         if p.attr.nlink == 0 {
-            return Err(enoent("directory was removed"));
+            return Err(not_found("directory was removed"));
         }
         if dir.get(new_name).is_some() {
-            return Err(eexist("entry exists"));
+            return Err(exists("entry exists"));
         }
         self.ensure_metadata_room(INODE_RECORD_BYTES + new_name.len() as u64)?;
         self.commit(
@@ -540,13 +542,13 @@ impl Volume {
     pub fn remove(&self, parent: u64, name: &[u8], dir: bool) -> FsResult<()> {
         self.check_writable()?;
         if name.len() > NAME_MAX {
-            return Err(enametoolong("name too long"));
+            return Err(name_too_long("name too long"));
         }
         if dir && name == b"." {
-            return Err(einval("cannot remove ."));
+            return Err(invalid("cannot remove ."));
         }
         if dir && name == b".." {
-            return Err(enotempty("cannot remove .."));
+            return Err(not_empty("cannot remove .."));
         }
         self.maybe_checkpoint();
         let _gate = self.gate.read();
@@ -555,9 +557,9 @@ impl Volume {
         let mut locked = self.lock(&[parent, child])?;
         let c = locked.get(child)?;
         match (dir, c.dir()) {
-            (true, None) => return Err(enotdir("not a directory")),
-            (false, Some(_)) => return Err(eisdir("is a directory")),
-            (true, Some(d)) if !d.is_empty() => return Err(enotempty("directory not empty")),
+            (true, None) => return Err(not_directory("not a directory")),
+            (false, Some(_)) => return Err(is_directory("is a directory")),
+            (true, Some(d)) if !d.is_empty() => return Err(not_empty("directory not empty")),
             _ => {}
         }
         self.commit(
@@ -582,13 +584,13 @@ impl Volume {
         self.check_writable()?;
         check_name(new_name)?;
         if name.len() > NAME_MAX {
-            return Err(enametoolong("name too long"));
+            return Err(name_too_long("name too long"));
         }
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
         {
-            return Err(einval("unsupported rename flags"));
+            return Err(invalid("unsupported rename flags"));
         }
         self.maybe_checkpoint();
         let _gate = self.gate.read();
@@ -596,14 +598,14 @@ impl Volume {
         let src = self.child(parent, name)?;
         let dst = match self.child(new_parent, new_name) {
             Ok(d) => Some(d),
-            Err(e) if e.errno == libc::ENOENT => None,
+            Err(e) if e.kind == ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
         if exchange && dst.is_none() {
-            return Err(enoent("exchange target does not exist"));
+            return Err(not_found("exchange target does not exist"));
         }
         if noreplace && dst.is_some() {
-            return Err(eexist("target exists"));
+            return Err(exists("target exists"));
         }
         if dst == Some(src) {
             return Ok(());
@@ -614,7 +616,7 @@ impl Volume {
             && (self.is_ancestor(src, new_parent)?
                 || (exchange && self.is_ancestor(dst.unwrap_or(0), parent)?))
         {
-            return Err(einval("cannot move a directory into itself"));
+            return Err(invalid("cannot move a directory into itself"));
         }
         let mut inos = vec![parent, new_parent, src];
         inos.extend(dst);
@@ -625,17 +627,21 @@ impl Volume {
             None => None,
         };
         if locked.get(new_parent)?.dir().is_none() {
-            return Err(enotdir("target parent is not a directory"));
+            return Err(not_directory("target parent is not a directory"));
         }
         if !exchange && let (Some(d), Some(d_is_dir)) = (dst, dst_is_dir) {
             if src_is_dir && !d_is_dir {
-                return Err(enotdir("cannot replace a non-directory with a directory"));
+                return Err(not_directory(
+                    "cannot replace a non-directory with a directory",
+                ));
             }
             if !src_is_dir && d_is_dir {
-                return Err(eisdir("cannot replace a directory with a non-directory"));
+                return Err(is_directory(
+                    "cannot replace a directory with a non-directory",
+                ));
             }
             if d_is_dir && locked.get(d)?.dir().is_some_and(|dd| !dd.is_empty()) {
-                return Err(enotempty("target directory not empty"));
+                return Err(not_empty("target directory not empty"));
             }
         }
         let op = Op::Rename {
@@ -666,7 +672,7 @@ impl Volume {
                 None => return Ok(false),
             };
         }
-        Err(eio("directory tree too deep or cyclic"))
+        Err(corrupt("directory tree too deep or cyclic"))
     }
 
     /// Directory entries after cookie `offset`: calls `add(ino, next_offset, kind, name)`
@@ -679,7 +685,9 @@ impl Volume {
     ) -> FsResult<()> {
         let cell = self.cell(ino)?;
         let inode = cell.inode.read();
-        let dir = inode.dir().ok_or_else(|| enotdir("not a directory"))?;
+        let dir = inode
+            .dir()
+            .ok_or_else(|| not_directory("not a directory"))?;
         if offset < 1 && add(ino, 1, Kind::Dir, b".") {
             return Ok(());
         }
@@ -770,8 +778,8 @@ impl Volume {
     ) -> FsResult<R> {
         let map = match &inode.body {
             Body::File(m) => m,
-            Body::Dir(_) => return Err(eisdir("is a directory")),
-            _ => return Err(einval("not a regular file")),
+            Body::Dir(_) => return Err(is_directory("is a directory")),
+            _ => return Err(invalid("not a regular file")),
         };
         let file_size = inode.attr.size;
         if offset >= file_size || size == 0 {
@@ -850,15 +858,15 @@ impl Volume {
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|e| *e <= MAX_FILE_BYTES)
-            .ok_or_else(|| efbig("write past the largest file size"))?;
+            .ok_or_else(|| file_too_large("write past the largest file size"))?;
         let Body::File(map) = &mut inode.body else {
-            return Err(einval("not a regular file"));
+            return Err(invalid("not a regular file"));
         };
         let first = offset / FRAME_SIZE;
         self.ensure_space(map, first, end.div_ceil(FRAME_SIZE) - first)?;
         self.drop_privileges(inode, writer)?;
         let Body::File(map) = &mut inode.body else {
-            return Err(einval("not a regular file"));
+            return Err(invalid("not a regular file"));
         };
         let outcome = extent_io::write(&self.pool, &self.alloc, map, offset, data)?;
         let mode = inode.attr.mode;
@@ -966,19 +974,19 @@ impl Volume {
     ) -> FsResult<()> {
         self.check_writable()?;
         if len == 0 {
-            return Err(einval("fallocate of zero length"));
+            return Err(invalid("fallocate of zero length"));
         }
         let end = offset
             .checked_add(len)
             .filter(|e| *e <= MAX_FILE_BYTES)
-            .ok_or_else(|| efbig("range past the largest file size"))?;
+            .ok_or_else(|| file_too_large("range past the largest file size"))?;
         let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
         let punch = mode & FALLOC_FL_PUNCH_HOLE != 0;
         let zero = mode & FALLOC_FL_ZERO_RANGE != 0;
         if mode & !(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0
             || (punch && (zero || !keep))
         {
-            return Err(eopnotsupp("unsupported fallocate mode"));
+            return Err(unsupported("unsupported fallocate mode"));
         }
         self.maybe_checkpoint();
         self.make_room(0, len.div_ceil(FRAME_SIZE).saturating_add(1));
@@ -987,7 +995,7 @@ impl Volume {
         let inode = locked.get(ino)?;
         match inode.body {
             Body::File(_) => {}
-            Body::Dir(_) => return Err(eisdir("is a directory")),
+            Body::Dir(_) => return Err(is_directory("is a directory")),
             _ => return Err(enodev_like()),
         }
         self.drop_privileges(inode, Writer::process(caller))?;
@@ -1020,7 +1028,7 @@ impl Volume {
         let frames = end.div_ceil(FRAME_SIZE) - first;
         let inode = locked.get(ino)?;
         let Body::File(map) = &mut inode.body else {
-            return Err(eio("not a file"));
+            return Err(corrupt("not a file"));
         };
         self.ensure_space(map, first, frames)?;
         let cow = if zero {
@@ -1140,10 +1148,10 @@ impl Volume {
         let inode = cell.inode.read();
         let map = inode
             .file_map()
-            .ok_or_else(|| einval("not a regular file"))?;
+            .ok_or_else(|| invalid("not a regular file"))?;
         let size = inode.attr.size;
         if offset >= size {
-            return Err(enxio("offset at or past end of file"));
+            return Err(no_such_offset("offset at or past end of file"));
         }
         let frame = offset / FRAME_SIZE;
         match whence {
@@ -1151,12 +1159,12 @@ impl Volume {
                 Some(f) => {
                     let at = (f * FRAME_SIZE).max(offset);
                     if at >= size {
-                        Err(enxio("no data past offset"))
+                        Err(no_such_offset("no data past offset"))
                     } else {
                         Ok(at)
                     }
                 }
-                None => Err(enxio("no data past offset")),
+                None => Err(no_such_offset("no data past offset")),
             },
             SeekWhence::Hole => {
                 let f = map.next_hole(frame);
@@ -1186,8 +1194,8 @@ impl Volume {
         for ino in [ino_in, ino_out] {
             match locked.get(ino)?.attr.kind() {
                 Kind::File => {}
-                Kind::Dir => return Err(eisdir("copy_file_range on a directory")),
-                _ => return Err(einval("copy_file_range on a non-regular file")),
+                Kind::Dir => return Err(is_directory("copy_file_range on a directory")),
+                _ => return Err(invalid("copy_file_range on a non-regular file")),
             }
         }
         let size_in = locked.get(ino_in)?.attr.size;
@@ -1196,17 +1204,17 @@ impl Volume {
         }
         let len = len.min(size_in - off_in);
         if ino_in == ino_out && off_in < off_out.saturating_add(len) && off_out < off_in + len {
-            return Err(einval("overlapping copy within one file"));
+            return Err(invalid("overlapping copy within one file"));
         }
         off_out
             .checked_add(len)
             .filter(|e| *e <= MAX_FILE_BYTES)
-            .ok_or_else(|| efbig("copy past the largest file size"))?;
+            .ok_or_else(|| file_too_large("copy past the largest file size"))?;
         let writer = Writer::process(caller);
         self.drop_privileges(locked.get(ino_out)?, writer)?;
         let src = locked.get(ino_in)?;
         let Body::File(src_map) = &src.body else {
-            return Err(einval("copy from a non-regular file"));
+            return Err(invalid("copy from a non-regular file"));
         };
         // The source as runs: (pool byte offset, length) for written extents, (None,
         // length) for holes and unwritten extents. One run per extent.
@@ -1295,19 +1303,19 @@ impl Volume {
         self.check_writable()?;
         check_xattr_name(name)?;
         if value.len() > XATTR_VALUE_MAX {
-            return Err(e2big("xattr value too large"));
+            return Err(record_too_large("xattr value too large"));
         }
         self.maybe_checkpoint();
         self.make_room(INODE_RECORD_BYTES + (name.len() + value.len()) as u64, 0);
         let _gate = self.gate.read();
         let mut locked = self.lock(&[ino])?;
         let inode = locked.get(ino)?;
-        let exists = inode.xattrs.contains_key(name);
-        if flags & libc::XATTR_CREATE != 0 && exists {
-            return Err(eexist("xattr exists"));
+        let present = inode.xattrs.contains_key(name);
+        if flags & libc::XATTR_CREATE != 0 && present {
+            return Err(exists("xattr exists"));
         }
-        if flags & libc::XATTR_REPLACE != 0 && !exists {
-            return Err(enodata("no such xattr"));
+        if flags & libc::XATTR_REPLACE != 0 && !present {
+            return Err(no_attribute("no such xattr"));
         }
         let old = inode
             .xattrs
@@ -1315,7 +1323,9 @@ impl Volume {
             .map(|v| name.len() + v.len())
             .unwrap_or(0);
         if inode.xattr_bytes() - old + name.len() + value.len() > XATTR_TOTAL_MAX {
-            return Err(enospc("no room for more extended attributes on this inode"));
+            return Err(no_space(
+                "no room for more extended attributes on this inode",
+            ));
         }
         self.ensure_metadata_room(INODE_RECORD_BYTES + (name.len() + value.len()) as u64)?;
         if acl::is_acl_name(name) {
@@ -1342,7 +1352,7 @@ impl Volume {
             .xattrs
             .get(name)
             .cloned()
-            .ok_or_else(|| enodata("no such xattr"))
+            .ok_or_else(|| no_attribute("no such xattr"))
     }
 
     /// listxattr: NUL-terminated names.
@@ -1378,7 +1388,7 @@ impl Volume {
                 // Removing an ACL the inode does not have is not an error (ext4, xfs).
                 return Ok(());
             }
-            return Err(enodata("no such xattr"));
+            return Err(no_attribute("no such xattr"));
         }
         self.commit(
             Op::RemoveXattr {
@@ -1418,19 +1428,19 @@ fn relatime_stale(a: &Attr) -> bool {
 }
 
 fn enodev_like() -> FsError {
-    FsError::new(libc::ENODEV, "fallocate on a special file")
+    no_device("fallocate on a special file")
 }
 
 fn check_xattr_name(name: &[u8]) -> FsResult<()> {
     if name.is_empty() || name.len() > NAME_MAX {
-        return Err(erange("xattr name length out of range"));
+        return Err(out_of_range("xattr name length out of range"));
     }
     let known = [b"user.".as_slice(), b"trusted.", b"security.", b"system."];
     if !known.iter().any(|p| name.starts_with(p)) {
-        return Err(eopnotsupp("unknown xattr namespace"));
+        return Err(unsupported("unknown xattr namespace"));
     }
     if name.starts_with(b"system.") && !acl::is_acl_name(name) {
-        return Err(eopnotsupp(
+        return Err(unsupported(
             "system.* attributes other than the POSIX ACLs are not supported",
         ));
     }
@@ -1506,14 +1516,14 @@ fn clear_suid_sgid(mode: u32) -> u32 {
 fn acl_xattr_op(caller: Caller, inode: &Inode, name: &[u8], value: &[u8]) -> FsResult<Op> {
     let a = &inode.attr;
     if a.kind() == Kind::Symlink {
-        return Err(eopnotsupp("symlinks have no ACLs"));
+        return Err(unsupported("symlinks have no ACLs"));
     }
     let acl = Acl::decode(value)?;
     let mut mode = a.mode;
     let mut xattrs = Vec::new();
     if name == DEFAULT_XATTR {
         if a.kind() != Kind::Dir {
-            return Err(eacces("only directories have a default ACL"));
+            return Err(access_denied("only directories have a default ACL"));
         }
         xattrs.push((name.to_vec(), Some(acl.encode())));
     } else {
