@@ -8,15 +8,11 @@
 //!   and zero runs (reads, no copy); writes land in place, allocating for holes with a goal
 //!   so that sequential files stay contiguous; data is flushed and fenced once per request
 //!   before the caller journals the returned [`WriteOutcome`].
-//! - [`fuse_ring`]: FUSE over io_uring: the per-CPU request slots shared with the kernel,
-//!   through which PFN-range reads leave and writes arrive without a cross-CPU wake-up.
-//!   The only `unsafe` in this crate (submitting commands whose buffers the kernel uses).
 //!
 //! `docs/DESIGN.md` section 5 describes the algorithms, persist points and measured costs.
 
 #![deny(unsafe_code)]
 
-pub mod fuse_ring;
 pub mod io;
 pub mod map;
 

@@ -1,28 +1,30 @@
 //! pfnfs-fs: the filesystem.
 //!
 //! - [`acl`]: POSIX ACLs: the xattr wire format and the mode <-> ACL rules.
+//! - [`error`]: what kind of failure an operation met ([`error::ErrorKind`]) and its context.
 //! - [`inode`]: inodes, attributes and directories in RAM (stable readdir cookies).
 //! - [`journal`]: the metadata redo log and the checkpoint format: how RAM state becomes
 //!   durable and comes back at mount.
 //! - [`volume`]: [`volume::Volume`], the mounted filesystem: every operation, validated,
 //!   journaled, then applied by the same code replay uses. Locking rules live there.
-//! - [`fuse`]: the fuser adapter (errno conversion happens there and nowhere else).
-//! - `ring` / [`wire`]: FUSE over io_uring: per-CPU queues answering the same operations,
-//!   with the kernel ABI they need (fuser has no io_uring transport).
-//! - [`serve`] / [`report`]: mounting a pool, and reading its figures.
+//! - [`fsck`]: checking and repairing a pool.
+//! - [`session`]: [`session::Session`], one typed method per FUSE operation: every rule
+//!   that is not wire format, and the one place an error becomes an errno.
+//! - [`transport`]: `/dev/fuse` (fuser) and FUSE over io_uring, each only translating
+//!   between its wire and the session.
+//! - `serve_impl`: mounting a pool ([`serve`]) and reading its figures ([`report`]).
+
+#![forbid(unsafe_code)]
 
 pub mod acl;
 pub mod error;
 pub mod fsck;
-pub mod fuse;
 pub mod inode;
 pub mod journal;
-mod placement;
-mod ring;
 mod serve_impl;
 pub mod session;
+pub mod transport;
 pub mod volume;
-pub mod wire;
 
 use std::path::PathBuf;
 

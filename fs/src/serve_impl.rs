@@ -8,9 +8,10 @@ use pfnfs_alloc::{FRAME_SIZE, OpenOptions, Pool};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::fuse::PfnFuse;
 use crate::inode::Body;
-use crate::ring::Rings;
+use crate::session::Session;
+use crate::transport::DevFuse;
+use crate::transport::ring::Rings;
 use crate::volume::{AtimePolicy, Volume};
 use crate::{MountConfig, PoolReport};
 
@@ -68,17 +69,16 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
     }
     let mut fuse_config = Config::default();
     fuse_config.mount_options = options;
-    fuse_config.acl = if config.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
+    // The session decides who may make which request (allow_other), for both transports.
+    fuse_config.acl = SessionACL::All;
     fuse_config.n_threads = Some(config.threads.max(1));
     fuse_config.clone_fd = true;
-    let rings = Arc::new(Rings::new(
-        (!config.allow_other).then(|| nix::unistd::getuid().as_raw()),
-    ));
-    let mut fs = PfnFuse::new(vol.clone(), config.mode).posix_acl(config.default_permissions);
+    let owner_only = (!config.allow_other).then(|| nix::unistd::getuid().as_raw());
+    let session = Arc::new(
+        Session::new(vol.clone(), config.mode, owner_only).posix_acl(config.default_permissions),
+    );
+    let rings = Arc::new(Rings::new());
+    let mut fs = DevFuse::new(session);
     if config.io_uring && !config.read_only {
         fs = fs.with_rings(rings.clone());
     }

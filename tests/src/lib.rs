@@ -11,7 +11,12 @@
 //! - [`snapshot`]: every entry of a tree with its metadata, xattrs, link targets and
 //!   contents; [`diff_snapshots`] lists the differences.
 //!
-//! Tests skip (print `SKIP:` and pass) when `/dev/fuse` or `fusermount3` is missing.
+//! A test that needs FUSE fails when `/dev/fuse` or `fusermount3` is missing, unless
+//! `PFNFS_SKIP_WITHOUT_FUSE=1` is set (for machines without FUSE): then it prints `SKIP:` and
+//! passes. CI never sets it, so a CI machine without FUSE fails the run.
+//!
+//! A mount with `-o io_uring` (from a test or `PFNFS_TEST_OPTIONS`) must really be served over
+//! the rings: [`MountGuard::unmount`] fails if the daemon answered no request over io_uring.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -138,15 +143,20 @@ pub fn fuse_missing() -> Option<String> {
     None
 }
 
-/// True (after printing why) if FUSE tests must be skipped.
+/// The switch that lets FUSE tests pass as skipped where FUSE is missing.
+pub const SKIP_SWITCH: &str = "PFNFS_SKIP_WITHOUT_FUSE";
+
+/// Whether a FUSE test must be skipped: false where FUSE works; where it does not, true
+/// (after printing why) if `PFNFS_SKIP_WITHOUT_FUSE=1`, else a panic saying why.
 pub fn skip_without_fuse() -> bool {
-    match fuse_missing() {
-        Some(why) => {
-            eprintln!("SKIP: {why}");
-            true
-        }
-        None => false,
+    let Some(why) = fuse_missing() else {
+        return false;
+    };
+    if std::env::var(SKIP_SWITCH).is_ok_and(|v| v == "1") {
+        eprintln!("SKIP: {why}");
+        return true;
     }
+    panic!("{why}; set {SKIP_SWITCH}=1 to skip the tests that mount instead");
 }
 
 /// Runs `body` on a fresh mount in `mode`, then unmounts and checks that the daemon exited
@@ -385,6 +395,23 @@ impl MountGuard {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether this mount asked to be served over FUSE over io_uring.
+    pub fn uses_io_uring(&self) -> bool {
+        self.options
+            .iter()
+            .chain(&extra_mount_options())
+            .any(|o| o == "io_uring")
+    }
+
+    /// Unmounts and mounts the same pool again with `options` instead of the ones it had.
+    pub fn remount_with(&mut self, options: &[&str]) {
+        if let Err(e) = self.unmount() {
+            panic!("remount: {e}");
+        }
+        self.options = options.iter().map(|s| s.to_string()).collect();
+        self.mount();
+    }
+
     /// Unmounts (waiting for the daemon to exit cleanly) and mounts the same pool again.
     pub fn remount(&mut self) {
         if let Err(e) = self.unmount() {
@@ -444,12 +471,7 @@ impl MountGuard {
         for o in self.options.iter().chain(&extra_mount_options()) {
             command.args(["-o", o]);
         }
-        if self
-            .options
-            .iter()
-            .chain(&extra_mount_options())
-            .any(|o| o == "io_uring")
-        {
+        if self.uses_io_uring() {
             enable_fuse_io_uring();
         }
         let mut child = command.spawn().expect("spawn pfnfs mount --foreground");
@@ -487,10 +509,23 @@ impl MountGuard {
     /// Unmounts and waits for the daemon. Err describes anything abnormal (busy mount,
     /// daemon killed, non-zero exit), with the daemon's log. Idempotent.
     pub fn unmount(&mut self) -> Result<(), String> {
+        if self.child.is_none() {
+            return Ok(());
+        }
+        let mut problems = Vec::new();
+        if self.uses_io_uring() && is_mounted(&self.mountpoint) {
+            // Not `ring_requests`, which panics: this also runs from Drop.
+            if try_ring_requests(&self.mountpoint) == Some(0) {
+                problems.push(
+                    "mounted with -o io_uring, but no request came over io_uring (the \
+                     daemon fell back to /dev/fuse)"
+                        .to_string(),
+                );
+            }
+        }
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let mut problems = Vec::new();
         let start = Instant::now();
         let mut unmounted = false;
         while start.elapsed() < Duration::from_secs(10) {
@@ -714,13 +749,18 @@ pub fn io_stats(root: &Path) -> String {
 }
 
 /// How many requests the daemon serving `root` answered over FUSE over io_uring (0 when it
-/// serves /dev/fuse only).
+/// serves /dev/fuse only). Panics if the counters cannot be read.
 pub fn ring_requests(root: &Path) -> u64 {
-    let s = io_stats(root);
-    match s.split_once("\"ring_requests\":") {
-        Some((_, rest)) => rest.trim_end_matches('}').parse().unwrap(),
-        None => 0,
-    }
+    try_ring_requests(root)
+        .unwrap_or_else(|| panic!("{}: no ring_requests in {}", root.display(), io_stats(root)))
+}
+
+/// [`ring_requests`], or None when the counters cannot be read (the mount is gone).
+pub fn try_ring_requests(root: &Path) -> Option<u64> {
+    let raw = sys::getxattr(root, "trusted.pfnfs.io_stats").ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (_, rest) = s.split_once("\"ring_requests\":")?;
+    rest.trim_end_matches('}').parse().ok()
 }
 
 /// Reads a whole file.

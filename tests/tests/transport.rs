@@ -1,14 +1,16 @@
 //! How requests reach the daemon: FUSE over io_uring (`-o io_uring`) answering every
-//! operation like the /dev/fuse path does, and the /dev/fuse workers pinned and SCHED_IDLE
-//! (fs/src/placement.rs). The whole POSIX, fsx and ACL suites also run over io_uring in CI
-//! (`PFNFS_TEST_OPTIONS=io_uring`, see .ci/run).
+//! operation like the /dev/fuse path does (one table of results and errnos through both
+//! transports on the same pool), and the /dev/fuse workers pinned and SCHED_IDLE
+//! (fs/src/transport/placement.rs). The POSIX, concurrency and fsx suites also have
+//! io_uring variants (`all_transports!`); every mount with `-o io_uring` fails its unmount
+//! check unless requests really came over the rings (`MountGuard::unmount`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
-use pfnfs_tests::sys::{self, expect_errno};
+use pfnfs_tests::sys::{self, errno, expect_errno};
 use pfnfs_tests::{Mode, MountGuard, holders, pattern, read_all, ring_requests, skip_without_fuse};
 
 /// Every operation pfnfs answers, through the ring, with the results checked.
@@ -255,4 +257,269 @@ fn workers(pid: i32) -> Vec<(String, String, Option<u32>)> {
         workers.push((comm.trim().to_string(), allowed, policy(&task)));
     }
     workers
+}
+
+/// One step of the parity table: a name and what it gives in directory `d`.
+type Step = (&'static str, fn(&Path) -> std::io::Result<String>);
+
+fn ok(_: ()) -> String {
+    "ok".into()
+}
+
+fn meta(p: &Path) -> std::io::Result<String> {
+    let m = fs::symlink_metadata(p)?;
+    Ok(format!(
+        "{:o} {} {}:{} n{} m{}",
+        m.mode(),
+        m.len(),
+        m.uid(),
+        m.gid(),
+        m.nlink(),
+        m.mtime()
+    ))
+}
+
+/// Every operation pfnfs answers, with results and errnos, as one table.
+fn parity_table() -> Vec<Step> {
+    vec![
+        ("mkdir", |d| fs::create_dir(d.join("sub")).map(ok)),
+        ("mkdir existing", |d| fs::create_dir(d.join("sub")).map(ok)),
+        ("create", |d| {
+            sys::open(
+                &d.join("f"),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o644,
+            )
+            .and_then(|mut f| f.write_all(b"hello, world"))
+            .map(ok)
+        }),
+        ("create exclusive existing", |d| {
+            sys::open(
+                &d.join("f"),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o644,
+            )
+            .map(drop)
+            .map(ok)
+        }),
+        ("read", |d| {
+            fs::read(d.join("f")).map(|b| String::from_utf8_lossy(&b).into())
+        }),
+        ("stat", |d| {
+            meta(&d.join("f")).map(|s| s.split(" m").next().unwrap().to_string())
+        }),
+        ("lookup missing", |d| {
+            fs::metadata(d.join("none")).map(drop).map(ok)
+        }),
+        ("name too long", |d| {
+            File::create(d.join("x".repeat(256))).map(drop).map(ok)
+        }),
+        ("write past the end", |d| {
+            OpenOptions::new()
+                .write(true)
+                .open(d.join("f"))
+                .and_then(|f| f.write_all_at(b"tail", 100_000))
+                .map(ok)
+        }),
+        ("read a hole", |d| {
+            let mut b = [1u8; 8];
+            File::open(d.join("f"))?.read_exact_at(&mut b, 50_000)?;
+            Ok(format!("{b:?}"))
+        }),
+        ("seek data past the end", |d| {
+            sys::lseek(&File::open(d.join("f"))?, 200_000, libc::SEEK_DATA).map(|o| o.to_string())
+        }),
+        ("seek hole", |d| {
+            sys::lseek(&File::open(d.join("f"))?, 0, libc::SEEK_HOLE).map(|o| o.to_string())
+        }),
+        ("truncate", |d| {
+            OpenOptions::new()
+                .write(true)
+                .open(d.join("f"))?
+                .set_len(5)?;
+            meta(&d.join("f")).map(|s| s.split(" m").next().unwrap().to_string())
+        }),
+        ("fallocate", |d| {
+            let f = OpenOptions::new().write(true).open(d.join("f"))?;
+            sys::fallocate(&f, 0, 0, 10_000)?;
+            Ok(f.metadata()?.len().to_string())
+        }),
+        ("fallocate collapse", |d| {
+            let f = OpenOptions::new().write(true).open(d.join("f"))?;
+            sys::fallocate(&f, libc::FALLOC_FL_COLLAPSE_RANGE, 0, 4096).map(ok)
+        }),
+        ("copy_file_range", |d| {
+            let src = File::open(d.join("f"))?;
+            let dst = File::create(d.join("copy"))?;
+            let n = sys::copy_file_range(&src, 0, &dst, 0, 5)?;
+            Ok(format!("{n} {:?}", fs::read(d.join("copy"))?))
+        }),
+        ("chmod", |d| {
+            fs::set_permissions(d.join("f"), fs::Permissions::from_mode(0o4750))?;
+            meta(&d.join("f")).map(|s| s.split(' ').next().unwrap().to_string())
+        }),
+        ("chown", |d| {
+            sys::lchown(&d.join("f"), 1000, 1000)?;
+            meta(&d.join("f")).map(|s| s.split(" n").next().unwrap().to_string())
+        }),
+        ("utimes", |d| {
+            sys::utimensat(&d.join("f"), sys::ts(-2, 5), sys::ts(1_000_000, 7), false)?;
+            let m = fs::metadata(d.join("f"))?;
+            Ok(format!(
+                "{} {} {} {}",
+                m.atime(),
+                m.atime_nsec(),
+                m.mtime(),
+                m.mtime_nsec()
+            ))
+        }),
+        ("symlink", |d| {
+            symlink("f", d.join("s"))?;
+            fs::read_link(d.join("s")).map(|t| t.display().to_string())
+        }),
+        ("readlink of a file", |d| {
+            fs::read_link(d.join("f")).map(|_| "ok".into())
+        }),
+        ("link", |d| {
+            fs::hard_link(d.join("f"), d.join("g"))?;
+            Ok(fs::metadata(d.join("f"))?.nlink().to_string())
+        }),
+        ("rename", |d| fs::rename(d.join("g"), d.join("h")).map(ok)),
+        ("rename noreplace", |d| {
+            sys::renameat2(&d.join("h"), &d.join("copy"), libc::RENAME_NOREPLACE).map(ok)
+        }),
+        ("rename exchange", |d| {
+            sys::renameat2(&d.join("h"), &d.join("sub"), libc::RENAME_EXCHANGE)?;
+            Ok(format!("{}", d.join("h").is_dir()))
+        }),
+        ("rmdir not empty", |d| {
+            File::create(d.join("h/inner"))?;
+            fs::remove_dir(d.join("h")).map(ok)
+        }),
+        ("rmdir a file", |d| fs::remove_dir(d.join("f")).map(ok)),
+        ("unlink a directory", |d| {
+            fs::remove_file(d.join("h")).map(ok)
+        }),
+        ("unlink", |d| fs::remove_file(d.join("sub")).map(ok)),
+        ("mknod fifo", |d| {
+            sys::mknod(&d.join("p"), libc::S_IFIFO | 0o640, 0)?;
+            meta(&d.join("p")).map(|s| s.split(' ').next().unwrap().to_string())
+        }),
+        ("open a directory for writing", |d| {
+            OpenOptions::new()
+                .write(true)
+                .open(d.join("h"))
+                .map(drop)
+                .map(ok)
+        }),
+        ("O_TRUNC", |d| {
+            OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(d.join("copy"))?;
+            Ok(fs::metadata(d.join("copy"))?.len().to_string())
+        }),
+        ("setxattr", |d| {
+            sys::setxattr(&d.join("f"), "user.k", b"value", 0).map(ok)
+        }),
+        ("setxattr create existing", |d| {
+            sys::setxattr(&d.join("f"), "user.k", b"v", libc::XATTR_CREATE).map(ok)
+        }),
+        ("setxattr unknown namespace", |d| {
+            sys::setxattr(&d.join("f"), "other.k", b"v", 0).map(ok)
+        }),
+        ("getxattr", |d| {
+            sys::getxattr(&d.join("f"), "user.k").map(|v| String::from_utf8_lossy(&v).into())
+        }),
+        ("getxattr size", |d| {
+            sys::getxattr_len(&d.join("f"), "user.k", 0).map(|n| n.to_string())
+        }),
+        ("getxattr small buffer", |d| {
+            sys::getxattr_len(&d.join("f"), "user.k", 2).map(|n| n.to_string())
+        }),
+        ("getxattr missing", |d| {
+            sys::getxattr(&d.join("f"), "user.none").map(|_| "ok".into())
+        }),
+        ("listxattr", |d| {
+            sys::listxattr(&d.join("f")).map(|n| n.join(","))
+        }),
+        ("listxattr small buffer", |d| {
+            sys::listxattr_len(&d.join("f"), 1).map(|n| n.to_string())
+        }),
+        ("removexattr", |d| {
+            sys::removexattr(&d.join("f"), "user.k").map(ok)
+        }),
+        ("removexattr missing", |d| {
+            sys::removexattr(&d.join("f"), "user.k").map(ok)
+        }),
+        ("fsync", |d| File::open(d.join("f"))?.sync_all().map(ok)),
+        ("readdir", |d| {
+            let mut names: Vec<String> = fs::read_dir(d)?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<Result<_, _>>()?;
+            names.sort();
+            Ok(names.join(","))
+        }),
+        ("statfs", |d| {
+            sys::statvfs(d).map(|s| format!("{} {}", s.f_namemax, s.f_bsize))
+        }),
+    ]
+}
+
+fn run_table(d: &Path) -> Vec<String> {
+    fs::create_dir(d).unwrap();
+    parity_table()
+        .iter()
+        .map(|(name, step)| match step(d) {
+            Ok(v) => format!("{name}: {v}"),
+            Err(e) => format!("{name}: errno {}", errno(&e)),
+        })
+        .collect()
+}
+
+/// The same table of operations through /dev/fuse and then, on the same pool, through FUSE
+/// over io_uring: every result and errno must be the same, and the second run must really
+/// have come over the rings.
+#[test]
+fn both_transports_answer_alike() {
+    if skip_without_fuse() {
+        return;
+    }
+    let mut m = MountGuard::new(Mode::Direct);
+    assert_eq!(ring_requests(m.path()), 0);
+    let dev_fuse = run_table(&m.join("dev_fuse"));
+    m.remount_with(&["io_uring"]);
+    let before = ring_requests(m.path());
+    let ring = run_table(&m.join("ring"));
+    let served = ring_requests(m.path()) - before;
+    let steps = parity_table().len() as u64;
+    assert!(
+        served >= steps,
+        "only {served} requests came over io_uring for {steps} steps; log:\n{}",
+        m.log()
+    );
+    let differ: Vec<String> = dev_fuse
+        .iter()
+        .zip(&ring)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("/dev/fuse {a:?}, io_uring {b:?}"))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "the transports differ:\n{}",
+        differ.join("\n")
+    );
+    // The table means something: spot-check a few answers.
+    for want in [
+        format!("mkdir existing: errno {}", libc::EEXIST),
+        format!("name too long: errno {}", libc::ENAMETOOLONG),
+        format!("getxattr small buffer: errno {}", libc::ERANGE),
+        format!("seek data past the end: errno {}", libc::ENXIO),
+        format!("fallocate collapse: errno {}", libc::EOPNOTSUPP),
+        format!("readlink of a file: errno {}", libc::EINVAL),
+        "read: hello, world".to_string(),
+    ] {
+        assert!(dev_fuse.contains(&want), "{want:?} not in {dev_fuse:#?}");
+    }
+    m.unmount().expect("clean unmount");
 }

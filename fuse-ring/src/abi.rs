@@ -1,6 +1,6 @@
 //! The FUSE kernel ABI (`include/uapi/linux/fuse.h`, 7.31+) for requests that arrive over
 //! io_uring, where fuser's parser cannot be reached: fixed-layout structs read and written
-//! with zerocopy (no `unsafe`), and the packing of directory entries.
+//! with zerocopy (no `unsafe`), opcodes, and the packing of directory entries.
 //!
 //! Only what pfnfs answers is here; field names follow the kernel header.
 

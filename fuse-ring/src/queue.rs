@@ -1,4 +1,4 @@
-//! FUSE over io_uring: the request slots a queue shares with the kernel.
+//! One FUSE-over-io_uring queue: the request slots it shares with the kernel.
 //!
 //! Why: over `/dev/fuse` every request is two wake-ups of whichever daemon thread the kernel
 //! picks, usually on the other CPU; on this kind of VM a cross-CPU wake-up costs several
@@ -17,8 +17,12 @@
 //!
 //! This is the one module of this crate with `unsafe`: pushing a command makes the kernel
 //! use the slot's buffers after the call returns, which the compiler cannot check.
-
-#![allow(unsafe_code)]
+//!
+//! Ownership: a [`FuseQueue`] is moved into the thread that serves it and never shared;
+//! its slots' buffers belong to the kernel from the moment a command naming them is pushed
+//! until that command completes, and to [`FuseQueue::serve`]'s handler only between a
+//! completion and the next commit. Buffers are freed only once every slot is dead (the
+//! kernel completed its last command on it); otherwise they are leaked.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -353,7 +357,7 @@ mod tests {
             .addr(Some(0x1000))
             .build();
         let e = with_sqe_len(e, 2);
-        // SAFETY (test): same view as `with_sqe_len`.
+        // SAFETY: the same byte view of an `Entry128` as in `with_sqe_len`.
         let raw: [u8; 128] = unsafe { std::mem::transmute(e) };
         assert_eq!(raw[0], io_uring::opcode::UringCmd80::CODE);
         assert_eq!(i32::from_ne_bytes(raw[4..8].try_into().unwrap()), 3);
