@@ -78,9 +78,45 @@ pub struct MountConfig {
     pub io_uring: bool,
 }
 
+/// Why a pool could not be mounted, served or reported on.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The pool could not be opened (the message names the pool).
+    #[error(transparent)]
+    Pool(#[from] pfnfs_alloc::PoolError),
+    /// The pool's metadata could not be loaded.
+    #[error("{0}")]
+    Load(error::FsError),
+    /// mount(2) failed.
+    #[error("cannot mount {} on {}: {source}", pool.display(), mountpoint.display())]
+    Mount {
+        pool: PathBuf,
+        mountpoint: PathBuf,
+        source: std::io::Error,
+    },
+    /// The FUSE session could not start.
+    #[error("cannot start FUSE on {}: {source}", mountpoint.display())]
+    Fuse {
+        mountpoint: PathBuf,
+        source: std::io::Error,
+    },
+    /// The signal handlers or their thread could not be set up.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The FUSE session ended with an error.
+    #[error("FUSE session ended with an error: {0}")]
+    Session(std::io::Error),
+    /// The final checkpoint at unmount failed: the log still holds everything.
+    #[error("{}: could not write the final checkpoint: {source}", pool.display())]
+    FinalCheckpoint {
+        pool: PathBuf,
+        source: error::FsError,
+    },
+}
+
 /// Mounts the pool and serves it until unmounted (or SIGTERM/SIGINT). Calls `ready` once the
 /// mount is live. Persists everything before returning.
-pub fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), String> {
+pub fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), ServeError> {
     serve_impl::serve(config, ready)
 }
 
@@ -129,6 +165,6 @@ pub struct PoolReport {
 }
 
 /// Reads a pool read-only (replaying its log in memory) and reports its figures.
-pub fn report(pool: &std::path::Path) -> Result<PoolReport, String> {
+pub fn report(pool: &std::path::Path) -> Result<PoolReport, ServeError> {
     serve_impl::report(pool)
 }

@@ -13,7 +13,7 @@ use crate::session::Session;
 use crate::transport::DevFuse;
 use crate::transport::ring::Rings;
 use crate::volume::{AtimePolicy, Volume};
-use crate::{MountConfig, PoolReport};
+use crate::{MountConfig, PoolReport, ServeError};
 
 fn mount_option(opt: &str) -> Option<MountOption> {
     Some(match opt {
@@ -32,16 +32,15 @@ fn mount_option(opt: &str) -> Option<MountOption> {
     })
 }
 
-pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), String> {
+pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), ServeError> {
     let pool = Pool::open(
         &config.pool,
         &OpenOptions {
             read_only: config.read_only,
             durability: config.durability,
         },
-    )
-    .map_err(|e| e.to_string())?;
-    let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(|e| e.context)?);
+    )?;
+    let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(ServeError::Load)?);
     let has = |o: &str| config.extra_options.iter().any(|x| x == o);
     vol.set_atime_policy(if has("noatime") {
         AtimePolicy::Never
@@ -95,23 +94,24 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
             )
         }
         // Not allowed to mount(2) directly (not root): let fusermount3 do it.
-        Err(nix::errno::Errno::EPERM) => (
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => (
             fuser::Session::new(fs, &config.mountpoint, &fuse_config),
             false,
         ),
-        Err(e) => {
-            return Err(format!(
-                "cannot mount {} on {}: {e}",
-                config.pool.display(),
-                config.mountpoint.display()
-            ));
+        Err(source) => {
+            return Err(ServeError::Mount {
+                pool: config.pool.clone(),
+                mountpoint: config.mountpoint.clone(),
+                source,
+            });
         }
     };
-    let mut session = session
-        .map_err(|e| format!("cannot start FUSE on {}: {e}", config.mountpoint.display()))?;
+    let mut session = session.map_err(|source| ServeError::Fuse {
+        mountpoint: config.mountpoint.clone(),
+        source,
+    })?;
     let mut unmounter = session.unmount_callable();
-    let mut signals = Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ServeError::Signals)?;
     let signal_handle = signals.handle();
     let mountpoint = config.mountpoint.clone();
     std::thread::Builder::new()
@@ -130,7 +130,7 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
                 }
             }
         })
-        .map_err(|e| format!("cannot start signal thread: {e}"))?;
+        .map_err(ServeError::Signals)?;
     tracing::info!(pool = %config.pool.display(), mountpoint = %config.mountpoint.display(), mode = ?config.mode, "mounted");
     ready();
     let run = session.run();
@@ -139,13 +139,10 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
     rings.join();
     signal_handle.close();
     let shut = vol.shutdown();
-    run.map_err(|e| format!("FUSE session ended with an error: {e}"))?;
-    shut.map_err(|e| {
-        format!(
-            "{}: could not write the final checkpoint: {}",
-            config.pool.display(),
-            e.context
-        )
+    run.map_err(ServeError::Session)?;
+    shut.map_err(|source| ServeError::FinalCheckpoint {
+        pool: config.pool.clone(),
+        source,
     })?;
     tracing::info!("unmounted cleanly");
     Ok(())
@@ -155,19 +152,15 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Str
 /// mount(8), `umount POOL` and xfstests expect (xfstests compares `df -T`'s type with
 /// FSTYP=fuse; mount(8) still finds the helper through `-t fuse.pfnfs`); returns the FUSE
 /// device.
-fn mount_fuse_pfnfs(config: &MountConfig) -> Result<std::os::fd::OwnedFd, nix::errno::Errno> {
+fn mount_fuse_pfnfs(config: &MountConfig) -> std::io::Result<std::os::fd::OwnedFd> {
     use nix::mount::MsFlags;
     use std::os::unix::fs::PermissionsExt;
     let dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/fuse")
-        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENODEV)))?;
+        .open("/dev/fuse")?;
     let fd: std::os::fd::OwnedFd = dev.into();
-    let root_mode = std::fs::metadata(&config.mountpoint)
-        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)))?
-        .permissions()
-        .mode();
+    let root_mode = std::fs::metadata(&config.mountpoint)?.permissions().mode();
     let mut data = format!(
         "fd={},rootmode={:o},user_id={},group_id={}",
         std::os::fd::AsRawFd::as_raw_fd(&fd),
@@ -211,21 +204,21 @@ fn mount_fuse_pfnfs(config: &MountConfig) -> Result<std::os::fd::OwnedFd, nix::e
         Some("fuse"),
         flags,
         Some(data.as_str()),
-    )?;
+    )
+    .map_err(std::io::Error::from)?;
     Ok(fd)
 }
 
-pub(crate) fn report(path: &Path) -> Result<PoolReport, String> {
+pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
     let pool = Pool::open(
         path,
         &OpenOptions {
             read_only: true,
             ..Default::default()
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let sb = pool.superblock();
-    let vol = Volume::load(Arc::new(pool)).map_err(|e| e.context)?;
+    let vol = Volume::load(Arc::new(pool)).map_err(ServeError::Load)?;
     let stats = vol.allocator().stats();
     let mut r = PoolReport {
         pool: path.display().to_string(),

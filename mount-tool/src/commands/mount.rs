@@ -314,7 +314,8 @@ fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Failure> {
         pfnfs_fs::serve(config, ready)
     })) {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(message)) => {
+        Ok(Err(e)) => {
+            let message = e.to_string();
             let message = message.strip_prefix(&prefix).unwrap_or(&message);
             Err(Failure::new(format!("mount {what}: {message}")))
         }

@@ -23,7 +23,7 @@ pub struct StatArgs {
 /// Prints the report.
 pub fn run(args: StatArgs) -> Result<(), Failure> {
     let pool = resolve_pool(&args.target)?;
-    let report = pfnfs_fs::report(&pool).map_err(|e| Failure::about(&pool, e))?;
+    let report = pfnfs_fs::report(&pool).map_err(|e| Failure::about(&pool, e.to_string()))?;
     if args.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Failure::new(format!("{}: cannot encode JSON: {e}", pool.display())))?;
