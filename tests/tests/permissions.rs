@@ -146,6 +146,7 @@ fn setup(b: &Path, u: Ids, u2: Ids) {
     file("s_write_nogx", 0o6766, None);
     file("s_trunc", 0o6777, None);
     file("s_chown", 0o6755, Some((u.uid, u.gid)));
+    file("s_chown_same", 0o6755, Some((u.uid, u.gid)));
     file("s_chmod", 0o644, Some((u.uid, 0)));
     dir("sgid", 0o2777, Some((0, u2.gid)));
     dir("sticky", 0o1777, None);
@@ -295,6 +296,13 @@ fn scenario(
         "root chown s_chown".into(),
         Some(format!("ok 755 {} {}", u2.uid, u2.gid)),
         run_step(&format!("stat {}/s_chown", b.display())),
+    ));
+    // Even a chown to the owner it has (xfstests generic/193).
+    sys::lchown(&b.join("s_chown_same"), u.uid, u.gid).unwrap();
+    outcome.push((
+        "root chown s_chown_same to its owner".into(),
+        Some(format!("ok 755 {} {}", u.uid, u.gid)),
+        run_step(&format!("stat {}/s_chown_same", b.display())),
     ));
     // Root reads trusted.* as before.
     outcome.push((

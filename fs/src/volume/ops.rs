@@ -193,11 +193,10 @@ impl Volume {
             changed |= g != gid;
             gid = g;
         }
-        if (req.uid.is_some_and(|u| u != a.uid) || req.gid.is_some_and(|g| g != a.gid))
-            && req.mode.is_none()
-            && a.kind() != Kind::Dir
-        {
-            // chown clears setuid, and setgid when group-executable.
+        if (req.uid.is_some() || req.gid.is_some()) && req.mode.is_none() && a.kind() != Kind::Dir {
+            // chown clears setuid, and setgid when group-executable, even when the owner
+            // stays the same (Linux's chown_common; with HANDLE_KILLPRIV_V2 the kernel
+            // leaves this to the daemon).
             mode = clear_suid_sgid(mode);
         }
         let atime = req.atime.unwrap_or(a.atime);

@@ -701,8 +701,6 @@ impl Model {
                     drop_privileges(n, *caller_uid);
                 }
                 let n = self.ino_mut(ino);
-                let old_uid = n.uid;
-                let old_gid = n.gid;
                 if let Some(m) = mode {
                     n.mode = (n.mode & libc::S_IFMT) | (m & 0o7777);
                 }
@@ -712,10 +710,7 @@ impl Model {
                 if let Some(g) = gid {
                     n.gid = *g;
                 }
-                if (uid.is_some_and(|u| u != old_uid) || gid.is_some_and(|g| g != old_gid))
-                    && mode.is_none()
-                    && n.kind != Kind::Dir
-                {
+                if (uid.is_some() || gid.is_some()) && mode.is_none() && n.kind != Kind::Dir {
                     n.mode = clear_suid_sgid(n.mode);
                 }
             }
