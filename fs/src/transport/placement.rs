@@ -13,13 +13,14 @@
 //! get almost no time (weight 3 against 1024): a request could wait a second. A watchdog
 //! (a normal thread) reads each worker's `schedstat` every 10 ms; a worker that was runnable
 //! but did not run for a whole period, or waited more than 2 ms in it at over 0.5 ms a
-//! turn, is put back to SCHED_OTHER until its CPU has been quiet for 100 ms. Lowering the worker only around each reply, which needs no
-//! watchdog, was measured and rejected: the two extra system calls per request and the
-//! preemptions they cause cost more than they save (4 KiB reads, one job: 80k/s against
-//! 122k/s; two jobs: 130k/s against 250k/s).
+//! turn, is put back to SCHED_OTHER until its CPU has been quiet for 100 ms. Lowering the
+//! worker only around each reply, which needs no watchdog, was measured and rejected: the
+//! two extra system calls per request and the preemptions they cause cost more than they
+//! save.
 //!
-//! Measured with fio (4 KiB random reads, `direct=1`, one job): 60-70k requests per second
-//! with unpinned normal workers, 122k pinned and SCHED_IDLE (`docs/DESIGN.md` 5.9).
+//! The figures (fio, 4 KiB random reads, `direct=1`: 60-70k requests per second with
+//! unpinned normal workers, 139-146k pinned and SCHED_IDLE at one job) and the rejected
+//! variant's are in `docs/DESIGN.md` section 5.10, the one place they are kept.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
