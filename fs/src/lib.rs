@@ -10,6 +10,8 @@
 //! - `ring` / [`wire`]: FUSE over io_uring: per-CPU queues answering the same operations,
 //!   with the kernel ABI they need (fuser has no io_uring transport).
 //! - [`serve`] / [`report`]: mounting a pool, and reading its figures.
+//! - [`mountinfo`] / [`procs`]: where pools are mounted (the mount's source is the pool, as
+//!   [`serve`] mounts it) and which processes hold one: for the `pfnfs` command and the bench.
 
 pub mod acl;
 pub mod error;
@@ -17,7 +19,9 @@ pub mod fsck;
 pub mod fuse;
 pub mod inode;
 pub mod journal;
+pub mod mountinfo;
 mod placement;
+pub mod procs;
 mod ring;
 mod serve_impl;
 pub mod session;

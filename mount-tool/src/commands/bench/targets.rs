@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::{mountinfo, procs};
+use pfnfs_fs::{mountinfo, procs};
 
 use super::system;
 
