@@ -13,6 +13,8 @@
 //! - [`transport`]: `/dev/fuse` (fuser) and FUSE over io_uring, each only translating
 //!   between its wire and the session.
 //! - `serve_impl`: mounting a pool ([`serve`]) and reading its figures ([`report`]).
+//! - [`mountinfo`] / [`procs`]: where pools are mounted (the mount's source is the pool, as
+//!   [`serve`] mounts it) and which processes hold one: for the `pfnfs` command and the bench.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,8 @@ pub mod error;
 pub mod fsck;
 pub mod inode;
 pub mod journal;
+pub mod mountinfo;
+pub mod procs;
 mod serve_impl;
 pub mod session;
 pub mod transport;

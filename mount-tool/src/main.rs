@@ -3,8 +3,6 @@
 //! - [`commands`]: one module per subcommand, each with its own clap struct.
 //! - [`size`]: sizes on the command line (`1G`) and in messages (`1.00 GiB`).
 //! - [`options`]: `-o` mount options.
-//! - [`mountinfo`]: `/proc/self/mountinfo`, mapping mount points to pools.
-//! - [`procs`]: processes that hold a pool (the daemon, while it runs).
 //! - [`daemon`]: re-executes this binary as the detached daemon, which reports "mount is
 //!   live" to the parent through a pipe.
 //!
@@ -17,9 +15,7 @@
 
 mod commands;
 mod daemon;
-mod mountinfo;
 mod options;
-mod procs;
 mod size;
 
 use std::ffi::OsString;

@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Args};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pfnfs_fs::fsck::{FsckMode, FsckReport, fsck_pool_with_progress};
+use pfnfs_fs::mountinfo;
 
-use crate::{Failure, mountinfo};
+use crate::Failure;
 
 /// A phase with at least this many items (inodes, extents, log records) gets a progress bar.
 const PROGRESS_MIN_ITEMS: u64 = 50_000;

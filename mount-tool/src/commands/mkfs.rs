@@ -60,15 +60,15 @@ pub fn is_block_device(path: &Path) -> bool {
 
 /// Refuses to touch a pool that is mounted or held by a running process.
 fn check_not_mounted(pool: &Path) -> Result<(), Failure> {
-    let entries = crate::mountinfo::read()?;
-    if let Some(entry) = crate::mountinfo::find_by_pool(&entries, pool).first() {
+    let entries = pfnfs_fs::mountinfo::read()?;
+    if let Some(entry) = pfnfs_fs::mountinfo::find_by_pool(&entries, pool).first() {
         return Err(Failure::new(format!(
             "{}: pool is mounted on {}; unmount it first",
             pool.display(),
             entry.mount_point.display()
         )));
     }
-    if let Some(holder) = crate::procs::holders(pool, crate::procs::Scan::All).first() {
+    if let Some(holder) = pfnfs_fs::procs::holders(pool, pfnfs_fs::procs::Scan::All).first() {
         return Err(Failure::new(format!(
             "{}: pool is in use by process {} ({})",
             pool.display(),

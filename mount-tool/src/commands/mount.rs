@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use pfnfs_fs::{Mode, MountConfig};
+use pfnfs_fs::mountinfo::{self, MountEntry};
+use pfnfs_fs::{Mode, MountConfig, procs};
 
+use crate::Failure;
 use crate::commands::mkfs::{create_pool, is_block_device};
 use crate::daemon::{Notifier, spawn_daemon};
-use crate::mountinfo::{self, MountEntry};
 use crate::options::{self, MountOptions};
 use crate::size::{format_size, parse_size};
-use crate::{Failure, procs};
 
 /// Size of a pool that `mount` creates when neither `--size` nor `-o size=` is given.
 pub const DEFAULT_POOL_BYTES: u64 = 1 << 30;

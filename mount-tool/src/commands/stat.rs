@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use pfnfs_fs::PoolReport;
+use pfnfs_fs::mountinfo;
 
 use crate::Failure;
-use crate::mountinfo;
 use crate::size::format_size;
 
 /// Show a pool's size, usage, inode and extent counts. Reads the pool without writing to it.

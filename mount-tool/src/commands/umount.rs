@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use pfnfs_fs::mountinfo::{self, MountEntry};
+use pfnfs_fs::procs;
 
-use crate::mountinfo::{self, MountEntry};
-use crate::{Failure, procs};
+use crate::Failure;
 
 /// Unmount a pfnfs mount and wait for its daemon to exit.
 #[derive(Debug, Args)]

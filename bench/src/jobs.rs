@@ -1,6 +1,6 @@
 //! The fio jobs and the plan: which (job, numjobs, direct) cases run on which target.
 //!
-//! The job files live in `bench/` at the top of the repository and are built into the binary,
+//! The job files live in `bench/jobs/` (this crate's `jobs/`) and are built into the binary,
 //! so `pfnfs bench` works from any directory; `--job-dir` reads them from disk instead. Every
 //! run copies the files it used into `<out>/jobs/`.
 
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use super::targets::TargetKind;
+use crate::targets::TargetKind;
 
 /// One fio job file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum, Serialize)]
@@ -94,7 +94,7 @@ impl JobId {
         }
     }
 
-    /// The job file's name in `bench/`.
+    /// The job file's name in `bench/jobs/`.
     pub fn file_name(self) -> String {
         format!("{}.fio", self.name())
     }
@@ -102,12 +102,12 @@ impl JobId {
     /// The job file as built into the binary.
     pub fn builtin_text(self) -> &'static str {
         match self {
-            JobId::Randread4k => include_str!("../../../../bench/randread-4k.fio"),
-            JobId::Randwrite4k => include_str!("../../../../bench/randwrite-4k.fio"),
-            JobId::Seqread1m => include_str!("../../../../bench/seqread-1m.fio"),
-            JobId::Seqwrite1m => include_str!("../../../../bench/seqwrite-1m.fio"),
-            JobId::Randread4kQd16 => include_str!("../../../../bench/randread-4k-qd16.fio"),
-            JobId::Randrw4kMmapbuf => include_str!("../../../../bench/randrw-4k-mmapbuf.fio"),
+            JobId::Randread4k => include_str!("../jobs/randread-4k.fio"),
+            JobId::Randwrite4k => include_str!("../jobs/randwrite-4k.fio"),
+            JobId::Seqread1m => include_str!("../jobs/seqread-1m.fio"),
+            JobId::Seqwrite1m => include_str!("../jobs/seqwrite-1m.fio"),
+            JobId::Randread4kQd16 => include_str!("../jobs/randread-4k-qd16.fio"),
+            JobId::Randrw4kMmapbuf => include_str!("../jobs/randrw-4k-mmapbuf.fio"),
         }
     }
 

@@ -11,9 +11,9 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::jobs::JobId;
-use super::report::{Report, SummaryRow};
-use super::targets::TargetKind;
+use crate::jobs::JobId;
+use crate::report::{Report, SummaryRow};
+use crate::targets::TargetKind;
 
 const FONT: &str = "sans-serif";
 const PANEL_W: u32 = 720;
@@ -278,7 +278,7 @@ fn draw_panel(
             text(
                 area,
                 fonts,
-                &super::report::sig3(median),
+                &crate::report::sig3(median),
                 11.0,
                 (cx, hi.min(y) - 3),
                 (HPos::Center, VPos::Bottom),
@@ -371,11 +371,11 @@ mod tests {
     use super::*;
 
     fn sample_report() -> Report {
-        use super::super::jobs::{Case, JobId};
-        use super::super::report::{RunRecord, summarize};
+        use crate::jobs::{Case, JobId};
+        use crate::report::{RunRecord, summarize};
         let jobs = [JobId::Randread4k, JobId::Seqwrite1m, JobId::Randrw4kMmapbuf];
         let mut runs = Vec::new();
-        for (i, &target) in super::super::targets::ALL_TARGETS.iter().enumerate() {
+        for (i, &target) in crate::targets::ALL_TARGETS.iter().enumerate() {
             for &job in &jobs {
                 for numjobs in [1, 2] {
                     for direct in [true, false] {
@@ -411,7 +411,7 @@ mod tests {
         Report::sample(
             summary,
             runs,
-            super::super::targets::ALL_TARGETS.to_vec(),
+            crate::targets::ALL_TARGETS.to_vec(),
             jobs.to_vec(),
             vec![1, 2],
         )

@@ -4,9 +4,9 @@
 //! `/dev/shm/pfnfs-bench.PID/` (with `--huge-pages`, a tmpfs mounted there with
 //! `huge=always`, so that stores sit in 2 MiB pages as persistent memory is mapped), on a
 //! mount point in `/tmp/pfnfs-bench.PID/`:
-//! - pfnfs-direct, pfnfs-buffered: this binary's `mount --foreground --mode M` as a child;
-//!   unmounted with this binary's `umount` (both run from a copy of this binary, see
-//!   [`WorkDirs::pfnfs`]).
+//! - pfnfs-direct, pfnfs-buffered: the pfnfs binary's `mount --foreground --mode M` as a
+//!   child; unmounted with its `umount` (both run from a copy of the binary that
+//!   [`crate::Options::pfnfs`] names, see [`WorkDirs::pfnfs`]).
 //! - tmpfs: `mount(2)` of a new tmpfs (as root), else a fresh directory in /dev/shm.
 //! - bindfs: `bindfs -f --multithreaded STORE MNT` as a child (multithreaded: its fastest
 //!   setting; bindfs defaults to one thread); unmounted with `fusermount3 -u`.
@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::{mountinfo, procs};
+use pfnfs_fs::{mountinfo, procs};
 
-use super::system;
+use crate::system;
 
 /// How long a mount may take to appear.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,20 +94,21 @@ impl TargetKind {
 pub struct WorkDirs {
     /// In /dev/shm: pools and backing stores.
     pub store: PathBuf,
-    /// In /tmp: mount points, and the copy of this binary that mounts pfnfs.
+    /// In /tmp: mount points, and the copy of the pfnfs binary that mounts pfnfs.
     pub mounts: PathBuf,
-    /// A copy of the running binary (from `/proc/self/exe`), so that every pfnfs mount of the
-    /// run uses the same build as the benchmark even if `cargo build` replaces the file the
-    /// benchmark was started from while it runs.
+    /// A copy of the pfnfs binary (for `pfnfs bench`, `/proc/self/exe`: the running binary),
+    /// so that every pfnfs mount of the run uses the same build as the benchmark even if
+    /// `cargo build` replaces the file the benchmark was started from while it runs.
     pub pfnfs: PathBuf,
     /// Whether `store` is a tmpfs this run mounted (`--huge-pages`), unmounted by `Drop`.
     store_mounted: bool,
 }
 
 impl WorkDirs {
-    /// Creates `/dev/shm/pfnfs-bench.PID` and `/tmp/pfnfs-bench.PID` (with `pfnfs` in it).
-    /// With `huge_store_bytes`, mounts a tmpfs of that size with `huge=always` on the first.
-    pub fn create(huge_store_bytes: Option<u64>) -> Result<WorkDirs, String> {
+    /// Creates `/dev/shm/pfnfs-bench.PID` and `/tmp/pfnfs-bench.PID` (with a copy of the
+    /// binary `pfnfs` as `pfnfs` in it). With `huge_store_bytes`, mounts a tmpfs of that size
+    /// with `huge=always` on the first.
+    pub fn create(huge_store_bytes: Option<u64>, pfnfs: &Path) -> Result<WorkDirs, String> {
         use std::os::unix::fs::PermissionsExt;
         let pid = std::process::id();
         let mounts = std::env::temp_dir().join(format!("pfnfs-bench.{pid}"));
@@ -124,11 +125,17 @@ impl WorkDirs {
             mount_tmpfs(&dirs.store, bytes, true)?;
             dirs.store_mounted = true;
         }
-        std::fs::copy("/proc/self/exe", &dirs.pfnfs)
+        std::fs::copy(pfnfs, &dirs.pfnfs)
             .and_then(|_| {
                 std::fs::set_permissions(&dirs.pfnfs, std::fs::Permissions::from_mode(0o755))
             })
-            .map_err(|e| format!("copying this binary to {}: {e}", dirs.pfnfs.display()))?;
+            .map_err(|e| {
+                format!(
+                    "copying {} to {}: {e}",
+                    pfnfs.display(),
+                    dirs.pfnfs.display()
+                )
+            })?;
         Ok(dirs)
     }
 }
@@ -404,13 +411,15 @@ impl Mount {
         }
     }
 
-    /// This binary's `umount` (which waits for the daemon to finish), retried for 10 s while
-    /// the mount is busy; the error names the processes that use the mount.
+    /// The mounting pfnfs binary's `umount` (which waits for the daemon to finish), retried
+    /// for 10 s while the mount is busy; the error names the processes that use the mount.
     fn unmount_pfnfs(&mut self) -> Result<(), String> {
-        let exe = self
-            .pfnfs
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        let Some(exe) = self.pfnfs.clone() else {
+            return Err(format!(
+                "{}: no pfnfs binary mounted it",
+                self.dir.display()
+            ));
+        };
         let start = Instant::now();
         loop {
             let mut child = Command::new(&exe)

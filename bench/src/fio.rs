@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::system;
-use super::targets::reap;
+use crate::system;
+use crate::targets::reap;
 
 /// The parameters of one fio run (the job file's `${VARIABLES}`).
 pub struct FioInput<'a> {

@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::fio::FioResult;
-use super::jobs::{Case, JobId, Metric};
-use super::system::{Machine, MemStat, Tools};
-use super::targets::TargetKind;
+use crate::fio::FioResult;
+use crate::jobs::{Case, JobId, Metric};
+use crate::system::{Machine, MemStat, Tools};
+use crate::targets::TargetKind;
 
 /// One fio run.
 #[derive(Clone, Debug, Serialize)]
