@@ -584,18 +584,17 @@ fn check(name: &str) -> Totals {
     check_scenario(&scn, &cfg, TEST_FILE)
 }
 
-/// Checks a scenario strictly: every crash point, known bugs not tolerated.
+/// Checks a scenario at every crash point.
 fn check_strict(name: &str) -> Totals {
     let mut cfg = Config::from_env();
     cfg.max_points = None;
-    cfg.tolerate_known_bugs = false;
     let scn = scenario(name, &cfg).unwrap_or_else(|| panic!("no scenario {name}"));
     check_scenario(&scn, &cfg, TEST_FILE)
 }
 
 /// Replays exactly one crash: `PFNFS_REPLAY=workload:point:clean|torn:SEED` (with the
 /// `PFNFS_CRASH_SEED` the failing run printed).
-pub fn replay(workload: &str, point: u64, mode: CrashMode) -> Result<Option<KnownBug>, String> {
+pub fn replay(workload: &str, point: u64, mode: CrashMode) -> Result<(), String> {
     let cfg = Config::from_env();
     let scn = scenario(workload, &cfg).unwrap_or_else(|| panic!("no scenario {workload}"));
     let case = CrashCase {
@@ -621,8 +620,7 @@ fn replay_from_env() {
         }
     }
     match replay(&case.scenario, case.point, case.mode) {
-        Ok(None) => eprintln!("{case}: the recovered state is allowed"),
-        Ok(Some(bug)) => eprintln!("{case}: tolerated as known bug {bug:?}"),
+        Ok(()) => eprintln!("{case}: the recovered state is allowed"),
         Err(e) => panic!("{case}: {e}"),
     }
 }
@@ -875,7 +873,7 @@ mod harness {
             point: 2,
             mode: pfnfs_alloc::CrashMode::Clean,
         };
-        assert_eq!(check_case(&scn, &case, &cfg), Ok(None));
+        assert_eq!(check_case(&scn, &case, &cfg), Ok(()));
         let wrap: Wrap = |sim| Box::new(LogNeverFlushed(sim));
         let err = check_case_with(&scn, &case, &cfg, Some(wrap)).unwrap_err();
         assert!(err.contains("neither allowed state"), "{err}");

@@ -22,9 +22,6 @@
 //!    extending it, and, for torn crashes, a crash at a seeded persist point *of the recovery*
 //!    followed by another recovery that must show the same tree.
 //!
-//! States produced by bugs already reported (see [`KnownBug`]) are recognised narrowly and
-//! counted, not failed, unless `PFNFS_CRASH_KNOWN_BUGS=fail`.
-//!
 //! **The model of what is allowed.** Metadata: every step is atomic and durable when it
 //! returns, so the visible tree (paths, kinds, modes, owners, sizes, link counts, inode
 //! numbers, `..`, symlink targets, xattrs, file bytes; no timestamps) must equal the model
@@ -1434,8 +1431,6 @@ pub struct Config {
     /// Seed of the sampling, the torn crashes and the random workloads.
     pub seed: u64,
     pub data: DataRule,
-    /// Tolerate (narrowly, counting them) the states of [`KnownBug`]s.
-    pub tolerate_known_bugs: bool,
 }
 
 /// Default sample size per scenario and mode (keeps a debug run of the suite short).
@@ -1445,7 +1440,7 @@ pub const DEFAULT_SEED: u64 = 0x00C0_FFEE_5EED;
 
 impl Config {
     /// `PFNFS_CRASH_POINTS=all|<count>`, `PFNFS_CRASH_SEED=<u64, 0x.. or random>`,
-    /// `PFNFS_CRASH_DATA=return|contract`, `PFNFS_CRASH_KNOWN_BUGS=tolerate|fail`.
+    /// `PFNFS_CRASH_DATA=return|contract`.
     pub fn from_env() -> Config {
         let max_points = match std::env::var("PFNFS_CRASH_POINTS").ok().as_deref() {
             None | Some("") => Some(DEFAULT_POINTS),
@@ -1466,17 +1461,10 @@ impl Config {
             Some("contract") => DataRule::OnFsync,
             Some(x) => panic!("PFNFS_CRASH_DATA={x}: expected return or contract"),
         };
-        let tolerate_known_bugs = match std::env::var("PFNFS_CRASH_KNOWN_BUGS").ok().as_deref() {
-            // The known bugs are fixed: fail on their states unless told to tolerate them.
-            Some("tolerate") => true,
-            None | Some("") | Some("fail") => false,
-            Some(x) => panic!("PFNFS_CRASH_KNOWN_BUGS={x}: expected tolerate or fail"),
-        };
         Config {
             max_points,
             seed,
             data,
-            tolerate_known_bugs,
         }
     }
 }
@@ -1858,69 +1846,6 @@ fn probe_past_eof(vol: &Volume, view: &View) -> Result<(), PastEof> {
     Ok(())
 }
 
-/// Bugs this suite found in fs/ that are not fixed yet. The broad workloads tolerate exactly
-/// the states each one produces (recognised narrowly, and counted) unless
-/// `PFNFS_CRASH_KNOWN_BUGS=fail`; the `bug_*` tests of crash_sim.rs check each one strictly
-/// and are ignored until it is fixed. Remove a variant when its fix lands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum KnownBug {
-    /// fallocate(ZERO_RANGE) extending the file logs Punch and Allocate as two records: a
-    /// crash between them shows the range zeroed but the old size.
-    ZeroRangeExtendNotAtomic,
-    /// setattr(size) by a non-root caller logs Truncate and the setuid-clearing SetAttr as
-    /// two records: a crash between them shows the new size with setuid/setgid still set.
-    TruncateClearSuidNotAtomic,
-    /// An extending write stores its bytes (and fences) before its record; if the record is
-    /// lost, they stay past EOF in the old last frame, and a later extension (truncate up,
-    /// a write beyond, fallocate) shows them instead of zeros.
-    DataPastEofAfterCrash,
-}
-
-/// The known-bug state a crash in `step` may leave, as a model: `None` if `step` has none.
-fn known_bug_state(step: &Step, before: &Model) -> Option<(KnownBug, Model)> {
-    match step {
-        Step::Fallocate {
-            file,
-            offset,
-            len,
-            mode,
-        } if mode & FALLOC_ZERO_RANGE != 0 && mode & FALLOC_KEEP_SIZE == 0 => {
-            let mut m = before.clone();
-            let punched = Step::Fallocate {
-                file: file.clone(),
-                offset: *offset,
-                len: *len,
-                mode: mode | FALLOC_KEEP_SIZE,
-            };
-            m.apply(&punched, None);
-            Some((KnownBug::ZeroRangeExtendNotAtomic, m))
-        }
-        Step::SetAttr {
-            file,
-            caller_uid,
-            mode: None,
-            uid,
-            gid,
-            size: Some(size),
-            times,
-        } if *caller_uid != 0 => {
-            let mut m = before.clone();
-            let as_root = Step::SetAttr {
-                file: file.clone(),
-                caller_uid: 0,
-                mode: None,
-                uid: *uid,
-                gid: *gid,
-                size: Some(*size),
-                times: *times,
-            };
-            m.apply(&as_root, None);
-            Some((KnownBug::TruncateClearSuidNotAtomic, m))
-        }
-        _ => None,
-    }
-}
-
 fn vol_into_pool(vol: Volume) -> Arc<Pool> {
     let pool = vol.pool().clone();
     drop(vol);
@@ -1945,13 +1870,8 @@ impl fmt::Display for CrashCase {
     }
 }
 
-/// Runs one crash case and checks it. `Err` describes the failure; `Ok(Some(bug))` says the
-/// state was tolerated as a known bug.
-pub fn check_case(
-    scn: &Scenario,
-    case: &CrashCase,
-    cfg: &Config,
-) -> Result<Option<KnownBug>, String> {
+/// Runs one crash case and checks it. `Err` describes the failure.
+pub fn check_case(scn: &Scenario, case: &CrashCase, cfg: &Config) -> Result<(), String> {
     check_case_with(scn, case, cfg, None)
 }
 
@@ -1961,7 +1881,7 @@ pub fn check_case_with(
     case: &CrashCase,
     cfg: &Config,
     wrap: Option<Wrap>,
-) -> Result<Option<KnownBug>, String> {
+) -> Result<(), String> {
     let r = run_with(scn, Some((case.point, case.mode)), false, wrap)?;
     let step_desc = |i: Option<usize>| match i {
         Some(i) => format!("step {i} {:?}", scn.steps[i]),
@@ -2005,15 +1925,7 @@ pub fn check_case_with(
         diff(&view, &m.view(), &slack).is_empty()
     });
     let neither = !d_before.is_empty() && !d_after.is_empty() && !mid_matches;
-    let mut tolerated = None;
-    if neither
-        && cfg.tolerate_known_bugs
-        && let Some(i) = r.in_flight
-        && let Some((bug, m)) = known_bug_state(&scn.steps[i], &r.before)
-        && diff(&view, &m.view(), &slack_for(&m, cfg.data, None)).is_empty()
-    {
-        tolerated = Some(bug);
-    } else if neither {
+    if neither {
         let mut msg = format!("the recovered state is neither allowed state\n  {ctx}");
         if r.in_flight.is_some() {
             msg += &format!(
@@ -2060,26 +1972,9 @@ pub fn check_case_with(
         })?;
     }
     if let Err(past) = probe_past_eof(&vol, &view) {
-        // Tolerated only if every non-zero byte is what the write in flight put there.
-        let from_write = r.in_flight.and_then(|i| match &scn.steps[i] {
-            Step::Write { offset, data, .. } => Some((*offset, data)),
-            _ => None,
-        });
-        let explained = from_write.is_some_and(|(offset, data)| {
-            past.tail.iter().enumerate().all(|(i, &b)| {
-                let at = past.offset + i as u64;
-                b == 0
-                    || (at >= offset
-                        && at < offset + data.len() as u64
-                        && data.0[(at - offset) as usize] == b)
-            })
-        });
-        if !(cfg.tolerate_known_bugs && explained) {
-            return Err(format!("{}\n  {ctx}", past.msg));
-        }
-        tolerated = tolerated.or(Some(KnownBug::DataPastEofAfterCrash));
+        return Err(format!("{}\n  {ctx}", past.msg));
     }
-    Ok(tolerated)
+    Ok(())
 }
 
 /// Totals of a scenario check.
@@ -2089,8 +1984,6 @@ pub struct Totals {
     pub points: u64,
     /// Crash states recovered and checked (points x modes sampled).
     pub states: u64,
-    /// States tolerated as known bugs.
-    pub known_bugs: BTreeMap<KnownBug, u64>,
     /// Checkpoints the steps wrote (explicit and automatic).
     pub checkpoints: u64,
 }
@@ -2144,7 +2037,6 @@ pub fn check_scenario(scn: &Scenario, cfg: &Config, test_file: &str) -> Totals {
     let chosen = choose_points(points, max, derive_seed(cfg.seed, &scn.name, 0), &must);
     let mut failures = Vec::new();
     let mut states = 0;
-    let mut known_bugs = BTreeMap::new();
     for &k in &chosen {
         let torn = CrashMode::Torn {
             seed: derive_seed(cfg.seed, &scn.name, k),
@@ -2157,8 +2049,7 @@ pub fn check_scenario(scn: &Scenario, cfg: &Config, test_file: &str) -> Totals {
             };
             states += 1;
             match check_case(scn, &case, cfg) {
-                Ok(None) => {}
-                Ok(Some(bug)) => *known_bugs.entry(bug).or_insert(0) += 1,
+                Ok(()) => {}
                 Err(e) => failures.push(format!(
                     "{case} (seed {:#x}): {e}\n  replay: {}",
                     cfg.seed,
@@ -2169,17 +2060,12 @@ pub fn check_scenario(scn: &Scenario, cfg: &Config, test_file: &str) -> Totals {
     }
     eprintln!(
         "crash scenario {}: {} steps, {} checkpoints, {points} persist points, {} crash points x 2 modes = \
-         {states} states checked, {} failures{}",
+         {states} states checked, {} failures",
         scn.name,
         scn.steps.len(),
         counted.checkpoints,
         chosen.len(),
         failures.len(),
-        if known_bugs.is_empty() {
-            String::new()
-        } else {
-            format!(", tolerated as known bugs: {known_bugs:?}")
-        }
     );
     if !failures.is_empty() {
         let shown: Vec<&String> = failures.iter().take(3).collect();
@@ -2197,7 +2083,6 @@ pub fn check_scenario(scn: &Scenario, cfg: &Config, test_file: &str) -> Totals {
     Totals {
         points,
         states,
-        known_bugs,
         checkpoints: counted.checkpoints,
     }
 }
