@@ -131,7 +131,8 @@ pub enum Op {
         /// The mode after the operation (setuid/setgid dropped for an unprivileged caller).
         mode: u32,
     },
-    /// PUNCH_HOLE / ZERO_RANGE: whole frames in the byte range released, edges zeroed.
+    /// PUNCH_HOLE: whole frames in the byte range released, the partial frames at its edges
+    /// replaced by copies with the punched bytes zeroed (ZERO_RANGE is its own record).
     Punch {
         ino: u64,
         offset: u64,
