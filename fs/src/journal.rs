@@ -106,8 +106,9 @@ pub enum Op {
         ino: u64,
         size: u64,
         time: Time,
-        /// The mode after the truncate (setuid/setgid cleared for a non-root caller), so the
-        /// size change and the privilege drop are one atomic step.
+        /// The mode after the truncate: the mode the file already has, since privileges go
+        /// in a record of their own before the change (DESIGN section 9); logs written
+        /// before that may drop setuid/setgid here, and replay applies it either way.
         mode: u32,
         /// The last frame, copied with its tail past `size` zeroed (copy-on-write, so the
         /// op never rewrites a frame in place): replaces the mapping of that frame.
@@ -128,7 +129,9 @@ pub enum Op {
         extents: Vec<Extent>,
         size: u64,
         times: DataTimes,
-        /// The mode after the operation (setuid/setgid dropped for an unprivileged caller).
+        /// The mode after the operation: the mode the file already has, since privileges
+        /// go in a record of their own before the change (DESIGN section 9); logs written
+        /// before that may drop setuid/setgid here, and replay applies it either way.
         mode: u32,
     },
     /// PUNCH_HOLE: whole frames in the byte range released, the partial frames at its edges
@@ -138,7 +141,9 @@ pub enum Op {
         offset: u64,
         len: u64,
         times: DataTimes,
-        /// The mode after the operation (setuid/setgid dropped for an unprivileged caller).
+        /// The mode after the operation: the mode the file already has, since privileges
+        /// go in a record of their own before the change (DESIGN section 9); logs written
+        /// before that may drop setuid/setgid here, and replay applies it either way.
         mode: u32,
         /// The partial frames at the edges, copied with the punched bytes zeroed: they
         /// replace the mappings of those frames.
@@ -153,7 +158,9 @@ pub enum Op {
         len: u64,
         size: u64,
         times: DataTimes,
-        /// The mode after the operation (setuid/setgid dropped for an unprivileged caller).
+        /// The mode after the operation: the mode the file already has, since privileges
+        /// go in a record of their own before the change (DESIGN section 9); logs written
+        /// before that may drop setuid/setgid here, and replay applies it either way.
         mode: u32,
         cow: Vec<Extent>,
         extents: Vec<Extent>,
