@@ -523,3 +523,17 @@ fn both_transports_answer_alike() {
     }
     m.unmount().expect("clean unmount");
 }
+
+/// The harness catches a mount asked to use io_uring that fell back to /dev/fuse: a read-only
+/// mount, which pfnfs never serves over the rings, must fail its unmount check.
+#[test]
+fn a_silent_fall_back_to_dev_fuse_fails_the_test() {
+    if skip_without_fuse() {
+        return;
+    }
+    let mut m = MountGuard::with_options(Mode::Direct, &["io_uring", "ro"]);
+    assert!(fs::read_dir(m.path()).unwrap().count() == 0);
+    assert_eq!(ring_requests(m.path()), 0);
+    let err = m.unmount().expect_err("the fall-back went unnoticed");
+    assert!(err.contains("no request came over io_uring"), "{err}");
+}
