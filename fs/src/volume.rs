@@ -232,6 +232,9 @@ pub struct Volume {
 const RESERVE_FRAMES_MIN: u64 = 64;
 /// Free frames (256 KiB) file data leaves to metadata growth beyond the reserve.
 const METADATA_HEADROOM_FRAMES: u64 = 64;
+/// Upper bound of a record's bytes besides its names and values (header, inode numbers,
+/// attributes), for [`Volume::ensure_metadata_room`].
+const INODE_RECORD_BYTES: u64 = 256;
 
 fn check_name(name: &[u8]) -> FsResult<()> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
@@ -1555,9 +1558,12 @@ impl Volume {
     }
 }
 
-mod ops;
+mod attr;
+mod data;
+mod namespace;
 mod unlinked;
-pub use ops::SeekWhence;
+mod xattr;
+pub use data::SeekWhence;
 
 /// The fields a `SetAttr` or `SetAttrXattrs` record sets, in one place for both.
 /// Applies an `Op::SetAttrXattrs` to its inode (other ops are ignored): also used for a
