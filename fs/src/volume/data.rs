@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use pfnfs_alloc::FRAME_SIZE;
 use pfnfs_extent::{Extent, ExtentMap, ReadSegment, io as extent_io};
 
+use super::apply::apply_set_attr_xattrs;
 use super::*;
 
 /// SEEK_DATA or SEEK_HOLE.
@@ -427,6 +428,52 @@ impl Volume {
             }
         }
         Ok(cow)
+    }
+
+    /// Copy-on-write of one logical frame whose bytes `[from, to)` (offsets within the
+    /// frame) must read as zeros: a new frame gets the old contents with that range zeroed
+    /// and is persisted. None if the frame is a hole or unwritten (it reads as zeros
+    /// already). The caller journals the returned extent; until then nothing references it.
+    pub(crate) fn cow_frame(
+        &self,
+        map: &ExtentMap,
+        file_frame: u64,
+        from: usize,
+        to: usize,
+    ) -> FsResult<Option<Extent>> {
+        let Some(old) = map.lookup(file_frame) else {
+            return Ok(None);
+        };
+        if old.unwritten {
+            return Ok(None);
+        }
+        let old_pfn = Pfn(old.pfns.start.0 + (file_frame - old.file_frame));
+        let new = self.alloc.allocate(1, old_pfn.checked_add(1))?;
+        let Some(range) = new.first().copied().filter(|_| new.len() == 1) else {
+            for r in new {
+                let _ = self.alloc.free(r);
+            }
+            return Err(corrupt("allocator returned a split single frame"));
+        };
+        let mut frame = [0u8; FRAME_SIZE as usize];
+        let src = self.pool.frames(PfnRange {
+            start: old_pfn,
+            len: 1,
+        })?;
+        frame.copy_from_slice(src);
+        let n = frame.len();
+        frame[from.min(n)..to.min(n).max(from.min(n))].fill(0);
+        let at = range.start.byte_offset();
+        if let Err(e) = self.pool.write_flushed(at, &frame) {
+            let _ = self.alloc.free(range);
+            return Err(e.into());
+        }
+        self.pool.fence();
+        Ok(Some(Extent {
+            file_frame,
+            pfns: range,
+            unwritten: false,
+        }))
     }
 
     /// Journals and applies a Truncate or Punch; if the record does not land, the frames
