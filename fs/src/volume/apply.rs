@@ -74,6 +74,9 @@ impl Volume {
 
     /// Applies `op` to the locked inodes. At run time the op was validated and its record is
     /// durable; at replay (`replay == true`) mapping changes of data ops are redone too.
+    ///
+    /// One function per record kind: methods for the records that touch the allocator or the
+    /// inode table, free functions for those that change only their inode.
     pub(super) fn apply(&self, op: &Op, locked: &mut Locked, replay: bool) -> FsResult<()> {
         match op {
             Op::Create {
@@ -82,7 +85,7 @@ impl Volume {
                 ino,
                 attr,
                 body,
-            } => self.apply_create(locked, *parent, name, *ino, attr, body, &[])?,
+            } => self.apply_create(locked, *parent, name, *ino, attr, body, &[]),
             Op::CreateWithXattrs {
                 parent,
                 name,
@@ -90,57 +93,15 @@ impl Volume {
                 attr,
                 body,
                 xattrs,
-            } => self.apply_create(locked, *parent, name, *ino, attr, body, xattrs)?,
+            } => self.apply_create(locked, *parent, name, *ino, attr, body, xattrs),
             Op::Link {
                 parent,
                 name,
                 ino,
                 time,
-            } => {
-                let child = locked.get(*ino)?;
-                child.attr.nlink = child.attr.nlink.saturating_add(1);
-                child.attr.ctime = *time;
-                let kind = child.attr.kind();
-                let p = locked.get(*parent)?;
-                let dir = p
-                    .dir_mut()
-                    .ok_or_else(|| not_directory("parent is not a directory"))?;
-                if dir.get(name).is_some() {
-                    return Err(exists("entry exists"));
-                }
-                dir.insert(DirEntry {
-                    name: name.clone(),
-                    ino: *ino,
-                    kind,
-                });
-                p.attr.mtime = *time;
-                p.attr.ctime = *time;
-            }
+            } => apply_link(locked, *parent, name, *ino, *time),
             Op::Unlink { parent, name, time } => {
-                let p = locked.get(*parent)?;
-                let dir = p
-                    .dir_mut()
-                    .ok_or_else(|| not_directory("parent is not a directory"))?;
-                let entry = dir.remove(name).ok_or_else(|| not_found("no such entry"))?;
-                p.attr.mtime = *time;
-                p.attr.ctime = *time;
-                if entry.kind == Kind::Dir {
-                    p.attr.nlink = p.attr.nlink.saturating_sub(1);
-                }
-                let child = locked.get(entry.ino)?;
-                if entry.kind == Kind::Dir {
-                    child.attr.nlink = 0;
-                } else {
-                    child.attr.nlink = child.attr.nlink.saturating_sub(1);
-                }
-                child.attr.ctime = *time;
-                if child.attr.nlink == 0 {
-                    if replay || !self.is_referenced(entry.ino) {
-                        self.reclaim_locked(child)?;
-                    } else {
-                        self.unlinked.touch(entry.ino);
-                    }
-                }
+                self.apply_unlink(locked, *parent, name, *time, replay)
             }
             Op::Rename {
                 parent,
@@ -149,18 +110,16 @@ impl Volume {
                 new_name,
                 exchange,
                 time,
-            } => {
-                self.apply_rename(
-                    locked,
-                    *parent,
-                    name,
-                    *new_parent,
-                    new_name,
-                    *exchange,
-                    *time,
-                    replay,
-                )?;
-            }
+            } => self.apply_rename(
+                locked,
+                *parent,
+                name,
+                *new_parent,
+                new_name,
+                *exchange,
+                *time,
+                replay,
+            ),
             Op::SetAttr {
                 ino,
                 mode,
@@ -170,8 +129,8 @@ impl Volume {
                 mtime,
                 ctime,
             } => {
-                let i = locked.get(*ino)?;
-                set_attr_fields(&mut i.attr, *mode, *uid, *gid, *atime, *mtime, *ctime);
+                apply_set_attr(locked.get(*ino)?, *mode, *uid, *gid, *atime, *mtime, *ctime);
+                Ok(())
             }
             Op::Truncate {
                 ino,
@@ -179,19 +138,7 @@ impl Volume {
                 time,
                 mode,
                 cow,
-            } => {
-                let i = locked.get(*ino)?;
-                if let Body::File(map) = &mut i.body {
-                    for r in map.truncate(size.div_ceil(FRAME_SIZE)) {
-                        self.alloc.free(r)?;
-                    }
-                    self.apply_cow(map, cow, replay)?;
-                }
-                i.attr.size = *size;
-                i.attr.mtime = *time;
-                i.attr.ctime = *time;
-                i.attr.mode = *mode;
-            }
+            } => self.apply_truncate(locked.get(*ino)?, *size, *time, *mode, cow, replay),
             Op::Write {
                 ino,
                 allocated,
@@ -199,41 +146,22 @@ impl Volume {
                 size,
                 times,
                 mode,
-            } => {
-                let i = locked.get(*ino)?;
-                if replay {
-                    let Body::File(map) = &mut i.body else {
-                        return Err(corrupt("write to a non-file"));
-                    };
-                    self.replay_insert(map, allocated)?;
-                    for c in converted {
-                        map.mark_written(c.file_frame, c.pfns.len);
-                    }
-                }
-                i.attr.size = *size;
-                i.attr.mtime = times.mtime;
-                i.attr.ctime = times.ctime;
-                i.attr.mode = *mode;
-            }
+            } => self.apply_write(
+                locked.get(*ino)?,
+                allocated,
+                converted,
+                *size,
+                *times,
+                *mode,
+                replay,
+            ),
             Op::Allocate {
                 ino,
                 extents,
                 size,
                 times,
                 mode,
-            } => {
-                let i = locked.get(*ino)?;
-                if replay {
-                    let Body::File(map) = &mut i.body else {
-                        return Err(corrupt("fallocate of a non-file"));
-                    };
-                    self.replay_insert(map, extents)?;
-                }
-                i.attr.size = *size;
-                i.attr.mtime = times.mtime;
-                i.attr.ctime = times.ctime;
-                i.attr.mode = *mode;
-            }
+            } => self.apply_allocate(locked.get(*ino)?, extents, *size, *times, *mode, replay),
             Op::Punch {
                 ino,
                 offset,
@@ -241,23 +169,7 @@ impl Volume {
                 times,
                 mode,
                 cow,
-            } => {
-                let i = locked.get(*ino)?;
-                if let Body::File(map) = &mut i.body {
-                    let end = offset.saturating_add(*len);
-                    let first_full = offset.saturating_add(FRAME_SIZE - 1) / FRAME_SIZE;
-                    let last_full = end / FRAME_SIZE;
-                    if first_full < last_full {
-                        for r in map.punch(first_full, last_full - first_full) {
-                            self.alloc.free(r)?;
-                        }
-                    }
-                    self.apply_cow(map, cow, replay)?;
-                }
-                i.attr.mtime = times.mtime;
-                i.attr.ctime = times.ctime;
-                i.attr.mode = *mode;
-            }
+            } => self.apply_punch(locked.get(*ino)?, *offset, *len, *times, *mode, cow, replay),
             Op::ZeroRange {
                 ino,
                 offset,
@@ -267,49 +179,36 @@ impl Volume {
                 mode,
                 cow,
                 extents,
-            } => {
-                let i = locked.get(*ino)?;
-                if let Body::File(map) = &mut i.body {
-                    if replay {
-                        self.replay_insert(map, extents)?;
-                    }
-                    let end = offset.saturating_add(*len);
-                    let first_full = offset.saturating_add(FRAME_SIZE - 1) / FRAME_SIZE;
-                    let last_full = end / FRAME_SIZE;
-                    if first_full < last_full {
-                        map.mark_unwritten(first_full, last_full - first_full);
-                    }
-                    self.apply_cow(map, cow, replay)?;
-                }
-                i.attr.size = *size;
-                i.attr.mtime = times.mtime;
-                i.attr.ctime = times.ctime;
-                i.attr.mode = *mode;
-            }
+            } => self.apply_zero_range(
+                locked.get(*ino)?,
+                *offset,
+                *len,
+                *size,
+                *times,
+                *mode,
+                cow,
+                extents,
+                replay,
+            ),
             Op::SetXattr {
                 ino,
                 name,
                 value,
                 time,
             } => {
-                let i = locked.get(*ino)?;
-                i.xattrs.insert(name.clone(), value.clone());
-                i.attr.ctime = *time;
+                apply_set_xattr(locked.get(*ino)?, name, value, *time);
+                Ok(())
             }
             Op::RemoveXattr { ino, name, time } => {
-                let i = locked.get(*ino)?;
-                i.xattrs.remove(name);
-                i.attr.ctime = *time;
+                apply_remove_xattr(locked.get(*ino)?, name, *time);
+                Ok(())
             }
-            Op::Reclaim { ino } => {
-                let i = locked.get(*ino)?;
-                if i.attr.nlink == 0 {
-                    self.reclaim_locked(i)?;
-                }
+            Op::Reclaim { ino } => self.apply_reclaim(locked.get(*ino)?),
+            Op::SetAttrXattrs { ino, .. } => {
+                apply_set_attr_xattrs(locked.get(*ino)?, op);
+                Ok(())
             }
-            Op::SetAttrXattrs { ino, .. } => apply_set_attr_xattrs(locked.get(*ino)?, op),
         }
-        Ok(())
     }
 
     /// Applies a `Create` (with the inode's first extended attributes, if any).
@@ -358,6 +257,45 @@ impl Volume {
         Ok(())
     }
 
+    /// Applies an `Unlink`: the name goes; an inode left without names is reclaimed unless
+    /// the kernel still holds it (then it waits in `unlinked` for its FORGET or last release).
+    fn apply_unlink(
+        &self,
+        locked: &mut Locked,
+        parent: u64,
+        name: &[u8],
+        time: Time,
+        replay: bool,
+    ) -> FsResult<()> {
+        let p = locked.get(parent)?;
+        let dir = p
+            .dir_mut()
+            .ok_or_else(|| not_directory("parent is not a directory"))?;
+        let entry = dir.remove(name).ok_or_else(|| not_found("no such entry"))?;
+        p.attr.mtime = time;
+        p.attr.ctime = time;
+        if entry.kind == Kind::Dir {
+            p.attr.nlink = p.attr.nlink.saturating_sub(1);
+        }
+        let child = locked.get(entry.ino)?;
+        if entry.kind == Kind::Dir {
+            child.attr.nlink = 0;
+        } else {
+            child.attr.nlink = child.attr.nlink.saturating_sub(1);
+        }
+        child.attr.ctime = time;
+        if child.attr.nlink == 0 {
+            if replay || !self.is_referenced(entry.ino) {
+                self.reclaim_locked(child)?;
+            } else {
+                self.unlinked.touch(entry.ino);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a `Rename` (or RENAME_EXCHANGE): a replaced target loses that name and, left
+    /// without names, goes as an unlinked one does.
     #[allow(clippy::too_many_arguments)]
     fn apply_rename(
         &self,
@@ -492,6 +430,154 @@ impl Volume {
         Ok(())
     }
 
+    /// Applies a `Truncate`: frames past the new size are freed and the copied last frame
+    /// (if any) replaces its mapping.
+    fn apply_truncate(
+        &self,
+        i: &mut Inode,
+        size: u64,
+        time: Time,
+        mode: u32,
+        cow: &[Extent],
+        replay: bool,
+    ) -> FsResult<()> {
+        if let Body::File(map) = &mut i.body {
+            for r in map.truncate(size.div_ceil(FRAME_SIZE)) {
+                self.alloc.free(r)?;
+            }
+            self.apply_cow(map, cow, replay)?;
+        }
+        i.attr.size = size;
+        i.attr.mtime = time;
+        i.attr.ctime = time;
+        i.attr.mode = mode;
+        Ok(())
+    }
+
+    /// Applies a `Write`: at run time the mapping changed before the record; replay maps the
+    /// allocated extents and marks the converted ones written.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_write(
+        &self,
+        i: &mut Inode,
+        allocated: &[Extent],
+        converted: &[Extent],
+        size: u64,
+        times: DataTimes,
+        mode: u32,
+        replay: bool,
+    ) -> FsResult<()> {
+        if replay {
+            let Body::File(map) = &mut i.body else {
+                return Err(corrupt("write to a non-file"));
+            };
+            self.replay_insert(map, allocated)?;
+            for c in converted {
+                map.mark_written(c.file_frame, c.pfns.len);
+            }
+        }
+        i.attr.size = size;
+        i.attr.mtime = times.mtime;
+        i.attr.ctime = times.ctime;
+        i.attr.mode = mode;
+        Ok(())
+    }
+
+    /// Applies an `Allocate` (fallocate): replay maps the unwritten extents.
+    fn apply_allocate(
+        &self,
+        i: &mut Inode,
+        extents: &[Extent],
+        size: u64,
+        times: DataTimes,
+        mode: u32,
+        replay: bool,
+    ) -> FsResult<()> {
+        if replay {
+            let Body::File(map) = &mut i.body else {
+                return Err(corrupt("fallocate of a non-file"));
+            };
+            self.replay_insert(map, extents)?;
+        }
+        i.attr.size = size;
+        i.attr.mtime = times.mtime;
+        i.attr.ctime = times.ctime;
+        i.attr.mode = mode;
+        Ok(())
+    }
+
+    /// Applies a `Punch`: whole frames in the range are freed, the copied edge frames replace
+    /// their mappings.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_punch(
+        &self,
+        i: &mut Inode,
+        offset: u64,
+        len: u64,
+        times: DataTimes,
+        mode: u32,
+        cow: &[Extent],
+        replay: bool,
+    ) -> FsResult<()> {
+        if let Body::File(map) = &mut i.body {
+            let end = offset.saturating_add(len);
+            let first_full = offset.saturating_add(FRAME_SIZE - 1) / FRAME_SIZE;
+            let last_full = end / FRAME_SIZE;
+            if first_full < last_full {
+                for r in map.punch(first_full, last_full - first_full) {
+                    self.alloc.free(r)?;
+                }
+            }
+            self.apply_cow(map, cow, replay)?;
+        }
+        i.attr.mtime = times.mtime;
+        i.attr.ctime = times.ctime;
+        i.attr.mode = mode;
+        Ok(())
+    }
+
+    /// Applies a `ZeroRange`: replay maps the new unwritten extents; whole frames in the range
+    /// turn unwritten and the copied edge frames replace their mappings.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_zero_range(
+        &self,
+        i: &mut Inode,
+        offset: u64,
+        len: u64,
+        size: u64,
+        times: DataTimes,
+        mode: u32,
+        cow: &[Extent],
+        extents: &[Extent],
+        replay: bool,
+    ) -> FsResult<()> {
+        if let Body::File(map) = &mut i.body {
+            if replay {
+                self.replay_insert(map, extents)?;
+            }
+            let end = offset.saturating_add(len);
+            let first_full = offset.saturating_add(FRAME_SIZE - 1) / FRAME_SIZE;
+            let last_full = end / FRAME_SIZE;
+            if first_full < last_full {
+                map.mark_unwritten(first_full, last_full - first_full);
+            }
+            self.apply_cow(map, cow, replay)?;
+        }
+        i.attr.size = size;
+        i.attr.mtime = times.mtime;
+        i.attr.ctime = times.ctime;
+        i.attr.mode = mode;
+        Ok(())
+    }
+
+    /// Applies a `Reclaim`: releases the inode if it still has no names.
+    fn apply_reclaim(&self, i: &mut Inode) -> FsResult<()> {
+        if i.attr.nlink == 0 {
+            self.reclaim_locked(i)?;
+        }
+        Ok(())
+    }
+
     /// Replay of extents a logged op allocated: takes their frames out of the free set and
     /// maps them.
     fn replay_insert(&self, map: &mut ExtentMap, extents: &[Extent]) -> FsResult<()> {
@@ -532,7 +618,54 @@ impl Volume {
     }
 }
 
-/// The fields a `SetAttr` or `SetAttrXattrs` record sets, in one place for both.
+/// Applies a `Link`: a new name for an existing inode.
+fn apply_link(locked: &mut Locked, parent: u64, name: &[u8], ino: u64, time: Time) -> FsResult<()> {
+    let child = locked.get(ino)?;
+    child.attr.nlink = child.attr.nlink.saturating_add(1);
+    child.attr.ctime = time;
+    let kind = child.attr.kind();
+    let p = locked.get(parent)?;
+    let dir = p
+        .dir_mut()
+        .ok_or_else(|| not_directory("parent is not a directory"))?;
+    if dir.get(name).is_some() {
+        return Err(exists("entry exists"));
+    }
+    dir.insert(DirEntry {
+        name: name.to_vec(),
+        ino,
+        kind,
+    });
+    p.attr.mtime = time;
+    p.attr.ctime = time;
+    Ok(())
+}
+
+/// Applies a `SetAttr`: mode, owner and times.
+fn apply_set_attr(
+    i: &mut Inode,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime: Time,
+    mtime: Time,
+    ctime: Time,
+) {
+    set_attr_fields(&mut i.attr, mode, uid, gid, atime, mtime, ctime);
+}
+
+/// Applies a `SetXattr`.
+fn apply_set_xattr(i: &mut Inode, name: &[u8], value: &[u8], time: Time) {
+    i.xattrs.insert(name.to_vec(), value.to_vec());
+    i.attr.ctime = time;
+}
+
+/// Applies a `RemoveXattr`.
+fn apply_remove_xattr(i: &mut Inode, name: &[u8], time: Time) {
+    i.xattrs.remove(name);
+    i.attr.ctime = time;
+}
+
 /// Applies an `Op::SetAttrXattrs` to its inode (other ops are ignored): also used for a
 /// privilege drop, which holds one inode's lock rather than a [`Locked`] set.
 pub(super) fn apply_set_attr_xattrs(i: &mut Inode, op: &Op) {
@@ -557,6 +690,7 @@ pub(super) fn apply_set_attr_xattrs(i: &mut Inode, op: &Op) {
     }
 }
 
+/// The fields a `SetAttr` or `SetAttrXattrs` record sets, in one place for both.
 fn set_attr_fields(
     attr: &mut Attr,
     mode: u32,
