@@ -399,3 +399,4 @@ mod namespace;
 mod unlinked;
 mod xattr;
 pub use data::SeekWhence;
+pub(crate) use load::{CheckpointDamage, CheckpointFault, decode_checkpoint};

@@ -1,21 +1,16 @@
-//! Reading a possibly damaged pool: the superblock slots, the checkpoint and the log, decoded
-//! tolerantly (what `Volume::load` refuses becomes a finding), then the log replayed record by
-//! record into a volume the checks can read.
+//! Reading a possibly damaged pool: the superblock slots, the checkpoint (with the volume's
+//! decoder, tolerating damage) and the log, where what `Volume::load` refuses becomes a
+//! finding; then the log replayed record by record into a volume the checks can read.
 
-use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use pfnfs_alloc::{ExtentAllocator, Pfn, PfnRange, Pool, Superblock};
-use pfnfs_extent::{Extent, ExtentMap};
+use pfnfs_alloc::{ExtentAllocator, PfnRange, Pool, Superblock};
 
 use super::{Finding, PROGRESS_EVERY, Progress, clip, complement, name_str, to_pfn_ranges, union};
-use crate::inode::{Body, DirEntry, Directory, Inode, ROOT_INO, Time};
-use crate::journal::{
-    BodyImage, CheckpointHeader, CheckpointImage, Journal, Op, intact_record,
-    newer_generation_in_log, record_after,
-};
-use crate::volume::{MAX_FILE_BYTES, NAME_MAX, Volume};
+use crate::inode::{Body, Inode, ROOT_INO, Time};
+use crate::journal::{Journal, Op, intact_record, newer_generation_in_log, record_after};
+use crate::volume::{self, CheckpointDamage, CheckpointFault, MAX_FILE_BYTES, NAME_MAX, Volume};
 
 pub(super) struct Loaded {
     pub(super) vol: Volume,
@@ -63,7 +58,7 @@ pub(super) fn load_tolerant(
             Vec::new(),
         )
     } else {
-        match decode_checkpoint(&pool, &sb, &mut findings) {
+        match decode_checkpoint(&pool, &mut findings) {
             Ok(parts) => parts,
             Err(LoadFailure::Fatal(f, mut n)) => {
                 notes.append(&mut n);
@@ -151,9 +146,11 @@ fn check_slots(pool: &Pool, current: &Superblock, notes: &mut Vec<String>) -> bo
 
 type CheckpointParts = (Vec<Inode>, ExtentAllocator, u64, Vec<PfnRange>);
 
+/// The checkpoint, read with the volume's own decoder told to tolerate damage: what mount
+/// would refuse inside a checkpoint that reads becomes a finding; a checkpoint that cannot be
+/// read at all is fatal.
 fn decode_checkpoint(
     pool: &Pool,
-    sb: &Superblock,
     findings: &mut Vec<Finding>,
 ) -> Result<CheckpointParts, LoadFailure> {
     let data = pool.data_region();
@@ -168,37 +165,21 @@ fn decode_checkpoint(
             Vec::new(),
         )
     };
-    let head = PfnRange::new(Pfn(sb.checkpoint.head_pfn), 1)
-        .filter(|r| data.covers(r))
-        .ok_or_else(|| {
-            fatal(format!(
-                "its first frame {} lies outside the data region {data}",
-                sb.checkpoint.head_pfn
-            ))
-        })?;
-    let header =
-        CheckpointHeader::decode(pool.frames(head).map_err(op_err)?, data).map_err(fatal)?;
-    if header.generation != sb.checkpoint.log_generation
-        || header.body_len != sb.checkpoint.len_bytes
-        || header.body_crc != sb.checkpoint.crc
-        || header.ranges.first().map(|r| r.start) != Some(head.start)
-    {
-        return Err(fatal("its header does not match the superblock".into()));
-    }
-    let mut body = Vec::new();
-    for (offset, len) in header.body_spans() {
-        let len = usize::try_from(len).map_err(|_| fatal("body span too large".into()))?;
-        body.extend_from_slice(pool.read(offset, len).map_err(op_err)?);
-    }
-    if crc32c::crc32c(&body) != header.body_crc {
-        return Err(fatal("checksum mismatch".into()));
-    }
-    let image: CheckpointImage =
-        postcard::from_bytes(&body).map_err(|e| fatal(format!("it does not decode: {e}")))?;
-    drop(body);
+    let mut damage = Vec::new();
+    let ckpt = volume::decode_checkpoint(pool, Some(&mut damage)).map_err(|fault| match fault {
+        CheckpointFault::Io(e) | CheckpointFault::Refused(e) => op_err(e),
+        CheckpointFault::HeadOutside { head_pfn, data } => fatal(format!(
+            "its first frame {head_pfn} lies outside the data region {data}"
+        )),
+        CheckpointFault::Header(e) => fatal(e),
+        CheckpointFault::Mismatch => fatal("its header does not match the superblock".into()),
+        CheckpointFault::Checksum => fatal("checksum mismatch".into()),
+        CheckpointFault::Body(e) => fatal(format!("it does not decode: {e}")),
+    })?;
 
     // Checkpoint ranges: disjoint, sorted.
-    let raw: Vec<(u64, u64)> = header
+    let raw: Vec<(u64, u64)> = ckpt
+        .header
         .ranges
         .iter()
         .map(|r| (r.start.0, r.end().0))
@@ -218,56 +199,14 @@ fn decode_checkpoint(
     }
     let ranges = to_pfn_ranges(&merged);
 
-    let mut inodes: BTreeMap<u64, Inode> = BTreeMap::new();
-    for img in image.inodes {
-        let ino = img.ino;
-        if inodes.contains_key(&ino) {
-            findings.push(Finding::new(
-                "duplicate-inode",
-                format!("inode {ino} appears more than once in the checkpoint"),
-                "keep its first copy, drop the others",
-            ));
-            continue;
-        }
-        let body = match img.body {
-            BodyImage::File(extents) => Body::File(build_map(ino, extents, findings)),
-            BodyImage::Dir {
-                parent,
-                next_cookie,
-                entries,
-            } => Body::Dir(build_dir(ino, parent, next_cookie, entries, findings)),
-            BodyImage::Symlink(t) => Body::Symlink(t),
-            BodyImage::Special => Body::Special,
-        };
-        inodes.insert(
-            ino,
-            Inode {
-                ino,
-                attr: img.attr,
-                xattrs: img.xattrs.into_iter().collect(),
-                body,
-            },
-        );
+    for d in damage {
+        findings.push(damage_finding(d));
     }
-    if let std::collections::btree_map::Entry::Vacant(slot) = inodes.entry(ROOT_INO) {
-        findings.push(Finding::new(
-            "root-missing",
-            "the checkpoint has no root directory".into(),
-            "create an empty root (every other inode goes to /lost+found)",
-        ));
-        slot.insert(Inode::new_root(Time::now()));
-    }
-    let alloc = match ExtentAllocator::decode_free_set(data, &image.free_set) {
-        Ok(a) => a,
-        Err(e) => {
-            findings.push(
-                Finding::new(
-                    "free-set",
-                    format!("the checkpoint's free set does not decode: {e}"),
-                    "rebuild the free set from the frames files and the checkpoint use",
-                )
-                .safe(),
-            );
+    let inodes = ckpt.inodes;
+    let alloc = match ckpt.alloc {
+        Some(a) => a,
+        None => {
+            // The free set did not decode (a `free-set` finding): rebuild it.
             let mut refs: Vec<(u64, u64)> = merged.clone();
             for inode in inodes.values() {
                 if let Body::File(map) = &inode.body {
@@ -278,75 +217,60 @@ fn decode_checkpoint(
             ExtentAllocator::from_free_extents(data, to_pfn_ranges(&free)).map_err(op_err)?
         }
     };
-    Ok((
-        inodes.into_values().collect(),
-        alloc,
-        image.next_ino,
-        ranges,
-    ))
+    Ok((inodes.into_values().collect(), alloc, ckpt.next_ino, ranges))
 }
 
-/// An extent map from checkpointed extents; extents that overlap earlier ones or overflow
-/// are dropped and reported.
-fn build_map(ino: u64, extents: Vec<Extent>, findings: &mut Vec<Finding>) -> ExtentMap {
-    if let Ok(map) = ExtentMap::from_extents(extents.iter().copied()) {
-        return map;
-    }
-    let mut map = ExtentMap::new();
-    let mut dropped = Vec::new();
-    for e in extents {
-        if map.insert(e).is_err() {
-            dropped.push(format!(
-                "file frame {} -> {} ({} frames)",
-                e.file_frame, e.pfns.start.0, e.pfns.len
-            ));
-        }
-    }
-    findings.push(Finding::new(
-        "extent-map",
-        format!(
-            "inode {ino}: extents overlap or overflow: {}",
-            dropped.join(", ")
+/// The finding for damage the checkpoint decoder tolerated (and repaired in what it returned).
+fn damage_finding(damage: CheckpointDamage) -> Finding {
+    match damage {
+        CheckpointDamage::DuplicateInode(ino) => Finding::new(
+            "duplicate-inode",
+            format!("inode {ino} appears more than once in the checkpoint"),
+            "keep its first copy, drop the others",
         ),
-        "drop the extents that do not fit (those file ranges become holes)",
-    ));
-    map
-}
-
-/// A directory from checkpointed parts; duplicate names or bad cookies are rebuilt.
-fn build_dir(
-    ino: u64,
-    parent: u64,
-    next_cookie: u64,
-    entries: Vec<(u64, DirEntry)>,
-    findings: &mut Vec<Finding>,
-) -> Directory {
-    match Directory::from_parts(parent, next_cookie, entries.clone()) {
-        Ok(d) => d,
-        Err(why) => {
-            let mut d = Directory::new(parent);
-            let mut dropped = Vec::new();
-            let mut sorted = entries;
-            sorted.sort_by_key(|(c, _)| *c);
-            for (_, e) in sorted {
-                if d.get(&e.name).is_some() {
-                    dropped.push(name_str(&e.name));
-                } else {
-                    d.insert(e);
-                }
-            }
+        CheckpointDamage::ExtentMap { ino, dropped } => {
+            let dropped: Vec<String> = dropped
+                .iter()
+                .map(|e| {
+                    format!(
+                        "file frame {} -> {} ({} frames)",
+                        e.file_frame, e.pfns.start.0, e.pfns.len
+                    )
+                })
+                .collect();
+            Finding::new(
+                "extent-map",
+                format!(
+                    "inode {ino}: extents overlap or overflow: {}",
+                    dropped.join(", ")
+                ),
+                "drop the extents that do not fit (those file ranges become holes)",
+            )
+        }
+        CheckpointDamage::Directory { ino, why, dropped } => {
             let extra = if dropped.is_empty() {
                 String::new()
             } else {
-                format!("; duplicate names dropped: {}", dropped.join(", "))
+                let names: Vec<String> = dropped.iter().map(|n| name_str(n)).collect();
+                format!("; duplicate names dropped: {}", names.join(", "))
             };
-            findings.push(Finding::new(
+            Finding::new(
                 "directory",
                 format!("directory {ino} is malformed: {why}"),
                 format!("rebuild it with new readdir cookies{extra}"),
-            ));
-            d
+            )
         }
+        CheckpointDamage::RootMissing => Finding::new(
+            "root-missing",
+            "the checkpoint has no root directory".into(),
+            "create an empty root (every other inode goes to /lost+found)",
+        ),
+        CheckpointDamage::FreeSet(e) => Finding::new(
+            "free-set",
+            format!("the checkpoint's free set does not decode: {e}"),
+            "rebuild the free set from the frames files and the checkpoint use",
+        )
+        .safe(),
     }
 }
 

@@ -3,9 +3,11 @@
 //! # How a pool is read
 //!
 //! [`fsck_pool`] opens the pool (read-only for [`FsckMode::Check`]; `Pool::open` checks the
-//! superblock slots and refuses a pool that is mounted read-write elsewhere), then decodes the
-//! checkpoint and the log *itself* rather than with `Volume::load`, because a damaged pool is
-//! exactly what `load` refuses:
+//! superblock slots and refuses a pool that is mounted read-write elsewhere), then reads the
+//! checkpoint and the log rather than with `Volume::load`, because a damaged pool is exactly
+//! what `load` refuses. The checkpoint goes through the volume's own decoder
+//! (`volume::decode_checkpoint`, the one mount uses) told to tolerate damage; the log is read
+//! here, record by record:
 //!
 //! - A checkpoint that cannot be read at all (pointer outside the data region, header not
 //!   matching the superblock, checksum, body that does not decode) is fatal: it is reported as

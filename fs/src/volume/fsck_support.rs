@@ -1,8 +1,10 @@
-//! fsck support. Used only by `crate::fsck`, which decodes a damaged pool itself (tolerating
-//! what `load` refuses), replays its log record by record, checks the result and installs a
-//! repaired state. Nothing here runs on a mounted volume, so it sits apart from the root (a
-//! reader of the mount path can skip it) rather than in `fsck`, because it builds and
-//! changes a `Volume`'s private fields.
+//! fsck support. Used only by `crate::fsck`, which reads a damaged pool tolerating what
+//! `load` refuses (the checkpoint with [`super::decode_checkpoint`], the log itself), replays
+//! its log record by record, checks the result and installs a repaired state.
+//!
+//! Nothing here runs on a mounted volume, so it is kept out of the root, where a reader of the
+//! mount path would have to step over it; it is in `volume` rather than in `fsck` because it
+//! builds and changes a `Volume`'s private fields.
 
 use super::*;
 
