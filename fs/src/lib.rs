@@ -1,15 +1,34 @@
 //! pfnfs-fs: the filesystem.
 //!
+//! - [`error`]: errors: what kind of failure, plus the context that explains it.
 //! - [`acl`]: POSIX ACLs: the xattr wire format and the mode <-> ACL rules.
 //! - [`inode`]: inodes, attributes and directories in RAM (stable readdir cookies).
 //! - [`journal`]: the metadata redo log and the checkpoint format: how RAM state becomes
 //!   durable and comes back at mount.
 //! - [`volume`]: [`volume::Volume`], the mounted filesystem: every operation, validated,
-//!   journaled, then applied by the same code replay uses. Locking rules live there.
-//! - [`fuse`]: the fuser adapter (errno conversion happens there and nowhere else).
+//!   journaled, then applied by the same code replay uses. Locking rules live there. Its
+//!   parts, under `volume/`:
+//!   - `load.rs`: mounting (checkpoint, log replay, recovery and orphans at mount) and the
+//!     one checkpoint decoder, which fsck shares;
+//!   - `commit.rs`: `commit`, checkpoints, shutdown, and the space accounting (reserves,
+//!     ENOSPC before anything is journaled);
+//!   - `apply.rs`: `Volume::apply`, one function per record kind, and replay;
+//!   - `namespace.rs`, `attr.rs`, `data.rs`, `xattr.rs`: the operations (names; attributes
+//!     and statfs; file data, privilege drops and copy-on-write; extended attributes and
+//!     ACLs);
+//!   - `unlinked.rs`: unlinked inodes the kernel still holds;
+//!   - `fsck_support.rs`: what fsck needs of a volume (never used on a mounted one).
+//! - [`fsck`]: checking and repairing an unmounted pool: the API and report types in
+//!   `fsck/mod.rs`, reading a damaged pool in `fsck/load.rs`, the checks in `fsck/checks.rs`,
+//!   the repairs in `fsck/repair.rs`.
+//! - [`session`]: one typed method per FUSE operation between a transport and the volume,
+//!   and the one place an error becomes an errno.
+//! - [`fuse`]: the fuser adapter: translates fuser requests into volume calls; no filesystem
+//!   logic.
 //! - `ring` / [`wire`]: FUSE over io_uring: per-CPU queues answering the same operations,
 //!   with the kernel ABI they need (fuser has no io_uring transport).
-//! - [`serve`] / [`report`]: mounting a pool, and reading its figures.
+//! - `placement`: where the daemon's threads run, so a request and its reply stay on one CPU.
+//! - [`serve`] / [`report`] (in `serve_impl`): mounting a pool, and reading its figures.
 
 pub mod acl;
 pub mod error;
