@@ -19,7 +19,8 @@
 //! # Where things are
 //! This file holds the types and the small helpers every part uses (accessors, locking a set
 //! of inodes, name checks). The rest, by what a reader looks for:
-//! - `load`: mounting: the checkpoint, log replay, recovery and orphans at mount.
+//! - `load`: mounting (the checkpoint, log replay, recovery and orphans at mount), and the
+//!   one checkpoint decoder, which fsck shares.
 //! - `commit`: `commit`, checkpoints, shutdown, and the space accounting (reserves, ENOSPC).
 //! - `apply`: `Volume::apply` and replay, one function per record kind.
 //! - `namespace`, `attr`, `data`, `xattr`: the operations the FUSE adapter calls.
@@ -258,19 +259,6 @@ fn check_name(name: &[u8]) -> FsResult<()> {
         )));
     }
     Ok(())
-}
-
-/// Sorts ranges and merges touching ones (they must not overlap).
-fn coalesce(mut ranges: Vec<PfnRange>) -> Vec<PfnRange> {
-    ranges.sort_unstable_by_key(|r| r.start);
-    let mut out: Vec<PfnRange> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match out.last_mut() {
-            Some(last) if last.end() == r.start => last.len += r.len,
-            _ => out.push(r),
-        }
-    }
-    out
 }
 
 fn new_cell(inode: Inode) -> Arc<InodeCell> {

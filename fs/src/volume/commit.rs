@@ -279,3 +279,16 @@ impl Volume {
         self.apply(&op, locked, false)
     }
 }
+
+/// Sorts ranges and merges touching ones (they must not overlap).
+fn coalesce(mut ranges: Vec<PfnRange>) -> Vec<PfnRange> {
+    ranges.sort_unstable_by_key(|r| r.start);
+    let mut out: Vec<PfnRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if last.end() == r.start => last.len += r.len,
+            _ => out.push(r),
+        }
+    }
+    out
+}
