@@ -6,12 +6,25 @@
 //! - [`journal`]: the metadata redo log and the checkpoint format: how RAM state becomes
 //!   durable and comes back at mount.
 //! - [`volume`]: [`volume::Volume`], the mounted filesystem: every operation, validated,
-//!   journaled, then applied by the same code replay uses. Locking rules live there.
-//! - [`fsck`]: checking and repairing a pool.
+//!   journaled, then applied by the same code replay uses. Locking rules live there. Its
+//!   parts, under `volume/`:
+//!   - `load.rs`: mounting (checkpoint, log replay, recovery and orphans at mount) and the
+//!     one checkpoint decoder, which fsck shares;
+//!   - `commit.rs`: `commit`, checkpoints, shutdown, and the space accounting (reserves,
+//!     ENOSPC before anything is journaled);
+//!   - `apply.rs`: `Volume::apply`, one function per record kind, and replay;
+//!   - `namespace.rs`, `attr.rs`, `data.rs`, `xattr.rs`: the operations (names; attributes
+//!     and statfs; file data, privilege drops and copy-on-write; extended attributes and
+//!     ACLs);
+//!   - `unlinked.rs`: unlinked inodes the kernel still holds;
+//!   - `fsck_support.rs`: what fsck needs of a volume (never used on a mounted one).
+//! - [`fsck`]: checking and repairing an unmounted pool: the API and report types in
+//!   `fsck/mod.rs`, reading a damaged pool in `fsck/load.rs`, the checks in `fsck/checks.rs`,
+//!   the repairs in `fsck/repair.rs`.
 //! - [`session`]: [`session::Session`], one typed method per FUSE operation: every rule
 //!   that is not wire format, and the one place an error becomes an errno.
 //! - [`transport`]: `/dev/fuse` (fuser) and FUSE over io_uring, each only translating
-//!   between its wire and the session.
+//!   between its wire and the session; where the threads serving them run.
 //! - `serve_impl`: mounting a pool ([`serve`]) and reading its figures ([`report`]).
 //! - [`mountinfo`] / [`procs`]: where pools are mounted (the mount's source is the pool, as
 //!   [`serve`] mounts it) and which processes hold one: for the `pfnfs` command and the bench.

@@ -1,0 +1,713 @@
+//! File data: open and release, read, write, fsync, fallocate, SEEK_DATA / SEEK_HOLE and
+//! copy_file_range; what a change of a file's data or size takes away ([`privilege_drop`],
+//! journaled before the change); and the copy-on-write of partial frames that truncate,
+//! punch and zero-range journal instead of rewriting a frame in place.
+
+use std::sync::atomic::Ordering;
+
+use pfnfs_alloc::FRAME_SIZE;
+use pfnfs_extent::{Extent, ExtentMap, ReadSegment, io as extent_io};
+
+use super::apply::apply_set_attr_xattrs;
+use super::*;
+
+/// SEEK_DATA or SEEK_HOLE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeekWhence {
+    Data,
+    Hole,
+}
+
+/// Zeros for copying holes over mapped destination bytes.
+static ZEROS: [u8; 65536] = [0; 65536];
+
+thread_local! {
+    static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Above this many extents, `fsync` of a file msyncs the whole pool in one call instead of
+/// one call per extent.
+pub const FSYNC_EXTENTS_MAX: usize = 64;
+
+const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
+const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
+const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
+
+impl Volume {
+    /// Counts an open handle.
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<()> {
+        if write {
+            self.check_writable()?;
+        }
+        let cell = self.cell(ino)?;
+        cell.opens.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Drops an open handle; reclaims an unlinked inode on its last close.
+    pub fn release(&self, ino: u64) {
+        if let Ok(cell) = self.cell(ino) {
+            // Never below zero: a release without an open must not wrap the count and keep
+            // an unlinked file's frames forever.
+            let prev = cell
+                .opens
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            if prev == Ok(1) {
+                self.reclaim_if_orphan(ino);
+                // Still here and nameless: the kernel's FORGET will free it.
+                if self.cell(ino).is_ok_and(|c| c.inode.read().attr.nlink == 0) {
+                    self.unlinked.touch(ino);
+                }
+            }
+        }
+    }
+
+    /// Reads up to `size` bytes at `offset` and hands them to `reply` as one slice: straight
+    /// from pool memory when the range lies in one extent, else gathered once.
+    pub fn read<R>(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> FsResult<R> {
+        let cell = self.cell(ino)?;
+        // relatime: atime moves when it is older than mtime/ctime or a day old, before the
+        // data goes out (the kernel refetches attributes after a read). It is kept in RAM
+        // and reaches the pool with the inode's next record or checkpoint.
+        let stale = match self.atime_policy() {
+            AtimePolicy::Never => false,
+            AtimePolicy::Relative => relatime_stale(&cell.inode.read().attr),
+            AtimePolicy::Always => true,
+        };
+        if !self.read_only && stale {
+            cell.inode.write().attr.atime = Time::now();
+        }
+        let inode = cell.inode.read();
+        self.read_locked(&inode, offset, size, reply)
+    }
+
+    fn read_locked<R>(
+        &self,
+        inode: &Inode,
+        offset: u64,
+        size: u32,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> FsResult<R> {
+        let map = match &inode.body {
+            Body::File(m) => m,
+            Body::Dir(_) => return Err(is_directory("is a directory")),
+            _ => return Err(invalid("not a regular file")),
+        };
+        let file_size = inode.attr.size;
+        if offset >= file_size || size == 0 {
+            return Ok(reply(&[]));
+        }
+        let len = (size as u64).min(file_size - offset);
+        // One walk to see whether the range is a single pool slice (the common case for
+        // files kept contiguous): then the reply is written straight from pool memory.
+        let mut first: Option<&[u8]> = None;
+        let mut pieces = 0usize;
+        extent_io::for_each_segment(&self.pool, map, offset, len, |s| {
+            pieces += 1;
+            if let ReadSegment::Pool(b) = s {
+                first.get_or_insert(b);
+            }
+            Ok(())
+        })?;
+        if pieces == 1
+            && let Some(bytes) = first
+        {
+            self.stats
+                .single_extent_reads
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(reply(bytes));
+        }
+        self.stats.gathered_reads.fetch_add(1, Ordering::Relaxed);
+        GATHER.with(|g| {
+            let mut buf = g.borrow_mut();
+            buf.clear();
+            extent_io::for_each_segment(&self.pool, map, offset, len, |s| {
+                match s {
+                    ReadSegment::Pool(b) => buf.extend_from_slice(b),
+                    ReadSegment::Zeros(n) => {
+                        let at = buf.len();
+                        buf.resize(at + n, 0)
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(reply(&buf))
+        })
+    }
+
+    /// Writes `data` at `offset` for `writer`; returns bytes written.
+    pub fn write(
+        &self,
+        writer: impl Into<Writer>,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<u32> {
+        let writer = writer.into();
+        self.check_writable()?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.maybe_checkpoint();
+        self.make_room(0, (data.len() as u64).div_ceil(FRAME_SIZE) + 1);
+        let _gate = self.gate.read();
+        let cell = self.cell(ino)?;
+        let mut inode = cell.inode.write();
+        self.write_locked(writer, &mut inode, offset, data)?;
+        Ok(data.len() as u32)
+    }
+
+    /// A write into an inode the caller holds exclusively (and under the gate): copies
+    /// `data` into the pool once, then journals the mapping/size change if there is one.
+    fn write_locked(
+        &self,
+        writer: Writer,
+        inode: &mut Inode,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<()> {
+        let ino = inode.ino;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_BYTES)
+            .ok_or_else(|| file_too_large("write past the largest file size"))?;
+        let Body::File(map) = &mut inode.body else {
+            return Err(invalid("not a regular file"));
+        };
+        let first = offset / FRAME_SIZE;
+        self.ensure_space(map, first, end.div_ceil(FRAME_SIZE) - first)?;
+        self.drop_privileges(inode, writer)?;
+        let Body::File(map) = &mut inode.body else {
+            return Err(invalid("not a regular file"));
+        };
+        let outcome = extent_io::write(&self.pool, &self.alloc, map, offset, data)?;
+        let mode = inode.attr.mode;
+        let size = inode.attr.size.max(end);
+        let times = self.data_times(&inode.attr);
+        if outcome.is_empty() && size == inode.attr.size {
+            // A pure overwrite is not journaled; its times become durable with the next
+            // record or checkpoint of this inode.
+            inode.attr.mtime = times.mtime;
+            inode.attr.ctime = times.ctime;
+            self.stats.overwrites.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let op = Op::Write {
+            ino,
+            allocated: outcome.allocated,
+            converted: outcome.converted,
+            size,
+            times,
+            mode,
+        };
+        if let Err(e) = self.journal.append(&self.pool, &op) {
+            // The record did not land: undo the mapping change so RAM matches the pool.
+            if let (
+                Op::Write {
+                    allocated,
+                    converted,
+                    ..
+                },
+                Body::File(map),
+            ) = (&op, &mut inode.body)
+            {
+                for a in allocated {
+                    for r in map.punch(a.file_frame, a.pfns.len) {
+                        let _ = self.alloc.free(r);
+                    }
+                }
+                for c in converted {
+                    map.mark_unwritten(c.file_frame, c.pfns.len);
+                }
+            }
+            return Err(e);
+        }
+        inode.attr.size = size;
+        inode.attr.mtime = times.mtime;
+        inode.attr.ctime = times.ctime;
+        self.stats.journaled_writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// fsync / fdatasync / fsyncdir: everything is persisted (flushed and fenced) as it
+    /// happens; this makes the inode durable on the pool's backing store as well, for a pool
+    /// kept in a file on a disk (a no-op on device DAX). It msyncs what the inode's state
+    /// depends on: the superblocks and the log, the current checkpoint, and a file's own
+    /// extents, so one file's fsync does not write back every dirty page of the pool. A file
+    /// of more than `FSYNC_EXTENTS_MAX` extents, or an unknown inode, syncs the whole pool.
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let whole = match self.cell(ino) {
+            Ok(cell) => match &cell.inode.read().body {
+                Body::File(map) if map.len() > FSYNC_EXTENTS_MAX => true,
+                Body::File(map) => {
+                    ranges.extend(
+                        map.iter()
+                            .map(|e| (e.pfns.start.byte_offset(), e.pfns.len_bytes())),
+                    );
+                    false
+                }
+                _ => false,
+            },
+            Err(_) => true,
+        };
+        if whole {
+            self.pool.sync(0, self.pool.len_bytes())?;
+            return Ok(());
+        }
+        // The log ends where the data region starts: one range from the superblocks on.
+        let (log_offset, log_len) = self.pool.log_region();
+        ranges.push((0, log_offset + log_len));
+        ranges.extend(
+            self.checkpoint_ranges()
+                .iter()
+                .map(|r| (r.start.byte_offset(), r.len_bytes())),
+        );
+        for (offset, len) in ranges {
+            self.pool.sync(offset, len)?;
+        }
+        Ok(())
+    }
+
+    /// fallocate with modes 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE[|KEEP_SIZE].
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        self.fallocate_as(Caller::default(), ino, offset, len, mode)
+    }
+
+    /// fallocate on behalf of `caller`. Every mode takes privileges away, as on Linux, before
+    /// the file changes.
+    pub fn fallocate_as(
+        &self,
+        caller: Caller,
+        ino: u64,
+        offset: u64,
+        len: u64,
+        mode: i32,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        if len == 0 {
+            return Err(invalid("fallocate of zero length"));
+        }
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= MAX_FILE_BYTES)
+            .ok_or_else(|| file_too_large("range past the largest file size"))?;
+        let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
+        let punch = mode & FALLOC_FL_PUNCH_HOLE != 0;
+        let zero = mode & FALLOC_FL_ZERO_RANGE != 0;
+        if mode & !(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0
+            || (punch && (zero || !keep))
+        {
+            return Err(unsupported("unsupported fallocate mode"));
+        }
+        self.maybe_checkpoint();
+        self.make_room(0, len.div_ceil(FRAME_SIZE).saturating_add(1));
+        let _gate = self.gate.read();
+        let mut locked = self.lock(&[ino])?;
+        let inode = locked.get(ino)?;
+        match inode.body {
+            Body::File(_) => {}
+            Body::Dir(_) => return Err(is_directory("is a directory")),
+            _ => return Err(enodev_like()),
+        }
+        self.drop_privileges(inode, Writer::process(caller))?;
+        let times = self.data_times(&inode.attr);
+        let mode = inode.attr.mode;
+        let size = inode.attr.size;
+        if punch {
+            let punch_end = end.min(size);
+            if punch_end > offset {
+                let cow = match &locked.get(ino)?.body {
+                    Body::File(map) => self.punch_edges_cow(map, offset, punch_end)?,
+                    _ => Vec::new(),
+                };
+                let op = Op::Punch {
+                    ino,
+                    offset,
+                    len: punch_end - offset,
+                    times,
+                    mode,
+                    cow,
+                };
+                self.commit_cow(op, &mut locked)?;
+            }
+            return Ok(());
+        }
+        // Mode 0 / KEEP_SIZE / ZERO_RANGE: make sure every frame of the range is mapped;
+        // ZERO_RANGE also turns it unwritten (and copies partial edge frames), all in one
+        // record.
+        let first = offset / FRAME_SIZE;
+        let frames = end.div_ceil(FRAME_SIZE) - first;
+        let inode = locked.get(ino)?;
+        let Body::File(map) = &mut inode.body else {
+            return Err(corrupt("not a file"));
+        };
+        self.ensure_space(map, first, frames)?;
+        let cow = if zero {
+            self.punch_edges_cow(map, offset, end)?
+        } else {
+            Vec::new()
+        };
+        let extents = match extent_io::allocate_unwritten(&self.alloc, map, first, frames) {
+            Ok(e) => e,
+            Err(e) => {
+                for x in cow {
+                    let _ = self.alloc.free(x.pfns);
+                }
+                return Err(e.into());
+            }
+        };
+        let new_size = if keep { size } else { size.max(end) };
+        let op = if zero {
+            Op::ZeroRange {
+                ino,
+                offset,
+                len,
+                size: new_size,
+                times,
+                mode,
+                cow,
+                extents: extents.clone(),
+            }
+        } else if extents.is_empty() && new_size == size {
+            return Ok(());
+        } else {
+            Op::Allocate {
+                ino,
+                extents: extents.clone(),
+                size: new_size,
+                times,
+                mode,
+            }
+        };
+        if let Err(e) = self.journal.append(&self.pool, &op) {
+            for x in &extents {
+                for r in map.punch(x.file_frame, x.pfns.len) {
+                    let _ = self.alloc.free(r);
+                }
+            }
+            if let Op::ZeroRange { cow, .. } = &op {
+                for x in cow {
+                    let _ = self.alloc.free(x.pfns);
+                }
+            }
+            return Err(e);
+        }
+        self.apply(&op, &mut locked, false)
+    }
+
+    /// Copy-on-write frames for the partial frames at the edges of `[offset, end)`.
+    fn punch_edges_cow(&self, map: &ExtentMap, offset: u64, end: u64) -> FsResult<Vec<Extent>> {
+        let frame = FRAME_SIZE;
+        let (first, first_off) = (offset / frame, (offset % frame) as usize);
+        let (last, last_off) = (end / frame, (end % frame) as usize);
+        let mut cow = Vec::new();
+        if first == last {
+            // Inside one frame.
+            cow.extend(self.cow_frame(map, first, first_off, last_off)?);
+            return Ok(cow);
+        }
+        if first_off != 0 {
+            cow.extend(self.cow_frame(map, first, first_off, frame as usize)?);
+        }
+        if last_off != 0 {
+            match self.cow_frame(map, last, 0, last_off) {
+                Ok(e) => cow.extend(e),
+                Err(err) => {
+                    for e in cow {
+                        let _ = self.alloc.free(e.pfns);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(cow)
+    }
+
+    /// Copy-on-write of one logical frame whose bytes `[from, to)` (offsets within the
+    /// frame) must read as zeros: a new frame gets the old contents with that range zeroed
+    /// and is persisted. None if the frame is a hole or unwritten (it reads as zeros
+    /// already). The caller journals the returned extent; until then nothing references it.
+    pub(crate) fn cow_frame(
+        &self,
+        map: &ExtentMap,
+        file_frame: u64,
+        from: usize,
+        to: usize,
+    ) -> FsResult<Option<Extent>> {
+        let Some(old) = map.lookup(file_frame) else {
+            return Ok(None);
+        };
+        if old.unwritten {
+            return Ok(None);
+        }
+        let old_pfn = Pfn(old.pfns.start.0 + (file_frame - old.file_frame));
+        let new = self.alloc.allocate(1, old_pfn.checked_add(1))?;
+        let Some(range) = new.first().copied().filter(|_| new.len() == 1) else {
+            for r in new {
+                let _ = self.alloc.free(r);
+            }
+            return Err(corrupt("allocator returned a split single frame"));
+        };
+        let mut frame = [0u8; FRAME_SIZE as usize];
+        let src = self.pool.frames(PfnRange {
+            start: old_pfn,
+            len: 1,
+        })?;
+        frame.copy_from_slice(src);
+        let n = frame.len();
+        frame[from.min(n)..to.min(n).max(from.min(n))].fill(0);
+        let at = range.start.byte_offset();
+        if let Err(e) = self.pool.write_flushed(at, &frame) {
+            let _ = self.alloc.free(range);
+            return Err(e.into());
+        }
+        self.pool.fence();
+        Ok(Some(Extent {
+            file_frame,
+            pfns: range,
+            unwritten: false,
+        }))
+    }
+
+    /// Journals and applies a Truncate or Punch; if the record does not land, the frames
+    /// copied for it go back to the allocator.
+    pub(super) fn commit_cow(&self, op: Op, locked: &mut Locked) -> FsResult<()> {
+        let cow = match &op {
+            Op::Truncate { cow, .. } | Op::Punch { cow, .. } => cow.clone(),
+            _ => Vec::new(),
+        };
+        if let Err(e) = self.journal.append(&self.pool, &op) {
+            for x in cow {
+                let _ = self.alloc.free(x.pfns);
+            }
+            return Err(e);
+        }
+        self.apply(&op, locked, false)
+    }
+
+    /// Takes away what a change of `inode`'s data or size by `writer` removes (see
+    /// [`privilege_drop`]), journaled before the change: a crash leaves either the old data
+    /// with the old privileges, the old data without them, or the new data without them,
+    /// never new data with the old privileges (a pure overwrite lands in place before any
+    /// record, so no record after the data could give that). Costs nothing when there is
+    /// nothing to take.
+    pub(super) fn drop_privileges(&self, inode: &mut Inode, writer: Writer) -> FsResult<()> {
+        if let Some(op) = privilege_drop(inode, writer, Time::now()) {
+            self.journal.append(&self.pool, &op)?;
+            apply_set_attr_xattrs(inode, &op);
+        }
+        Ok(())
+    }
+
+    /// SEEK_DATA / SEEK_HOLE.
+    pub fn seek(&self, ino: u64, offset: u64, whence: SeekWhence) -> FsResult<u64> {
+        let cell = self.cell(ino)?;
+        let inode = cell.inode.read();
+        let map = inode
+            .file_map()
+            .ok_or_else(|| invalid("not a regular file"))?;
+        let size = inode.attr.size;
+        if offset >= size {
+            return Err(no_such_offset("offset at or past end of file"));
+        }
+        let frame = offset / FRAME_SIZE;
+        match whence {
+            SeekWhence::Data => match map.next_data(frame) {
+                Some(f) => {
+                    let at = (f * FRAME_SIZE).max(offset);
+                    if at >= size {
+                        Err(no_such_offset("no data past offset"))
+                    } else {
+                        Ok(at)
+                    }
+                }
+                None => Err(no_such_offset("no data past offset")),
+            },
+            SeekWhence::Hole => {
+                let f = map.next_hole(frame);
+                Ok(f.saturating_mul(FRAME_SIZE).max(offset).min(size))
+            }
+        }
+    }
+
+    /// copy_file_range: copies through the pool extent by extent.
+    pub fn copy_range(
+        &self,
+        caller: Caller,
+        ino_in: u64,
+        off_in: u64,
+        ino_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u64> {
+        self.check_writable()?;
+        if len == 0 {
+            return Ok(0);
+        }
+        self.maybe_checkpoint();
+        self.make_room(0, len.div_ceil(FRAME_SIZE).saturating_add(1));
+        let _gate = self.gate.read();
+        let mut locked = self.lock(&[ino_in, ino_out])?;
+        for ino in [ino_in, ino_out] {
+            match locked.get(ino)?.attr.kind() {
+                Kind::File => {}
+                Kind::Dir => return Err(is_directory("copy_file_range on a directory")),
+                _ => return Err(invalid("copy_file_range on a non-regular file")),
+            }
+        }
+        let size_in = locked.get(ino_in)?.attr.size;
+        if off_in >= size_in {
+            return Ok(0);
+        }
+        let len = len.min(size_in - off_in);
+        if ino_in == ino_out && off_in < off_out.saturating_add(len) && off_out < off_in + len {
+            return Err(invalid("overlapping copy within one file"));
+        }
+        off_out
+            .checked_add(len)
+            .filter(|e| *e <= MAX_FILE_BYTES)
+            .ok_or_else(|| file_too_large("copy past the largest file size"))?;
+        let writer = Writer::process(caller);
+        self.drop_privileges(locked.get(ino_out)?, writer)?;
+        let src = locked.get(ino_in)?;
+        let Body::File(src_map) = &src.body else {
+            return Err(invalid("copy from a non-regular file"));
+        };
+        // The source as runs: (pool byte offset, length) for written extents, (None,
+        // length) for holes and unwritten extents. One run per extent.
+        let mut runs: Vec<(Option<u64>, u64)> = Vec::new();
+        let end_in = off_in + len;
+        let first = off_in / FRAME_SIZE;
+        for m in src_map.mappings_iter(first, end_in.div_ceil(FRAME_SIZE) - first) {
+            let from = (m.file_frame() * FRAME_SIZE).max(off_in);
+            let to = ((m.file_frame() + m.frames()) * FRAME_SIZE).min(end_in);
+            if from >= to {
+                continue;
+            }
+            runs.push(match m {
+                pfnfs_extent::Mapping::Mapped(e) if !e.unwritten => (
+                    Some(e.pfns.start.byte_offset() + (from - e.file_frame * FRAME_SIZE)),
+                    to - from,
+                ),
+                _ => (None, to - from),
+            });
+        }
+        // One bulk copy per run, straight from the source frames into the destination
+        // (different logical ranges never share frames, so the ranges are disjoint).
+        let mut at = off_out;
+        for (pool_offset, n) in runs {
+            match pool_offset {
+                Some(p) => {
+                    let data = self.pool.read(p, n as usize)?;
+                    self.write_locked(writer, locked.get(ino_out)?, at, data)?;
+                }
+                None => {
+                    // Holes stay holes where the destination has none; mapped bytes are
+                    // overwritten with zeros.
+                    let dst = locked.get(ino_out)?;
+                    let mapped = match &dst.body {
+                        Body::File(m) => m
+                            .mappings_iter(
+                                at / FRAME_SIZE,
+                                (at + n).div_ceil(FRAME_SIZE) - at / FRAME_SIZE,
+                            )
+                            .any(|m| matches!(m, pfnfs_extent::Mapping::Mapped(_))),
+                        _ => false,
+                    };
+                    let (size, mode) = (dst.attr.size, dst.attr.mode);
+                    let mut pos = at;
+                    while mapped && pos < at + n {
+                        let k = (at + n - pos).min(ZEROS.len() as u64);
+                        self.write_locked(writer, locked.get(ino_out)?, pos, &ZEROS[..k as usize])?;
+                        pos += k;
+                    }
+                    if !mapped && at + n > size {
+                        // Extend the size over the hole, as a write of zeros would.
+                        let op = Op::Truncate {
+                            ino: ino_out,
+                            size: at + n,
+                            time: Time::now(),
+                            mode,
+                            cow: Vec::new(),
+                        };
+                        self.commit(op, &mut locked)?;
+                    }
+                }
+            }
+            at += n;
+        }
+        Ok(len)
+    }
+}
+
+/// True if a read should move atime under relatime rules.
+fn relatime_stale(a: &Attr) -> bool {
+    if a.atime <= a.mtime || a.atime <= a.ctime {
+        return true;
+    }
+    Time::now().secs.saturating_sub(a.atime.secs) >= 24 * 3600
+}
+
+fn enodev_like() -> FsError {
+    no_device("fallocate on a special file")
+}
+
+/// The record that takes away what a change of `inode`'s data or size by `writer` removes
+/// (Linux's `file_remove_privs`), or None when there is nothing to take: the file capability
+/// whoever writes, and unless the writer keeps them (CAP_FSETID) setuid, and setgid when the
+/// file is group-executable or the writer is not in the file's group (the daemon sees only
+/// the writer's primary group). Regular files only; page-cache write-back takes nothing.
+pub(crate) fn privilege_drop(inode: &Inode, writer: Writer, now: Time) -> Option<Op> {
+    let Writer::Process {
+        caller,
+        keeps_suidgid,
+    } = writer
+    else {
+        return None;
+    };
+    let a = &inode.attr;
+    if a.kind() != Kind::File {
+        return None;
+    }
+    let mode = if keeps_suidgid {
+        a.mode
+    } else {
+        mode_without_suidgid(a.mode, a.gid, caller)
+    };
+    let capability = inode.xattrs.contains_key(CAPABILITY_XATTR);
+    if mode == a.mode && !capability {
+        return None;
+    }
+    let xattrs = if capability {
+        vec![(CAPABILITY_XATTR.to_vec(), None)]
+    } else {
+        Vec::new()
+    };
+    Some(Op::SetAttrXattrs {
+        ino: inode.ino,
+        mode,
+        uid: a.uid,
+        gid: a.gid,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: now,
+        xattrs,
+    })
+}
+
+/// `mode` of a file in group `gid` once a writer without CAP_FSETID changed it: setuid
+/// cleared, and setgid when the file is group-executable or `caller` is not in its group.
+pub(super) fn mode_without_suidgid(mode: u32, gid: u32, caller: Caller) -> u32 {
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || caller.gid != gid) {
+        m &= !libc::S_ISGID;
+    }
+    m
+}
