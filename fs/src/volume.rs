@@ -1,14 +1,24 @@
 //! [`Volume`]: a mounted pool's metadata in RAM, the journal that makes it durable, and every
-//! filesystem operation, independent of FUSE (the adapter in `fuse` only translates).
+//! filesystem operation, independent of FUSE (the session in `crate::session` calls it; the
+//! transports only translate).
 //!
 //! # Locking (outermost first; never acquire against this order)
 //! 1. `gate` (RwLock): every mutation holds it shared; a checkpoint holds it exclusive, so
 //!    it sees no half-done operation.
 //! 2. `ns` (Mutex): namespace mutations (create, link, unlink, rename) hold it, so the names
 //!    they validate cannot change before they are applied.
-//! 3. Inode locks (RwLock per inode), taken in ascending inode-number order. Reads of file
-//!    data hold the file's lock shared; writes hold it exclusive.
-//! 4. The journal tail, then allocator groups (inside `Journal::append` / the allocator).
+//! 3. Inode locks ([`InodeCell::inode`], an RwLock per inode), taken in ascending
+//!    inode-number order (`Volume::lock`). Reads of file data hold the file's lock shared;
+//!    writes hold it exclusive.
+//! 4. Leaf locks, each held only for its own short step and never while taking another:
+//!    the journal tail (inside `Journal::append`), the allocator's groups (inside the
+//!    allocator), the inode table's shards (`DashMap`: looking a cell up clones its `Arc`
+//!    and lets go), `checkpoint_ranges`, and the unlinked-inode table (`unlinked`; its
+//!    condvar is waited on only by `make_room`, before the gate, holding nothing).
+//!
+//! Nothing else in the daemon is locked while a volume lock is held: the session keeps only
+//! atomics, and the transports' own locks (the io_uring threads' handles, the placement
+//! watchdog's worker list) are never taken from inside a volume call.
 //!
 //! # Durability rule
 //! Validate, append the [`Op`] (persisted), then apply it in RAM with `Volume::apply`, the
@@ -54,14 +64,25 @@ pub const XATTR_TOTAL_MAX: usize = 1 << 20;
 /// Longest symlink target.
 pub const SYMLINK_MAX: usize = 4095;
 
-/// An inode and its in-RAM reference counts.
+/// An inode and its in-RAM reference counts: one per inode, in the volume's inode table.
+///
+/// Ownership: the table holds an `Arc` of each cell; an operation clones it (`Volume::cell`)
+/// and works on the inode through `inode` without holding the table. Dropping a clone never
+/// frees the inode: only reclaiming it (`apply` of `Reclaim` or of the `Unlink` that drops the
+/// last name of an unreferenced inode) removes the cell from the table.
+///
+/// Locking: `inode` is rank 3 of the lock order (module doc); a write guard of it is what
+/// entitles an operation to change the inode, its extent map and the pool frames the map
+/// owns. The counters are atomics changed without the inode lock; reclaiming checks them
+/// (`is_referenced`) under the inode's write lock, and a count that rises afterwards belongs
+/// to a kernel reference to an inode that no name reaches.
 #[derive(Debug)]
 pub struct InodeCell {
     /// The inode, behind its lock.
     pub inode: Arc<RwLock<Inode>>,
-    /// Kernel lookup count (FUSE lookup/forget).
+    /// Kernel lookup count (LOOKUP, READDIRPLUS and create add; FORGET takes away).
     pub lookups: AtomicU64,
-    /// Open file handles.
+    /// Open file handles (OPEN and CREATE add; RELEASE takes away).
     pub opens: AtomicU32,
 }
 
