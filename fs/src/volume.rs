@@ -74,8 +74,7 @@ pub const SYMLINK_MAX: usize = 4095;
 /// Locking: `inode` is rank 3 of the lock order (module doc); a write guard of it is what
 /// entitles an operation to change the inode, its extent map and the pool frames the map
 /// owns. The counters are atomics changed without the inode lock; reclaiming checks them
-/// (`is_referenced`) under the inode's write lock, and a count that rises afterwards belongs
-/// to a kernel reference to an inode that no name reaches.
+/// (`is_referenced`) under the inode's write lock.
 #[derive(Debug)]
 pub struct InodeCell {
     /// The inode, behind its lock.

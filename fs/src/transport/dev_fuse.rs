@@ -2,7 +2,7 @@
 //!
 //! Each `fuser::Filesystem` method names its [`Operation`], lets the session decide whether
 //! the caller may make it, calls the session method with the arguments fuser decoded, and
-//! sends the typed answer back through fuser's reply type ([`Reply`]). Nothing else: what an
+//! sends the typed answer back through fuser's reply type (the `Reply` trait). Nothing else: what an
 //! operation means, and every errno, is the session's. Wire quirks of fuser are handled
 //! here (its pre-1970 timestamps).
 //!
