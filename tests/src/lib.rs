@@ -627,54 +627,12 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
     }
 }
 
-/// One line of /proc/self/mountinfo, the fields tests look at.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountLine {
-    /// Mount point (octal escapes undone).
-    pub mount_point: PathBuf,
-    /// Per-mount options.
-    pub options: String,
-    /// Filesystem type.
-    pub fstype: String,
-    /// Mount source (octal escapes undone).
-    pub source: String,
-}
-
-fn unescape(field: &str) -> String {
-    let mut out = Vec::new();
-    let b = field.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// One line of /proc/self/mountinfo (the daemon's own parser).
+pub use pfnfs_fs::mountinfo::MountEntry as MountLine;
 
 /// The current mount table.
 pub fn mounts() -> Vec<MountLine> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let l: Vec<&str> = left.split(' ').collect();
-            let r: Vec<&str> = right.split(' ').collect();
-            Some(MountLine {
-                mount_point: PathBuf::from(unescape(l.get(4)?)),
-                options: l.get(5)?.to_string(),
-                fstype: r.first()?.to_string(),
-                source: unescape(r.get(1)?),
-            })
-        })
-        .collect()
+    pfnfs_fs::mountinfo::read().unwrap_or_default()
 }
 
 /// The topmost mount at `path`, if any.
@@ -691,40 +649,11 @@ pub fn is_mounted(path: &Path) -> bool {
 /// processes whose command name contains `pfnfs` are looked at: reading the `maps` of an
 /// unrelated busy process can stall.
 pub fn holders(file: &Path) -> Vec<i32> {
-    let Ok(canonical) = std::fs::canonicalize(file) else {
-        return Vec::new();
-    };
-    let me = std::process::id() as i32;
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if !comm.contains("pfnfs") {
-            continue;
-        }
-        let maps = std::fs::read_to_string(entry.path().join("maps")).unwrap_or_default();
-        let mapped = maps
-            .lines()
-            .any(|l| l.ends_with(canonical.to_str().unwrap_or("\0")));
-        let open = std::fs::read_dir(entry.path().join("fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == canonical));
-        if mapped || open {
-            pids.push(pid);
-        }
-    }
-    pids
+    use pfnfs_fs::procs::{Scan, holders};
+    holders(file, Scan::Daemons)
+        .into_iter()
+        .map(|h| h.pid)
+        .collect()
 }
 
 /// Deterministic test data: `len` bytes seeded by `seed` (xorshift).

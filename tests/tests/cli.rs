@@ -341,9 +341,9 @@ fn helper_form_and_remount() {
     ok(&[s(&pool), s(&mnt), "-o", "remount,ro"]);
     let line = mount_at(&mnt).expect("still mounted after remount");
     assert!(
-        line.options.split(',').any(|o| o == "ro"),
+        line.mount_options.split(',').any(|o| o == "ro"),
         "options after remount,ro: {}",
-        line.options
+        line.mount_options
     );
     let e = expect_errno(fs::write(mnt.join("g"), b"x"), "write after remount,ro");
     assert_eq!(e, libc::EROFS);
@@ -352,14 +352,14 @@ fn helper_form_and_remount() {
     ok(&[s(&pool), s(&mnt), "-o", "remount,rw,noatime"]);
     let line = mount_at(&mnt).unwrap();
     assert!(
-        line.options.split(',').any(|o| o == "rw"),
+        line.mount_options.split(',').any(|o| o == "rw"),
         "{}",
-        line.options
+        line.mount_options
     );
     assert!(
-        line.options.split(',').any(|o| o == "noatime"),
+        line.mount_options.split(',').any(|o| o == "noatime"),
         "{}",
-        line.options
+        line.mount_options
     );
     fs::write(mnt.join("g"), b"writable again").unwrap();
     let other = c.dir.path().join("other.pool");
