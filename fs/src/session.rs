@@ -171,27 +171,6 @@ pub struct StatfsReply {
     pub frsize: u32,
 }
 
-/// A time a SETATTR asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimeArg {
-    /// The daemon's clock now (`FATTR_ATIME_NOW`).
-    Now,
-    /// This time.
-    At(Time),
-}
-
-/// SETATTR's arguments, every field optional.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SetattrArgs {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub atime: Option<TimeArg>,
-    pub mtime: Option<TimeArg>,
-    pub ctime: Option<Time>,
-}
-
 /// The FUSE operations, as the transports name the request they decoded (for
 /// [`Session::admits`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -362,21 +341,9 @@ impl Session {
         Ok(attr_reply(&self.vol.stat(ino)?))
     }
 
-    /// SETATTR (chmod, chown, truncate, utimes).
-    pub fn setattr(&self, c: Caller, ino: u64, a: SetattrArgs) -> Answer<AttrReply> {
-        let time = |t: TimeArg| match t {
-            TimeArg::Now => Time::now(),
-            TimeArg::At(t) => t,
-        };
-        let req = SetAttr {
-            mode: a.mode,
-            uid: a.uid,
-            gid: a.gid,
-            size: a.size,
-            atime: a.atime.map(time),
-            mtime: a.mtime.map(time),
-            ctime: a.ctime,
-        };
+    /// SETATTR (chmod, chown, truncate, utimes); times asked for as "now" come with the
+    /// daemon's clock already read.
+    pub fn setattr(&self, c: Caller, ino: u64, req: SetAttr) -> Answer<AttrReply> {
         Ok(attr_reply(&self.vol.setattr(c, ino, req)?))
     }
 

@@ -26,10 +26,10 @@ use super::placement;
 use super::ring::Rings;
 use crate::inode::{Kind, Time};
 use crate::session::{
-    Answer, AttrReply, Attributes, EntryReply, Errno, Opened, Operation, Session, SetattrArgs,
-    StatfsReply, TimeArg, XattrReply,
+    Answer, AttrReply, Attributes, EntryReply, Errno, Opened, Operation, Session, StatfsReply,
+    XattrReply,
 };
-use crate::volume::Caller;
+use crate::volume::{Caller, SetAttr};
 
 /// fuser's filesystem: the session, and the io_uring queues to start at INIT if wanted.
 /// Moved into fuser's session; its methods run on fuser's worker threads.
@@ -218,10 +218,10 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
-fn time_arg(t: TimeOrNow) -> TimeArg {
+fn time_or_now(t: TimeOrNow) -> Time {
     match t {
-        TimeOrNow::SpecificTime(t) => TimeArg::At(kernel_time(t)),
-        TimeOrNow::Now => TimeArg::Now,
+        TimeOrNow::SpecificTime(t) => kernel_time(t),
+        TimeOrNow::Now => Time::now(),
     }
 }
 
@@ -313,13 +313,13 @@ impl Filesystem for DevFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let args = SetattrArgs {
+        let args = SetAttr {
             mode,
             uid,
             gid,
             size,
-            atime: atime.map(time_arg),
-            mtime: mtime.map(time_arg),
+            atime: atime.map(time_or_now),
+            mtime: mtime.map(time_or_now),
             ctime: ctime.map(kernel_time),
         };
         self.answer(req, Operation::Setattr, reply, |s, c| {

@@ -19,10 +19,9 @@ use pfnfs_fuse_ring::{FuseQueue, Request, RingReply, RingRequest};
 
 use crate::inode::Time;
 use crate::session::{
-    Answer, AttrReply, Attributes, EntryReply, Errno, Operation, Session, SetattrArgs, TimeArg,
-    XattrReply,
+    Answer, AttrReply, Attributes, EntryReply, Errno, Operation, Session, XattrReply,
 };
-use crate::volume::Caller;
+use crate::volume::{Caller, SetAttr};
 
 /// Slots per queue: requests one CPU can have in flight before the kernel queues them.
 const QUEUE_DEPTH: usize = 8;
@@ -185,10 +184,10 @@ fn attr_out(r: &AttrReply) -> abi::AttrOut {
     }
 }
 
-fn time_arg(t: pfnfs_fuse_ring::TimeArg) -> TimeArg {
+fn time(t: pfnfs_fuse_ring::TimeArg) -> Time {
     match t {
-        pfnfs_fuse_ring::TimeArg::Now => TimeArg::Now,
-        pfnfs_fuse_ring::TimeArg::At { secs, nsecs } => TimeArg::At(Time { secs, nsecs }),
+        pfnfs_fuse_ring::TimeArg::Now => Time::now(),
+        pfnfs_fuse_ring::TimeArg::At { secs, nsecs } => Time { secs, nsecs },
     }
 }
 
@@ -301,17 +300,14 @@ fn answer(s: &Session, req: &RingRequest<'_>, buf: &mut [u8]) -> RingReply {
         }
         Request::Getattr => put(buf, s.getattr(ino), |r| attr_out(&r)),
         Request::Setattr(a) => {
-            let args = SetattrArgs {
+            let args = SetAttr {
                 mode: a.mode,
                 uid: a.uid,
                 gid: a.gid,
                 size: a.size,
-                atime: a.atime.map(time_arg),
-                mtime: a.mtime.map(time_arg),
-                ctime: a.ctime.map(|t| match time_arg(t) {
-                    TimeArg::At(t) => t,
-                    TimeArg::Now => Time::now(),
-                }),
+                atime: a.atime.map(time),
+                mtime: a.mtime.map(time),
+                ctime: a.ctime.map(time),
             };
             put(buf, s.setattr(c, ino, args), |r| attr_out(&r))
         }
