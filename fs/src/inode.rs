@@ -23,9 +23,20 @@ pub struct Time {
 }
 
 impl Time {
-    /// The current wall-clock time.
+    /// The current wall-clock time, from the clock the kernel stamps inodes with
+    /// (`CLOCK_REALTIME_COARSE`, what `current_time()` reads for FUSE inodes): in buffered
+    /// mode the kernel stamps regular files itself, and times the daemon gives other inodes
+    /// must not run ahead of it, or a file made after a directory would look older than it
+    /// (xfstests generic/423). The resolution is the kernel's tick, as on ext4 before
+    /// multigrain timestamps.
     pub fn now() -> Time {
-        Time::from_system(SystemTime::now())
+        match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE) {
+            Ok(t) => Time {
+                secs: t.tv_sec(),
+                nsecs: t.tv_nsec().clamp(0, 999_999_999) as u32,
+            },
+            Err(_) => Time::from_system(SystemTime::now()),
+        }
     }
 
     /// From a `SystemTime` (before-epoch times kept).

@@ -42,6 +42,7 @@ all_transports!(
     shell_tools,
     mmap_shared,
     persistence_after_remount,
+    times_never_run_backwards,
 );
 
 fn nlink(path: &Path) -> u64 {
@@ -1797,4 +1798,32 @@ fn persistence_after_remount(m: &mut MountGuard) {
         2,
         "nlink after removing one link and remounting"
     );
+}
+
+/// Times stamped by the daemon (a new directory) and by the kernel (a file's data written
+/// through the page cache, in buffered mode) come from one clock: a file written after a
+/// directory was made is never older than it (xfstests generic/423). With the daemon on the
+/// fine clock and the kernel on its tick, this failed within a few rounds.
+fn times_never_run_backwards(m: &mut MountGuard) {
+    let key = |md: &fs::Metadata| (md.mtime(), md.mtime_nsec());
+    for i in 0..300 {
+        let d = m.join(format!("d{i}"));
+        fs::create_dir(&d).unwrap();
+        let f = m.join(format!("f{i}"));
+        fs::write(&f, b"data").unwrap();
+        let (dm, fm) = (fs::metadata(&d).unwrap(), fs::metadata(&f).unwrap());
+        assert!(
+            key(&fm) >= key(&dm),
+            "round {i}: file mtime {:?} before the directory's {:?}",
+            key(&fm),
+            key(&dm)
+        );
+        let l = m.join(format!("l{i}"));
+        fs::hard_link(&f, &l).unwrap();
+        let ctime = |md: &fs::Metadata| (md.ctime(), md.ctime_nsec());
+        assert!(
+            ctime(&fs::metadata(&l).unwrap()) >= ctime(&dm),
+            "round {i}: link ctime before the directory's"
+        );
+    }
 }
