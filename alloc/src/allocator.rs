@@ -57,7 +57,10 @@
 //! No lock is held across a call out of this module.
 
 mod extents;
+mod frames;
 pub mod image;
+
+pub use self::frames::Frames;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -393,8 +396,17 @@ impl ExtentAllocator {
     /// `frames >= 512`), then several ranges. All or nothing: on `NoSpace` nothing is taken.
     ///
     /// The returned ranges are disjoint, sorted by start and sum to exactly `frames`;
-    /// `frames == 0` returns an empty vector. A goal outside the region is ignored.
-    pub fn allocate(&self, frames: u64, goal: Option<Pfn>) -> Result<Vec<PfnRange>, AllocError> {
+    /// `frames == 0` returns an empty guard. A goal outside the region is ignored.
+    ///
+    /// They come in a [`Frames`] guard: dropped, it gives them back; the caller commits it
+    /// once what references the frames is durable.
+    pub fn allocate(&self, frames: u64, goal: Option<Pfn>) -> Result<Frames<'_>, AllocError> {
+        self.allocate_ranges(frames, goal)
+            .map(|ranges| Frames::new(self, ranges))
+    }
+
+    /// [`allocate`](Self::allocate) without the guard.
+    fn allocate_ranges(&self, frames: u64, goal: Option<Pfn>) -> Result<Vec<PfnRange>, AllocError> {
         if frames == 0 {
             return Ok(Vec::new());
         }

@@ -387,7 +387,7 @@ fn zero_mapped_zeroes_written_bytes_only() {
     write(&pool, &alloc, &mut map, 0, &[5; 3 * 4096]).unwrap();
     allocate_unwritten(&alloc, &mut map, 3, 1).unwrap();
     rec.take();
-    zero_mapped(&pool, &map, 100, 10 * FRAME_SIZE).unwrap();
+    zero_mapped(&pool, &mut map, 100, 10 * FRAME_SIZE).unwrap();
     let events = rec.take();
     // One store + flush for the written run (frames 0-2), nothing for unwritten or holes.
     assert_eq!(events.len(), 3, "{events:?}");
@@ -396,7 +396,7 @@ fn zero_mapped_zeroes_written_bytes_only() {
     expect[..100].fill(5);
     assert_eq!(read_via_segments(&pool, &map, 0, 5 * FRAME_SIZE), expect);
     // Nothing mapped: no store, no fence.
-    zero_mapped(&pool, &ExtentMap::new(), 0, 4096).unwrap();
+    zero_mapped(&pool, &mut ExtentMap::new(), 0, 4096).unwrap();
     assert!(rec.take().is_empty());
 }
 
@@ -419,7 +419,7 @@ fn overflowing_ranges_are_refused_not_panicking() {
         Err(ExtentIoError::Overflow)
     ));
     assert!(matches!(
-        zero_mapped(&pool, &map, u64::MAX, 2),
+        zero_mapped(&pool, &mut map, u64::MAX, 2),
         Err(ExtentIoError::Overflow)
     ));
     let mut buf = [0u8; 8];

@@ -24,7 +24,9 @@
 //! Validate, append the [`Op`] (persisted), then apply it in RAM with `Volume::apply`, the
 //! same function replay uses. Frames released by an op go back to the allocator only in
 //! `apply`, i.e. after the record that stops referencing them is durable. Data written into
-//! new frames is persisted before the record that maps them.
+//! new frames is persisted before the record that maps them; until that record is durable the
+//! new frames are held by a [`pfnfs_alloc::Frames`] guard (not by any map), which gives them
+//! back on every early exit (`Volume::journal_owning` commits it once the record landed).
 //!
 //! # Where things are
 //! This file holds the types and the small helpers every part uses (accessors, locking a set

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pfnfs_alloc::{CreateOptions, FRAME_SIZE, OpenOptions, Pfn, PfnRange, Pool};
+use pfnfs_alloc::{CreateOptions, FRAME_SIZE, Frames, OpenOptions, Pfn, PfnRange, Pool};
 use pfnfs_extent::Extent;
 use pfnfs_fs::fsck::{FsckMode, FsckReport, check_volume, fsck_pool};
 use pfnfs_fs::inode::{Body, DirEntry, Kind, ROOT_INO, Time};
@@ -327,7 +327,10 @@ fn leaked_frames_are_freed() {
         f
     };
     damage(&p, |v| {
-        v.allocator().allocate(37, None).unwrap();
+        v.allocator()
+            .allocate(37, None)
+            .map(Frames::into_ranges)
+            .unwrap();
     });
     let y = check_and_repair(&p, &["leaked-frames"]);
     assert!(
@@ -363,7 +366,11 @@ fn used_frames_in_the_free_set_are_taken_out() {
     assert_eq!(read_all(&v, t.big), pattern(2, BIG_BYTES));
     // The frames are no longer handed out.
     let before = v.allocator().free_frames();
-    let got = v.allocator().allocate(before, None).unwrap();
+    let got = v
+        .allocator()
+        .allocate(before, None)
+        .map(Frames::into_ranges)
+        .unwrap();
     let e = first_extent(&v, t.big);
     assert!(got.iter().all(|r| !r.overlaps(&e.pfns)));
     for r in got {
@@ -1003,7 +1010,10 @@ fn random_damage_is_always_repaired() {
                         let _ = v.allocator().free(e.pfns);
                     }
                     7 => {
-                        let _ = v.allocator().allocate(rng.random_range(1..300), None);
+                        let _ = v
+                            .allocator()
+                            .allocate(rng.random_range(1..300), None)
+                            .map(Frames::into_ranges);
                     }
                     8 => with_inode(v, ino, |i| i.attr.size = rng.random_range(0..3_000_000)),
                     9 => with_inode(v, ino, |i| {

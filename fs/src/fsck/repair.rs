@@ -171,8 +171,8 @@ pub(super) fn install(
         for piece in pieces {
             // The old frames stay with their first owner: what punch returns is not freed.
             map.punch(piece.file_frame, piece.pfns.len);
-            let ranges = match alloc.allocate(piece.pfns.len, None) {
-                Ok(r) => r,
+            let frames = match alloc.allocate(piece.pfns.len, None) {
+                Ok(frames) => frames,
                 Err(e) => {
                     notes.push(format!(
                         "inode {ino}: no room to copy file frames {}..{} ({e}): punched instead, \
@@ -184,7 +184,7 @@ pub(super) fn install(
                 }
             };
             let mut done = 0u64;
-            for r in ranges {
+            for &r in frames.ranges() {
                 if !piece.unwritten {
                     let src = PfnRange {
                         start: Pfn(piece.pfns.start.0 + done),
@@ -205,6 +205,9 @@ pub(super) fn install(
                 .map_err(|e| format!("inode {ino}: cannot map copied frames: {e}"))?;
                 done += r.len;
             }
+            // Mapped: they belong to the map now (an error above gives them back and fails
+            // the repair).
+            frames.commit();
         }
     }
     if copied_any {

@@ -3,6 +3,8 @@
 //! space accounting that keeps room for the next checkpoint: the metadata and data reserves
 //! and the ENOSPC checks an operation makes before it journals anything.
 
+use pfnfs_alloc::Frames;
+
 use super::*;
 
 impl Volume {
@@ -54,11 +56,10 @@ impl Volume {
                     + old.len() as u64
                     + 2 * CHECKPOINT_RANGES_MAX as u64);
             let want = 1 + (base + free_est + 64 + slack).div_ceil(FRAME_SIZE);
-            let ranges = self.alloc.allocate(want, None)?;
-            if ranges.len() > CHECKPOINT_RANGES_MAX {
-                for r in ranges {
-                    let _ = self.alloc.free(r);
-                }
+            // Every way out of this attempt before the superblock names the new checkpoint
+            // drops `frames`, which gives them back.
+            let frames = self.alloc.allocate(want, None)?;
+            if frames.ranges().len() > CHECKPOINT_RANGES_MAX {
                 return Err(no_space("pool too fragmented for a checkpoint"));
             }
             let mut free: Vec<PfnRange> = self.alloc.free_extents();
@@ -67,11 +68,8 @@ impl Volume {
                 pfnfs_alloc::allocator::image::encode(self.pool.data_region(), &coalesce(free));
             let body = postcard::to_stdvec(&image)
                 .map_err(|e| corrupt(format!("checkpoint encode: {e}")))?;
-            let capacity = ranges.iter().map(|r| r.len_bytes()).sum::<u64>() - FRAME_SIZE;
+            let capacity = frames.ranges().iter().map(|r| r.len_bytes()).sum::<u64>() - FRAME_SIZE;
             if body.len() as u64 > capacity {
-                for r in ranges {
-                    let _ = self.alloc.free(r);
-                }
                 slack += body.len() as u64 - capacity + FRAME_SIZE;
                 continue;
             }
@@ -86,23 +84,20 @@ impl Volume {
                 generation,
                 body_len: body.len() as u64,
                 body_crc: crc32c::crc32c(&body),
-                ranges: ranges.clone(),
+                ranges: frames.ranges().to_vec(),
             };
-            let result = self.write_checkpoint(&header, &body);
-            if let Err(e) = result {
-                for r in ranges {
-                    let _ = self.alloc.free(r);
-                }
-                return Err(e);
-            }
+            self.write_checkpoint(&header, &body)?;
+            // The superblock names the new checkpoint: its frames belong to it, and the old
+            // one's are free.
+            let ranges = frames.into_ranges();
             self.journal.reset(generation);
+            let count: u64 = ranges.iter().map(|r| r.len).sum();
+            self.reserve_frames
+                .store(RESERVE_FRAMES_MIN + count, Ordering::Relaxed);
+            *ckpt = ranges;
             for r in old {
                 self.alloc.free(r)?;
             }
-            let frames: u64 = ranges.iter().map(|r| r.len).sum();
-            self.reserve_frames
-                .store(RESERVE_FRAMES_MIN + frames, Ordering::Relaxed);
-            *ckpt = ranges;
             tracing::debug!(bytes = body.len(), generation, "checkpoint written");
             return Ok(());
         }
@@ -277,6 +272,16 @@ impl Volume {
     pub(super) fn commit(&self, op: Op, locked: &mut Locked) -> FsResult<()> {
         self.journal.append(&self.pool, &op)?;
         self.apply(&op, locked, false)
+    }
+
+    /// Logs `op`, which maps the new frames `frames` holds (a write's, fallocate's, the
+    /// copy-on-write frames of a truncate or punch). Once the record is durable the frames
+    /// belong to it; if the append fails, dropping the guard gives them back. The caller
+    /// applies `op` after this returns.
+    pub(super) fn journal_owning(&self, op: &Op, frames: Frames<'_>) -> FsResult<()> {
+        self.journal.append(&self.pool, op)?;
+        frames.commit();
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use pfnfs_alloc::FRAME_SIZE;
+use pfnfs_alloc::{FRAME_SIZE, Frames};
 use pfnfs_extent::{Extent, ExtentMap, ReadSegment, io as extent_io};
 
 use super::apply::apply_set_attr_xattrs;
@@ -186,11 +186,12 @@ impl Volume {
         let Body::File(map) = &mut inode.body else {
             return Err(invalid("not a regular file"));
         };
-        let outcome = extent_io::write(&self.pool, &self.alloc, map, offset, data)?;
+        // The data lands (durable) before the record; the mapping changes only after it.
+        let staged = extent_io::stage_write(&self.pool, &self.alloc, map, offset, data)?;
         let mode = inode.attr.mode;
         let size = inode.attr.size.max(end);
         let times = self.data_times(&inode.attr);
-        if outcome.is_empty() && size == inode.attr.size {
+        if staged.outcome().is_empty() && size == inode.attr.size {
             // A pure overwrite is not journaled; its times become durable with the next
             // record or checkpoint of this inode.
             inode.attr.mtime = times.mtime;
@@ -198,6 +199,7 @@ impl Volume {
             self.stats.overwrites.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        let (outcome, frames) = staged.into_parts();
         let op = Op::Write {
             ino,
             allocated: outcome.allocated,
@@ -206,31 +208,16 @@ impl Volume {
             times,
             mode,
         };
-        if let Err(e) = self.journal.append(&self.pool, &op) {
-            // The record did not land: undo the mapping change so RAM matches the pool.
-            if let (
-                Op::Write {
-                    allocated,
-                    converted,
-                    ..
-                },
-                Body::File(map),
-            ) = (&op, &mut inode.body)
-            {
-                for a in allocated {
-                    for r in map.punch(a.file_frame, a.pfns.len) {
-                        let _ = self.alloc.free(r);
-                    }
-                }
-                for c in converted {
-                    map.mark_unwritten(c.file_frame, c.pfns.len);
-                }
-            }
-            return Err(e);
+        // If the record does not land, `frames` goes back and nothing changed in RAM.
+        self.journal_owning(&op, frames)?;
+        if let Op::Write {
+            allocated,
+            converted,
+            ..
+        } = &op
+        {
+            self.apply_write(inode, allocated, converted, size, times, mode, false)?;
         }
-        inode.attr.size = size;
-        inode.attr.mtime = times.mtime;
-        inode.attr.ctime = times.ctime;
         self.stats.journaled_writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -323,9 +310,9 @@ impl Volume {
         if punch {
             let punch_end = end.min(size);
             if punch_end > offset {
-                let cow = match &locked.get(ino)?.body {
+                let (cow, frames) = match &locked.get(ino)?.body {
                     Body::File(map) => self.punch_edges_cow(map, offset, punch_end)?,
-                    _ => Vec::new(),
+                    _ => (Vec::new(), Frames::none(&self.alloc)),
                 };
                 let op = Op::Punch {
                     ino,
@@ -335,7 +322,7 @@ impl Volume {
                     mode,
                     cow,
                 };
-                self.commit_cow(op, &mut locked)?;
+                self.commit_cow(op, frames, &mut locked)?;
             }
             return Ok(());
         }
@@ -343,26 +330,23 @@ impl Volume {
         // ZERO_RANGE also turns it unwritten (and copies partial edge frames), all in one
         // record.
         let first = offset / FRAME_SIZE;
-        let frames = end.div_ceil(FRAME_SIZE) - first;
+        let frames_in_range = end.div_ceil(FRAME_SIZE) - first;
         let inode = locked.get(ino)?;
         let Body::File(map) = &mut inode.body else {
             return Err(corrupt("not a file"));
         };
-        self.ensure_space(map, first, frames)?;
-        let cow = if zero {
+        self.ensure_space(map, first, frames_in_range)?;
+        // The copied edge frames and the new unwritten extents are held by one guard until
+        // the record lands; the map changes only in `apply`.
+        let (cow, mut frames) = if zero {
             self.punch_edges_cow(map, offset, end)?
         } else {
-            Vec::new()
+            (Vec::new(), Frames::none(&self.alloc))
         };
-        let extents = match extent_io::allocate_unwritten(&self.alloc, map, first, frames) {
-            Ok(e) => e,
-            Err(e) => {
-                for x in cow {
-                    let _ = self.alloc.free(x.pfns);
-                }
-                return Err(e.into());
-            }
-        };
+        let (outcome, new_frames) =
+            extent_io::stage_unwritten(&self.alloc, map, first, frames_in_range)?.into_parts();
+        frames.absorb(new_frames);
+        let extents = outcome.allocated;
         let new_size = if keep { size } else { size.max(end) };
         let op = if zero {
             Op::ZeroRange {
@@ -373,74 +357,67 @@ impl Volume {
                 times,
                 mode,
                 cow,
-                extents: extents.clone(),
+                extents,
             }
         } else if extents.is_empty() && new_size == size {
             return Ok(());
         } else {
             Op::Allocate {
                 ino,
-                extents: extents.clone(),
+                extents,
                 size: new_size,
                 times,
                 mode,
             }
         };
-        if let Err(e) = self.journal.append(&self.pool, &op) {
-            for x in &extents {
-                for r in map.punch(x.file_frame, x.pfns.len) {
-                    let _ = self.alloc.free(r);
-                }
-            }
-            if let Op::ZeroRange { cow, .. } = &op {
-                for x in cow {
-                    let _ = self.alloc.free(x.pfns);
-                }
-            }
-            return Err(e);
-        }
+        self.journal_owning(&op, frames)?;
         self.apply(&op, &mut locked, false)
     }
 
-    /// Copy-on-write frames for the partial frames at the edges of `[offset, end)`.
-    fn punch_edges_cow(&self, map: &ExtentMap, offset: u64, end: u64) -> FsResult<Vec<Extent>> {
+    /// Copy-on-write frames for the partial frames at the edges of `[offset, end)`, and the
+    /// guard holding them until their record is durable.
+    fn punch_edges_cow(
+        &self,
+        map: &ExtentMap,
+        offset: u64,
+        end: u64,
+    ) -> FsResult<(Vec<Extent>, Frames<'_>)> {
         let frame = FRAME_SIZE;
         let (first, first_off) = (offset / frame, (offset % frame) as usize);
         let (last, last_off) = (end / frame, (end % frame) as usize);
-        let mut cow = Vec::new();
-        if first == last {
+        let edges = if first == last {
             // Inside one frame.
-            cow.extend(self.cow_frame(map, first, first_off, last_off)?);
-            return Ok(cow);
-        }
-        if first_off != 0 {
-            cow.extend(self.cow_frame(map, first, first_off, frame as usize)?);
-        }
-        if last_off != 0 {
-            match self.cow_frame(map, last, 0, last_off) {
-                Ok(e) => cow.extend(e),
-                Err(err) => {
-                    for e in cow {
-                        let _ = self.alloc.free(e.pfns);
-                    }
-                    return Err(err);
-                }
+            [Some((first, first_off, last_off)), None]
+        } else {
+            [
+                (first_off != 0).then_some((first, first_off, frame as usize)),
+                (last_off != 0).then_some((last, 0, last_off)),
+            ]
+        };
+        let mut cow = Vec::new();
+        let mut frames = Frames::none(&self.alloc);
+        for (file_frame, from, to) in edges.into_iter().flatten() {
+            // An error drops `frames`: the copies made so far go back.
+            if let Some((extent, copy)) = self.cow_frame(map, file_frame, from, to)? {
+                cow.push(extent);
+                frames.absorb(copy);
             }
         }
-        Ok(cow)
+        Ok((cow, frames))
     }
 
     /// Copy-on-write of one logical frame whose bytes `[from, to)` (offsets within the
     /// frame) must read as zeros: a new frame gets the old contents with that range zeroed
     /// and is persisted. None if the frame is a hole or unwritten (it reads as zeros
-    /// already). The caller journals the returned extent; until then nothing references it.
+    /// already). The caller journals the returned extent and commits the guard holding its
+    /// frame; until then nothing references it, and dropping the guard gives it back.
     pub(crate) fn cow_frame(
         &self,
         map: &ExtentMap,
         file_frame: u64,
         from: usize,
         to: usize,
-    ) -> FsResult<Option<Extent>> {
+    ) -> FsResult<Option<(Extent, Frames<'_>)>> {
         let Some(old) = map.lookup(file_frame) else {
             return Ok(None);
         };
@@ -449,11 +426,9 @@ impl Volume {
         }
         let old_pfn = Pfn(old.pfns.start.0 + (file_frame - old.file_frame));
         let new = self.alloc.allocate(1, old_pfn.checked_add(1))?;
-        let Some(range) = new.first().copied().filter(|_| new.len() == 1) else {
-            for r in new {
-                let _ = self.alloc.free(r);
-            }
-            return Err(corrupt("allocator returned a split single frame"));
+        let range = match new.ranges() {
+            [range] if range.len == 1 => *range,
+            _ => return Err(corrupt("allocator returned a split single frame")),
         };
         let mut frame = [0u8; FRAME_SIZE as usize];
         let src = self.pool.frames(PfnRange {
@@ -464,31 +439,27 @@ impl Volume {
         let n = frame.len();
         frame[from.min(n)..to.min(n).max(from.min(n))].fill(0);
         let at = range.start.byte_offset();
-        if let Err(e) = self.pool.write_flushed(at, &frame) {
-            let _ = self.alloc.free(range);
-            return Err(e.into());
-        }
+        self.pool.write_flushed(at, &frame)?;
         self.pool.fence();
-        Ok(Some(Extent {
-            file_frame,
-            pfns: range,
-            unwritten: false,
-        }))
+        Ok(Some((
+            Extent {
+                file_frame,
+                pfns: range,
+                unwritten: false,
+            },
+            new,
+        )))
     }
 
-    /// Journals and applies a Truncate or Punch; if the record does not land, the frames
-    /// copied for it go back to the allocator.
-    pub(super) fn commit_cow(&self, op: Op, locked: &mut Locked) -> FsResult<()> {
-        let cow = match &op {
-            Op::Truncate { cow, .. } | Op::Punch { cow, .. } => cow.clone(),
-            _ => Vec::new(),
-        };
-        if let Err(e) = self.journal.append(&self.pool, &op) {
-            for x in cow {
-                let _ = self.alloc.free(x.pfns);
-            }
-            return Err(e);
-        }
+    /// Journals and applies a Truncate or Punch whose copied frames `frames` holds: if the
+    /// record does not land, they go back to the allocator.
+    pub(super) fn commit_cow(
+        &self,
+        op: Op,
+        frames: Frames<'_>,
+        locked: &mut Locked,
+    ) -> FsResult<()> {
+        self.journal_owning(&op, frames)?;
         self.apply(&op, locked, false)
     }
 
