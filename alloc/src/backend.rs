@@ -7,6 +7,12 @@
 //! Durability model (the one real PMEM gives): a store is durable only once a flush covering
 //! it and a later fence have completed. `persist(range)` is `flush(range)` + `fence()`.
 //!
+//! Failures: a persist point can fail (an msync with [`Durability::Msync`], or a test backend
+//! told to), so `fence` and `persist` return `std::io::Result<()>` with the error the OS gave
+//! (its raw errno). After a failed persist the bytes may or may not have reached the medium:
+//! the caller must not report the operation done, and must not build on what it stored (see
+//! docs/DESIGN.md, section 6).
+//!
 //! Concurrency: backends take `&self` for writes. Callers (the filesystem) guarantee that no
 //! byte range is written while another thread holds a borrowed slice of it: frames belong to
 //! one file at a time and are accessed under that file's lock; metadata regions are owned by
@@ -69,13 +75,15 @@ pub trait PoolBackend: Send + Sync + Debug {
     /// waiting; a later [`fence`](PoolBackend::fence) makes it durable.
     fn flush(&self, offset: u64, len: u64);
 
-    /// Orders and completes all earlier flushes (SFENCE).
-    fn fence(&self);
+    /// Orders and completes all earlier flushes (SFENCE): a persist point. An error means the
+    /// flushed stores may or may not be durable; what was stored must not be acknowledged.
+    fn fence(&self) -> std::io::Result<()>;
 
-    /// `flush(range)` then `fence()`: the range is durable when this returns.
-    fn persist(&self, offset: u64, len: u64) {
+    /// `flush(range)` then `fence()`: the range is durable when this returns `Ok`. An error
+    /// (with the OS's errno) means it may or may not be.
+    fn persist(&self, offset: u64, len: u64) -> std::io::Result<()> {
         self.flush(offset, len);
-        self.fence();
+        self.fence()
     }
 
     /// Makes everything persisted so far durable on the backing store as well (msync of the
@@ -102,10 +110,10 @@ impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
     fn flush(&self, offset: u64, len: u64) {
         (**self).flush(offset, len)
     }
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         (**self).fence()
     }
-    fn persist(&self, offset: u64, len: u64) {
+    fn persist(&self, offset: u64, len: u64) -> std::io::Result<()> {
         (**self).persist(offset, len)
     }
     fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {
@@ -273,8 +281,9 @@ impl PoolBackend for MemBackend {
         unsafe { cpu_flush::flush_range(self.flush, self.ptr.as_ptr().add(offset), len) };
     }
 
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         cpu_flush::fence();
+        Ok(())
     }
 
     fn sync(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
@@ -408,7 +417,8 @@ pub(crate) fn open_target(path: &Path, read_only: bool) -> Result<Target, PoolEr
 ///
 /// `flush` writes back cache lines with CLWB / CLFLUSHOPT / CLFLUSH (the best this CPU has,
 /// see [`crate::cpu_flush`]) and `fence` is SFENCE. With [`Durability::Msync`], `persist`
-/// also msyncs the page-aligned range; `sync` always does (it is the fsync path).
+/// also msyncs the page-aligned range and returns msync's error; `sync` always msyncs (it is
+/// the fsync path).
 ///
 /// A read-only backend maps the pool `PROT_READ`: `write` and `zero` must never be called on
 /// it ([`crate::Pool`] refuses writes to read-only pools before they reach the backend); they
@@ -619,20 +629,19 @@ impl PoolBackend for MmapBackend {
         unsafe { cpu_flush::flush_range(self.flush, self.map.as_ptr().add(offset), len) };
     }
 
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         cpu_flush::fence();
+        Ok(())
     }
 
-    fn persist(&self, offset: u64, len: u64) {
+    fn persist(&self, offset: u64, len: u64) -> std::io::Result<()> {
         self.flush(offset, len);
-        self.fence();
+        self.fence()?;
         if self.durability == Durability::Msync && !self.read_only {
-            // `persist` cannot report errors (trait shape): an msync failure is logged, and the
-            // fsync path (`sync`) reports it.
-            if let Err(e) = self.msync(offset, len) {
-                tracing::error!(path = %self.path.display(), offset, len, error = %e, "msync failed in persist");
-            }
+            // The error msync returned, errno included: the caller fails the operation.
+            self.msync(offset, len)?;
         }
+        Ok(())
     }
 
     fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {

@@ -514,18 +514,18 @@ impl PoolBackend for CrashSimBackend {
         }
     }
 
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         let mut s = self.state.lock();
         s.fences += 1;
         if s.crash.is_some() {
-            return;
+            return Ok(());
         }
         if let Some((point, mode)) = s.armed
             && s.fences >= point
         {
             let completed = s.fences - 1;
             self.crash(&mut s, mode, completed);
-            return;
+            return Ok(());
         }
         let SimState {
             durable,
@@ -539,6 +539,7 @@ impl PoolBackend for CrashSimBackend {
                 for_runs(a + i, bits, |w, n| self.copy_words(durable, w, n));
             }
         }
+        Ok(())
     }
 
     fn sync(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
@@ -565,7 +566,7 @@ mod tests {
         assert_eq!(b.read(128, 16), &[7u8; 16]);
         b.flush(128, 16);
         assert_eq!(at(&b.crash_image(), 128, 16), &[0u8; 16], "flush alone");
-        b.fence();
+        b.fence().unwrap();
         assert_eq!(at(&b.crash_image(), 128, 16), &[7u8; 16]);
         assert_eq!(b.persist_points(), 1);
         assert_eq!(b.unpersisted_words(), 0);
@@ -589,7 +590,7 @@ mod tests {
     fn fork_starts_from_the_crash_image() {
         let b = CrashSimBackend::new(LEN);
         b.write(5000, &[1u8; 8]);
-        b.persist(5000, 8);
+        b.persist(5000, 8).unwrap();
         b.write(9000, &[2u8; 8]);
         b.crash_now(CrashMode::Clean);
         let mut pages = Vec::new();
@@ -607,7 +608,7 @@ mod tests {
     fn fence_without_flush_persists_nothing() {
         let b = CrashSimBackend::new(LEN);
         b.write(0, &[1u8; 64]);
-        b.fence();
+        b.fence().unwrap();
         assert_eq!(at(&b.crash_image(), 0, 64), &[0u8; 64]);
         assert_eq!(b.unpersisted_words(), 8);
     }
@@ -617,7 +618,7 @@ mod tests {
         let b = CrashSimBackend::new(LEN);
         b.write(0, &[1u8; 200]);
         // Bytes 70..71 lie in line 64..128: that whole line goes, not lines 0..64 or 128..192.
-        b.persist(70, 1);
+        b.persist(70, 1).unwrap();
         let img = b.crash_image();
         assert_eq!(at(&img, 0, 64), &[0u8; 64]);
         assert_eq!(at(&img, 64, 64), &[1u8; 64]);
@@ -629,7 +630,7 @@ mod tests {
         let b = CrashSimBackend::from_image(&vec![0xAAu8; LEN as usize]);
         b.zero(8, 8);
         assert_eq!(at(&b.crash_image(), 8, 8), &[0xAA; 8]);
-        b.persist(8, 8);
+        b.persist(8, 8).unwrap();
         assert_eq!(at(&b.crash_image(), 0, 24), {
             let mut v = [0xAAu8; 24];
             v[8..16].fill(0);
@@ -642,11 +643,11 @@ mod tests {
         let b = CrashSimBackend::new(LEN);
         b.arm_crash(2, CrashMode::Clean);
         b.write(0, &[1u8; 8]);
-        b.persist(0, 8); // fence 1: durable
+        b.persist(0, 8).unwrap(); // fence 1: durable
         b.write(8, &[2u8; 8]);
-        b.persist(8, 8); // fence 2: the crash, not durable
+        b.persist(8, 8).unwrap(); // fence 2: the crash, not durable
         b.write(16, &[3u8; 8]);
-        b.persist(16, 8); // after the crash: never durable
+        b.persist(16, 8).unwrap(); // after the crash: never durable
         let r = b.crashed().expect("crashed");
         assert_eq!(r.fences_completed, 1);
         assert_eq!(r.words_dropped, 1);
@@ -663,7 +664,7 @@ mod tests {
             b.arm_crash(1, CrashMode::Torn { seed });
             let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8 | 1).collect();
             b.write(4096, &data);
-            b.persist(4096, 4096);
+            b.persist(4096, 4096).unwrap();
             let r = b.crashed().unwrap();
             assert_eq!(r.words_kept + r.words_dropped, 512);
             (b.crash_image(), r, data)
@@ -687,12 +688,12 @@ mod tests {
     fn crash_now_and_unarmed_image() {
         let b = CrashSimBackend::new(LEN);
         b.write(0, &[9u8; 8]);
-        b.persist(0, 8);
+        b.persist(0, 8).unwrap();
         b.write(8, &[9u8; 8]);
         assert_eq!(at(&b.crash_image(), 0, 16), [[9u8; 8], [0; 8]].concat());
         b.crash_now(CrashMode::Clean);
         b.write(0, &[5u8; 8]);
-        b.persist(0, 8);
+        b.persist(0, 8).unwrap();
         assert_eq!(at(&b.crash_image(), 0, 16), [[9u8; 8], [0; 8]].concat());
         assert_eq!(b.crashed().unwrap().fences_completed, 1);
     }
@@ -703,7 +704,7 @@ mod tests {
         b.write(0, &[1u8; 8]);
         b.flush(0, 8);
         b.write(0, &[2u8; 8]);
-        b.fence();
+        b.fence().unwrap();
         assert_eq!(at(&b.crash_image(), 0, 8), &[2u8; 8]);
         assert_eq!(
             b.unpersisted_words(),

@@ -6,6 +6,8 @@
 //!   [`MmapBackend`] for files and devices, [`MemBackend`] for RAM.
 //! - [`crash_sim`]: [`CrashSimBackend`], a RAM pool with a live and a durable image that
 //!   crashes at a chosen persist point (clean or torn per 8-byte word), for crash tests.
+//! - [`faulty`]: [`FaultyBackend`], a backend that fails chosen persist points with a chosen
+//!   errno, for tests of what a failed persist does.
 //! - [`cpu_flush`]: cache-line write-back (CLWB/CLFLUSHOPT/CLFLUSH) and SFENCE, detected at
 //!   run time.
 //! - [`superblock`]: the two-slot superblock.
@@ -17,6 +19,7 @@ pub mod backend;
 pub mod cpu_flush;
 pub mod crash_sim;
 pub mod error;
+pub mod faulty;
 pub mod layout;
 pub mod pfn;
 pub mod pool;
@@ -26,6 +29,7 @@ pub use allocator::{AllocStats, ExtentAllocator, Frames};
 pub use backend::{BackingKind, Durability, MemBackend, MmapBackend, PoolBackend};
 pub use crash_sim::{CrashMode, CrashReport, CrashSimBackend};
 pub use error::{AllocError, PoolError};
+pub use faulty::{Fault, FaultyBackend};
 pub use pfn::{FRAME_SHIFT, FRAME_SIZE, HUGE_FRAMES, Pfn, PfnRange};
 pub use pool::{CreateOptions, OpenOptions, Pool};
 pub use superblock::{CheckpointRef, Superblock, SuperblockError};

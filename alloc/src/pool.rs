@@ -251,22 +251,21 @@ impl Pool {
         let mut pool = Pool::from_parts(name, backend, sb.clone(), false);
         let (log_off, log_len) = pool.log;
         let be = &pool.backend;
-        if zero_log {
-            be.zero(0, HEADER_BYTES);
-            be.zero(log_off, log_len);
-            be.persist(0, HEADER_BYTES);
-            be.persist(log_off, log_len);
+        let persisted = |result: std::io::Result<()>| result.map_err(io_err(&pool.name, "persist"));
+        let (header, log) = if zero_log {
+            (HEADER_BYTES, log_len)
         } else {
-            be.zero(0, 2 * FRAME_SIZE);
-            be.zero(log_off, FRAME_SIZE);
-            be.persist(0, 2 * FRAME_SIZE);
-            be.persist(log_off, FRAME_SIZE);
-        }
+            (2 * FRAME_SIZE, FRAME_SIZE)
+        };
+        be.zero(0, header);
+        be.zero(log_off, log);
+        persisted(be.persist(0, header))?;
+        persisted(be.persist(log_off, log))?;
         debug_assert_eq!(sb.slot(), Slot::B);
-        write_slot(be.as_ref(), &sb);
+        persisted(write_slot(be.as_ref(), &sb))?;
         let slot_b = sb.clone();
         sb.seq = 2;
-        write_slot(be.as_ref(), &sb);
+        persisted(write_slot(be.as_ref(), &sb))?;
         // Pair assertion: what we wrote reads back as what we meant.
         for expected in [&slot_b, &sb] {
             let slot = expected.slot();
@@ -413,7 +412,11 @@ impl Pool {
         sb.validate().map_err(|e| bad(e.to_string()))?;
         let slot = sb.slot();
         debug_assert_ne!(slot, current.slot());
-        write_slot(self.backend.as_ref(), &sb);
+        // A failed persist leaves the slot in doubt; `current` stays, so the next commit
+        // rewrites the same slot. The caller treats the commit as not done (and must keep
+        // what either superblock names).
+        write_slot(self.backend.as_ref(), &sb)
+            .map_err(io_err(&self.name, "persist the superblock"))?;
         if self.durability == Durability::Msync {
             self.backend
                 .sync(slot.offset(), SUPERBLOCK_BYTES as u64)
@@ -546,23 +549,26 @@ impl Pool {
         Ok(())
     }
 
-    /// Completes earlier flushes.
-    pub fn fence(&self) {
-        self.backend.fence();
+    /// Completes earlier flushes: a persist point. An error ([`PoolError::Io`], keeping the
+    /// OS's errno) means the flushed stores may or may not be durable.
+    pub fn fence(&self) -> Result<(), PoolError> {
+        self.backend.fence().map_err(io_err(&self.name, "fence"))
     }
 
-    /// Flush + fence of a byte range.
+    /// Flush + fence of a byte range (plus msync with [`Durability::Msync`]). An error
+    /// ([`PoolError::Io`], keeping the OS's errno) means the range may or may not be durable:
+    /// what it holds must not be acknowledged.
     pub fn persist(&self, offset: u64, len: u64) -> Result<(), PoolError> {
         self.check(offset, len)?;
         if self.read_only {
             return Ok(());
         }
-        if len > 0 {
-            self.backend.persist(offset, len);
+        let result = if len > 0 {
+            self.backend.persist(offset, len)
         } else {
-            self.backend.fence();
-        }
-        Ok(())
+            self.backend.fence()
+        };
+        result.map_err(io_err(&self.name, "persist"))
     }
 
     /// msync-style durability of a byte range on the backing store (fsync path).
@@ -591,10 +597,10 @@ impl Pool {
 }
 
 /// Encodes `sb` into its slot and persists it (the rest of the slot's frame stays zero).
-fn write_slot(backend: &dyn PoolBackend, sb: &Superblock) {
+fn write_slot(backend: &dyn PoolBackend, sb: &Superblock) -> std::io::Result<()> {
     let offset = sb.slot().offset();
     backend.write(offset, &sb.encode());
-    backend.persist(offset, SUPERBLOCK_BYTES as u64);
+    backend.persist(offset, SUPERBLOCK_BYTES as u64)
 }
 
 /// Picks the superblock to open from the two slot results (see docs/DESIGN.md, 3.2).

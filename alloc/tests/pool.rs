@@ -674,7 +674,7 @@ fn mem_backend_allows_parallel_disjoint_writes() {
                 let base = u64::from(t) * MIB;
                 for i in 0..256u64 {
                     mem.write(base + i * 4096, &[t + 1; 4096]);
-                    mem.persist(base + i * 4096, 4096);
+                    mem.persist(base + i * 4096, 4096).unwrap();
                 }
             });
         }

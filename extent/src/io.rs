@@ -535,7 +535,7 @@ fn store(
         copied = end;
         Ok(())
     })?;
-    pool.fence();
+    pool.fence()?;
     Ok(())
 }
 
@@ -601,7 +601,7 @@ pub fn zero_mapped(
         stored = true;
     }
     if stored {
-        pool.fence();
+        pool.fence()?;
     }
     Ok(())
 }

@@ -856,7 +856,7 @@ mod harness {
                 self.0.flush(offset, len)
             }
         }
-        fn fence(&self) {
+        fn fence(&self) -> std::io::Result<()> {
             self.0.fence()
         }
         fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {

@@ -440,7 +440,7 @@ fn fsync_syncs_what_the_inode_depends_on() {
         fn flush(&self, offset: u64, len: u64) {
             self.mem.flush(offset, len)
         }
-        fn fence(&self) {
+        fn fence(&self) -> std::io::Result<()> {
             self.mem.fence()
         }
         fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {

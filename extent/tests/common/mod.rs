@@ -184,7 +184,7 @@ impl PoolBackend for Recording {
             .push(Event::Flush { offset, len });
         self.inner.flush(offset, len)
     }
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         self.events.lock().unwrap().push(Event::Fence);
         self.inner.fence()
     }

@@ -211,7 +211,7 @@ pub(super) fn install(
         }
     }
     if copied_any {
-        pool.fence();
+        pool.fence().map_err(|e| e.to_string())?;
     }
     progress("copying doubly used frames", total, total);
     progress("writing a checkpoint", 0, 1);

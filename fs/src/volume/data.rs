@@ -228,7 +228,17 @@ impl Volume {
     /// depends on: the superblocks and the log, the current checkpoint, and a file's own
     /// extents, so one file's fsync does not write back every dirty page of the pool. A file
     /// of more than `FSYNC_EXTENTS_MAX` extents, or an unknown inode, syncs the whole pool.
+    ///
+    /// While the journal refuses records (a persist failed and no checkpoint has succeeded
+    /// since), what the pool holds is in doubt: fsync tries that checkpoint first and fails
+    /// with the journal's error if it cannot write it.
     pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        if self.journal.is_refusing() {
+            self.maybe_checkpoint();
+            if let Some(e) = self.journal.refusal() {
+                return Err(e);
+            }
+        }
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         let whole = match self.cell(ino) {
             Ok(cell) => match &cell.inode.read().body {
@@ -440,7 +450,7 @@ impl Volume {
         frame[from.min(n)..to.min(n).max(from.min(n))].fill(0);
         let at = range.start.byte_offset();
         self.pool.write_flushed(at, &frame)?;
-        self.pool.fence();
+        self.pool.fence()?;
         Ok(Some((
             Extent {
                 file_frame,

@@ -42,6 +42,7 @@ impl Volume {
             atime: std::sync::atomic::AtomicU8::new(AtimePolicy::Relative as u8),
             stats: IoStats::default(),
             checkpoint_ranges: Mutex::new(ranges),
+            in_doubt: Mutex::new(Vec::new()),
             unlinked: Default::default(),
             read_only,
         };
@@ -180,7 +181,7 @@ impl Volume {
             self.pool.zero(at, FRAME_SIZE - tail)?;
             self.pool.flush(at, FRAME_SIZE - tail)?;
         }
-        self.pool.fence();
+        self.pool.fence()?;
         Ok(())
     }
 

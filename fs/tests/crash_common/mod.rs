@@ -1636,6 +1636,9 @@ pub fn check_ownership(vol: &Volume) -> Result<(), String> {
     for r in vol.checkpoint_ranges() {
         all.push((r, "checkpoint".into()));
     }
+    for r in vol.frames_in_doubt() {
+        all.push((r, "in doubt".into()));
+    }
     for cell in vol.cells() {
         let inode = cell.inode.read();
         if let Some(map) = inode.file_map() {
@@ -1708,7 +1711,7 @@ impl PoolBackend for FenceCounter {
     fn flush(&self, offset: u64, len: u64) {
         self.inner.flush(offset, len)
     }
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         self.fences.fetch_add(1, Ordering::Relaxed);
         self.inner.fence()
     }
