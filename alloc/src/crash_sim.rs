@@ -47,9 +47,10 @@
 //! **Memory.** Two full images plus two bitmaps of one bit per 8-byte word (1/32 of the pool
 //! each): meant for test pools of tens of MiB, not for real ones.
 //!
-//! **Concurrency.** The live image is read without locking (slices borrowed from `read`, under
-//! the [`PoolBackend`] contract); every store, flush and fence takes the one state mutex, and
-//! stores happen under it, so a fence never copies a word while another thread stores it.
+//! **Concurrency.** The live image is read without locking (`read_into`, and `borrow` under the
+//! [`PoolBackend`] contract); every store, flush and fence takes the one state mutex, and
+//! stores happen under it, so a fence never copies a word while another thread stores it (which
+//! is what lets it copy from the live image in place).
 
 use std::fmt::Debug;
 
@@ -287,10 +288,10 @@ impl CrashSimBackend {
     /// Only the non-zero 4 KiB pages of `image` are copied (both images start as lazily
     /// zeroed memory), so a mostly empty test pool costs little to set up.
     pub fn from_image(image: &[u8]) -> CrashSimBackend {
-        let live = MemBackend::new(image.len() as u64);
+        let mut live = MemBackend::new(image.len() as u64);
         let mut durable = Durable::new(image.len() as u64);
         for_nonzero_pages(image, |offset, page| {
-            live.write(offset as u64, page);
+            live.write_mut(offset as u64, page);
             durable.store(offset as u64, page);
         });
         CrashSimBackend::with_images(live, durable)
@@ -300,10 +301,10 @@ impl CrashSimBackend {
     /// [`crash_image`](Self::crash_image) describes it): the pool as found after the crash,
     /// ready to run recovery under further crashes. Copies only the pages stored to.
     pub fn fork(&self) -> CrashSimBackend {
-        let live = MemBackend::new(self.len_bytes);
+        let mut live = MemBackend::new(self.len_bytes);
         let mut durable = Durable::new(self.len_bytes);
         self.for_each_durable_page(|offset, page| {
-            live.write(offset, page);
+            live.write_mut(offset, page);
             durable.store(offset, page);
         });
         CrashSimBackend::with_images(live, durable)
@@ -399,11 +400,16 @@ impl CrashSimBackend {
         (offset / WORD_BYTES, end.div_ceil(WORD_BYTES))
     }
 
-    /// Copies words `[w, w + n)` from the live image into `durable`.
+    /// Copies words `[w, w + n)` from the live image into `durable`. Called with the state
+    /// mutex held (`durable` is behind it).
     fn copy_words(&self, durable: &mut Durable, w: u64, n: u64) {
         let start = w * WORD_BYTES;
         let end = ((w + n) * WORD_BYTES).min(self.len_bytes);
-        durable.store(start, self.live.read(start, (end - start) as usize));
+        // SAFETY: every store to the live image is made by this backend's `write`/`zero` with
+        // the state mutex held, and our caller holds it until the slice is gone: nothing can
+        // store to the range while it lives.
+        let live = unsafe { self.live.borrow(start, (end - start) as usize) };
+        durable.store(start, live);
     }
 
     fn mark_dirty(&self, s: &mut SimState, offset: u64, len: u64) {
@@ -462,8 +468,14 @@ impl PoolBackend for CrashSimBackend {
         self.len_bytes
     }
 
-    fn read(&self, offset: u64, len: usize) -> &[u8] {
-        self.live.read(offset, len)
+    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+        self.live.read_into(offset, buf)
+    }
+
+    unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
+        // SAFETY: the same contract, passed on: every store to the live image goes through
+        // this backend's `write`/`zero`.
+        unsafe { self.live.borrow(offset, len) }
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
@@ -563,7 +575,7 @@ mod tests {
         let b = CrashSimBackend::new(LEN);
         b.write(128, &[7u8; 16]);
         assert_eq!(at(&b.crash_image(), 128, 16), &[0u8; 16]);
-        assert_eq!(b.read(128, 16), &[7u8; 16]);
+        assert_eq!(b.read_vec(128, 16), &[7u8; 16]);
         b.flush(128, 16);
         assert_eq!(at(&b.crash_image(), 128, 16), &[0u8; 16], "flush alone");
         b.fence().unwrap();
@@ -601,7 +613,7 @@ mod tests {
         assert_eq!(f.live_image(), b.crash_image());
         assert_eq!(f.crashed(), None);
         assert_eq!(f.persist_points(), 0);
-        assert_eq!(f.read(9000, 8), &[0u8; 8]);
+        assert_eq!(f.read_vec(9000, 8), &[0u8; 8]);
     }
 
     #[test]
@@ -653,7 +665,7 @@ mod tests {
         assert_eq!(r.words_dropped, 1);
         let img = b.crash_image();
         assert_eq!(at(&img, 0, 24), [[1u8; 8], [0; 8], [0; 8]].concat());
-        assert_eq!(b.read(0, 24), [[1u8; 8], [2; 8], [3; 8]].concat());
+        assert_eq!(b.read_vec(0, 24), [[1u8; 8], [2; 8], [3; 8]].concat());
         assert_eq!(b.persist_points(), 3);
     }
 

@@ -115,8 +115,13 @@ impl<B: PoolBackend> PoolBackend for FaultyBackend<B> {
         self.inner.len_bytes()
     }
 
-    fn read(&self, offset: u64, len: usize) -> &[u8] {
-        self.inner.read(offset, len)
+    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+        self.inner.read_into(offset, buf)
+    }
+
+    unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
+        // SAFETY: the same contract, passed on.
+        unsafe { self.inner.borrow(offset, len) }
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
@@ -127,8 +132,9 @@ impl<B: PoolBackend> PoolBackend for FaultyBackend<B> {
         self.inner.zero(offset, len)
     }
 
-    fn write_flushed(&self, offset: u64, data: &[u8]) {
-        self.inner.write_flushed(offset, data)
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
+        // SAFETY: the same contract, passed on.
+        unsafe { self.inner.write_flushed(offset, data) }
     }
 
     fn flush(&self, offset: u64, len: u64) {

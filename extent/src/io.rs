@@ -25,8 +25,18 @@
 //! hold; a written frame holds zeros wherever the file has never stored data (new frames are
 //! zeroed where a write does not cover them), so freed frames never leak another file's data.
 //!
-//! Locking: the caller holds the file's lock (shared for reads, exclusive for the rest), which
-//! is what makes it sound that borrowed read slices and in-place writes never meet.
+//! Soundness and locking: the slices a read hands out are pool memory borrowed in place, and
+//! writes store in place with non-temporal stores; both are `unsafe` at the pool
+//! ([`Pool::borrow`], [`Pool::write_flushed`]), and this module is where their contracts are
+//! kept. The argument is ownership: a frame belongs to one extent map (or to the free set, a
+//! checkpoint, or a [`Frames`] guard), never to two. Reads borrow the map shared and their
+//! slices borrow it too (`ReadSegment<'a>` lives no longer than `&'a ExtentMap`); every store
+//! into a map's frames is a function here that takes the map exclusively (`stage_write`,
+//! `write`, `zero_mapped`). So a borrowed slice and a store to the same frame cannot overlap
+//! in time. The filesystem keeps the rest of the rule: it stores only to frames no map holds
+//! (the log, checkpoints, new frames before their record maps them), and it holds the file's
+//! lock shared for reads and exclusive for the rest, which is how it gets the borrows these
+//! functions take.
 
 use pfnfs_alloc::{AllocError, ExtentAllocator, FRAME_SIZE, Frames, Pool, PoolError};
 
@@ -156,9 +166,13 @@ fn to_usize(n: u64) -> Result<usize, ExtentIoError> {
 
 /// Walks `[offset, offset + len)` and calls `emit` with maximal segments: consecutive pool
 /// bytes are one segment even across extents, consecutive zero runs are one segment.
+///
+/// The pool slices borrow `map` as well as the pool: they are frames `map` maps, and stay
+/// valid only while nothing can store to them, i.e. while `map` is borrowed shared.
+#[allow(unsafe_code)]
 fn walk_segments<'a>(
     pool: &'a Pool,
-    map: &ExtentMap,
+    map: &'a ExtentMap,
     offset: u64,
     len: u64,
     mut emit: impl FnMut(ReadSegment<'a>) -> Result<(), ExtentIoError>,
@@ -176,7 +190,14 @@ fn walk_segments<'a>(
             let (is_pool, at, n) = pending;
             let n = to_usize(n)?;
             if is_pool {
-                emit(ReadSegment::Pool(pool.read(at, n)?))
+                // SAFETY: `[at, at + n)` are bytes of written frames `map` maps (only mapped,
+                // written pieces become pool segments). Frames belong to one map: the only
+                // stores to a map's frames are this module's (`stage_write`, `write`,
+                // `zero_mapped`), which need that map exclusively, and the filesystem stores
+                // only to frames no map holds (the log, checkpoints, freshly allocated frames
+                // before their record maps them). The slice lives for 'a, for which `map` is
+                // borrowed shared, so no store can reach it while it lives.
+                emit(ReadSegment::Pool(unsafe { pool.borrow(at, n) }?))
             } else {
                 emit(ReadSegment::Zeros(n))
             }
@@ -214,7 +235,7 @@ fn walk_segments<'a>(
 /// The caller clips `len` to the file size. No copy, no allocation beyond `out`'s growth.
 pub fn read_segments<'a>(
     pool: &'a Pool,
-    map: &ExtentMap,
+    map: &'a ExtentMap,
     offset: u64,
     len: u64,
     out: &mut Vec<ReadSegment<'a>>,
@@ -234,7 +255,7 @@ pub fn read_segments<'a>(
 /// the read path's way to see whether a range is one pool slice before gathering it.
 pub fn for_each_segment<'a>(
     pool: &'a Pool,
-    map: &ExtentMap,
+    map: &'a ExtentMap,
     offset: u64,
     len: u64,
     f: impl FnMut(ReadSegment<'a>) -> Result<(), ExtentIoError>,
@@ -473,48 +494,50 @@ pub fn stage_write<'a>(
         false,
         &mut outcome.allocated,
     )?;
+    let WriteOutcome {
+        allocated,
+        converted,
+    } = &mut outcome;
     store(
-        pool,
-        map,
-        &outcome.allocated,
-        &span,
-        data,
-        zero_head,
-        zero_tail,
+        pool, map, allocated, converted, &span, data, zero_head, zero_tail,
     )?;
-    for piece in map.mappings_iter(span.first_frame, span.frames()) {
-        if let Mapping::Mapped(e) = piece
-            && e.unwritten
-        {
-            outcome.converted.push(Extent {
-                unwritten: false,
-                ..e
-            });
-        }
-    }
     Ok(Staged { outcome, frames })
 }
 
 /// Steps (2)-(4) of [`stage_write`]: every frame of the span is mapped by `map` or `pending`.
+/// The unwritten pieces of `map` it stores into are listed in `converted` (written state), in
+/// the same walk.
+///
+/// `map` is borrowed shared here, but [`stage_write`] holds it exclusively for the call, so no
+/// slice of its frames is alive: that, and `pending` frames being the caller's guard's alone,
+/// is what makes the in-place stores sound.
+#[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
 fn store(
     pool: &Pool,
     map: &ExtentMap,
     pending: &[Extent],
+    converted: &mut Vec<Extent>,
     span: &Span,
     data: &[u8],
     zero_head: bool,
     zero_tail: bool,
 ) -> Result<(), ExtentIoError> {
+    static ZERO_FRAME: [u8; FRAME_SIZE as usize] = [0; FRAME_SIZE as usize];
     let zero_edge = |frame: u64, from: u64, to: u64| -> Result<(), ExtentIoError> {
-        // [from, to) are file bytes within `frame`.
+        // [from, to) are file bytes within `frame`, so fewer than a frame's.
         if to <= from {
             return Ok(());
         }
         let extent =
             locate(map, pending, frame).ok_or(ExtentIoError::Unmapped { file_frame: frame })?;
         let at = pool_offset(&extent, from)?;
-        pool.zero(at, to - from)?;
-        pool.flush(at, to - from)?;
+        let zeros = ZERO_FRAME
+            .get(..to_usize(to - from)?)
+            .ok_or(ExtentIoError::Overflow)?;
+        // SAFETY: as for the data below: a frame of `map` (held exclusively by our caller) or
+        // of `pending` (our caller's alone); the source is a static, not pool memory.
+        unsafe { pool.write_flushed(at, zeros) }?;
         Ok(())
     };
     if zero_head {
@@ -526,12 +549,23 @@ fn store(
     }
     let mut copied = 0usize;
     for_each_piece(map, pending, span.first_frame, span.frames(), |extent| {
+        if extent.unwritten {
+            converted.push(Extent {
+                unwritten: false,
+                ..extent
+            });
+        }
         let (file_byte, n) = span.clip(&Mapping::Mapped(extent));
         let n = to_usize(n)?;
         let at = pool_offset(&extent, file_byte)?;
         let end = copied.checked_add(n).ok_or(ExtentIoError::Overflow)?;
         let src = data.get(copied..end).ok_or(ExtentIoError::Overflow)?;
-        pool.write_flushed(at, src)?;
+        // SAFETY: `[at, at + n)` lies in a frame of `extent`, which `map` maps (borrowed
+        // exclusively by our caller, so no borrowed slice of it is alive and no other thread
+        // reads or writes it: frames belong to one map) or which was just allocated into
+        // `pending` (held by our caller's guard, referenced by nothing else). `data` is the
+        // request's buffer, not pool memory of this range.
+        unsafe { pool.write_flushed(at, src) }?;
         copied = end;
         Ok(())
     })?;

@@ -430,7 +430,7 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
     let mut offset = 0u64;
     let mut seq = 0u64;
     while let Some((payload, total)) = intact_record(pool, offset, generation, seq)? {
-        let op: Op = postcard::from_bytes(payload).map_err(|e| {
+        let op: Op = postcard::from_bytes(&payload).map_err(|e| {
             corrupt(format!(
                 "log record {seq} has a valid checksum but does not decode: {e}"
             ))
@@ -473,7 +473,7 @@ pub fn log_generation(pool: &Pool) -> FsResult<Option<u64>> {
     if region_bytes < RECORD_HEADER_BYTES {
         return Ok(None);
     }
-    let h = pool.read(region_offset, RECORD_HEADER_BYTES as usize)?;
+    let h = pool.read_vec(region_offset, RECORD_HEADER_BYTES as usize)?;
     let magic = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
     let generation = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
     let seq = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
@@ -485,7 +485,7 @@ pub fn log_generation(pool: &Pool) -> FsResult<Option<u64>> {
 /// for fsck, not for mounts.
 pub fn max_log_generation(pool: &Pool) -> FsResult<u64> {
     let (region_offset, region_bytes) = pool.log_region();
-    let log = pool.read(region_offset, region_bytes as usize)?;
+    let log = pool.read_vec(region_offset, region_bytes as usize)?;
     let magic = RECORD_MAGIC.to_le_bytes();
     let mut newest = 0;
     for (i, chunk) in log.chunks_exact(8).enumerate() {
@@ -516,15 +516,15 @@ pub fn newer_generation_in_log(pool: &Pool, generation: u64) -> FsResult<Option<
     Ok(written.then_some(newer))
 }
 
-/// The payload and the 8-byte aligned length of record `seq` of `generation` at byte `offset`
-/// of the log, if an intact one is there (magic, generation, sequence number, length inside
-/// the log, checksum); `None` otherwise.
+/// The payload (a copy) and the 8-byte aligned length of record `seq` of `generation` at byte
+/// `offset` of the log, if an intact one is there (magic, generation, sequence number, length
+/// inside the log, checksum); `None` otherwise.
 pub fn intact_record(
     pool: &Pool,
     offset: u64,
     generation: u64,
     seq: u64,
-) -> FsResult<Option<(&[u8], u64)>> {
+) -> FsResult<Option<(Vec<u8>, u64)>> {
     let (region_offset, region_bytes) = pool.log_region();
     if offset
         .checked_add(RECORD_HEADER_BYTES)
@@ -532,7 +532,8 @@ pub fn intact_record(
     {
         return Ok(None);
     }
-    let header = pool.read(region_offset + offset, RECORD_HEADER_BYTES as usize)?;
+    let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+    pool.read_into(region_offset + offset, &mut header)?;
     let magic = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
     let len = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default()) as u64;
     let rec_gen = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
@@ -546,8 +547,8 @@ pub fn intact_record(
     if offset + total > region_bytes {
         return Ok(None);
     }
-    let payload = pool.read(region_offset + offset + RECORD_HEADER_BYTES, len as usize)?;
-    if record_crc(header, payload) != crc {
+    let payload = pool.read_vec(region_offset + offset + RECORD_HEADER_BYTES, len as usize)?;
+    if record_crc(&header, &payload) != crc {
         return Ok(None);
     }
     Ok(Some((payload, total)))
@@ -595,7 +596,8 @@ pub fn record_after(
         {
             return Ok(None);
         }
-        let h = pool.read(region_offset + at, RECORD_HEADER_BYTES as usize)?;
+        let mut h = [0u8; RECORD_HEADER_BYTES as usize];
+        pool.read_into(region_offset + at, &mut h)?;
         let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap_or_default());
         Ok(Some((
             u32::from_le_bytes(h[0..4].try_into().unwrap_or_default()),
@@ -634,7 +636,7 @@ pub fn record_after(
     if first >= window_end {
         return Ok(None);
     }
-    let window = pool.read(region_offset + first, (window_end - first) as usize)?;
+    let window = pool.read_vec(region_offset + first, (window_end - first) as usize)?;
     let magic = RECORD_MAGIC.to_le_bytes();
     let gen_bytes = generation.to_le_bytes();
     for (i, chunk) in window.chunks_exact(8).enumerate() {

@@ -100,6 +100,14 @@ impl Locked {
             .map(|g| &mut **g)
             .ok_or_else(|| corrupt(format!("inode {ino} not locked")))
     }
+
+    /// Takes `ino`'s guard out of the set (still held: the lock goes when the guard drops), so
+    /// that it can be borrowed while the rest of the set is borrowed mutably.
+    fn take(&mut self, ino: u64) -> FsResult<WriteGuard> {
+        self.0
+            .remove(&ino)
+            .ok_or_else(|| corrupt(format!("inode {ino} not locked")))
+    }
 }
 
 /// Who is asking (from the FUSE request).

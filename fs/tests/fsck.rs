@@ -582,7 +582,7 @@ fn damaged_log_record_before_intact_ones_is_refused_and_skipped() {
             let mut at = 0u64;
             let mut records = Vec::new();
             for _ in 0..3 {
-                let head = v.pool().read(log_offset + at, 32).unwrap();
+                let head = v.pool().read_vec(log_offset + at, 32).unwrap();
                 let len = u64::from(u32::from_le_bytes(head[4..8].try_into().unwrap()));
                 records.push(log_offset + at);
                 at += (32 + len).next_multiple_of(8);
@@ -880,7 +880,7 @@ fn unreadable_checkpoint_is_uncorrectable_not_a_crash() {
         let r = v.checkpoint_ranges()[0];
         // Flip a byte of the body (second frame of the first range).
         let at = r.start.byte_offset() + FRAME_SIZE + 10;
-        let b = v.pool().read(at, 1).unwrap()[0];
+        let b = v.pool().read_vec(at, 1).unwrap()[0];
         v.pool().write(at, &[!b]).unwrap();
         v.pool().persist(at, 1).unwrap();
     }

@@ -21,6 +21,9 @@ pub enum SeekWhence {
 /// Zeros for copying holes over mapped destination bytes.
 static ZEROS: [u8; 65536] = [0; 65536];
 
+/// copy_file_range within one file copies its source out this many bytes at a time.
+const COPY_CHUNK_BYTES: u64 = 1 << 20;
+
 thread_local! {
     static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -441,15 +444,12 @@ impl Volume {
             _ => return Err(corrupt("allocator returned a split single frame")),
         };
         let mut frame = [0u8; FRAME_SIZE as usize];
-        let src = self.pool.frames(PfnRange {
-            start: old_pfn,
-            len: 1,
-        })?;
-        frame.copy_from_slice(src);
+        self.pool.read_into(old_pfn.byte_offset(), &mut frame)?;
         let n = frame.len();
         frame[from.min(n)..to.min(n).max(from.min(n))].fill(0);
         let at = range.start.byte_offset();
-        self.pool.write_flushed(at, &frame)?;
+        self.pool.write(at, &frame)?;
+        self.pool.flush(at, FRAME_SIZE)?;
         self.pool.fence()?;
         Ok(Some((
             Extent {
@@ -518,7 +518,8 @@ impl Volume {
         }
     }
 
-    /// copy_file_range: copies through the pool extent by extent.
+    /// copy_file_range: one bulk copy per run of the source, straight from its frames into the
+    /// destination (within one file, through a buffer, 1 MiB at a time).
     pub fn copy_range(
         &self,
         caller: Caller,
@@ -557,74 +558,106 @@ impl Volume {
             .ok_or_else(|| file_too_large("copy past the largest file size"))?;
         let writer = Writer::process(caller);
         self.drop_privileges(locked.get(ino_out)?, writer)?;
-        let src = locked.get(ino_in)?;
-        let Body::File(src_map) = &src.body else {
-            return Err(invalid("copy from a non-regular file"));
-        };
-        // The source as runs: (pool byte offset, length) for written extents, (None,
-        // length) for holes and unwritten extents. One run per extent.
-        let mut runs: Vec<(Option<u64>, u64)> = Vec::new();
-        let end_in = off_in + len;
-        let first = off_in / FRAME_SIZE;
-        for m in src_map.mappings_iter(first, end_in.div_ceil(FRAME_SIZE) - first) {
-            let from = (m.file_frame() * FRAME_SIZE).max(off_in);
-            let to = ((m.file_frame() + m.frames()) * FRAME_SIZE).min(end_in);
-            if from >= to {
-                continue;
+        if ino_in != ino_out {
+            // Take the source's guard out of `locked`: its segments borrow its extent map
+            // (shared) while the destination is written through `locked`. One bulk copy per
+            // run of the source, straight from its frames into the destination.
+            let src = locked.take(ino_in)?;
+            let Body::File(src_map) = &src.body else {
+                return Err(invalid("copy from a non-regular file"));
+            };
+            let mut segments = Vec::new();
+            extent_io::read_segments(&self.pool, src_map, off_in, len, &mut segments)?;
+            let mut at = off_out;
+            for segment in segments {
+                self.copy_segment(writer, &mut locked, ino_out, at, segment)?;
+                at += segment.len() as u64;
             }
-            runs.push(match m {
-                pfnfs_extent::Mapping::Mapped(e) if !e.unwritten => (
-                    Some(e.pfns.start.byte_offset() + (from - e.file_frame * FRAME_SIZE)),
-                    to - from,
-                ),
-                _ => (None, to - from),
-            });
+            return Ok(len);
         }
-        // One bulk copy per run, straight from the source frames into the destination
-        // (different logical ranges never share frames, so the ranges are disjoint).
-        let mut at = off_out;
-        for (pool_offset, n) in runs {
-            match pool_offset {
-                Some(p) => {
-                    let data = self.pool.read(p, n as usize)?;
-                    self.write_locked(writer, locked.get(ino_out)?, at, data)?;
+        // Within one file (ranges checked disjoint above): a write takes the one extent map
+        // exclusively, so the source is copied out first, a chunk at a time.
+        let mut buf: Vec<u8> = Vec::new();
+        // The chunk's runs, in order: (holds data, length); data runs are in `buf`.
+        let mut runs: Vec<(bool, usize)> = Vec::new();
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(COPY_CHUNK_BYTES);
+            buf.clear();
+            runs.clear();
+            let Body::File(map) = &locked.get(ino_in)?.body else {
+                return Err(invalid("copy from a non-regular file"));
+            };
+            extent_io::for_each_segment(&self.pool, map, off_in + done, n, |segment| {
+                if let ReadSegment::Pool(bytes) = segment {
+                    buf.extend_from_slice(bytes);
                 }
-                None => {
-                    // Holes stay holes where the destination has none; mapped bytes are
-                    // overwritten with zeros.
-                    let dst = locked.get(ino_out)?;
-                    let mapped = match &dst.body {
-                        Body::File(m) => m
-                            .mappings_iter(
-                                at / FRAME_SIZE,
-                                (at + n).div_ceil(FRAME_SIZE) - at / FRAME_SIZE,
-                            )
-                            .any(|m| matches!(m, pfnfs_extent::Mapping::Mapped(_))),
-                        _ => false,
-                    };
-                    let (size, mode) = (dst.attr.size, dst.attr.mode);
-                    let mut pos = at;
-                    while mapped && pos < at + n {
-                        let k = (at + n - pos).min(ZEROS.len() as u64);
-                        self.write_locked(writer, locked.get(ino_out)?, pos, &ZEROS[..k as usize])?;
-                        pos += k;
-                    }
-                    if !mapped && at + n > size {
-                        // Extend the size over the hole, as a write of zeros would.
-                        let op = Op::Truncate {
-                            ino: ino_out,
-                            size: at + n,
-                            time: Time::now(),
-                            mode,
-                            cow: Vec::new(),
-                        };
-                        self.commit(op, &mut locked)?;
-                    }
-                }
+                runs.push((matches!(segment, ReadSegment::Pool(_)), segment.len()));
+                Ok(())
+            })?;
+            let (mut at, mut in_buf) = (off_out + done, 0usize);
+            for &(data, k) in &runs {
+                let segment = if data {
+                    in_buf += k;
+                    ReadSegment::Pool(&buf[in_buf - k..in_buf])
+                } else {
+                    ReadSegment::Zeros(k)
+                };
+                self.copy_segment(writer, &mut locked, ino_out, at, segment)?;
+                at += k as u64;
             }
-            at += n;
+            done += n;
         }
         Ok(len)
+    }
+
+    /// One run of copy_file_range's source, written at `at` of `ino_out`: data is written as
+    /// is; a run of zeros (a hole or unwritten extent) stays a hole where the destination has
+    /// none, overwrites mapped destination bytes with zeros, and extends the size as a write
+    /// of zeros would.
+    fn copy_segment(
+        &self,
+        writer: Writer,
+        locked: &mut Locked,
+        ino_out: u64,
+        at: u64,
+        segment: ReadSegment<'_>,
+    ) -> FsResult<()> {
+        let n = match segment {
+            ReadSegment::Pool(data) => {
+                return self.write_locked(writer, locked.get(ino_out)?, at, data);
+            }
+            ReadSegment::Zeros(n) => n as u64,
+        };
+        let dst = locked.get(ino_out)?;
+        let mapped = match &dst.body {
+            Body::File(m) => m
+                .mappings_iter(
+                    at / FRAME_SIZE,
+                    (at + n).div_ceil(FRAME_SIZE) - at / FRAME_SIZE,
+                )
+                .any(|m| matches!(m, pfnfs_extent::Mapping::Mapped(_))),
+            _ => false,
+        };
+        let (size, mode) = (dst.attr.size, dst.attr.mode);
+        let mut pos = at;
+        while mapped && pos < at + n {
+            let k = (at + n - pos).min(ZEROS.len() as u64);
+            self.write_locked(writer, locked.get(ino_out)?, pos, &ZEROS[..k as usize])?;
+            pos += k;
+        }
+        if !mapped && at + n > size {
+            // Extend the size over the hole, as a write of zeros would.
+            let op = Op::Truncate {
+                ino: ino_out,
+                size: at + n,
+                time: Time::now(),
+                mode,
+                cow: Vec::new(),
+            };
+            self.commit(op, locked)?;
+        }
+        Ok(())
     }
 }
 
