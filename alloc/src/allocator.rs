@@ -159,9 +159,17 @@ impl Group {
 /// Free space of the data region as extents, split into allocation groups so that threads
 /// allocating in different groups never contend.
 ///
+/// Ownership: it owns the *free* frames of the data region and nothing else. An allocated
+/// frame belongs to the [`Frames`] guard [`allocate`](Self::allocate) returns, and then to
+/// what its holder made durable (an extent map, a checkpoint), which gives it back with
+/// [`free`](Self::free) once nothing durable references it; the allocator cannot tell who
+/// holds what, only that a freed range was not free ([`AllocError::DoubleFree`]).
+///
 /// Shared by reference between threads (`&self` everywhere); see the module header for the
-/// locking rules. Dropping it drops only RAM state: the free set lives on the pool only as an
-/// image written by the owner ([`encode_free_set`](Self::encode_free_set)).
+/// locking rules (one mutex per allocation group, several only in ascending order, none held
+/// across a call out of this module). Dropping it drops only RAM state: the free set lives on
+/// the pool only as an image written by the owner
+/// ([`encode_free_set`](Self::encode_free_set)).
 pub struct ExtentAllocator {
     /// The data region.
     region: PfnRange,

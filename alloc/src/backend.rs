@@ -648,12 +648,21 @@ impl PoolBackend for MmapBackend {
     }
 
     fn read_into(&self, offset: u64, buf: &mut [u8]) {
-        let (offset, _) = span(self.len_bytes, offset, buf.len() as u64);
-        // SAFETY: the range lies inside the mapping (checked by `span`), a page-aligned mapping
-        // of whole pages that lives as long as `self`, so every overlapping word does too; the
-        // loads are relaxed word-sized atomics, which are allowed on a read-only mapping as
-        // well; stores through `&self` are word-atomic, and plain ones (`write_flushed`)
-        // exclude any other access by their contract.
+        let (offset, len) = span(self.len_bytes, offset, buf.len() as u64);
+        if self.read_only {
+            // SAFETY: the range lies inside the mapping (checked by `span`), which lives as
+            // long as `self` and is always initialised; a read-only mapping is never stored
+            // to (`write`, `zero` and `write_flushed` panic before they store), so a plain
+            // copy cannot race; `buf` is caller memory, not the mapping.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), buf.as_mut_ptr(), len)
+            };
+            return;
+        }
+        // SAFETY: the range lies inside the writable mapping (checked by `span`), a
+        // page-aligned mapping of whole pages that lives as long as `self`, so every
+        // overlapping word does too; stores through `&self` are word-atomic, and plain ones
+        // (`write_flushed`) exclude any other access by their contract.
         unsafe { crate::mem::load(self.map.as_ptr().add(offset), buf) }
     }
 

@@ -17,9 +17,8 @@
 //! the range during the call). Mixing atomic and plain accesses to the same bytes is fine as
 //! long as they do not overlap in time, which those promises guarantee.
 //!
-//! Relaxed atomic loads of at most a pointer's size are allowed on read-only memory (a pool
-//! mapped `PROT_READ`), as the standard library documents; stores never reach a read-only
-//! mapping (the pool refuses them first).
+//! The memory must be writable (`AtomicUsize::from_ptr` requires it even for loads): a pool
+//! mapped `PROT_READ` is never stored to at all, so its backend copies out of it plainly.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

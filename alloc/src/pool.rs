@@ -55,6 +55,13 @@ pub struct OpenOptions {
 }
 
 /// An open pool. Cheap to share behind an `Arc`; all methods take `&self`.
+///
+/// Ownership: the pool owns its backend (the mapping) and the current superblock; what the
+/// bytes mean belongs to their owners (module docs): only [`Pool::commit_superblock`] and mkfs
+/// write the header, the filesystem's journal the log, and a data frame is written by whoever
+/// the allocator gave it to. Locking: one mutex, the superblock's, held across a whole commit;
+/// every other method locks nothing (the backend's safe accesses are word-atomic, its fast
+/// paths `unsafe` with their own contracts: [`Pool::borrow`], [`Pool::write_flushed`]).
 #[derive(Debug)]
 pub struct Pool {
     name: PathBuf,
