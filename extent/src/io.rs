@@ -18,8 +18,9 @@
 //!   frames back. [`write()`] stages and applies at once, for callers without a journal.
 //! - [`stage_unwritten`] / [`allocate_unwritten`] (fallocate) map holes with unwritten extents
 //!   without touching data, staged or at once.
-//! - [`zero_mapped`] stores zeros over written bytes in place (punch/zero-range edges,
-//!   truncation inside a frame).
+//! - [`zero_mapped`] stores zeros over written bytes in place (the filesystem's recovery zeroes
+//!   each file's last frame past its size with it; punch, zero-range and truncate copy the
+//!   partial frame instead).
 //!
 //! Zero-reading rule: a hole or an unwritten extent reads as zeros whatever the pool frames
 //! hold; a written frame holds zeros wherever the file has never stored data (new frames are
@@ -604,9 +605,10 @@ pub fn stage_unwritten<'a>(
 }
 
 /// Stores zeros over the written, mapped bytes of `[offset, offset + len)` (holes and
-/// unwritten pieces already read as zeros) and persists them. Used for the partial frames at
-/// the edges of PUNCH_HOLE and ZERO_RANGE and for truncation inside a frame. The map is taken
-/// exclusively: it is not changed, but the frames it owns are stored to.
+/// unwritten pieces already read as zeros) and persists them: zeroing in place, for a caller
+/// that does not need the frame's old bytes to survive a crash (the filesystem's recovery of
+/// the bytes past a file's size). The map is taken exclusively: it is not changed, but the
+/// frames it owns are stored to.
 pub fn zero_mapped(
     pool: &Pool,
     map: &mut ExtentMap,
