@@ -49,6 +49,7 @@ fn churn(a: &ExtentAllocator, frames: u64, ops: usize, appending: bool) -> (usiz
         };
         let got = a
             .allocate(frames, goal)
+            .map(pfnfs_alloc::Frames::into_ranges)
             .expect("the window never fills the pool");
         done += 1;
         live.extend(got);

@@ -57,7 +57,10 @@
 //! No lock is held across a call out of this module.
 
 mod extents;
+mod frames;
 pub mod image;
+
+pub use self::frames::Frames;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -156,9 +159,17 @@ impl Group {
 /// Free space of the data region as extents, split into allocation groups so that threads
 /// allocating in different groups never contend.
 ///
+/// Ownership: it owns the *free* frames of the data region and nothing else. An allocated
+/// frame belongs to the [`Frames`] guard [`allocate`](Self::allocate) returns, and then to
+/// what its holder made durable (an extent map, a checkpoint), which gives it back with
+/// [`free`](Self::free) once nothing durable references it; the allocator cannot tell who
+/// holds what, only that a freed range was not free ([`AllocError::DoubleFree`]).
+///
 /// Shared by reference between threads (`&self` everywhere); see the module header for the
-/// locking rules. Dropping it drops only RAM state: the free set lives on the pool only as an
-/// image written by the owner ([`encode_free_set`](Self::encode_free_set)).
+/// locking rules (one mutex per allocation group, several only in ascending order, none held
+/// across a call out of this module). Dropping it drops only RAM state: the free set lives on
+/// the pool only as an image written by the owner
+/// ([`encode_free_set`](Self::encode_free_set)).
 pub struct ExtentAllocator {
     /// The data region.
     region: PfnRange,
@@ -393,8 +404,17 @@ impl ExtentAllocator {
     /// `frames >= 512`), then several ranges. All or nothing: on `NoSpace` nothing is taken.
     ///
     /// The returned ranges are disjoint, sorted by start and sum to exactly `frames`;
-    /// `frames == 0` returns an empty vector. A goal outside the region is ignored.
-    pub fn allocate(&self, frames: u64, goal: Option<Pfn>) -> Result<Vec<PfnRange>, AllocError> {
+    /// `frames == 0` returns an empty guard. A goal outside the region is ignored.
+    ///
+    /// They come in a [`Frames`] guard: dropped, it gives them back; the caller commits it
+    /// once what references the frames is durable.
+    pub fn allocate(&self, frames: u64, goal: Option<Pfn>) -> Result<Frames<'_>, AllocError> {
+        self.allocate_ranges(frames, goal)
+            .map(|ranges| Frames::new(self, ranges))
+    }
+
+    /// [`allocate`](Self::allocate) without the guard.
+    fn allocate_ranges(&self, frames: u64, goal: Option<Pfn>) -> Result<Vec<PfnRange>, AllocError> {
         if frames == 0 {
             return Ok(Vec::new());
         }

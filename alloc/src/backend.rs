@@ -1,17 +1,28 @@
 //! The one door to pool memory: the [`PoolBackend`] trait and its implementations.
 //!
-//! Everything pfnfs stores goes through `read` / `write` / `flush` + `fence` (or `persist`),
-//! so the same filesystem code runs on an mmapped file or device ([`MmapBackend`]), on plain
-//! RAM for tests ([`MemBackend`]) and on the crash simulator of the crash-consistency suite.
+//! Everything pfnfs stores goes through `read_into` / `borrow` / `write` / `flush` + `fence`
+//! (or `persist`), so the same filesystem code runs on an mmapped file or device
+//! ([`MmapBackend`]), on plain RAM for tests ([`MemBackend`]) and on the crash simulator of the
+//! crash-consistency suite.
 //!
 //! Durability model (the one real PMEM gives): a store is durable only once a flush covering
 //! it and a later fence have completed. `persist(range)` is `flush(range)` + `fence()`.
 //!
-//! Concurrency: backends take `&self` for writes. Callers (the filesystem) guarantee that no
-//! byte range is written while another thread holds a borrowed slice of it: frames belong to
-//! one file at a time and are accessed under that file's lock; metadata regions are owned by
-//! the journal. The backend itself only guarantees that disjoint ranges may be used in
-//! parallel.
+//! Failures: a persist point can fail (an msync with [`Durability::Msync`], or a test backend
+//! told to), so `fence` and `persist` return `std::io::Result<()>` with the error the OS gave
+//! (its raw errno). After a failed persist the bytes may or may not have reached the medium:
+//! the caller must not report the operation done, and must not build on what it stored (see
+//! docs/DESIGN.md, section 6).
+//!
+//! Concurrency and soundness: every method takes `&self`, and pool memory is shared by all
+//! threads. The safe accesses (`read_into`, `write`, `zero`) are word-atomic (`alloc/src/mem.rs`):
+//! whatever safe callers do at the same time, they never race in the language's sense (racing
+//! copies give unspecified bytes, not undefined behaviour). The two plain fast paths are
+//! `unsafe` and carry their contract to the caller: [`PoolBackend::borrow`] hands out a
+//! reference into pool memory (no store to the range while it lives), and
+//! [`PoolBackend::write_flushed`] stores with non-temporal instructions (no other access to the
+//! range during the call). In pfnfs only the extent crate calls them, for the frames of the
+//! map it holds (shared for a borrow, exclusive for a store; docs/DESIGN.md, section 2).
 
 //!
 //! Implementations here:
@@ -43,13 +54,33 @@ pub enum Durability {
 
 /// Byte-addressed access to the whole pool. Offsets and lengths are in bytes from the start
 /// of the pool; callers (the [`crate::Pool`]) check every range against `len_bytes` first,
-/// so implementations may assume `offset + len <= len_bytes()`.
+/// so implementations may assume `offset + len <= len_bytes()` (and panic otherwise).
+///
+/// The safe methods are sound whatever other threads do meanwhile: `read_into`, `write` and
+/// `zero` never race with each other (implementations make them word-atomic, or serialise
+/// them). The plain fast paths, `borrow` and `write_flushed`, are `unsafe`: their callers
+/// promise the exclusion the language needs (see each).
 pub trait PoolBackend: Send + Sync + Debug {
     /// Total size of the pool in bytes.
     fn len_bytes(&self) -> u64;
 
+    /// Copies `buf.len()` bytes at `offset` into `buf`. A store racing with it leaves
+    /// unspecified bytes in `buf`, nothing worse.
+    fn read_into(&self, offset: u64, buf: &mut [u8]);
+
+    /// A copy of `len` bytes at `offset` ([`read_into`](PoolBackend::read_into) a new vector).
+    fn read_vec(&self, offset: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        self.read_into(offset, &mut buf);
+        buf
+    }
+
     /// Borrows `len` bytes at `offset` for reading: no copy.
-    fn read(&self, offset: u64, len: usize) -> &[u8];
+    ///
+    /// # Safety
+    /// No store may be made to `[offset, offset + len)` (by any thread, through any method of
+    /// this backend) while the returned slice is alive.
+    unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8];
 
     /// Stores `data` at `offset`. Not durable until flushed and fenced.
     fn write(&self, offset: u64, data: &[u8]);
@@ -60,7 +91,11 @@ pub trait PoolBackend: Send + Sync + Debug {
     /// Stores `data` at `offset` such that it is durable after the next
     /// [`fence`](PoolBackend::fence), with no separate flush: the hardware backends use
     /// non-temporal stores for whole cache lines. Default: `write` then `flush`.
-    fn write_flushed(&self, offset: u64, data: &[u8]) {
+    ///
+    /// # Safety
+    /// No other access to `[offset, offset + data.len())` may happen during the call: no load
+    /// or store by another thread, and no live slice from [`borrow`](PoolBackend::borrow).
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
         self.write(offset, data);
         self.flush(offset, data.len() as u64);
     }
@@ -69,13 +104,15 @@ pub trait PoolBackend: Send + Sync + Debug {
     /// waiting; a later [`fence`](PoolBackend::fence) makes it durable.
     fn flush(&self, offset: u64, len: u64);
 
-    /// Orders and completes all earlier flushes (SFENCE).
-    fn fence(&self);
+    /// Orders and completes all earlier flushes (SFENCE): a persist point. An error means the
+    /// flushed stores may or may not be durable; what was stored must not be acknowledged.
+    fn fence(&self) -> std::io::Result<()>;
 
-    /// `flush(range)` then `fence()`: the range is durable when this returns.
-    fn persist(&self, offset: u64, len: u64) {
+    /// `flush(range)` then `fence()`: the range is durable when this returns `Ok`. An error
+    /// (with the OS's errno) means it may or may not be.
+    fn persist(&self, offset: u64, len: u64) -> std::io::Result<()> {
         self.flush(offset, len);
-        self.fence();
+        self.fence()
     }
 
     /// Makes everything persisted so far durable on the backing store as well (msync of the
@@ -87,8 +124,12 @@ impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
     fn len_bytes(&self) -> u64 {
         (**self).len_bytes()
     }
-    fn read(&self, offset: u64, len: usize) -> &[u8] {
-        (**self).read(offset, len)
+    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+        (**self).read_into(offset, buf)
+    }
+    unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
+        // SAFETY: the same contract, passed on.
+        unsafe { (**self).borrow(offset, len) }
     }
     fn write(&self, offset: u64, data: &[u8]) {
         (**self).write(offset, data)
@@ -96,16 +137,17 @@ impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
     fn zero(&self, offset: u64, len: u64) {
         (**self).zero(offset, len)
     }
-    fn write_flushed(&self, offset: u64, data: &[u8]) {
-        (**self).write_flushed(offset, data)
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
+        // SAFETY: the same contract, passed on.
+        unsafe { (**self).write_flushed(offset, data) }
     }
     fn flush(&self, offset: u64, len: u64) {
         (**self).flush(offset, len)
     }
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         (**self).fence()
     }
-    fn persist(&self, offset: u64, len: u64) {
+    fn persist(&self, offset: u64, len: u64) -> std::io::Result<()> {
         (**self).persist(offset, len)
     }
     fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {
@@ -137,13 +179,12 @@ fn span(len_bytes: u64, offset: u64, len: u64) -> (usize, usize) {
 /// cost model is the same); `sync` is a no-op.
 ///
 /// # Soundness
-/// The bytes live in one mapping owned by the backend and reached only through a raw pointer;
-/// no `&mut` to them is ever formed. [`PoolBackend::write`] takes `&self`, and the trait's
-/// concurrency contract says no range is written while a slice of it borrowed from
-/// [`PoolBackend::read`] is alive, and that concurrent writers use disjoint ranges. Under that
-/// contract every write is to bytes nobody else reads or writes at that moment, which is what
-/// makes sharing the backend between threads (`Send + Sync`) sound. The contract is the
-/// caller's: the backend cannot check it.
+/// The bytes live in one mapping owned by the backend (page-aligned, whole pages), reached only
+/// through a raw pointer; no `&mut` to them is ever formed. Through `&self`, from any thread,
+/// the safe methods access them only word-atomically (`alloc/src/mem.rs`), which never races; the
+/// plain accesses are the `unsafe` methods `borrow` (a shared slice, no store while it lives)
+/// and `write_flushed` (no other access during the call), whose callers guarantee that
+/// exclusion. That is what makes sharing the backend between threads (`Send + Sync`) sound.
 pub struct MemBackend {
     /// Start of the memory (dangling when `len_bytes` is 0).
     ptr: NonNull<u8>,
@@ -153,11 +194,13 @@ pub struct MemBackend {
     flush: FlushInstr,
 }
 
-// SAFETY: the mapping is owned by the backend and unmapped only when it is dropped; access
-// from several threads is governed by the trait's contract (disjoint writes, no write under a
-// live borrow), see the type's documentation.
+// SAFETY: the backend owns its mapping (unmapped only on drop, by whichever thread drops it)
+// and holds no thread-bound state; the raw pointer is what keeps it from being `Send` by
+// default, and it points into that owned mapping.
 unsafe impl Send for MemBackend {}
-// SAFETY: as above: `&self` methods write only ranges the caller holds exclusively.
+// SAFETY: shared use from several threads: the safe `&self` methods access the memory only
+// word-atomically (no data race whatever the callers do), and the plain accesses are behind
+// `unsafe` methods whose callers guarantee exclusion (see the type's documentation).
 unsafe impl Sync for MemBackend {}
 
 impl MemBackend {
@@ -206,14 +249,30 @@ impl MemBackend {
 
     /// A RAM pool holding a copy of `image`.
     pub fn from_bytes(image: &[u8]) -> MemBackend {
-        let backend = MemBackend::new(image.len() as u64);
-        backend.write(0, image);
+        let mut backend = MemBackend::new(image.len() as u64);
+        backend.write_mut(0, image);
         backend
     }
 
-    /// A copy of the whole pool. Like `read`, it must not race with writers.
+    /// Stores `data` at `offset` with a plain copy: holding the backend exclusively (`&mut`),
+    /// nothing else can access its memory meanwhile. For filling a pool image before it is
+    /// shared (tests, the crash simulator).
+    ///
+    /// # Panics
+    /// If the range lies outside the pool.
+    pub fn write_mut(&mut self, offset: u64, data: &[u8]) {
+        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
+        // SAFETY: the destination lies inside the mapping (checked by `span`); `&mut self`
+        // excludes every other access to it, and `data` cannot be a borrow of it (a borrow
+        // would hold `&self`).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), len) };
+    }
+
+    /// A copy of the whole pool.
     pub fn to_vec(&self) -> Vec<u8> {
-        self.read(0, self.len_bytes as usize).to_vec()
+        let mut image = vec![0u8; self.len_bytes as usize];
+        self.read_into(0, &mut image);
+        image
     }
 }
 
@@ -231,32 +290,44 @@ impl PoolBackend for MemBackend {
         self.len_bytes
     }
 
-    fn read(&self, offset: u64, len: usize) -> &[u8] {
+    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+        let (offset, _) = span(self.len_bytes, offset, buf.len() as u64);
+        // SAFETY: the range lies inside the mapping (checked by `span`), a page-aligned mapping
+        // of whole pages that lives as long as `self`, so every word overlapping the range does
+        // too; stores through `&self` are word-atomic, and plain ones (`write_flushed`) exclude
+        // any other access by their contract.
+        unsafe { crate::mem::load(self.ptr.as_ptr().add(offset), buf) }
+    }
+
+    unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
         let (offset, len) = span(self.len_bytes, offset, len as u64);
         // SAFETY: the range lies inside the mapping (checked by `span`), which is initialised
-        // (zero-filled) and lives as long as `self`; no writer touches the range while the
-        // slice lives (trait contract).
+        // (zero-filled) and lives as long as `self`; the caller guarantees no store to it
+        // while the slice lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) }
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
-        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
-        // SAFETY: the destination lies inside the mapping (checked by `span`); `data` cannot
-        // overlap it, since no slice of the destination may be alive during a write (trait
-        // contract), and no other thread writes the same range.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), len) };
+        let (offset, _) = span(self.len_bytes, offset, data.len() as u64);
+        // SAFETY: the destination lies inside the writable mapping (checked by `span`; whole
+        // pages, so every overlapping word too); the stores are word-atomic, plain accesses
+        // (`write_flushed`) exclude ours by their contract, and a live borrow of the range
+        // would break `borrow`'s contract, not this call's. `data` is not pool memory borrowed
+        // from this range (that borrow would forbid this store).
+        unsafe { crate::mem::store(self.ptr.as_ptr().add(offset), data) };
     }
 
     fn zero(&self, offset: u64, len: u64) {
         let (offset, len) = span(self.len_bytes, offset, len);
-        // SAFETY: as for `write`: in bounds, exclusively ours for the duration of the call.
-        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(offset), 0, len) };
+        // SAFETY: as for `write`.
+        unsafe { crate::mem::store_zeros(self.ptr.as_ptr().add(offset), len) };
     }
 
-    fn write_flushed(&self, offset: u64, data: &[u8]) {
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
         let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
-        // SAFETY: as for `write` (in bounds, exclusively ours, disjoint from `data`); the flush
-        // instruction was detected on this CPU.
+        // SAFETY: the destination lies inside the mapping (checked by `span`); the caller
+        // guarantees no other access to it during the call, so it is not `data` either; the
+        // flush instruction was detected on this CPU.
         unsafe {
             cpu_flush::copy_flushed(
                 self.flush,
@@ -273,8 +344,9 @@ impl PoolBackend for MemBackend {
         unsafe { cpu_flush::flush_range(self.flush, self.ptr.as_ptr().add(offset), len) };
     }
 
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         cpu_flush::fence();
+        Ok(())
     }
 
     fn sync(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
@@ -408,18 +480,20 @@ pub(crate) fn open_target(path: &Path, read_only: bool) -> Result<Target, PoolEr
 ///
 /// `flush` writes back cache lines with CLWB / CLFLUSHOPT / CLFLUSH (the best this CPU has,
 /// see [`crate::cpu_flush`]) and `fence` is SFENCE. With [`Durability::Msync`], `persist`
-/// also msyncs the page-aligned range; `sync` always does (it is the fsync path).
+/// also msyncs the page-aligned range and returns msync's error; `sync` always msyncs (it is
+/// the fsync path).
 ///
 /// A read-only backend maps the pool `PROT_READ`: `write` and `zero` must never be called on
 /// it ([`crate::Pool`] refuses writes to read-only pools before they reach the backend); they
 /// panic if they are, rather than fault.
 ///
 /// # Soundness
-/// The mapping is `MAP_SHARED` and reached only through a raw pointer; the same contract as
-/// [`MemBackend`] (disjoint writers, no write under a live borrow) makes `&self` writes sound.
-/// pfnfs assumes it owns the pool: another process that writes or truncates the file while it
-/// is mapped breaks that assumption (a truncation shows up as SIGBUS), as with any mmap-based
-/// store.
+/// The mapping is `MAP_SHARED` (page-aligned, whole pages) and reached only through a raw
+/// pointer; as for [`MemBackend`], the safe methods are word-atomic and the plain ones
+/// (`borrow`, `write_flushed`) are `unsafe` with the caller guaranteeing exclusion, so `&self`
+/// access from any thread is sound. `MmapRaw` is `Send + Sync` itself. pfnfs assumes it owns
+/// the pool: another process that writes or truncates the file while it is mapped breaks that
+/// assumption (a truncation shows up as SIGBUS), as with any mmap-based store.
 pub struct MmapBackend {
     map: memmap2::MmapRaw,
     len_bytes: u64,
@@ -573,36 +647,56 @@ impl PoolBackend for MmapBackend {
         self.len_bytes
     }
 
-    fn read(&self, offset: u64, len: usize) -> &[u8] {
+    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+        let (offset, len) = span(self.len_bytes, offset, buf.len() as u64);
+        if self.read_only {
+            // SAFETY: the range lies inside the mapping (checked by `span`), which lives as
+            // long as `self` and is always initialised; a read-only mapping is never stored
+            // to (`write`, `zero` and `write_flushed` panic before they store), so a plain
+            // copy cannot race; `buf` is caller memory, not the mapping.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), buf.as_mut_ptr(), len)
+            };
+            return;
+        }
+        // SAFETY: the range lies inside the writable mapping (checked by `span`), a
+        // page-aligned mapping of whole pages that lives as long as `self`, so every
+        // overlapping word does too; stores through `&self` are word-atomic, and plain ones
+        // (`write_flushed`) exclude any other access by their contract.
+        unsafe { crate::mem::load(self.map.as_ptr().add(offset), buf) }
+    }
+
+    unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
         let (offset, len) = span(self.len_bytes, offset, len as u64);
         // SAFETY: the range lies inside the mapping (checked by `span`), which lives as long
-        // as `self`; mapped memory is always initialised; no writer touches the range while
-        // the slice lives (trait contract).
+        // as `self`; mapped memory is always initialised; the caller guarantees no store to
+        // the range while the slice lives.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) }
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
         self.assert_writable();
-        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
-        // SAFETY: the destination lies inside a writable mapping (checked above); no slice of
-        // it is alive and no other thread writes it during the call (trait contract), so it
-        // cannot overlap `data`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(offset), len)
-        };
+        let (offset, _) = span(self.len_bytes, offset, data.len() as u64);
+        // SAFETY: the destination lies inside a writable mapping of whole pages (checked
+        // above), so every overlapping word does too; the stores are word-atomic, plain
+        // accesses (`write_flushed`) exclude ours by their contract, and `data` is not a
+        // borrow of this range (that borrow would forbid this store).
+        unsafe { crate::mem::store(self.map.as_mut_ptr().add(offset), data) };
     }
 
     fn zero(&self, offset: u64, len: u64) {
         self.assert_writable();
         let (offset, len) = span(self.len_bytes, offset, len);
         // SAFETY: as for `write`.
-        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(offset), 0, len) };
+        unsafe { crate::mem::store_zeros(self.map.as_mut_ptr().add(offset), len) };
     }
 
-    fn write_flushed(&self, offset: u64, data: &[u8]) {
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
         self.assert_writable();
         let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
-        // SAFETY: as for `write`; the flush instruction was detected on this CPU.
+        // SAFETY: the destination lies inside a writable mapping (checked above); the caller
+        // guarantees no other access to it during the call, so it is not `data` either; the
+        // flush instruction was detected on this CPU.
         unsafe {
             cpu_flush::copy_flushed(
                 self.flush,
@@ -619,20 +713,19 @@ impl PoolBackend for MmapBackend {
         unsafe { cpu_flush::flush_range(self.flush, self.map.as_ptr().add(offset), len) };
     }
 
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         cpu_flush::fence();
+        Ok(())
     }
 
-    fn persist(&self, offset: u64, len: u64) {
+    fn persist(&self, offset: u64, len: u64) -> std::io::Result<()> {
         self.flush(offset, len);
-        self.fence();
+        self.fence()?;
         if self.durability == Durability::Msync && !self.read_only {
-            // `persist` cannot report errors (trait shape): an msync failure is logged, and the
-            // fsync path (`sync`) reports it.
-            if let Err(e) = self.msync(offset, len) {
-                tracing::error!(path = %self.path.display(), offset, len, error = %e, "msync failed in persist");
-            }
+            // The error msync returned, errno included: the caller fails the operation.
+            self.msync(offset, len)?;
         }
+        Ok(())
     }
 
     fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {

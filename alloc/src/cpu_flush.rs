@@ -124,16 +124,18 @@ pub unsafe fn flush_range(instr: FlushInstr, ptr: *const u8, len: usize) {
 
 #[cfg(target_arch = "x86_64")]
 unsafe fn flush_line(instr: FlushInstr, line: *const u8) {
+    // The caller guarantees `line` is mapped and the instruction is supported; the flush
+    // instructions neither write memory visible to Rust nor use the stack or flags.
     match instr {
-        // SAFETY (all three arms): the caller guarantees `line` is mapped and the instruction
-        // is supported; the flush instructions neither write memory visible to Rust nor use
-        // the stack or flags.
+        // SAFETY: as above, for CLWB.
         FlushInstr::Clwb => unsafe {
             std::arch::asm!("clwb [{0}]", in(reg) line, options(nostack, preserves_flags, readonly));
         },
+        // SAFETY: as above, for CLFLUSHOPT.
         FlushInstr::Clflushopt => unsafe {
             std::arch::asm!("clflushopt [{0}]", in(reg) line, options(nostack, preserves_flags, readonly));
         },
+        // SAFETY: as above, for CLFLUSH (SSE2, part of the x86-64 baseline).
         FlushInstr::Clflush => unsafe { std::arch::x86_64::_mm_clflush(line) },
         FlushInstr::None => {}
     }

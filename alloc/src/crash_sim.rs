@@ -47,9 +47,10 @@
 //! **Memory.** Two full images plus two bitmaps of one bit per 8-byte word (1/32 of the pool
 //! each): meant for test pools of tens of MiB, not for real ones.
 //!
-//! **Concurrency.** The live image is read without locking (slices borrowed from `read`, under
-//! the [`PoolBackend`] contract); every store, flush and fence takes the one state mutex, and
-//! stores happen under it, so a fence never copies a word while another thread stores it.
+//! **Concurrency.** The live image is read without locking (`read_into`, and `borrow` under the
+//! [`PoolBackend`] contract); every store, flush and fence takes the one state mutex, and
+//! stores happen under it, so a fence never copies a word while another thread stores it (which
+//! is what lets it copy from the live image in place).
 
 use std::fmt::Debug;
 
@@ -287,10 +288,10 @@ impl CrashSimBackend {
     /// Only the non-zero 4 KiB pages of `image` are copied (both images start as lazily
     /// zeroed memory), so a mostly empty test pool costs little to set up.
     pub fn from_image(image: &[u8]) -> CrashSimBackend {
-        let live = MemBackend::new(image.len() as u64);
+        let mut live = MemBackend::new(image.len() as u64);
         let mut durable = Durable::new(image.len() as u64);
         for_nonzero_pages(image, |offset, page| {
-            live.write(offset as u64, page);
+            live.write_mut(offset as u64, page);
             durable.store(offset as u64, page);
         });
         CrashSimBackend::with_images(live, durable)
@@ -300,10 +301,10 @@ impl CrashSimBackend {
     /// [`crash_image`](Self::crash_image) describes it): the pool as found after the crash,
     /// ready to run recovery under further crashes. Copies only the pages stored to.
     pub fn fork(&self) -> CrashSimBackend {
-        let live = MemBackend::new(self.len_bytes);
+        let mut live = MemBackend::new(self.len_bytes);
         let mut durable = Durable::new(self.len_bytes);
         self.for_each_durable_page(|offset, page| {
-            live.write(offset, page);
+            live.write_mut(offset, page);
             durable.store(offset, page);
         });
         CrashSimBackend::with_images(live, durable)
@@ -399,11 +400,16 @@ impl CrashSimBackend {
         (offset / WORD_BYTES, end.div_ceil(WORD_BYTES))
     }
 
-    /// Copies words `[w, w + n)` from the live image into `durable`.
+    /// Copies words `[w, w + n)` from the live image into `durable`. Called with the state
+    /// mutex held (`durable` is behind it).
     fn copy_words(&self, durable: &mut Durable, w: u64, n: u64) {
         let start = w * WORD_BYTES;
         let end = ((w + n) * WORD_BYTES).min(self.len_bytes);
-        durable.store(start, self.live.read(start, (end - start) as usize));
+        // SAFETY: every store to the live image is made by this backend's `write`/`zero` with
+        // the state mutex held, and our caller holds it until the slice is gone: nothing can
+        // store to the range while it lives.
+        let live = unsafe { self.live.borrow(start, (end - start) as usize) };
+        durable.store(start, live);
     }
 
     fn mark_dirty(&self, s: &mut SimState, offset: u64, len: u64) {
@@ -462,8 +468,14 @@ impl PoolBackend for CrashSimBackend {
         self.len_bytes
     }
 
-    fn read(&self, offset: u64, len: usize) -> &[u8] {
-        self.live.read(offset, len)
+    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+        self.live.read_into(offset, buf)
+    }
+
+    unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
+        // SAFETY: the same contract, passed on: every store to the live image goes through
+        // this backend's `write`/`zero`.
+        unsafe { self.live.borrow(offset, len) }
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
@@ -514,18 +526,18 @@ impl PoolBackend for CrashSimBackend {
         }
     }
 
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         let mut s = self.state.lock();
         s.fences += 1;
         if s.crash.is_some() {
-            return;
+            return Ok(());
         }
         if let Some((point, mode)) = s.armed
             && s.fences >= point
         {
             let completed = s.fences - 1;
             self.crash(&mut s, mode, completed);
-            return;
+            return Ok(());
         }
         let SimState {
             durable,
@@ -539,6 +551,7 @@ impl PoolBackend for CrashSimBackend {
                 for_runs(a + i, bits, |w, n| self.copy_words(durable, w, n));
             }
         }
+        Ok(())
     }
 
     fn sync(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
@@ -562,10 +575,10 @@ mod tests {
         let b = CrashSimBackend::new(LEN);
         b.write(128, &[7u8; 16]);
         assert_eq!(at(&b.crash_image(), 128, 16), &[0u8; 16]);
-        assert_eq!(b.read(128, 16), &[7u8; 16]);
+        assert_eq!(b.read_vec(128, 16), &[7u8; 16]);
         b.flush(128, 16);
         assert_eq!(at(&b.crash_image(), 128, 16), &[0u8; 16], "flush alone");
-        b.fence();
+        b.fence().unwrap();
         assert_eq!(at(&b.crash_image(), 128, 16), &[7u8; 16]);
         assert_eq!(b.persist_points(), 1);
         assert_eq!(b.unpersisted_words(), 0);
@@ -589,7 +602,7 @@ mod tests {
     fn fork_starts_from_the_crash_image() {
         let b = CrashSimBackend::new(LEN);
         b.write(5000, &[1u8; 8]);
-        b.persist(5000, 8);
+        b.persist(5000, 8).unwrap();
         b.write(9000, &[2u8; 8]);
         b.crash_now(CrashMode::Clean);
         let mut pages = Vec::new();
@@ -600,14 +613,14 @@ mod tests {
         assert_eq!(f.live_image(), b.crash_image());
         assert_eq!(f.crashed(), None);
         assert_eq!(f.persist_points(), 0);
-        assert_eq!(f.read(9000, 8), &[0u8; 8]);
+        assert_eq!(f.read_vec(9000, 8), &[0u8; 8]);
     }
 
     #[test]
     fn fence_without_flush_persists_nothing() {
         let b = CrashSimBackend::new(LEN);
         b.write(0, &[1u8; 64]);
-        b.fence();
+        b.fence().unwrap();
         assert_eq!(at(&b.crash_image(), 0, 64), &[0u8; 64]);
         assert_eq!(b.unpersisted_words(), 8);
     }
@@ -617,7 +630,7 @@ mod tests {
         let b = CrashSimBackend::new(LEN);
         b.write(0, &[1u8; 200]);
         // Bytes 70..71 lie in line 64..128: that whole line goes, not lines 0..64 or 128..192.
-        b.persist(70, 1);
+        b.persist(70, 1).unwrap();
         let img = b.crash_image();
         assert_eq!(at(&img, 0, 64), &[0u8; 64]);
         assert_eq!(at(&img, 64, 64), &[1u8; 64]);
@@ -629,7 +642,7 @@ mod tests {
         let b = CrashSimBackend::from_image(&vec![0xAAu8; LEN as usize]);
         b.zero(8, 8);
         assert_eq!(at(&b.crash_image(), 8, 8), &[0xAA; 8]);
-        b.persist(8, 8);
+        b.persist(8, 8).unwrap();
         assert_eq!(at(&b.crash_image(), 0, 24), {
             let mut v = [0xAAu8; 24];
             v[8..16].fill(0);
@@ -642,17 +655,17 @@ mod tests {
         let b = CrashSimBackend::new(LEN);
         b.arm_crash(2, CrashMode::Clean);
         b.write(0, &[1u8; 8]);
-        b.persist(0, 8); // fence 1: durable
+        b.persist(0, 8).unwrap(); // fence 1: durable
         b.write(8, &[2u8; 8]);
-        b.persist(8, 8); // fence 2: the crash, not durable
+        b.persist(8, 8).unwrap(); // fence 2: the crash, not durable
         b.write(16, &[3u8; 8]);
-        b.persist(16, 8); // after the crash: never durable
+        b.persist(16, 8).unwrap(); // after the crash: never durable
         let r = b.crashed().expect("crashed");
         assert_eq!(r.fences_completed, 1);
         assert_eq!(r.words_dropped, 1);
         let img = b.crash_image();
         assert_eq!(at(&img, 0, 24), [[1u8; 8], [0; 8], [0; 8]].concat());
-        assert_eq!(b.read(0, 24), [[1u8; 8], [2; 8], [3; 8]].concat());
+        assert_eq!(b.read_vec(0, 24), [[1u8; 8], [2; 8], [3; 8]].concat());
         assert_eq!(b.persist_points(), 3);
     }
 
@@ -663,7 +676,7 @@ mod tests {
             b.arm_crash(1, CrashMode::Torn { seed });
             let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8 | 1).collect();
             b.write(4096, &data);
-            b.persist(4096, 4096);
+            b.persist(4096, 4096).unwrap();
             let r = b.crashed().unwrap();
             assert_eq!(r.words_kept + r.words_dropped, 512);
             (b.crash_image(), r, data)
@@ -687,12 +700,12 @@ mod tests {
     fn crash_now_and_unarmed_image() {
         let b = CrashSimBackend::new(LEN);
         b.write(0, &[9u8; 8]);
-        b.persist(0, 8);
+        b.persist(0, 8).unwrap();
         b.write(8, &[9u8; 8]);
         assert_eq!(at(&b.crash_image(), 0, 16), [[9u8; 8], [0; 8]].concat());
         b.crash_now(CrashMode::Clean);
         b.write(0, &[5u8; 8]);
-        b.persist(0, 8);
+        b.persist(0, 8).unwrap();
         assert_eq!(at(&b.crash_image(), 0, 16), [[9u8; 8], [0; 8]].concat());
         assert_eq!(b.crashed().unwrap().fences_completed, 1);
     }
@@ -703,7 +716,7 @@ mod tests {
         b.write(0, &[1u8; 8]);
         b.flush(0, 8);
         b.write(0, &[2u8; 8]);
-        b.fence();
+        b.fence().unwrap();
         assert_eq!(at(&b.crash_image(), 0, 8), &[2u8; 8]);
         assert_eq!(
             b.unpersisted_words(),

@@ -1,8 +1,10 @@
 //! The pool: a superblock, a metadata log and data frames in one mapped region.
 //!
 //! [`Pool`] validates and owns a [`PoolBackend`]. It checks every byte range it is given
-//! against the pool's length (returning [`PoolError::OutOfRange`], never panicking) and hands
-//! out borrowed slices of frames for reads.
+//! against the pool's length (returning [`PoolError::OutOfRange`], never panicking). Reads
+//! copy ([`Pool::read_into`], [`Pool::read_vec`]); a slice borrowed from pool memory
+//! ([`Pool::borrow`], the zero-copy read path) is `unsafe`, since safe `&self` stores could
+//! otherwise change it while it lives.
 //!
 //! Invariants:
 //! - The geometry (size, log and data regions, uuid) is fixed when the pool is opened; only
@@ -14,8 +16,14 @@
 //! - A read-only pool never reaches the backend's `write`/`zero`/`sync`.
 //! - `open` writes nothing; in particular it never writes to a pool it refuses.
 //!
-//! Locking: the superblock mutex is held across a whole commit (write, persist, swap), so
-//! commits are serialised; readers of [`Pool::superblock`] see the old or the new one.
+//! Ownership and locking: a `Pool` is shared by every thread of a mount (`Arc<Pool>`); it owns
+//! the backend and the current superblock, not the bytes' meaning: the header belongs to
+//! [`Pool::commit_superblock`], the log to the filesystem's journal, data frames to whoever the
+//! allocator gave them to (a file's extent map, a checkpoint, a `Frames` guard). Owners
+//! serialise their own stores. The superblock mutex is held across a whole commit (write,
+//! persist, swap), so commits are serialised; readers of [`Pool::superblock`] see the old or
+//! the new one. No other lock is taken inside the pool (the crash simulator's backend has its
+//! own).
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +55,13 @@ pub struct OpenOptions {
 }
 
 /// An open pool. Cheap to share behind an `Arc`; all methods take `&self`.
+///
+/// Ownership: the pool owns its backend (the mapping) and the current superblock; what the
+/// bytes mean belongs to their owners (module docs): only [`Pool::commit_superblock`] and mkfs
+/// write the header, the filesystem's journal the log, and a data frame is written by whoever
+/// the allocator gave it to. Locking: one mutex, the superblock's, held across a whole commit;
+/// every other method locks nothing (the backend's safe accesses are word-atomic, its fast
+/// paths `unsafe` with their own contracts: [`Pool::borrow`], [`Pool::write_flushed`]).
 #[derive(Debug)]
 pub struct Pool {
     name: PathBuf,
@@ -251,26 +266,25 @@ impl Pool {
         let mut pool = Pool::from_parts(name, backend, sb.clone(), false);
         let (log_off, log_len) = pool.log;
         let be = &pool.backend;
-        if zero_log {
-            be.zero(0, HEADER_BYTES);
-            be.zero(log_off, log_len);
-            be.persist(0, HEADER_BYTES);
-            be.persist(log_off, log_len);
+        let persisted = |result: std::io::Result<()>| result.map_err(io_err(&pool.name, "persist"));
+        let (header, log) = if zero_log {
+            (HEADER_BYTES, log_len)
         } else {
-            be.zero(0, 2 * FRAME_SIZE);
-            be.zero(log_off, FRAME_SIZE);
-            be.persist(0, 2 * FRAME_SIZE);
-            be.persist(log_off, FRAME_SIZE);
-        }
+            (2 * FRAME_SIZE, FRAME_SIZE)
+        };
+        be.zero(0, header);
+        be.zero(log_off, log);
+        persisted(be.persist(0, header))?;
+        persisted(be.persist(log_off, log))?;
         debug_assert_eq!(sb.slot(), Slot::B);
-        write_slot(be.as_ref(), &sb);
+        persisted(write_slot(be.as_ref(), &sb))?;
         let slot_b = sb.clone();
         sb.seq = 2;
-        write_slot(be.as_ref(), &sb);
+        persisted(write_slot(be.as_ref(), &sb))?;
         // Pair assertion: what we wrote reads back as what we meant.
         for expected in [&slot_b, &sb] {
             let slot = expected.slot();
-            match Superblock::decode(be.read(slot.offset(), SUPERBLOCK_BYTES)) {
+            match Superblock::decode(&read_slot(be.as_ref(), slot)) {
                 Ok(got) if got == *expected => {}
                 other => {
                     return Err(PoolError::BadSuperblock {
@@ -292,8 +306,9 @@ impl Pool {
     ) -> Result<Pool, PoolError> {
         if backend.len_bytes() < Slot::B.offset() + FRAME_SIZE {
             let len = backend.len_bytes();
-            let head = backend.read(0, len.min(SUPERBLOCK_BYTES as u64) as usize);
-            return Err(refuse_tiny_bytes(Path::new(name), head, len));
+            let mut head = vec![0u8; len.min(SUPERBLOCK_BYTES as u64) as usize];
+            backend.read_into(0, &mut head);
+            return Err(refuse_tiny_bytes(Path::new(name), &head, len));
         }
         Pool::open_on(PathBuf::from(name), backend, read_only)
     }
@@ -305,7 +320,7 @@ impl Pool {
         read_only: bool,
     ) -> Result<Pool, PoolError> {
         let decode = |slot: Slot| -> SlotResult {
-            let sb = Superblock::decode(backend.read(slot.offset(), SUPERBLOCK_BYTES))?;
+            let sb = Superblock::decode(&read_slot(backend.as_ref(), slot))?;
             if sb.slot() != slot {
                 return Err(SuperblockError::BadField {
                     field: "seq",
@@ -413,13 +428,17 @@ impl Pool {
         sb.validate().map_err(|e| bad(e.to_string()))?;
         let slot = sb.slot();
         debug_assert_ne!(slot, current.slot());
-        write_slot(self.backend.as_ref(), &sb);
+        // A failed persist leaves the slot in doubt; `current` stays, so the next commit
+        // rewrites the same slot. The caller treats the commit as not done (and must keep
+        // what either superblock names).
+        write_slot(self.backend.as_ref(), &sb)
+            .map_err(io_err(&self.name, "persist the superblock"))?;
         if self.durability == Durability::Msync {
             self.backend
                 .sync(slot.offset(), SUPERBLOCK_BYTES as u64)
                 .map_err(io_err(&self.name, "msync the superblock"))?;
         }
-        match Superblock::decode(self.backend.read(slot.offset(), SUPERBLOCK_BYTES)) {
+        match Superblock::decode(&read_slot(self.backend.as_ref(), slot)) {
             Ok(back) if back == sb => {}
             other => {
                 return Err(bad(format!(
@@ -479,18 +498,61 @@ impl Pool {
         Ok(())
     }
 
-    /// Borrows `len` bytes at byte `offset`.
-    pub fn read(&self, offset: u64, len: usize) -> Result<&[u8], PoolError> {
+    /// Copies `buf.len()` bytes at byte `offset` into `buf`. Safe whatever other threads
+    /// store meanwhile (a racing store leaves unspecified bytes in `buf`): the metadata
+    /// readers' way in (journal, checkpoint, superblock, fsck, stat).
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), PoolError> {
+        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        self.check(offset, len)?;
+        if !buf.is_empty() {
+            self.backend.read_into(offset, buf);
+        }
+        Ok(())
+    }
+
+    /// A copy of `len` bytes at byte `offset`.
+    pub fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>, PoolError> {
+        self.check(offset, u64::try_from(len).unwrap_or(u64::MAX))?;
+        let mut buf = vec![0u8; len];
+        self.read_into(offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// A copy of the bytes of a frame range.
+    pub fn read_frames(&self, range: PfnRange) -> Result<Vec<u8>, PoolError> {
+        let (offset, len) = self.frame_span(range)?;
+        self.read_vec(offset, len)
+    }
+
+    /// Borrows `len` bytes at byte `offset`: the zero-copy read path.
+    ///
+    /// # Safety
+    /// No store may be made to `[offset, offset + len)` (through this pool, by any thread)
+    /// while the returned slice is alive. In pfnfs only the extent crate borrows, for frames
+    /// of the extent map it holds shared; stores to those frames need that map exclusively.
+    pub unsafe fn borrow(&self, offset: u64, len: usize) -> Result<&[u8], PoolError> {
         let len64 = u64::try_from(len).unwrap_or(u64::MAX);
         self.check(offset, len64)?;
         if len == 0 {
             return Ok(&[]);
         }
-        Ok(self.backend.read(offset, len))
+        // SAFETY: the range lies in the pool (checked); the caller's contract is the
+        // backend's.
+        Ok(unsafe { self.backend.borrow(offset, len) })
     }
 
     /// Borrows the bytes of a frame range.
-    pub fn frames(&self, range: PfnRange) -> Result<&[u8], PoolError> {
+    ///
+    /// # Safety
+    /// As [`borrow`](Self::borrow), for the range's bytes.
+    pub unsafe fn borrow_frames(&self, range: PfnRange) -> Result<&[u8], PoolError> {
+        let (offset, len) = self.frame_span(range)?;
+        // SAFETY: the caller's contract, for the same bytes.
+        unsafe { self.borrow(offset, len) }
+    }
+
+    /// Byte offset and length of a frame range, checked for overflow.
+    fn frame_span(&self, range: PfnRange) -> Result<(u64, usize), PoolError> {
         let out_of_range = || PoolError::OutOfRange {
             path: self.name.clone(),
             offset: range.start.byte_offset(),
@@ -504,7 +566,7 @@ impl Pool {
             .ok_or_else(out_of_range)?;
         let len = range.len.checked_mul(FRAME_SIZE).ok_or_else(out_of_range)?;
         let len = usize::try_from(len).map_err(|_| out_of_range())?;
-        self.read(offset, len)
+        Ok((offset, len))
     }
 
     /// Stores `data` at byte `offset` (not yet durable).
@@ -518,12 +580,21 @@ impl Pool {
     }
 
     /// Stores `data` at byte `offset` so that it is durable after the next [`Pool::fence`]
-    /// (non-temporal stores where the hardware has them; no separate flush needed).
-    pub fn write_flushed(&self, offset: u64, data: &[u8]) -> Result<(), PoolError> {
+    /// (non-temporal stores where the hardware has them; no separate flush needed): the data
+    /// path's store.
+    ///
+    /// # Safety
+    /// No other access to `[offset, offset + data.len())` may happen during the call: no load
+    /// or store by another thread and no live slice from [`borrow`](Self::borrow). In pfnfs
+    /// only the extent crate calls it, for frames of the extent map it holds exclusively or
+    /// frames it just allocated.
+    pub unsafe fn write_flushed(&self, offset: u64, data: &[u8]) -> Result<(), PoolError> {
         let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
         self.check_write(offset, len)?;
         if !data.is_empty() {
-            self.backend.write_flushed(offset, data);
+            // SAFETY: the range lies in the pool, outside the header (checked); the caller's
+            // contract is the backend's.
+            unsafe { self.backend.write_flushed(offset, data) };
         }
         Ok(())
     }
@@ -546,23 +617,26 @@ impl Pool {
         Ok(())
     }
 
-    /// Completes earlier flushes.
-    pub fn fence(&self) {
-        self.backend.fence();
+    /// Completes earlier flushes: a persist point. An error ([`PoolError::Io`], keeping the
+    /// OS's errno) means the flushed stores may or may not be durable.
+    pub fn fence(&self) -> Result<(), PoolError> {
+        self.backend.fence().map_err(io_err(&self.name, "fence"))
     }
 
-    /// Flush + fence of a byte range.
+    /// Flush + fence of a byte range (plus msync with [`Durability::Msync`]). An error
+    /// ([`PoolError::Io`], keeping the OS's errno) means the range may or may not be durable:
+    /// what it holds must not be acknowledged.
     pub fn persist(&self, offset: u64, len: u64) -> Result<(), PoolError> {
         self.check(offset, len)?;
         if self.read_only {
             return Ok(());
         }
-        if len > 0 {
-            self.backend.persist(offset, len);
+        let result = if len > 0 {
+            self.backend.persist(offset, len)
         } else {
-            self.backend.fence();
-        }
-        Ok(())
+            self.backend.fence()
+        };
+        result.map_err(io_err(&self.name, "persist"))
     }
 
     /// msync-style durability of a byte range on the backing store (fsync path).
@@ -590,11 +664,18 @@ impl Pool {
     }
 }
 
+/// A copy of the superblock bytes of `slot`.
+fn read_slot(backend: &dyn PoolBackend, slot: Slot) -> [u8; SUPERBLOCK_BYTES] {
+    let mut bytes = [0u8; SUPERBLOCK_BYTES];
+    backend.read_into(slot.offset(), &mut bytes);
+    bytes
+}
+
 /// Encodes `sb` into its slot and persists it (the rest of the slot's frame stays zero).
-fn write_slot(backend: &dyn PoolBackend, sb: &Superblock) {
+fn write_slot(backend: &dyn PoolBackend, sb: &Superblock) -> std::io::Result<()> {
     let offset = sb.slot().offset();
     backend.write(offset, &sb.encode());
-    backend.persist(offset, SUPERBLOCK_BYTES as u64);
+    backend.persist(offset, SUPERBLOCK_BYTES as u64)
 }
 
 /// Picks the superblock to open from the two slot results (see docs/DESIGN.md, 3.2).
@@ -703,7 +784,8 @@ fn probe_pool_file(file: &std::fs::File, len_bytes: u64) -> Option<()> {
 /// partition table, another filesystem's superblock).
 fn check_device_unused(path: &Path, backend: &MmapBackend) -> Result<(), PoolError> {
     let len = backend.len_bytes();
-    let probe = backend.read(0, len.min(DEVICE_PROBE_BYTES) as usize);
+    let mut probe = vec![0u8; len.min(DEVICE_PROBE_BYTES) as usize];
+    backend.read_into(0, &mut probe);
     for slot in [Slot::A, Slot::B] {
         let off = slot.offset() as usize;
         if probe.get(off..off + MAGIC.len()) == Some(&MAGIC[..]) {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use pfnfs_alloc::allocator::{MIN_GROUP_FRAMES, default_group_frames};
-use pfnfs_alloc::{AllocError, ExtentAllocator, HUGE_FRAMES, Pfn, PfnRange};
+use pfnfs_alloc::{AllocError, ExtentAllocator, Frames, HUGE_FRAMES, Pfn, PfnRange};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -76,24 +76,72 @@ fn default_group_rule() {
 #[test]
 fn zero_frames_is_an_empty_success() {
     let a = ExtentAllocator::new_empty(r(0, 100));
-    assert_eq!(a.allocate(0, None), Ok(vec![]));
-    assert_eq!(a.allocate(0, Some(Pfn(5))), Ok(vec![]));
+    assert_eq!(a.allocate(0, None).map(Frames::into_ranges), Ok(vec![]));
+    assert_eq!(
+        a.allocate(0, Some(Pfn(5))).map(Frames::into_ranges),
+        Ok(vec![])
+    );
     assert_eq!(a.free_frames(), 100);
+}
+
+#[test]
+fn a_frames_guard_gives_back_what_it_holds_unless_committed() {
+    let a = ExtentAllocator::new_empty_with_group_frames(r(0, 4096), 512);
+    {
+        let mut held = a.allocate(100, None).unwrap();
+        held.absorb(a.allocate(700, None).unwrap());
+        held.absorb(Frames::none(&a));
+        assert_eq!(held.frames(), 800);
+        assert_eq!(a.free_frames(), 4096 - 800);
+    }
+    assert_eq!(a.free_frames(), 4096, "dropped: every frame back");
+    assert_eq!(a.free_extents(), vec![r(0, 4096)]);
+    consistent(&a);
+    let kept = a.allocate(300, Some(Pfn(1000))).unwrap();
+    assert_eq!(kept.ranges(), &[r(1000, 300)][..]);
+    kept.commit();
+    assert_eq!(a.free_frames(), 4096 - 300, "committed: kept");
+    let mut empty = Frames::none(&a);
+    assert!(empty.is_empty());
+    empty.absorb(a.allocate(5, Some(Pfn(0))).unwrap());
+    assert_eq!(empty.into_ranges(), vec![r(0, 5)]);
+    assert_eq!(a.free_frames(), 4096 - 305);
+    a.free(r(1000, 300)).unwrap();
+    a.free(r(0, 5)).unwrap();
+    consistent(&a);
+}
+
+/// A guard whose frames were freed behind its back is a broken invariant: debug builds panic
+/// when it drops (release builds log it).
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "Frames guard")]
+fn a_guard_whose_frames_were_freed_elsewhere_panics_in_debug_builds() {
+    let a = ExtentAllocator::new_empty(r(0, 100));
+    let held = a.allocate(10, Some(Pfn(0))).unwrap();
+    a.free(r(0, 10)).unwrap();
+    drop(held);
 }
 
 #[test]
 fn goal_directed_allocation_continues_a_file() {
     let a = ExtentAllocator::new_empty(r(512, 50_000));
-    let first = a.allocate(10, None).unwrap();
+    let first = a.allocate(10, None).map(Frames::into_ranges).unwrap();
     assert_eq!(first.len(), 1);
     let mut file_end = first[0].end();
     // A second file growing elsewhere, also by goal, in between this file's appends.
     let mut other_end = Pfn(30_000);
     for round in 0..40 {
-        let other = a.allocate(3 + round % 5, Some(other_end)).unwrap();
+        let other = a
+            .allocate(3 + round % 5, Some(other_end))
+            .map(Frames::into_ranges)
+            .unwrap();
         assert_eq!(other, vec![r(other_end.0, 3 + round % 5)]);
         other_end = other[0].end();
-        let next = a.allocate(7, Some(file_end)).unwrap();
+        let next = a
+            .allocate(7, Some(file_end))
+            .map(Frames::into_ranges)
+            .unwrap();
         assert_eq!(next, vec![r(file_end.0, 7)], "round {round}");
         file_end = next[0].end();
         consistent(&a);
@@ -106,15 +154,33 @@ fn goal_directed_allocation_continues_a_file() {
 fn busy_or_outside_goal_falls_back() {
     let a = ExtentAllocator::new_empty(r(0, 1000));
     a.reserve(r(100, 10)).unwrap();
-    let got = a.allocate(5, Some(Pfn(105))).unwrap();
+    let got = a
+        .allocate(5, Some(Pfn(105)))
+        .map(Frames::into_ranges)
+        .unwrap();
     assert_eq!(sum(&got), 5);
     assert!(!got[0].overlaps(&r(100, 10)));
     // The goal is free but too short a run is free from it: no partial goal allocation.
-    let got = a.allocate(10, Some(Pfn(95))).unwrap();
+    let got = a
+        .allocate(10, Some(Pfn(95)))
+        .map(Frames::into_ranges)
+        .unwrap();
     assert_ne!(got[0].start, Pfn(95));
     // Goals outside the region are ignored.
-    assert_eq!(sum(&a.allocate(4, Some(Pfn(5000))).unwrap()), 4);
-    assert_eq!(sum(&a.allocate(4, Some(Pfn(u64::MAX))).unwrap()), 4);
+    assert_eq!(
+        sum(&a
+            .allocate(4, Some(Pfn(5000)))
+            .map(Frames::into_ranges)
+            .unwrap()),
+        4
+    );
+    assert_eq!(
+        sum(&a
+            .allocate(4, Some(Pfn(u64::MAX)))
+            .map(Frames::into_ranges)
+            .unwrap()),
+        4
+    );
     consistent(&a);
 }
 
@@ -122,7 +188,10 @@ fn busy_or_outside_goal_falls_back() {
 fn goal_may_continue_across_a_group_boundary() {
     let a = ExtentAllocator::new_empty_with_group_frames(r(0, 2048), 512);
     assert_eq!(a.group_count(), 4);
-    let got = a.allocate(100, Some(Pfn(462))).unwrap();
+    let got = a
+        .allocate(100, Some(Pfn(462)))
+        .map(Frames::into_ranges)
+        .unwrap();
     assert_eq!(got, vec![r(462, 100)]);
     consistent(&a);
     a.free(got[0]).unwrap();
@@ -135,7 +204,7 @@ fn huge_requests_come_back_2mib_aligned() {
     // Unaligned region start: the first free frame is not aligned.
     let a = ExtentAllocator::new_empty(r(37, 20_000));
     for frames in [512, 1000, 1536, 2048] {
-        let got = a.allocate(frames, None).unwrap();
+        let got = a.allocate(frames, None).map(Frames::into_ranges).unwrap();
         assert_eq!(got.len(), 1);
         assert!(
             got[0].start.is_huge_aligned(),
@@ -155,15 +224,24 @@ fn huge_requests_come_back_2mib_aligned() {
         r(5117, 515),
     ];
     let a = ExtentAllocator::from_free_extents(r(0, 8192), free).unwrap();
-    assert_eq!(a.allocate(512, None).unwrap(), vec![r(5120, 512)]);
+    assert_eq!(
+        a.allocate(512, None).map(Frames::into_ranges).unwrap(),
+        vec![r(5120, 512)]
+    );
     consistent(&a);
     // No aligned run anywhere: unaligned best fit (smallest extent, lowest start).
-    assert_eq!(a.allocate(512, None).unwrap(), vec![r(4090, 512)]);
+    assert_eq!(
+        a.allocate(512, None).map(Frames::into_ranges).unwrap(),
+        vec![r(4090, 512)]
+    );
     consistent(&a);
 
     // A roomy extent is preferred to the band and carved at its first aligned frame.
     let a = ExtentAllocator::from_free_extents(r(0, 8192), [r(1536, 512), r(2100, 2000)]).unwrap();
-    assert_eq!(a.allocate(512, None).unwrap(), vec![r(2560, 512)]);
+    assert_eq!(
+        a.allocate(512, None).map(Frames::into_ranges).unwrap(),
+        vec![r(2560, 512)]
+    );
     consistent(&a);
     assert_eq!(
         a.free_extents(),
@@ -180,7 +258,12 @@ fn aligned_run_is_found_in_another_group() {
         [r(100, 600), r(1024 + 200, 900)],
     )
     .unwrap();
-    assert_eq!(a.allocate(512, Some(Pfn(50))).unwrap(), vec![r(1536, 512)]);
+    assert_eq!(
+        a.allocate(512, Some(Pfn(50)))
+            .map(Frames::into_ranges)
+            .unwrap(),
+        vec![r(1536, 512)]
+    );
     consistent(&a);
 }
 
@@ -188,10 +271,22 @@ fn aligned_run_is_found_in_another_group() {
 fn small_requests_take_best_fit() {
     let free = [r(0, 10), r(100, 3), r(200, 5), r(300, 4), r(400, 4)];
     let a = ExtentAllocator::from_free_extents(r(0, 1000), free).unwrap();
-    assert_eq!(a.allocate(4, None).unwrap(), vec![r(300, 4)]);
-    assert_eq!(a.allocate(4, None).unwrap(), vec![r(400, 4)]);
-    assert_eq!(a.allocate(4, None).unwrap(), vec![r(200, 4)]);
-    assert_eq!(a.allocate(1, None).unwrap(), vec![r(204, 1)]);
+    assert_eq!(
+        a.allocate(4, None).map(Frames::into_ranges).unwrap(),
+        vec![r(300, 4)]
+    );
+    assert_eq!(
+        a.allocate(4, None).map(Frames::into_ranges).unwrap(),
+        vec![r(400, 4)]
+    );
+    assert_eq!(
+        a.allocate(4, None).map(Frames::into_ranges).unwrap(),
+        vec![r(200, 4)]
+    );
+    assert_eq!(
+        a.allocate(1, None).map(Frames::into_ranges).unwrap(),
+        vec![r(204, 1)]
+    );
     assert_eq!(a.free_extents(), vec![r(0, 10), r(100, 3)]);
     consistent(&a);
 }
@@ -200,7 +295,10 @@ fn small_requests_take_best_fit() {
 fn fragmented_request_gathers_largest_first() {
     let a = ExtentAllocator::from_free_extents(r(0, 100), [r(0, 5), r(10, 7), r(20, 3)]).unwrap();
     // No extent holds 12: take the largest (7), then the best fit for the last 5.
-    assert_eq!(a.allocate(12, None).unwrap(), vec![r(0, 5), r(10, 7)]);
+    assert_eq!(
+        a.allocate(12, None).map(Frames::into_ranges).unwrap(),
+        vec![r(0, 5), r(10, 7)]
+    );
     assert_eq!(a.free_extents(), vec![r(20, 3)]);
     consistent(&a);
 }
@@ -208,7 +306,7 @@ fn fragmented_request_gathers_largest_first() {
 #[test]
 fn request_larger_than_a_group_spans_groups() {
     let a = ExtentAllocator::new_empty_with_group_frames(r(0, 4096), 512);
-    let got = a.allocate(1500, None).unwrap();
+    let got = a.allocate(1500, None).map(Frames::into_ranges).unwrap();
     assert_eq!(sum(&got), 1500);
     for w in got.windows(2) {
         assert!(
@@ -235,14 +333,14 @@ fn no_space_leaves_state_unchanged() {
     let free = a.free_frames();
     assert_eq!(free, 1024);
     assert_eq!(
-        a.allocate(free + 1, None),
+        a.allocate(free + 1, None).map(Frames::into_ranges),
         Err(AllocError::NoSpace {
             requested: free + 1,
             free
         })
     );
     assert_eq!(
-        a.allocate(u64::MAX, Some(Pfn(16))),
+        a.allocate(u64::MAX, Some(Pfn(16))).map(Frames::into_ranges),
         Err(AllocError::NoSpace {
             requested: u64::MAX,
             free
@@ -252,7 +350,7 @@ fn no_space_leaves_state_unchanged() {
     assert_eq!(a.stats(), stats);
     consistent(&a);
     // Exactly all of it still works, as 64 pieces.
-    let got = a.allocate(free, None).unwrap();
+    let got = a.allocate(free, None).map(Frames::into_ranges).unwrap();
     assert_eq!(sum(&got), free);
     assert_eq!(got.len(), 64);
     assert_eq!(a.free_extents(), vec![]);
@@ -262,7 +360,7 @@ fn no_space_leaves_state_unchanged() {
 #[test]
 fn free_coalesces_with_both_neighbours() {
     let a = ExtentAllocator::new_empty(r(0, 300));
-    let x = a.allocate(300, None).unwrap()[0];
+    let x = a.allocate(300, None).map(Frames::into_ranges).unwrap()[0];
     let (head, rest) = x.split_at(100);
     let (mid, tail) = rest.unwrap().split_at(100);
     let (head, mid, tail) = (head.unwrap(), mid.unwrap(), tail.unwrap());
@@ -382,7 +480,7 @@ fn from_free_extents_validates_and_coalesces() {
     let a = ExtentAllocator::from_free_extents(region, []).unwrap();
     assert_eq!(a.free_frames(), 0);
     assert!(matches!(
-        a.allocate(1, None),
+        a.allocate(1, None).map(Frames::into_ranges),
         Err(AllocError::NoSpace {
             requested: 1,
             free: 0
@@ -425,7 +523,7 @@ fn hammer(a: Arc<ExtentAllocator>, threads: u64, ops: usize) {
                             .last()
                             .map(|x| x.end())
                             .filter(|_| rng.random_bool(0.5));
-                        match a.allocate(frames, goal) {
+                        match a.allocate(frames, goal).map(Frames::into_ranges) {
                             Ok(got) => {
                                 assert_eq!(got.iter().map(|x| x.len).sum::<u64>(), frames);
                                 held.extend(got);

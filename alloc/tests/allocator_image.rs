@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use pfnfs_alloc::allocator::image::{self, ENTRY_BYTES, FIELDS, HEADER_BYTES, MAGIC};
-use pfnfs_alloc::{AllocError, ExtentAllocator, Pfn, PfnRange};
+use pfnfs_alloc::{AllocError, ExtentAllocator, Frames, Pfn, PfnRange};
 use proptest::prelude::*;
 
 fn r(start: u64, len: u64) -> PfnRange {
@@ -22,7 +22,11 @@ fn fragmented() -> ExtentAllocator {
     let a = ExtentAllocator::new_empty_with_group_frames(REGION, 1024);
     let mut held = Vec::new();
     for i in 0..60u64 {
-        held.extend(a.allocate(1 + (i * 37) % 200, None).unwrap());
+        held.extend(
+            a.allocate(1 + (i * 37) % 200, None)
+                .map(Frames::into_ranges)
+                .unwrap(),
+        );
     }
     for (i, x) in held.into_iter().enumerate() {
         if i % 3 != 1 {

@@ -7,7 +7,7 @@
 //! 2 MiB alignment when possible, best fit in a single group). The end of each case reloads the
 //! allocator from its free-set image and demands the identical free set.
 
-use pfnfs_alloc::{AllocError, ExtentAllocator, HUGE_FRAMES, Pfn, PfnRange};
+use pfnfs_alloc::{AllocError, ExtentAllocator, Frames, HUGE_FRAMES, Pfn, PfnRange};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -340,7 +340,7 @@ fn run(config: (u64, u64, Option<u64>), ops: Vec<Op>) -> Result<(), TestCaseErro
                     Goal::BusyFrame(k) => m.nth_frame(*k, false).map(Pfn),
                     Goal::Near(off) => (start + off).checked_sub(SLACK).map(Pfn),
                 };
-                match a.allocate(*frames, goal) {
+                match a.allocate(*frames, goal).map(Frames::into_ranges) {
                     Ok(got) => {
                         prop_assert!(*frames <= m.free_count());
                         check_allocation(single, &m, *frames, goal, &got)?;

@@ -142,12 +142,12 @@ fn mem_format_open_round_trip() {
     let off = pool.frame_offset(range.start).unwrap();
     pool.write(off + 100, b"hello pmem").unwrap();
     pool.persist(off, 3 * FRAME_SIZE).unwrap();
-    assert_eq!(&pool.frames(range).unwrap()[100..110], b"hello pmem");
+    assert_eq!(&pool.read_frames(range).unwrap()[100..110], b"hello pmem");
 
     let backend = pool.into_backend();
     let pool = Pool::open_backend("mem", backend, false).unwrap();
     assert_eq!(pool.superblock(), sb);
-    assert_eq!(pool.read(off + 100, 10).unwrap(), b"hello pmem");
+    assert_eq!(pool.read_vec(off + 100, 10).unwrap(), b"hello pmem");
 }
 
 #[test]
@@ -188,7 +188,8 @@ fn file_create_open_round_trip() {
         assert_eq!(pool.is_read_only(), opts.read_only);
         assert_eq!(pool.name(), path.as_path());
         assert_eq!(
-            pool.frames(PfnRange::new(data.start, 3).unwrap()).unwrap(),
+            pool.read_frames(PfnRange::new(data.start, 3).unwrap())
+                .unwrap(),
             &payload[..]
         );
     }
@@ -276,15 +277,15 @@ fn accessors_are_range_checked() {
     let end = pool.len_bytes();
     let is_oor = |r: Result<(), PoolError>| matches!(r, Err(PoolError::OutOfRange { .. }));
     assert!(matches!(
-        pool.read(end - 1, 2),
+        pool.read_vec(end - 1, 2),
         Err(PoolError::OutOfRange { .. })
     ));
     assert!(matches!(
-        pool.read(u64::MAX, 1),
+        pool.read_vec(u64::MAX, 1),
         Err(PoolError::OutOfRange { .. })
     ));
-    assert_eq!(pool.read(end, 0).unwrap(), &[] as &[u8]);
-    assert_eq!(pool.read(end - 4, 4).unwrap(), &[0; 4]);
+    assert_eq!(pool.read_vec(end, 0).unwrap(), &[] as &[u8]);
+    assert_eq!(pool.read_vec(end - 4, 4).unwrap(), &[0; 4]);
     assert!(is_oor(pool.write(end - 1, b"xy")));
     assert!(is_oor(pool.write(u64::MAX, b"x")));
     assert!(is_oor(pool.zero(end, 1)));
@@ -305,7 +306,7 @@ fn accessors_are_range_checked() {
         Err(PoolError::OutOfRange { .. })
     ));
     assert!(
-        pool.frames(PfnRange::new(Pfn(frames - 2), 2).unwrap())
+        pool.read_frames(PfnRange::new(Pfn(frames - 2), 2).unwrap())
             .is_ok()
     );
     for range in [
@@ -315,7 +316,7 @@ fn accessors_are_range_checked() {
         PfnRange::new(Pfn(1 << 60), 1 << 3).unwrap(),
     ] {
         assert!(
-            matches!(pool.frames(range), Err(PoolError::OutOfRange { .. })),
+            matches!(pool.read_frames(range), Err(PoolError::OutOfRange { .. })),
             "{range}"
         );
     }
@@ -327,7 +328,11 @@ fn accessors_are_range_checked() {
         assert!(matches!(err, PoolError::HeaderRange { .. }), "{err:?}");
     }
     pool.write(LOG_START_PFN * FRAME_SIZE, b"log").unwrap();
-    assert!(pool.read(0, SUPERBLOCK_BYTES).unwrap().starts_with(&MAGIC));
+    assert!(
+        pool.read_vec(0, SUPERBLOCK_BYTES)
+            .unwrap()
+            .starts_with(&MAGIC)
+    );
 }
 
 #[test]
@@ -349,7 +354,7 @@ fn read_only_pools_refuse_writes() {
     assert!(
         pool.persist(off, 1).is_ok() && pool.sync(off, 1).is_ok() && pool.flush(off, 1).is_ok()
     );
-    assert_eq!(pool.read(off, 1).unwrap(), &[0]);
+    assert_eq!(pool.read_vec(off, 1).unwrap(), &[0]);
     drop(pool);
     assert!(before == fingerprint(&path));
 
@@ -674,7 +679,7 @@ fn mem_backend_allows_parallel_disjoint_writes() {
                 let base = u64::from(t) * MIB;
                 for i in 0..256u64 {
                     mem.write(base + i * 4096, &[t + 1; 4096]);
-                    mem.persist(base + i * 4096, 4096);
+                    mem.persist(base + i * 4096, 4096).unwrap();
                 }
             });
         }
@@ -688,7 +693,7 @@ fn mem_backend_allows_parallel_disjoint_writes() {
         );
     }
     mem.zero(10, 100);
-    assert!(mem.read(10, 100).iter().all(|&b| b == 0));
+    assert!(mem.read_vec(10, 100).iter().all(|&b| b == 0));
     assert_eq!(
         MemBackend::from_bytes(&image[..4096]).to_vec(),
         &image[..4096]
@@ -772,7 +777,7 @@ fn block_device_pool_on_a_loop_device() {
 
     let pool = Pool::open(&path, &ro()).unwrap();
     assert_eq!(pool.superblock(), sb);
-    assert_eq!(pool.read(off, 17).unwrap(), b"on a block device");
+    assert_eq!(pool.read_vec(off, 17).unwrap(), b"on a block device");
     drop(pool);
     let err = Pool::create(&path, 0, &CreateOptions::default()).unwrap_err();
     assert!(matches!(err, PoolError::WouldOverwrite { .. }), "{err:?}");

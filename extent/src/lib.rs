@@ -16,6 +16,6 @@
 pub mod io;
 pub mod map;
 
-pub use io::{ExtentIoError, ReadSegment, WriteOutcome};
+pub use io::{ExtentIoError, ReadSegment, Staged, WriteOutcome};
 pub use map::{Extent, ExtentError, ExtentMap, Mapping, MappingIter};
 pub use pfnfs_alloc::{FRAME_SIZE, Pfn, PfnRange};

@@ -354,34 +354,54 @@ impl ExtentMap {
     /// merging the converted pieces with written neighbours they continue); returns the pieces
     /// that changed state, in their new state (`unwritten: false`).
     pub fn mark_written(&mut self, file_frame: u64, frames: u64) -> Vec<Extent> {
-        self.set_unwritten(file_frame, frames, false)
+        let mut changed = Vec::new();
+        self.set_unwritten(file_frame, frames, false, Some(&mut changed));
+        changed
+    }
+
+    /// [`mark_written`](Self::mark_written) without the list of changed pieces: allocates
+    /// nothing (a write's conversions are applied with this once its record is durable).
+    pub fn set_written(&mut self, file_frame: u64, frames: u64) {
+        self.set_unwritten(file_frame, frames, false, None);
     }
 
     /// The inverse of [`mark_written`](Self::mark_written): marks `[file_frame, file_frame +
     /// frames)` unwritten where it is written, and returns the pieces that changed (in their
-    /// new state, `unwritten: true`). The filesystem uses it to undo the conversions of a
-    /// write whose journal record did not land, so that RAM matches the pool again.
+    /// new state, `unwritten: true`). ZERO_RANGE turns the whole frames of its range unwritten
+    /// with it.
     pub fn mark_unwritten(&mut self, file_frame: u64, frames: u64) -> Vec<Extent> {
-        self.set_unwritten(file_frame, frames, true)
+        let mut changed = Vec::new();
+        self.set_unwritten(file_frame, frames, true, Some(&mut changed));
+        changed
     }
 
     /// Sets the `unwritten` flag over a range: splits the extents that change at the range
-    /// edges and merges each changed piece with the neighbours it now continues.
-    fn set_unwritten(&mut self, file_frame: u64, frames: u64, unwritten: bool) -> Vec<Extent> {
-        let mut changed: Vec<Extent> = Vec::new();
-        if frames == 0 {
-            return changed;
-        }
-        changed.extend(
-            self.mappings_iter(file_frame, frames)
-                .filter_map(|m| match m {
+    /// edges and merges each changed piece with the neighbours it now continues. The pieces
+    /// that changed (in their new state) are appended to `changed` if given.
+    fn set_unwritten(
+        &mut self,
+        file_frame: u64,
+        frames: u64,
+        unwritten: bool,
+        mut changed: Option<&mut Vec<Extent>>,
+    ) {
+        let end = file_frame.saturating_add(frames);
+        let mut cursor = file_frame;
+        while cursor < end {
+            // The next piece to change. Changing one merges it only with neighbours of the new
+            // state, so the walk resumes correctly right after it.
+            let Some(piece) = self
+                .mappings_iter(cursor, end - cursor)
+                .find_map(|m| match m {
                     Mapping::Mapped(e) if e.unwritten != unwritten => {
                         Some(Extent { unwritten, ..e })
                     }
                     _ => None,
-                }),
-        );
-        for piece in &changed {
+                })
+            else {
+                break;
+            };
+            cursor = piece.file_end();
             // The piece lies inside exactly one extent in the old state: split it there.
             let Some(whole) = self.lookup(piece.file_frame) else {
                 continue;
@@ -400,10 +420,12 @@ impl ExtentMap {
             }
             self.mapped_frames -= piece.pfns.len;
             // Re-inserting into the hole just made can neither overlap nor overflow.
-            let reinserted = self.insert(*piece);
+            let reinserted = self.insert(piece);
             debug_assert!(reinserted.is_ok(), "set_unwritten reinsert: {reinserted:?}");
+            if let Some(changed) = changed.as_mut() {
+                changed.push(piece);
+            }
         }
-        changed
     }
 
     /// The PFN that would continue the file's mapping at `file_frame`: the frame after the end

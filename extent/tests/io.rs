@@ -101,7 +101,8 @@ fn read_inside_one_extent_is_one_borrowed_segment() {
     };
     assert_eq!(bytes, &pattern(9, 0, MIB as usize)[1000..501_000]);
     // Borrowed from pool memory, not copied.
-    let frames = pool.frames(extent.pfns).unwrap();
+    // SAFETY: nothing stores to the pool while `frames` lives.
+    let frames = unsafe { pool.borrow_frames(extent.pfns) }.unwrap();
     assert_eq!(bytes.as_ptr(), frames[1000..].as_ptr());
     // Within a single frame.
     read_segments(&pool, &map, 5000, 10, &mut segments).unwrap();
@@ -138,13 +139,22 @@ fn read_across_extents_holes_and_unwritten() {
     let mut segments = Vec::new();
     read_segments(&pool, &map, 100, 9 * FRAME_SIZE - 200, &mut segments).unwrap();
     let f = FRAME_SIZE as usize;
+    let (head, mid) = (
+        pool.read_vec(a.start.byte_offset() + 100, 2 * f - 100)
+            .unwrap(),
+        pool.read_frames(b).unwrap(),
+    );
+    let (after, last) = (
+        pool.read_frames(d).unwrap(),
+        pool.read_vec(e.start.byte_offset(), f - 100).unwrap(),
+    );
     let expect = vec![
-        ReadSegment::Pool(pool.read(a.start.byte_offset() + 100, 2 * f - 100).unwrap()),
+        ReadSegment::Pool(&head),
         ReadSegment::Zeros(f),
-        ReadSegment::Pool(pool.frames(b).unwrap()),
+        ReadSegment::Pool(&mid),
         ReadSegment::Zeros(2 * f), // unwritten c and the hole after it: one run
-        ReadSegment::Pool(pool.frames(d).unwrap()),
-        ReadSegment::Pool(pool.read(e.start.byte_offset(), f - 100).unwrap()),
+        ReadSegment::Pool(&after),
+        ReadSegment::Pool(&last),
     ];
     assert_eq!(segments, expect);
     let mut buf = vec![0xEE; 9 * f - 200];
@@ -247,7 +257,7 @@ fn unwritten_reads_zero_over_garbage_and_converts_on_write() {
     let mid = map.lookup(1).unwrap();
     assert!(!mid.unwritten);
     let raw = pool
-        .read(
+        .read_vec(
             mid.pfns.start.byte_offset() + (1 - mid.file_frame) * FRAME_SIZE,
             8192,
         )
@@ -283,7 +293,7 @@ fn reused_frames_expose_no_stale_data() {
     // The tail frame's bytes past the write are zero in the pool itself (past EOF too).
     let last = b.lookup(6).unwrap();
     let raw = pool
-        .frames(last.pfns.sub(6 - last.file_frame, 1).unwrap())
+        .read_frames(last.pfns.sub(6 - last.file_frame, 1).unwrap())
         .unwrap();
     assert_eq!(raw[0], 0x43);
     assert!(raw[1..].iter().all(|&x| x == 0));
@@ -387,7 +397,7 @@ fn zero_mapped_zeroes_written_bytes_only() {
     write(&pool, &alloc, &mut map, 0, &[5; 3 * 4096]).unwrap();
     allocate_unwritten(&alloc, &mut map, 3, 1).unwrap();
     rec.take();
-    zero_mapped(&pool, &map, 100, 10 * FRAME_SIZE).unwrap();
+    zero_mapped(&pool, &mut map, 100, 10 * FRAME_SIZE).unwrap();
     let events = rec.take();
     // One store + flush for the written run (frames 0-2), nothing for unwritten or holes.
     assert_eq!(events.len(), 3, "{events:?}");
@@ -396,7 +406,7 @@ fn zero_mapped_zeroes_written_bytes_only() {
     expect[..100].fill(5);
     assert_eq!(read_via_segments(&pool, &map, 0, 5 * FRAME_SIZE), expect);
     // Nothing mapped: no store, no fence.
-    zero_mapped(&pool, &ExtentMap::new(), 0, 4096).unwrap();
+    zero_mapped(&pool, &mut ExtentMap::new(), 0, 4096).unwrap();
     assert!(rec.take().is_empty());
 }
 
@@ -405,9 +415,8 @@ fn overflowing_ranges_are_refused_not_panicking() {
     let pool = mem_pool(POOL_BYTES);
     let alloc = ExtentAllocator::new_empty(pool.data_region());
     let mut map = ExtentMap::new();
-    let mut segments = Vec::new();
     assert!(matches!(
-        read_segments(&pool, &map, u64::MAX, 2, &mut segments),
+        read_segments(&pool, &map, u64::MAX, 2, &mut Vec::new()),
         Err(ExtentIoError::Overflow)
     ));
     assert!(matches!(
@@ -419,7 +428,7 @@ fn overflowing_ranges_are_refused_not_panicking() {
         Err(ExtentIoError::Overflow)
     ));
     assert!(matches!(
-        zero_mapped(&pool, &map, u64::MAX, 2),
+        zero_mapped(&pool, &mut map, u64::MAX, 2),
         Err(ExtentIoError::Overflow)
     ));
     let mut buf = [0u8; 8];
@@ -429,7 +438,7 @@ fn overflowing_ranges_are_refused_not_panicking() {
     ));
     // The last frame whose end a byte offset can name: a hole, reads as zeros.
     assert!(matches!(
-        read_segments(&pool, &map, u64::MAX - 10, 10, &mut segments),
+        read_segments(&pool, &map, u64::MAX - 10, 10, &mut Vec::new()),
         Err(ExtentIoError::Overflow)
     ));
     assert!(matches!(
@@ -437,6 +446,7 @@ fn overflowing_ranges_are_refused_not_panicking() {
         Err(ExtentIoError::Overflow)
     ));
     let last = u64::MAX - (FRAME_SIZE - 1);
+    let mut segments = Vec::new();
     read_segments(&pool, &map, last - 10, 10, &mut segments).unwrap();
     assert_eq!(segments, vec![ReadSegment::Zeros(10)]);
     // A mapping that points outside the pool is an error, not a panic.

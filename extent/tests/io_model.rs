@@ -143,7 +143,7 @@ proptest! {
                             alloc.free(range).map_err(|e| TestCaseError::fail(e.to_string()))?;
                         }
                     }
-                    zero_mapped(&pool, &f.map, offset, len).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    zero_mapped(&pool, &mut f.map, offset, len).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     let size = f.model.len() as u64;
                     if offset < size {
                         f.model[offset as usize..end.min(size) as usize].fill(0);
@@ -156,7 +156,7 @@ proptest! {
                         for range in f.map.truncate(keep) {
                             alloc.free(range).map_err(|e| TestCaseError::fail(e.to_string()))?;
                         }
-                        zero_mapped(&pool, &f.map, size, keep * FRAME_SIZE - size)
+                        zero_mapped(&pool, &mut f.map, size, keep * FRAME_SIZE - size)
                             .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     }
                     f.model.resize(size as usize, 0);

@@ -170,7 +170,7 @@ fn hot_paths_do_not_allocate() {
     read_into(&pool, &map, 0, &mut buf).unwrap();
     // Pure overwrite of mapped, written frames (possibly across extents).
     let outcome = write(&pool, &alloc, &mut map, 200, &data[..2 * 4096]).unwrap();
-    zero_mapped(&pool, &map, 10, 4096).unwrap();
+    zero_mapped(&pool, &mut map, 10, 4096).unwrap();
     let calls = alloc_calls() - before;
     assert!(outcome.is_empty());
     assert_eq!(calls, 0, "reads, overwrites and zeroing allocate nothing");

@@ -21,6 +21,14 @@
 //! A checkpoint is written when the log passes half full, and at unmount: the full metadata
 //! image goes into freshly allocated data frames, is persisted, and only then does a
 //! superblock update (the commit point) name it and start a new log generation.
+//!
+//! A failed persist: if a record's persist fails, the record may or may not have reached the
+//! pool (a replay after a crash may find it whole). The append fails ([`AppendError`], *in
+//! doubt*), the op is neither applied nor acknowledged, and from then on the journal refuses
+//! every append, with the same error, until a checkpoint (which supersedes the whole log by
+//! starting a new generation) resets it, or the pool is mounted again. Appending behind the
+//! record would let replay apply later ops on top of one RAM never had; writing over it
+//! would leave its remains behind the next record. docs/DESIGN.md, section 6.
 
 use std::cell::RefCell;
 
@@ -29,7 +37,7 @@ use pfnfs_alloc::{FRAME_SIZE, Pfn, PfnRange, Pool};
 use pfnfs_extent::Extent;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{FsResult, corrupt, no_space, record_too_large};
+use crate::error::{ErrorKind, FsError, FsResult, corrupt, no_space, record_too_large};
 use crate::inode::{Attr, DirEntry, Time};
 
 /// Magic of a log record.
@@ -209,6 +217,35 @@ struct Tail {
     seq: u64,
     /// Current generation.
     generation: u64,
+    /// Set when a persist failed and what it stored is in doubt: every append is refused
+    /// (with this kind and reason) until [`Journal::reset`].
+    refusing: Option<(ErrorKind, String)>,
+}
+
+/// Why [`Journal::append`] failed, and whether the record may have reached the pool.
+#[derive(Debug)]
+pub struct AppendError {
+    /// What went wrong (a failed persist keeps the OS's errno: [`ErrorKind::Os`]).
+    pub error: FsError,
+    /// The record was stored and its persist failed: it may or may not be durable, and a
+    /// replay may apply it. What it references (new frames) must not be reused until a
+    /// checkpoint supersedes it. `false`: nothing was stored.
+    pub in_doubt: bool,
+}
+
+impl From<AppendError> for FsError {
+    fn from(e: AppendError) -> FsError {
+        e.error
+    }
+}
+
+impl AppendError {
+    fn refused(error: FsError) -> AppendError {
+        AppendError {
+            error,
+            in_doubt: false,
+        }
+    }
 }
 
 /// The log region of a pool: appends records and reads them back.
@@ -216,6 +253,8 @@ struct Tail {
 /// Locking: `tail` is held while a record is written and persisted, so records reach the
 /// pool in sequence order. Callers hold the locks of every inode the op touches while they
 /// append, so the log order of ops on one inode is the order they were applied.
+///
+/// After a failed persist it refuses appends until [`reset`](Journal::reset) (module docs).
 #[derive(Debug)]
 pub struct Journal {
     region_offset: u64,
@@ -225,6 +264,14 @@ pub struct Journal {
 
 thread_local! {
     static ENCODE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The error a refused append reports: the kind of the failure that made the log refuse.
+fn refusal(kind: ErrorKind, why: &str) -> FsError {
+    FsError::new(
+        kind,
+        format!("the metadata log takes no record until a checkpoint is written: {why}"),
+    )
 }
 
 fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
@@ -243,12 +290,14 @@ impl Journal {
                 offset: records_end,
                 seq: next_seq,
                 generation,
+                refusing: None,
             }),
         }
     }
 
-    /// Appends `op` and persists it. Returns once the record is durable.
-    pub fn append(&self, pool: &Pool, op: &Op) -> FsResult<()> {
+    /// Appends `op` and persists it. Returns once the record is durable; on error the op must
+    /// not be applied (see [`AppendError::in_doubt`] for what its new frames need).
+    pub fn append(&self, pool: &Pool, op: &Op) -> Result<(), AppendError> {
         ENCODE_BUF.with(|cell| {
             let mut buf = cell.take();
             let result = self.append_with(pool, op, &mut buf);
@@ -257,19 +306,26 @@ impl Journal {
         })
     }
 
-    fn append_with(&self, pool: &Pool, op: &Op, buf: &mut Vec<u8>) -> FsResult<()> {
+    fn append_with(&self, pool: &Pool, op: &Op, buf: &mut Vec<u8>) -> Result<(), AppendError> {
         buf.clear();
         buf.resize(RECORD_HEADER_BYTES as usize, 0);
         *buf = postcard::to_extend(op, std::mem::take(buf))
-            .map_err(|e| corrupt(format!("cannot encode log record: {e}")))?;
+            .map_err(|e| AppendError::refused(corrupt(format!("cannot encode log record: {e}"))))?;
         let payload_len = buf.len() as u64 - RECORD_HEADER_BYTES;
         if payload_len > RECORD_PAYLOAD_MAX {
-            return Err(record_too_large("metadata record too large"));
+            return Err(AppendError::refused(record_too_large(
+                "metadata record too large",
+            )));
         }
         let total = (RECORD_HEADER_BYTES + payload_len).next_multiple_of(8);
         let mut tail = self.tail.lock();
+        if let Some((kind, why)) = &tail.refusing {
+            return Err(AppendError::refused(refusal(*kind, why)));
+        }
         if tail.offset + total > self.region_bytes {
-            return Err(no_space("metadata log is full; a checkpoint is needed"));
+            return Err(AppendError::refused(no_space(
+                "metadata log is full; a checkpoint is needed",
+            )));
         }
         buf[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
         buf[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
@@ -281,11 +337,44 @@ impl Journal {
         };
         buf[24..28].copy_from_slice(&crc.to_le_bytes());
         let at = self.region_offset + tail.offset;
-        pool.write(at, buf)?;
-        pool.persist(at, buf.len() as u64)?;
+        // `write` checks the range and stores nothing if it fails.
+        pool.write(at, buf)
+            .map_err(|e| AppendError::refused(e.into()))?;
+        if let Err(e) = pool.persist(at, buf.len() as u64) {
+            let error = FsError::from(e);
+            tracing::error!(
+                seq = tail.seq,
+                generation = tail.generation,
+                "a log record's persist failed; the log takes no record until a checkpoint: {error}"
+            );
+            tail.refusing = Some((error.kind, error.context.clone()));
+            return Err(AppendError {
+                error,
+                in_doubt: true,
+            });
+        }
         tail.offset += total;
         tail.seq += 1;
         Ok(())
+    }
+
+    /// Refuses every append with `error`'s kind until [`reset`](Self::reset): after a failed
+    /// superblock commit the current log generation may no longer be the pool's.
+    pub fn refuse(&self, error: &FsError) {
+        self.tail.lock().refusing = Some((error.kind, error.context.clone()));
+    }
+
+    /// True while appends are refused (a persist failed; a checkpoint has not succeeded since).
+    pub fn is_refusing(&self) -> bool {
+        self.tail.lock().refusing.is_some()
+    }
+
+    /// The error appends are refused with, while they are.
+    pub fn refusal(&self) -> Option<FsError> {
+        let tail = self.tail.lock();
+        tail.refusing
+            .as_ref()
+            .map(|(kind, why)| refusal(*kind, why))
     }
 
     /// Bytes of the log in use.
@@ -298,9 +387,11 @@ impl Journal {
         self.region_bytes
     }
 
-    /// True once the log is more than half full: time for a checkpoint.
+    /// True once the log is more than half full, or while it refuses appends: time for a
+    /// checkpoint.
     pub fn wants_checkpoint(&self) -> bool {
-        self.used_bytes() * 2 > self.region_bytes
+        let tail = self.tail.lock();
+        tail.refusing.is_some() || tail.offset * 2 > self.region_bytes
     }
 
     /// The current generation.
@@ -316,12 +407,14 @@ impl Journal {
         tail.generation = tail.generation.max(generation);
     }
 
-    /// Starts an empty log in `generation` (after a checkpoint naming it is durable).
+    /// Starts an empty log in `generation` (after a checkpoint naming it is durable), taking
+    /// appends again.
     pub fn reset(&self, generation: u64) {
         let mut tail = self.tail.lock();
         tail.offset = 0;
         tail.seq = 0;
         tail.generation = generation;
+        tail.refusing = None;
     }
 }
 
@@ -337,7 +430,7 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
     let mut offset = 0u64;
     let mut seq = 0u64;
     while let Some((payload, total)) = intact_record(pool, offset, generation, seq)? {
-        let op: Op = postcard::from_bytes(payload).map_err(|e| {
+        let op: Op = postcard::from_bytes(&payload).map_err(|e| {
             corrupt(format!(
                 "log record {seq} has a valid checksum but does not decode: {e}"
             ))
@@ -380,7 +473,7 @@ pub fn log_generation(pool: &Pool) -> FsResult<Option<u64>> {
     if region_bytes < RECORD_HEADER_BYTES {
         return Ok(None);
     }
-    let h = pool.read(region_offset, RECORD_HEADER_BYTES as usize)?;
+    let h = pool.read_vec(region_offset, RECORD_HEADER_BYTES as usize)?;
     let magic = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
     let generation = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
     let seq = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
@@ -392,7 +485,7 @@ pub fn log_generation(pool: &Pool) -> FsResult<Option<u64>> {
 /// for fsck, not for mounts.
 pub fn max_log_generation(pool: &Pool) -> FsResult<u64> {
     let (region_offset, region_bytes) = pool.log_region();
-    let log = pool.read(region_offset, region_bytes as usize)?;
+    let log = pool.read_vec(region_offset, region_bytes as usize)?;
     let magic = RECORD_MAGIC.to_le_bytes();
     let mut newest = 0;
     for (i, chunk) in log.chunks_exact(8).enumerate() {
@@ -423,15 +516,15 @@ pub fn newer_generation_in_log(pool: &Pool, generation: u64) -> FsResult<Option<
     Ok(written.then_some(newer))
 }
 
-/// The payload and the 8-byte aligned length of record `seq` of `generation` at byte `offset`
-/// of the log, if an intact one is there (magic, generation, sequence number, length inside
-/// the log, checksum); `None` otherwise.
+/// The payload (a copy) and the 8-byte aligned length of record `seq` of `generation` at byte
+/// `offset` of the log, if an intact one is there (magic, generation, sequence number, length
+/// inside the log, checksum); `None` otherwise.
 pub fn intact_record(
     pool: &Pool,
     offset: u64,
     generation: u64,
     seq: u64,
-) -> FsResult<Option<(&[u8], u64)>> {
+) -> FsResult<Option<(Vec<u8>, u64)>> {
     let (region_offset, region_bytes) = pool.log_region();
     if offset
         .checked_add(RECORD_HEADER_BYTES)
@@ -439,7 +532,8 @@ pub fn intact_record(
     {
         return Ok(None);
     }
-    let header = pool.read(region_offset + offset, RECORD_HEADER_BYTES as usize)?;
+    let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+    pool.read_into(region_offset + offset, &mut header)?;
     let magic = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
     let len = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default()) as u64;
     let rec_gen = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
@@ -453,8 +547,8 @@ pub fn intact_record(
     if offset + total > region_bytes {
         return Ok(None);
     }
-    let payload = pool.read(region_offset + offset + RECORD_HEADER_BYTES, len as usize)?;
-    if record_crc(header, payload) != crc {
+    let payload = pool.read_vec(region_offset + offset + RECORD_HEADER_BYTES, len as usize)?;
+    if record_crc(&header, &payload) != crc {
         return Ok(None);
     }
     Ok(Some((payload, total)))
@@ -502,7 +596,8 @@ pub fn record_after(
         {
             return Ok(None);
         }
-        let h = pool.read(region_offset + at, RECORD_HEADER_BYTES as usize)?;
+        let mut h = [0u8; RECORD_HEADER_BYTES as usize];
+        pool.read_into(region_offset + at, &mut h)?;
         let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap_or_default());
         Ok(Some((
             u32::from_le_bytes(h[0..4].try_into().unwrap_or_default()),
@@ -541,7 +636,7 @@ pub fn record_after(
     if first >= window_end {
         return Ok(None);
     }
-    let window = pool.read(region_offset + first, (window_end - first) as usize)?;
+    let window = pool.read_vec(region_offset + first, (window_end - first) as usize)?;
     let magic = RECORD_MAGIC.to_le_bytes();
     let gen_bytes = generation.to_le_bytes();
     for (i, chunk) in window.chunks_exact(8).enumerate() {

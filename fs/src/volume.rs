@@ -13,8 +13,9 @@
 //! 4. Leaf locks, each held only for its own short step and never while taking another:
 //!    the journal tail (inside `Journal::append`), the allocator's groups (inside the
 //!    allocator), the inode table's shards (`DashMap`: looking a cell up clones its `Arc`
-//!    and lets go), `checkpoint_ranges`, and the unlinked-inode table (`unlinked`; its
-//!    condvar is waited on only by `make_room`, before the gate, holding nothing).
+//!    and lets go), `checkpoint_ranges`, `in_doubt`, and the unlinked-inode table
+//!    (`unlinked`; its condvar is waited on only by `make_room`, before the gate, holding
+//!    nothing).
 //!
 //! Nothing else in the daemon is locked while a volume lock is held: the session keeps only
 //! atomics, and the transports' own locks (the io_uring threads' handles, the placement
@@ -24,7 +25,9 @@
 //! Validate, append the [`Op`] (persisted), then apply it in RAM with `Volume::apply`, the
 //! same function replay uses. Frames released by an op go back to the allocator only in
 //! `apply`, i.e. after the record that stops referencing them is durable. Data written into
-//! new frames is persisted before the record that maps them.
+//! new frames is persisted before the record that maps them; until that record is durable the
+//! new frames are held by a [`pfnfs_alloc::Frames`] guard (not by any map), which gives them
+//! back on every early exit (`Volume::journal_owning` commits it once the record landed).
 //!
 //! # Where things are
 //! This file holds the types and the small helpers every part uses (accessors, locking a set
@@ -95,6 +98,14 @@ impl Locked {
         self.0
             .get_mut(&ino)
             .map(|g| &mut **g)
+            .ok_or_else(|| corrupt(format!("inode {ino} not locked")))
+    }
+
+    /// Takes `ino`'s guard out of the set (still held: the lock goes when the guard drops), so
+    /// that it can be borrowed while the rest of the set is borrowed mutably.
+    fn take(&mut self, ino: u64) -> FsResult<WriteGuard> {
+        self.0
+            .remove(&ino)
             .ok_or_else(|| corrupt(format!("inode {ino} not locked")))
     }
 }
@@ -245,6 +256,11 @@ pub struct Volume {
     gate: RwLock<()>,
     ns: Mutex<()>,
     checkpoint_ranges: Mutex<Vec<PfnRange>>,
+    /// Frames in doubt: referenced by a log record whose persist failed, or by a checkpoint
+    /// whose superblock commit failed, so a replay may still find them in use; owned by
+    /// nothing in RAM. Neither free nor reusable until the next checkpoint, which counts them
+    /// free in its image and gives them back once it is committed.
+    in_doubt: Mutex<Vec<PfnRange>>,
     /// True when the kernel's writeback cache owns regular files' mtime/ctime (buffered
     /// mode): data operations then keep the times and the kernel sends them with setattr.
     kernel_file_times: std::sync::atomic::AtomicBool,
@@ -308,6 +324,12 @@ impl Volume {
     /// Frames held by the current checkpoint.
     pub fn checkpoint_ranges(&self) -> Vec<PfnRange> {
         self.checkpoint_ranges.lock().clone()
+    }
+
+    /// Frames in doubt since a failed persist (a record's or a superblock's): not free, owned
+    /// by nothing in RAM, given back by the next checkpoint. Empty unless a persist failed.
+    pub fn frames_in_doubt(&self) -> Vec<PfnRange> {
+        self.in_doubt.lock().clone()
     }
 
     /// Every inode cell (for reports and fsck).

@@ -841,8 +841,12 @@ mod harness {
         fn len_bytes(&self) -> u64 {
             self.0.len_bytes()
         }
-        fn read(&self, offset: u64, len: usize) -> &[u8] {
-            self.0.read(offset, len)
+        fn read_into(&self, offset: u64, buf: &mut [u8]) {
+            self.0.read_into(offset, buf)
+        }
+        unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
+            // SAFETY: the same contract, passed on.
+            unsafe { self.0.borrow(offset, len) }
         }
         fn write(&self, offset: u64, data: &[u8]) {
             self.0.write(offset, data)
@@ -856,7 +860,7 @@ mod harness {
                 self.0.flush(offset, len)
             }
         }
-        fn fence(&self) {
+        fn fence(&self) -> std::io::Result<()> {
             self.0.fence()
         }
         fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pfnfs_alloc::{CreateOptions, FRAME_SIZE, OpenOptions, Pfn, PfnRange, Pool};
+use pfnfs_alloc::{CreateOptions, FRAME_SIZE, Frames, OpenOptions, Pfn, PfnRange, Pool};
 use pfnfs_extent::Extent;
 use pfnfs_fs::fsck::{FsckMode, FsckReport, check_volume, fsck_pool};
 use pfnfs_fs::inode::{Body, DirEntry, Kind, ROOT_INO, Time};
@@ -327,7 +327,10 @@ fn leaked_frames_are_freed() {
         f
     };
     damage(&p, |v| {
-        v.allocator().allocate(37, None).unwrap();
+        v.allocator()
+            .allocate(37, None)
+            .map(Frames::into_ranges)
+            .unwrap();
     });
     let y = check_and_repair(&p, &["leaked-frames"]);
     assert!(
@@ -363,7 +366,11 @@ fn used_frames_in_the_free_set_are_taken_out() {
     assert_eq!(read_all(&v, t.big), pattern(2, BIG_BYTES));
     // The frames are no longer handed out.
     let before = v.allocator().free_frames();
-    let got = v.allocator().allocate(before, None).unwrap();
+    let got = v
+        .allocator()
+        .allocate(before, None)
+        .map(Frames::into_ranges)
+        .unwrap();
     let e = first_extent(&v, t.big);
     assert!(got.iter().all(|r| !r.overlaps(&e.pfns)));
     for r in got {
@@ -575,7 +582,7 @@ fn damaged_log_record_before_intact_ones_is_refused_and_skipped() {
             let mut at = 0u64;
             let mut records = Vec::new();
             for _ in 0..3 {
-                let head = v.pool().read(log_offset + at, 32).unwrap();
+                let head = v.pool().read_vec(log_offset + at, 32).unwrap();
                 let len = u64::from(u32::from_le_bytes(head[4..8].try_into().unwrap()));
                 records.push(log_offset + at);
                 at += (32 + len).next_multiple_of(8);
@@ -873,7 +880,7 @@ fn unreadable_checkpoint_is_uncorrectable_not_a_crash() {
         let r = v.checkpoint_ranges()[0];
         // Flip a byte of the body (second frame of the first range).
         let at = r.start.byte_offset() + FRAME_SIZE + 10;
-        let b = v.pool().read(at, 1).unwrap()[0];
+        let b = v.pool().read_vec(at, 1).unwrap()[0];
         v.pool().write(at, &[!b]).unwrap();
         v.pool().persist(at, 1).unwrap();
     }
@@ -1003,7 +1010,10 @@ fn random_damage_is_always_repaired() {
                         let _ = v.allocator().free(e.pfns);
                     }
                     7 => {
-                        let _ = v.allocator().allocate(rng.random_range(1..300), None);
+                        let _ = v
+                            .allocator()
+                            .allocate(rng.random_range(1..300), None)
+                            .map(Frames::into_ranges);
                     }
                     8 => with_inode(v, ino, |i| i.attr.size = rng.random_range(0..3_000_000)),
                     9 => with_inode(v, ino, |i| {

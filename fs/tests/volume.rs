@@ -357,8 +357,9 @@ fn readdir_while_renaming_in_place_terminates() {
     assert_eq!(seen, n);
 }
 
-/// copy_file_range copies extent by extent: data, holes (zeros over mapped destination
-/// bytes) and unwritten ranges come out exactly; the same file works for disjoint ranges.
+/// copy_file_range copies run by run: data, holes (zeros over mapped destination bytes) and
+/// unwritten ranges come out exactly; the same file works for disjoint ranges, through its
+/// buffer a chunk at a time.
 #[test]
 fn copy_range_copies_data_holes_and_unwritten_exactly() {
     let t = tempfile::tempdir().unwrap();
@@ -401,9 +402,39 @@ fn copy_range_copies_data_holes_and_unwritten_exactly() {
             .unwrap_err(),
         libc::EINVAL
     );
+    // Within one file, more than the 1 MiB it copies at a time, holes and unwritten ranges
+    // across a chunk boundary, a hole at the end extending the size.
+    let big = v.create(ROOT, ROOT_INO, b"big", 0o644, true).unwrap().ino;
+    let len = 2_600_000u64;
+    let mut model: Vec<u8> = (0..len as u32).map(|i| (i % 253) as u8 | 1).collect();
+    v.write(ROOT, big, 0, &model).unwrap();
+    let keep = libc::FALLOC_FL_KEEP_SIZE;
+    v.fallocate(big, 1_000_000, 100_000, libc::FALLOC_FL_PUNCH_HOLE | keep)
+        .unwrap();
+    v.fallocate(big, 2_000_000, 90_000, libc::FALLOC_FL_ZERO_RANGE)
+        .unwrap();
+    v.setattr(
+        ROOT,
+        big,
+        SetAttr {
+            size: Some(len + 50_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    model[1_000_000..1_100_000].fill(0);
+    model[2_000_000..2_090_000].fill(0);
+    model.resize(len as usize + 50_000, 0);
+    let n = model.len() as u64;
+    assert_eq!(v.copy_range(ROOT, big, 0, big, 3 << 20, n).unwrap(), n);
+    model.resize(3 << 20, 0);
+    model.extend_from_within(..n as usize);
+    assert_eq!(read_all(&v, big), model);
     drop(v);
     let v = load(&p);
     assert_eq!(&read_all(&v, dst)[1000..301_000], &want[..]);
+    let big = v.lookup(ROOT_INO, b"big").unwrap().ino;
+    assert_eq!(read_all(&v, big), model);
     v.allocator().check_consistency().unwrap();
 }
 
@@ -425,8 +456,12 @@ fn fsync_syncs_what_the_inode_depends_on() {
         fn len_bytes(&self) -> u64 {
             self.mem.len_bytes()
         }
-        fn read(&self, offset: u64, len: usize) -> &[u8] {
-            self.mem.read(offset, len)
+        fn read_into(&self, offset: u64, buf: &mut [u8]) {
+            self.mem.read_into(offset, buf)
+        }
+        unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
+            // SAFETY: the same contract, passed on.
+            unsafe { self.mem.borrow(offset, len) }
         }
         fn write(&self, offset: u64, data: &[u8]) {
             self.mem.write(offset, data)
@@ -434,13 +469,14 @@ fn fsync_syncs_what_the_inode_depends_on() {
         fn zero(&self, offset: u64, len: u64) {
             self.mem.zero(offset, len)
         }
-        fn write_flushed(&self, offset: u64, data: &[u8]) {
-            self.mem.write_flushed(offset, data)
+        unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
+            // SAFETY: the same contract, passed on.
+            unsafe { self.mem.write_flushed(offset, data) }
         }
         fn flush(&self, offset: u64, len: u64) {
             self.mem.flush(offset, len)
         }
-        fn fence(&self) {
+        fn fence(&self) -> std::io::Result<()> {
             self.mem.fence()
         }
         fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {

@@ -96,7 +96,7 @@ pub fn expand_to_file(input: &[u8], path: &Path) -> std::io::Result<()> {
 pub fn compact(mem: &MemBackend) -> Vec<u8> {
     let mut out = Vec::new();
     for (_, from, len) in parts(usize::MAX, data_offset()) {
-        out.extend_from_slice(mem.read(from, len));
+        out.extend_from_slice(&mem.read_vec(from, len));
     }
     while out.last() == Some(&0) {
         out.pop();
@@ -141,7 +141,7 @@ pub fn seed_pools() -> Vec<(&'static str, Arc<MemBackend>)> {
         v.shutdown().expect("shutdown");
     }
     let crashed = Arc::new(MemBackend::new(POOL_BYTES));
-    crashed.write(0, clean.read(0, POOL_BYTES as usize));
+    crashed.write(0, &clean.to_vec());
     {
         let v = open(&crashed);
         let h = v
@@ -172,22 +172,22 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             out.push((
                 "log_record",
                 format!("seed-{name}-log"),
-                mem.read(log_at, end as usize).to_vec(),
+                mem.read_vec(log_at, end as usize),
             ));
         }
         if sb.checkpoint.len_bytes == 0 {
             continue;
         }
         let head = pool
-            .read(sb.checkpoint.head_pfn * FRAME_SIZE, FRAME_SIZE as usize)
+            .read_vec(sb.checkpoint.head_pfn * FRAME_SIZE, FRAME_SIZE as usize)
             .expect("header");
-        let header = CheckpointHeader::decode(head, pool.data_region()).expect("header");
+        let header = CheckpointHeader::decode(&head, pool.data_region()).expect("header");
         let mut h = vec![0u8];
         h.extend_from_slice(&head[..32 + 16 * header.ranges.len()]);
         out.push(("checkpoint", format!("seed-{name}-header"), h));
         let mut body = vec![1u8];
         for (at, len) in header.body_spans() {
-            body.extend_from_slice(pool.read(at, len as usize).expect("body"));
+            body.extend_from_slice(&pool.read_vec(at, len as usize).expect("body"));
         }
         let image: CheckpointImage = postcard::from_bytes(&body[1..]).expect("image");
         out.push(("checkpoint", format!("seed-{name}-body"), body));
@@ -513,7 +513,7 @@ mod tests {
         for (name, mem) in seed_pools() {
             let image = expand(&compact(&mem));
             assert!(
-                image.read(0, POOL_BYTES as usize) == mem.read(0, POOL_BYTES as usize),
+                image.to_vec() == mem.to_vec(),
                 "{name}: the compact image holds the whole pool"
             );
         }

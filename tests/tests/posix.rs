@@ -271,19 +271,13 @@ fn truncate(m: &mut MountGuard) {
     );
     // Truncate through a path, to zero, then large.
     let c = sys::cpath(&p);
-    // SAFETY: valid C string.
-    assert_eq!(
-        unsafe { libc::truncate(c.as_ptr(), 0) },
-        0,
-        "truncate(path, 0)"
-    );
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::truncate(c.as_ptr(), 0) };
+    assert_eq!(rc, 0, "truncate(path, 0)");
     assert_eq!(size(&p), 0);
-    // SAFETY: valid C string.
-    assert_eq!(
-        unsafe { libc::truncate(c.as_ptr(), 3 << 20) },
-        0,
-        "truncate(path, 3 MiB)"
-    );
+    // SAFETY: as above.
+    let rc = unsafe { libc::truncate(c.as_ptr(), 3 << 20) };
+    assert_eq!(rc, 0, "truncate(path, 3 MiB)");
     let got = read_all(&p);
     assert_eq!(got.len(), 3 << 20);
     assert_zero(&got, "file truncated to 0 then to 3 MiB");

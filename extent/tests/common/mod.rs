@@ -160,8 +160,12 @@ impl PoolBackend for Recording {
     fn len_bytes(&self) -> u64 {
         self.inner.len_bytes()
     }
-    fn read(&self, offset: u64, len: usize) -> &[u8] {
-        self.inner.read(offset, len)
+    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+        self.inner.read_into(offset, buf)
+    }
+    unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
+        // SAFETY: the same contract, passed on.
+        unsafe { self.inner.borrow(offset, len) }
     }
     fn write(&self, offset: u64, data: &[u8]) {
         self.events.lock().unwrap().push(Event::Store {
@@ -184,7 +188,7 @@ impl PoolBackend for Recording {
             .push(Event::Flush { offset, len });
         self.inner.flush(offset, len)
     }
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         self.events.lock().unwrap().push(Event::Fence);
         self.inner.fence()
     }

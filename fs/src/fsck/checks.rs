@@ -49,9 +49,12 @@ impl Model {
             data: alloc.region(),
             inodes,
             next_ino: vol.fsck_next_ino(),
+            // Frames in doubt after a failed persist (only ever on a mounted volume) are
+            // held for the next checkpoint like the current one's.
             ckpt: union(
                 vol.checkpoint_ranges()
                     .iter()
+                    .chain(&vol.frames_in_doubt())
                     .map(|r| (r.start.0, r.end().0))
                     .collect(),
             ),

@@ -119,9 +119,9 @@ pub(super) fn load_tolerant(
 fn check_slots(pool: &Pool, current: &Superblock, notes: &mut Vec<String>) -> bool {
     let other = current.slot().other();
     let decoded = pool
-        .read(other.offset(), pfnfs_alloc::layout::SUPERBLOCK_BYTES)
+        .read_vec(other.offset(), pfnfs_alloc::layout::SUPERBLOCK_BYTES)
         .map_err(|e| e.to_string())
-        .and_then(|b| Superblock::decode(b).map_err(|e| e.to_string()))
+        .and_then(|b| Superblock::decode(&b).map_err(|e| e.to_string()))
         .and_then(|sb| {
             if sb.slot() != other {
                 Err(format!("seq {} does not belong in slot {other}", sb.seq))
@@ -332,7 +332,7 @@ fn read_log_tolerant(
             seq = later.seq;
             continue;
         };
-        match postcard::from_bytes::<Op>(payload) {
+        match postcard::from_bytes::<Op>(&payload) {
             Ok(op) => ops.push(op),
             Err(e) => {
                 findings.push(Finding::new(

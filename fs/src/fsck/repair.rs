@@ -2,7 +2,7 @@
 //! unreachable inodes to it, and [`install`], which makes the repaired model the volume's
 //! durable state (allocator rebuilt, doubly used frames copied, a new checkpoint).
 
-use pfnfs_alloc::{ExtentAllocator, Pfn, PfnRange};
+use pfnfs_alloc::{ExtentAllocator, Pfn, PfnRange, Pool};
 use pfnfs_extent::{Extent, Mapping};
 
 use super::checks::{Model, body_kind, kind_name};
@@ -156,6 +156,8 @@ pub(super) fn install(
     let total = m.relocations.len() as u64;
     progress("copying doubly used frames", 0, total);
     let mut copied_any = false;
+    // Bounce buffer of the frame copies (pool memory is read by copy outside the extent code).
+    let mut buf = Vec::new();
     for (n, &(ino, first, frames)) in m.relocations.iter().enumerate() {
         progress("copying doubly used frames", n as u64, total);
         let Some(Body::File(map)) = m.inodes.get_mut(&ino).map(|i| &mut i.body) else {
@@ -171,8 +173,8 @@ pub(super) fn install(
         for piece in pieces {
             // The old frames stay with their first owner: what punch returns is not freed.
             map.punch(piece.file_frame, piece.pfns.len);
-            let ranges = match alloc.allocate(piece.pfns.len, None) {
-                Ok(r) => r,
+            let frames = match alloc.allocate(piece.pfns.len, None) {
+                Ok(frames) => frames,
                 Err(e) => {
                     notes.push(format!(
                         "inode {ino}: no room to copy file frames {}..{} ({e}): punched instead, \
@@ -184,17 +186,13 @@ pub(super) fn install(
                 }
             };
             let mut done = 0u64;
-            for r in ranges {
+            for &r in frames.ranges() {
                 if !piece.unwritten {
                     let src = PfnRange {
                         start: Pfn(piece.pfns.start.0 + done),
                         len: r.len,
                     };
-                    let bytes = pool.frames(src).map_err(|e| e.to_string())?;
-                    pool.write(r.start.byte_offset(), bytes)
-                        .map_err(|e| e.to_string())?;
-                    pool.flush(r.start.byte_offset(), r.len_bytes())
-                        .map_err(|e| e.to_string())?;
+                    copy_frames(&pool, src, r.start.byte_offset(), &mut buf)?;
                     copied_any = true;
                 }
                 map.insert(Extent {
@@ -205,10 +203,13 @@ pub(super) fn install(
                 .map_err(|e| format!("inode {ino}: cannot map copied frames: {e}"))?;
                 done += r.len;
             }
+            // Mapped: they belong to the map now (an error above gives them back and fails
+            // the repair).
+            frames.commit();
         }
     }
     if copied_any {
-        pool.fence();
+        pool.fence().map_err(|e| e.to_string())?;
     }
     progress("copying doubly used frames", total, total);
     progress("writing a checkpoint", 0, 1);
@@ -226,5 +227,27 @@ pub(super) fn install(
     pool.commit_superblock(sb).map_err(|e| e.to_string())?;
     pool.sync(0, pool.len_bytes()).map_err(|e| e.to_string())?;
     progress("writing a checkpoint", 1, 1);
+    Ok(())
+}
+
+/// Bytes copied at a time when fsck copies doubly used frames.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
+
+/// Copies the bytes of the frames `src` to pool byte `to` (stored and flushed, not fenced),
+/// through `buf` a chunk at a time.
+fn copy_frames(pool: &Pool, src: PfnRange, to: u64, buf: &mut Vec<u8>) -> Result<(), String> {
+    buf.resize(COPY_CHUNK_BYTES, 0);
+    let from = src.start.byte_offset();
+    let total = src.len_bytes();
+    let mut done = 0u64;
+    while done < total {
+        let n = (total - done).min(buf.len() as u64);
+        let chunk = &mut buf[..n as usize];
+        pool.read_into(from + done, chunk)
+            .map_err(|e| e.to_string())?;
+        pool.write(to + done, chunk).map_err(|e| e.to_string())?;
+        pool.flush(to + done, n).map_err(|e| e.to_string())?;
+        done += n;
+    }
     Ok(())
 }

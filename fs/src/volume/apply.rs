@@ -2,6 +2,8 @@
 //! is durable; at mount (and in fsck) replay applies the log's records with the same code,
 //! also redoing the mapping changes of data records.
 
+use pfnfs_extent::io as extent_io;
+
 use super::*;
 
 impl Volume {
@@ -454,10 +456,11 @@ impl Volume {
         Ok(())
     }
 
-    /// Applies a `Write`: at run time the mapping changed before the record; replay maps the
-    /// allocated extents and marks the converted ones written.
+    /// Applies a `Write`: maps the allocated extents and marks the converted ones written (at
+    /// run time the record's frames were allocated by the write; replay takes them out of the
+    /// free set).
     #[allow(clippy::too_many_arguments)]
-    fn apply_write(
+    pub(super) fn apply_write(
         &self,
         i: &mut Inode,
         allocated: &[Extent],
@@ -467,15 +470,10 @@ impl Volume {
         mode: u32,
         replay: bool,
     ) -> FsResult<()> {
-        if replay {
-            let Body::File(map) = &mut i.body else {
-                return Err(corrupt("write to a non-file"));
-            };
-            self.replay_insert(map, allocated)?;
-            for c in converted {
-                map.mark_written(c.file_frame, c.pfns.len);
-            }
-        }
+        let Body::File(map) = &mut i.body else {
+            return Err(corrupt("write to a non-file"));
+        };
+        self.map_new(map, allocated, converted, replay)?;
         i.attr.size = size;
         i.attr.mtime = times.mtime;
         i.attr.ctime = times.ctime;
@@ -483,7 +481,7 @@ impl Volume {
         Ok(())
     }
 
-    /// Applies an `Allocate` (fallocate): replay maps the unwritten extents.
+    /// Applies an `Allocate` (fallocate): maps the unwritten extents.
     fn apply_allocate(
         &self,
         i: &mut Inode,
@@ -493,12 +491,10 @@ impl Volume {
         mode: u32,
         replay: bool,
     ) -> FsResult<()> {
-        if replay {
-            let Body::File(map) = &mut i.body else {
-                return Err(corrupt("fallocate of a non-file"));
-            };
-            self.replay_insert(map, extents)?;
-        }
+        let Body::File(map) = &mut i.body else {
+            return Err(corrupt("fallocate of a non-file"));
+        };
+        self.map_new(map, extents, &[], replay)?;
         i.attr.size = size;
         i.attr.mtime = times.mtime;
         i.attr.ctime = times.ctime;
@@ -536,8 +532,8 @@ impl Volume {
         Ok(())
     }
 
-    /// Applies a `ZeroRange`: replay maps the new unwritten extents; whole frames in the range
-    /// turn unwritten and the copied edge frames replace their mappings.
+    /// Applies a `ZeroRange`: maps the new unwritten extents; whole frames in the range turn
+    /// unwritten and the copied edge frames replace their mappings.
     #[allow(clippy::too_many_arguments)]
     fn apply_zero_range(
         &self,
@@ -552,9 +548,7 @@ impl Volume {
         replay: bool,
     ) -> FsResult<()> {
         if let Body::File(map) = &mut i.body {
-            if replay {
-                self.replay_insert(map, extents)?;
-            }
+            self.map_new(map, extents, &[], replay)?;
             let end = offset.saturating_add(len);
             let first_full = offset.saturating_add(FRAME_SIZE - 1) / FRAME_SIZE;
             let last_full = end / FRAME_SIZE;
@@ -578,13 +572,22 @@ impl Volume {
         Ok(())
     }
 
-    /// Replay of extents a logged op allocated: takes their frames out of the free set and
-    /// maps them.
-    fn replay_insert(&self, map: &mut ExtentMap, extents: &[Extent]) -> FsResult<()> {
-        for e in extents {
-            self.alloc.reserve(e.pfns)?;
-            map.insert(*e)?;
+    /// Maps the extents a logged op allocated and marks `converted` written
+    /// ([`extent_io::apply_outcome`]). At run time the op's frames were allocated before its
+    /// record and are held by nothing else now; replay takes them out of the free set first.
+    fn map_new(
+        &self,
+        map: &mut ExtentMap,
+        extents: &[Extent],
+        converted: &[Extent],
+        replay: bool,
+    ) -> FsResult<()> {
+        if replay {
+            for e in extents {
+                self.alloc.reserve(e.pfns)?;
+            }
         }
+        extent_io::apply_outcome(map, extents, converted)?;
         Ok(())
     }
 

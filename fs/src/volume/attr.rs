@@ -1,7 +1,7 @@
 //! Attributes: getattr, stat and setattr (chmod, chown, truncate, utimes; a chmod rewrites
 //! the access ACL in the same record), and statfs, the figures of the whole filesystem.
 
-use pfnfs_alloc::FRAME_SIZE;
+use pfnfs_alloc::{FRAME_SIZE, Frames};
 
 use super::data::mode_without_suidgid;
 use super::*;
@@ -42,17 +42,18 @@ impl Volume {
             self.drop_privileges(inode, Writer::process(caller))?;
             if size != inode.attr.size || req.mtime.is_none() {
                 let mut cow = Vec::new();
+                let mut frames = Frames::none(&self.alloc);
                 if size < inode.attr.size
                     && size % FRAME_SIZE != 0
                     && let Body::File(map) = &inode.body
                 {
                     let tail = (size % FRAME_SIZE) as usize;
-                    cow.extend(self.cow_frame(
-                        map,
-                        size / FRAME_SIZE,
-                        tail,
-                        FRAME_SIZE as usize,
-                    )?);
+                    if let Some((extent, copy)) =
+                        self.cow_frame(map, size / FRAME_SIZE, tail, FRAME_SIZE as usize)?
+                    {
+                        cow.push(extent);
+                        frames = copy;
+                    }
                 }
                 let op = Op::Truncate {
                     ino,
@@ -61,7 +62,7 @@ impl Volume {
                     mode: inode.attr.mode,
                     cow,
                 };
-                self.commit_cow(op, &mut locked)?;
+                self.commit_cow(op, frames, &mut locked)?;
             }
         }
         let inode = locked.get(ino)?;

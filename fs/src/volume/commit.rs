@@ -3,6 +3,8 @@
 //! space accounting that keeps room for the next checkpoint: the metadata and data reserves
 //! and the ENOSPC checks an operation makes before it journals anything.
 
+use pfnfs_alloc::Frames;
+
 use super::*;
 
 impl Volume {
@@ -47,31 +49,33 @@ impl Volume {
             .len() as u64;
         let mut ckpt = self.checkpoint_ranges.lock();
         let old = ckpt.clone();
+        // Frames in doubt are free in the new image (once it is committed nothing can
+        // reference them) and given back after the commit. No operation runs meanwhile (the
+        // gate is held), so the list cannot grow under us.
+        let in_doubt = self.in_doubt.lock().clone();
         let mut slack = 0u64;
         for _attempt in 0..4 {
             let free_est = 64
                 + 16 * (self.alloc.stats().free_extents
                     + old.len() as u64
+                    + in_doubt.len() as u64
                     + 2 * CHECKPOINT_RANGES_MAX as u64);
             let want = 1 + (base + free_est + 64 + slack).div_ceil(FRAME_SIZE);
-            let ranges = self.alloc.allocate(want, None)?;
-            if ranges.len() > CHECKPOINT_RANGES_MAX {
-                for r in ranges {
-                    let _ = self.alloc.free(r);
-                }
+            // Every way out of this attempt before the superblock names the new checkpoint
+            // drops `frames`, which gives them back.
+            let frames = self.alloc.allocate(want, None)?;
+            if frames.ranges().len() > CHECKPOINT_RANGES_MAX {
                 return Err(no_space("pool too fragmented for a checkpoint"));
             }
             let mut free: Vec<PfnRange> = self.alloc.free_extents();
             free.extend(old.iter().copied());
+            free.extend(in_doubt.iter().copied());
             image.free_set =
                 pfnfs_alloc::allocator::image::encode(self.pool.data_region(), &coalesce(free));
             let body = postcard::to_stdvec(&image)
                 .map_err(|e| corrupt(format!("checkpoint encode: {e}")))?;
-            let capacity = ranges.iter().map(|r| r.len_bytes()).sum::<u64>() - FRAME_SIZE;
+            let capacity = frames.ranges().iter().map(|r| r.len_bytes()).sum::<u64>() - FRAME_SIZE;
             if body.len() as u64 > capacity {
-                for r in ranges {
-                    let _ = self.alloc.free(r);
-                }
                 slack += body.len() as u64 - capacity + FRAME_SIZE;
                 continue;
             }
@@ -86,30 +90,43 @@ impl Volume {
                 generation,
                 body_len: body.len() as u64,
                 body_crc: crc32c::crc32c(&body),
-                ranges: ranges.clone(),
+                ranges: frames.ranges().to_vec(),
             };
-            let result = self.write_checkpoint(&header, &body);
-            if let Err(e) = result {
-                for r in ranges {
-                    let _ = self.alloc.free(r);
-                }
+            // A failure here leaves nothing durable naming the new frames: they go back.
+            self.write_checkpoint_body(&header, &body)?;
+            if let Err(e) = self.commit_checkpoint(&header) {
+                // The slot may or may not have reached the pool, so either checkpoint may be
+                // the one a mount finds: keep both (the new one's frames in doubt, the old one
+                // current), and take no record in a generation that may no longer be the
+                // pool's until a later checkpoint commits.
+                self.in_doubt.lock().extend(frames.into_ranges());
+                self.journal.raise_generation(generation);
+                self.journal.refuse(&e);
+                tracing::error!(
+                    "checkpoint superblock commit failed; the log takes no record until a checkpoint succeeds: {e}"
+                );
                 return Err(e);
             }
+            // The superblock names the new checkpoint: its frames belong to it; the old one's
+            // and those in doubt are free.
+            let ranges = frames.into_ranges();
             self.journal.reset(generation);
-            for r in old {
+            let count: u64 = ranges.iter().map(|r| r.len).sum();
+            self.reserve_frames
+                .store(RESERVE_FRAMES_MIN + count, Ordering::Relaxed);
+            *ckpt = ranges;
+            self.in_doubt.lock().retain(|r| !in_doubt.contains(r));
+            for r in old.into_iter().chain(in_doubt) {
                 self.alloc.free(r)?;
             }
-            let frames: u64 = ranges.iter().map(|r| r.len).sum();
-            self.reserve_frames
-                .store(RESERVE_FRAMES_MIN + frames, Ordering::Relaxed);
-            *ckpt = ranges;
             tracing::debug!(bytes = body.len(), generation, "checkpoint written");
             return Ok(());
         }
         Err(corrupt("checkpoint did not fit after several attempts"))
     }
 
-    fn write_checkpoint(&self, header: &CheckpointHeader, body: &[u8]) -> FsResult<()> {
+    /// Persist point 4: the checkpoint's header and body, into frames nothing durable names.
+    fn write_checkpoint_body(&self, header: &CheckpointHeader, body: &[u8]) -> FsResult<()> {
         let head = header.ranges[0].start.byte_offset();
         let hdr = header.encode();
         self.pool.write(head, &hdr)?;
@@ -121,10 +138,15 @@ impl Volume {
             self.pool.flush(offset, len)?;
             done += len as usize;
         }
-        self.pool.fence();
+        self.pool.fence()?;
         for (offset, len) in std::iter::once((head, hdr.len() as u64)).chain(header.body_spans()) {
             self.pool.persist(offset, len)?;
         }
+        Ok(())
+    }
+
+    /// Persist point 5, the commit point of a checkpoint: the superblock names it.
+    fn commit_checkpoint(&self, header: &CheckpointHeader) -> FsResult<()> {
         let mut sb = self.pool.superblock();
         sb.checkpoint = pfnfs_alloc::CheckpointRef {
             head_pfn: header.ranges[0].start.0,
@@ -277,6 +299,28 @@ impl Volume {
     pub(super) fn commit(&self, op: Op, locked: &mut Locked) -> FsResult<()> {
         self.journal.append(&self.pool, &op)?;
         self.apply(&op, locked, false)
+    }
+
+    /// Logs `op`, which maps the new frames `frames` holds (a write's, fallocate's, the
+    /// copy-on-write frames of a truncate or punch). Once the record is durable the frames
+    /// belong to it; if the append fails before storing anything, dropping the guard gives
+    /// them back; if its persist failed (the record may reach a replay), they stay in doubt
+    /// until the next checkpoint. The caller applies `op` after this returns `Ok`.
+    pub(super) fn journal_owning(&self, op: &Op, frames: Frames<'_>) -> FsResult<()> {
+        match self.journal.append(&self.pool, op) {
+            Ok(()) => {
+                frames.commit();
+                Ok(())
+            }
+            Err(AppendError {
+                error,
+                in_doubt: true,
+            }) => {
+                self.in_doubt.lock().extend(frames.into_ranges());
+                Err(error)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

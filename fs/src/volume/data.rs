@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use pfnfs_alloc::FRAME_SIZE;
+use pfnfs_alloc::{FRAME_SIZE, Frames};
 use pfnfs_extent::{Extent, ExtentMap, ReadSegment, io as extent_io};
 
 use super::apply::apply_set_attr_xattrs;
@@ -20,6 +20,9 @@ pub enum SeekWhence {
 
 /// Zeros for copying holes over mapped destination bytes.
 static ZEROS: [u8; 65536] = [0; 65536];
+
+/// copy_file_range within one file copies its source out this many bytes at a time.
+const COPY_CHUNK_BYTES: u64 = 1 << 20;
 
 thread_local! {
     static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -186,11 +189,12 @@ impl Volume {
         let Body::File(map) = &mut inode.body else {
             return Err(invalid("not a regular file"));
         };
-        let outcome = extent_io::write(&self.pool, &self.alloc, map, offset, data)?;
+        // The data lands (durable) before the record; the mapping changes only after it.
+        let staged = extent_io::stage_write(&self.pool, &self.alloc, map, offset, data)?;
         let mode = inode.attr.mode;
         let size = inode.attr.size.max(end);
         let times = self.data_times(&inode.attr);
-        if outcome.is_empty() && size == inode.attr.size {
+        if staged.outcome().is_empty() && size == inode.attr.size {
             // A pure overwrite is not journaled; its times become durable with the next
             // record or checkpoint of this inode.
             inode.attr.mtime = times.mtime;
@@ -198,6 +202,7 @@ impl Volume {
             self.stats.overwrites.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        let (outcome, frames) = staged.into_parts();
         let op = Op::Write {
             ino,
             allocated: outcome.allocated,
@@ -206,31 +211,16 @@ impl Volume {
             times,
             mode,
         };
-        if let Err(e) = self.journal.append(&self.pool, &op) {
-            // The record did not land: undo the mapping change so RAM matches the pool.
-            if let (
-                Op::Write {
-                    allocated,
-                    converted,
-                    ..
-                },
-                Body::File(map),
-            ) = (&op, &mut inode.body)
-            {
-                for a in allocated {
-                    for r in map.punch(a.file_frame, a.pfns.len) {
-                        let _ = self.alloc.free(r);
-                    }
-                }
-                for c in converted {
-                    map.mark_unwritten(c.file_frame, c.pfns.len);
-                }
-            }
-            return Err(e);
+        // If the record does not land, `frames` goes back and nothing changed in RAM.
+        self.journal_owning(&op, frames)?;
+        if let Op::Write {
+            allocated,
+            converted,
+            ..
+        } = &op
+        {
+            self.apply_write(inode, allocated, converted, size, times, mode, false)?;
         }
-        inode.attr.size = size;
-        inode.attr.mtime = times.mtime;
-        inode.attr.ctime = times.ctime;
         self.stats.journaled_writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -241,7 +231,17 @@ impl Volume {
     /// depends on: the superblocks and the log, the current checkpoint, and a file's own
     /// extents, so one file's fsync does not write back every dirty page of the pool. A file
     /// of more than `FSYNC_EXTENTS_MAX` extents, or an unknown inode, syncs the whole pool.
+    ///
+    /// While the journal refuses records (a persist failed and no checkpoint has succeeded
+    /// since), what the pool holds is in doubt: fsync tries that checkpoint first and fails
+    /// with the journal's error if it cannot write it.
     pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        if self.journal.is_refusing() {
+            self.maybe_checkpoint();
+            if let Some(e) = self.journal.refusal() {
+                return Err(e);
+            }
+        }
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         let whole = match self.cell(ino) {
             Ok(cell) => match &cell.inode.read().body {
@@ -323,9 +323,9 @@ impl Volume {
         if punch {
             let punch_end = end.min(size);
             if punch_end > offset {
-                let cow = match &locked.get(ino)?.body {
+                let (cow, frames) = match &locked.get(ino)?.body {
                     Body::File(map) => self.punch_edges_cow(map, offset, punch_end)?,
-                    _ => Vec::new(),
+                    _ => (Vec::new(), Frames::none(&self.alloc)),
                 };
                 let op = Op::Punch {
                     ino,
@@ -335,7 +335,7 @@ impl Volume {
                     mode,
                     cow,
                 };
-                self.commit_cow(op, &mut locked)?;
+                self.commit_cow(op, frames, &mut locked)?;
             }
             return Ok(());
         }
@@ -343,26 +343,23 @@ impl Volume {
         // ZERO_RANGE also turns it unwritten (and copies partial edge frames), all in one
         // record.
         let first = offset / FRAME_SIZE;
-        let frames = end.div_ceil(FRAME_SIZE) - first;
+        let frames_in_range = end.div_ceil(FRAME_SIZE) - first;
         let inode = locked.get(ino)?;
         let Body::File(map) = &mut inode.body else {
             return Err(corrupt("not a file"));
         };
-        self.ensure_space(map, first, frames)?;
-        let cow = if zero {
+        self.ensure_space(map, first, frames_in_range)?;
+        // The copied edge frames and the new unwritten extents are held by one guard until
+        // the record lands; the map changes only in `apply`.
+        let (cow, mut frames) = if zero {
             self.punch_edges_cow(map, offset, end)?
         } else {
-            Vec::new()
+            (Vec::new(), Frames::none(&self.alloc))
         };
-        let extents = match extent_io::allocate_unwritten(&self.alloc, map, first, frames) {
-            Ok(e) => e,
-            Err(e) => {
-                for x in cow {
-                    let _ = self.alloc.free(x.pfns);
-                }
-                return Err(e.into());
-            }
-        };
+        let (outcome, new_frames) =
+            extent_io::stage_unwritten(&self.alloc, map, first, frames_in_range)?.into_parts();
+        frames.absorb(new_frames);
+        let extents = outcome.allocated;
         let new_size = if keep { size } else { size.max(end) };
         let op = if zero {
             Op::ZeroRange {
@@ -373,74 +370,67 @@ impl Volume {
                 times,
                 mode,
                 cow,
-                extents: extents.clone(),
+                extents,
             }
         } else if extents.is_empty() && new_size == size {
             return Ok(());
         } else {
             Op::Allocate {
                 ino,
-                extents: extents.clone(),
+                extents,
                 size: new_size,
                 times,
                 mode,
             }
         };
-        if let Err(e) = self.journal.append(&self.pool, &op) {
-            for x in &extents {
-                for r in map.punch(x.file_frame, x.pfns.len) {
-                    let _ = self.alloc.free(r);
-                }
-            }
-            if let Op::ZeroRange { cow, .. } = &op {
-                for x in cow {
-                    let _ = self.alloc.free(x.pfns);
-                }
-            }
-            return Err(e);
-        }
+        self.journal_owning(&op, frames)?;
         self.apply(&op, &mut locked, false)
     }
 
-    /// Copy-on-write frames for the partial frames at the edges of `[offset, end)`.
-    fn punch_edges_cow(&self, map: &ExtentMap, offset: u64, end: u64) -> FsResult<Vec<Extent>> {
+    /// Copy-on-write frames for the partial frames at the edges of `[offset, end)`, and the
+    /// guard holding them until their record is durable.
+    fn punch_edges_cow(
+        &self,
+        map: &ExtentMap,
+        offset: u64,
+        end: u64,
+    ) -> FsResult<(Vec<Extent>, Frames<'_>)> {
         let frame = FRAME_SIZE;
         let (first, first_off) = (offset / frame, (offset % frame) as usize);
         let (last, last_off) = (end / frame, (end % frame) as usize);
-        let mut cow = Vec::new();
-        if first == last {
+        let edges = if first == last {
             // Inside one frame.
-            cow.extend(self.cow_frame(map, first, first_off, last_off)?);
-            return Ok(cow);
-        }
-        if first_off != 0 {
-            cow.extend(self.cow_frame(map, first, first_off, frame as usize)?);
-        }
-        if last_off != 0 {
-            match self.cow_frame(map, last, 0, last_off) {
-                Ok(e) => cow.extend(e),
-                Err(err) => {
-                    for e in cow {
-                        let _ = self.alloc.free(e.pfns);
-                    }
-                    return Err(err);
-                }
+            [Some((first, first_off, last_off)), None]
+        } else {
+            [
+                (first_off != 0).then_some((first, first_off, frame as usize)),
+                (last_off != 0).then_some((last, 0, last_off)),
+            ]
+        };
+        let mut cow = Vec::new();
+        let mut frames = Frames::none(&self.alloc);
+        for (file_frame, from, to) in edges.into_iter().flatten() {
+            // An error drops `frames`: the copies made so far go back.
+            if let Some((extent, copy)) = self.cow_frame(map, file_frame, from, to)? {
+                cow.push(extent);
+                frames.absorb(copy);
             }
         }
-        Ok(cow)
+        Ok((cow, frames))
     }
 
     /// Copy-on-write of one logical frame whose bytes `[from, to)` (offsets within the
     /// frame) must read as zeros: a new frame gets the old contents with that range zeroed
     /// and is persisted. None if the frame is a hole or unwritten (it reads as zeros
-    /// already). The caller journals the returned extent; until then nothing references it.
+    /// already). The caller journals the returned extent and commits the guard holding its
+    /// frame; until then nothing references it, and dropping the guard gives it back.
     pub(crate) fn cow_frame(
         &self,
         map: &ExtentMap,
         file_frame: u64,
         from: usize,
         to: usize,
-    ) -> FsResult<Option<Extent>> {
+    ) -> FsResult<Option<(Extent, Frames<'_>)>> {
         let Some(old) = map.lookup(file_frame) else {
             return Ok(None);
         };
@@ -449,46 +439,37 @@ impl Volume {
         }
         let old_pfn = Pfn(old.pfns.start.0 + (file_frame - old.file_frame));
         let new = self.alloc.allocate(1, old_pfn.checked_add(1))?;
-        let Some(range) = new.first().copied().filter(|_| new.len() == 1) else {
-            for r in new {
-                let _ = self.alloc.free(r);
-            }
-            return Err(corrupt("allocator returned a split single frame"));
+        let range = match new.ranges() {
+            [range] if range.len == 1 => *range,
+            _ => return Err(corrupt("allocator returned a split single frame")),
         };
         let mut frame = [0u8; FRAME_SIZE as usize];
-        let src = self.pool.frames(PfnRange {
-            start: old_pfn,
-            len: 1,
-        })?;
-        frame.copy_from_slice(src);
+        self.pool.read_into(old_pfn.byte_offset(), &mut frame)?;
         let n = frame.len();
         frame[from.min(n)..to.min(n).max(from.min(n))].fill(0);
         let at = range.start.byte_offset();
-        if let Err(e) = self.pool.write_flushed(at, &frame) {
-            let _ = self.alloc.free(range);
-            return Err(e.into());
-        }
-        self.pool.fence();
-        Ok(Some(Extent {
-            file_frame,
-            pfns: range,
-            unwritten: false,
-        }))
+        self.pool.write(at, &frame)?;
+        self.pool.flush(at, FRAME_SIZE)?;
+        self.pool.fence()?;
+        Ok(Some((
+            Extent {
+                file_frame,
+                pfns: range,
+                unwritten: false,
+            },
+            new,
+        )))
     }
 
-    /// Journals and applies a Truncate or Punch; if the record does not land, the frames
-    /// copied for it go back to the allocator.
-    pub(super) fn commit_cow(&self, op: Op, locked: &mut Locked) -> FsResult<()> {
-        let cow = match &op {
-            Op::Truncate { cow, .. } | Op::Punch { cow, .. } => cow.clone(),
-            _ => Vec::new(),
-        };
-        if let Err(e) = self.journal.append(&self.pool, &op) {
-            for x in cow {
-                let _ = self.alloc.free(x.pfns);
-            }
-            return Err(e);
-        }
+    /// Journals and applies a Truncate or Punch whose copied frames `frames` holds: if the
+    /// record does not land, they go back to the allocator.
+    pub(super) fn commit_cow(
+        &self,
+        op: Op,
+        frames: Frames<'_>,
+        locked: &mut Locked,
+    ) -> FsResult<()> {
+        self.journal_owning(&op, frames)?;
         self.apply(&op, locked, false)
     }
 
@@ -537,7 +518,8 @@ impl Volume {
         }
     }
 
-    /// copy_file_range: copies through the pool extent by extent.
+    /// copy_file_range: one bulk copy per run of the source, straight from its frames into the
+    /// destination (within one file, through a buffer, 1 MiB at a time).
     pub fn copy_range(
         &self,
         caller: Caller,
@@ -576,74 +558,106 @@ impl Volume {
             .ok_or_else(|| file_too_large("copy past the largest file size"))?;
         let writer = Writer::process(caller);
         self.drop_privileges(locked.get(ino_out)?, writer)?;
-        let src = locked.get(ino_in)?;
-        let Body::File(src_map) = &src.body else {
-            return Err(invalid("copy from a non-regular file"));
-        };
-        // The source as runs: (pool byte offset, length) for written extents, (None,
-        // length) for holes and unwritten extents. One run per extent.
-        let mut runs: Vec<(Option<u64>, u64)> = Vec::new();
-        let end_in = off_in + len;
-        let first = off_in / FRAME_SIZE;
-        for m in src_map.mappings_iter(first, end_in.div_ceil(FRAME_SIZE) - first) {
-            let from = (m.file_frame() * FRAME_SIZE).max(off_in);
-            let to = ((m.file_frame() + m.frames()) * FRAME_SIZE).min(end_in);
-            if from >= to {
-                continue;
+        if ino_in != ino_out {
+            // Take the source's guard out of `locked`: its segments borrow its extent map
+            // (shared) while the destination is written through `locked`. One bulk copy per
+            // run of the source, straight from its frames into the destination.
+            let src = locked.take(ino_in)?;
+            let Body::File(src_map) = &src.body else {
+                return Err(invalid("copy from a non-regular file"));
+            };
+            let mut segments = Vec::new();
+            extent_io::read_segments(&self.pool, src_map, off_in, len, &mut segments)?;
+            let mut at = off_out;
+            for segment in segments {
+                self.copy_segment(writer, &mut locked, ino_out, at, segment)?;
+                at += segment.len() as u64;
             }
-            runs.push(match m {
-                pfnfs_extent::Mapping::Mapped(e) if !e.unwritten => (
-                    Some(e.pfns.start.byte_offset() + (from - e.file_frame * FRAME_SIZE)),
-                    to - from,
-                ),
-                _ => (None, to - from),
-            });
+            return Ok(len);
         }
-        // One bulk copy per run, straight from the source frames into the destination
-        // (different logical ranges never share frames, so the ranges are disjoint).
-        let mut at = off_out;
-        for (pool_offset, n) in runs {
-            match pool_offset {
-                Some(p) => {
-                    let data = self.pool.read(p, n as usize)?;
-                    self.write_locked(writer, locked.get(ino_out)?, at, data)?;
+        // Within one file (ranges checked disjoint above): a write takes the one extent map
+        // exclusively, so the source is copied out first, a chunk at a time.
+        let mut buf: Vec<u8> = Vec::new();
+        // The chunk's runs, in order: (holds data, length); data runs are in `buf`.
+        let mut runs: Vec<(bool, usize)> = Vec::new();
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(COPY_CHUNK_BYTES);
+            buf.clear();
+            runs.clear();
+            let Body::File(map) = &locked.get(ino_in)?.body else {
+                return Err(invalid("copy from a non-regular file"));
+            };
+            extent_io::for_each_segment(&self.pool, map, off_in + done, n, |segment| {
+                if let ReadSegment::Pool(bytes) = segment {
+                    buf.extend_from_slice(bytes);
                 }
-                None => {
-                    // Holes stay holes where the destination has none; mapped bytes are
-                    // overwritten with zeros.
-                    let dst = locked.get(ino_out)?;
-                    let mapped = match &dst.body {
-                        Body::File(m) => m
-                            .mappings_iter(
-                                at / FRAME_SIZE,
-                                (at + n).div_ceil(FRAME_SIZE) - at / FRAME_SIZE,
-                            )
-                            .any(|m| matches!(m, pfnfs_extent::Mapping::Mapped(_))),
-                        _ => false,
-                    };
-                    let (size, mode) = (dst.attr.size, dst.attr.mode);
-                    let mut pos = at;
-                    while mapped && pos < at + n {
-                        let k = (at + n - pos).min(ZEROS.len() as u64);
-                        self.write_locked(writer, locked.get(ino_out)?, pos, &ZEROS[..k as usize])?;
-                        pos += k;
-                    }
-                    if !mapped && at + n > size {
-                        // Extend the size over the hole, as a write of zeros would.
-                        let op = Op::Truncate {
-                            ino: ino_out,
-                            size: at + n,
-                            time: Time::now(),
-                            mode,
-                            cow: Vec::new(),
-                        };
-                        self.commit(op, &mut locked)?;
-                    }
-                }
+                runs.push((matches!(segment, ReadSegment::Pool(_)), segment.len()));
+                Ok(())
+            })?;
+            let (mut at, mut in_buf) = (off_out + done, 0usize);
+            for &(data, k) in &runs {
+                let segment = if data {
+                    in_buf += k;
+                    ReadSegment::Pool(&buf[in_buf - k..in_buf])
+                } else {
+                    ReadSegment::Zeros(k)
+                };
+                self.copy_segment(writer, &mut locked, ino_out, at, segment)?;
+                at += k as u64;
             }
-            at += n;
+            done += n;
         }
         Ok(len)
+    }
+
+    /// One run of copy_file_range's source, written at `at` of `ino_out`: data is written as
+    /// is; a run of zeros (a hole or unwritten extent) stays a hole where the destination has
+    /// none, overwrites mapped destination bytes with zeros, and extends the size as a write
+    /// of zeros would.
+    fn copy_segment(
+        &self,
+        writer: Writer,
+        locked: &mut Locked,
+        ino_out: u64,
+        at: u64,
+        segment: ReadSegment<'_>,
+    ) -> FsResult<()> {
+        let n = match segment {
+            ReadSegment::Pool(data) => {
+                return self.write_locked(writer, locked.get(ino_out)?, at, data);
+            }
+            ReadSegment::Zeros(n) => n as u64,
+        };
+        let dst = locked.get(ino_out)?;
+        let mapped = match &dst.body {
+            Body::File(m) => m
+                .mappings_iter(
+                    at / FRAME_SIZE,
+                    (at + n).div_ceil(FRAME_SIZE) - at / FRAME_SIZE,
+                )
+                .any(|m| matches!(m, pfnfs_extent::Mapping::Mapped(_))),
+            _ => false,
+        };
+        let (size, mode) = (dst.attr.size, dst.attr.mode);
+        let mut pos = at;
+        while mapped && pos < at + n {
+            let k = (at + n - pos).min(ZEROS.len() as u64);
+            self.write_locked(writer, locked.get(ino_out)?, pos, &ZEROS[..k as usize])?;
+            pos += k;
+        }
+        if !mapped && at + n > size {
+            // Extend the size over the hole, as a write of zeros would.
+            let op = Op::Truncate {
+                ino: ino_out,
+                size: at + n,
+                time: Time::now(),
+                mode,
+                cow: Vec::new(),
+            };
+            self.commit(op, locked)?;
+        }
+        Ok(())
     }
 }
 

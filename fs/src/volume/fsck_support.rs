@@ -32,6 +32,7 @@ impl Volume {
             gate: RwLock::new(()),
             ns: Mutex::new(()),
             checkpoint_ranges: Mutex::new(checkpoint_ranges),
+            in_doubt: Mutex::new(Vec::new()),
             reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
             unlinked: Default::default(),
             kernel_file_times: std::sync::atomic::AtomicBool::new(false),

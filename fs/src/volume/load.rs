@@ -6,6 +6,8 @@
 //! Also the one checkpoint decoder, [`decode_checkpoint`]: mount refuses any damage it finds,
 //! fsck asks it to tolerate (repair and list) what can be tolerated.
 
+use pfnfs_extent::io as extent_io;
+
 use super::*;
 
 impl Volume {
@@ -42,6 +44,7 @@ impl Volume {
             atime: std::sync::atomic::AtomicU8::new(AtimePolicy::Relative as u8),
             stats: IoStats::default(),
             checkpoint_ranges: Mutex::new(ranges),
+            in_doubt: Mutex::new(Vec::new()),
             unlinked: Default::default(),
             read_only,
         };
@@ -157,30 +160,23 @@ impl Volume {
         Ok((alloc, inodes, ckpt.next_ino, ckpt.header.ranges, false))
     }
 
-    /// Zeroes, in every file's last frame, the bytes past the file's size (recovery).
+    /// Zeroes, in every file's last frame, the bytes past the file's size (recovery): stores
+    /// into a file's frames, so through the extent code, with the file's map held exclusively.
     fn zero_tails_past_eof(&self) -> FsResult<()> {
         for cell in self.cells() {
-            let inode = cell.inode.read();
-            let Body::File(map) = &inode.body else {
-                continue;
-            };
+            let mut inode = cell.inode.write();
             let size = inode.attr.size;
             let tail = size % FRAME_SIZE;
+            let Body::File(map) = &mut inode.body else {
+                continue;
+            };
             if tail == 0 {
                 continue;
             }
-            let Some(e) = map.lookup(size / FRAME_SIZE) else {
-                continue;
-            };
-            if e.unwritten {
-                continue;
-            }
-            let pfn = e.pfns.start.0 + (size / FRAME_SIZE - e.file_frame);
-            let at = pfn * FRAME_SIZE + tail;
-            self.pool.zero(at, FRAME_SIZE - tail)?;
-            self.pool.flush(at, FRAME_SIZE - tail)?;
+            // Only written bytes are stored to (and fenced); a hole or unwritten frame reads
+            // as zeros already.
+            extent_io::zero_mapped(&self.pool, map, size, FRAME_SIZE - tail)?;
         }
-        self.pool.fence();
         Ok(())
     }
 
@@ -277,7 +273,7 @@ pub(crate) fn decode_checkpoint(
             head_pfn: sb.checkpoint.head_pfn,
             data,
         })?;
-    let header = CheckpointHeader::decode(pool.frames(head).map_err(FsError::from)?, data)
+    let header = CheckpointHeader::decode(&pool.read_frames(head).map_err(FsError::from)?, data)
         .map_err(CheckpointFault::Header)?;
     if header.generation != sb.checkpoint.log_generation
         || header.body_len != sb.checkpoint.len_bytes
@@ -288,7 +284,10 @@ pub(crate) fn decode_checkpoint(
     }
     let mut body = Vec::with_capacity(header.body_len.min(1 << 30) as usize);
     for (offset, len) in header.body_spans() {
-        body.extend_from_slice(pool.read(offset, len as usize).map_err(FsError::from)?);
+        let at = body.len();
+        body.resize(at + len as usize, 0);
+        pool.read_into(offset, &mut body[at..])
+            .map_err(FsError::from)?;
     }
     if crc32c::crc32c(&body) != header.body_crc {
         return Err(CheckpointFault::Checksum);

@@ -1636,6 +1636,9 @@ pub fn check_ownership(vol: &Volume) -> Result<(), String> {
     for r in vol.checkpoint_ranges() {
         all.push((r, "checkpoint".into()));
     }
+    for r in vol.frames_in_doubt() {
+        all.push((r, "in doubt".into()));
+    }
     for cell in vol.cells() {
         let inode = cell.inode.read();
         if let Some(map) = inode.file_map() {
@@ -1675,8 +1678,8 @@ pub fn check_ownership(vol: &Volume) -> Result<(), String> {
 /// Also returns the persist points the recovery made.
 fn recover(crashed: &CrashSimBackend) -> Result<(Volume, View, u64), String> {
     // MemBackend::from_bytes(crash image), copying only the pages that may be non-zero.
-    let mem = MemBackend::new(crashed.len_bytes());
-    crashed.for_each_durable_page(|offset, page| mem.write(offset, page));
+    let mut mem = MemBackend::new(crashed.len_bytes());
+    crashed.for_each_durable_page(|offset, page| mem.write_mut(offset, page));
     let counter = Arc::new(FenceCounter {
         inner: mem,
         fences: AtomicU64::new(0),
@@ -1696,8 +1699,12 @@ impl PoolBackend for FenceCounter {
     fn len_bytes(&self) -> u64 {
         self.inner.len_bytes()
     }
-    fn read(&self, offset: u64, len: usize) -> &[u8] {
-        self.inner.read(offset, len)
+    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+        self.inner.read_into(offset, buf)
+    }
+    unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
+        // SAFETY: the same contract, passed on.
+        unsafe { self.inner.borrow(offset, len) }
     }
     fn write(&self, offset: u64, data: &[u8]) {
         self.inner.write(offset, data)
@@ -1708,7 +1715,7 @@ impl PoolBackend for FenceCounter {
     fn flush(&self, offset: u64, len: u64) {
         self.inner.flush(offset, len)
     }
-    fn fence(&self) {
+    fn fence(&self) -> std::io::Result<()> {
         self.fences.fetch_add(1, Ordering::Relaxed);
         self.inner.fence()
     }
