@@ -106,32 +106,76 @@ pub fn pwritev(file: &File, bufs: &[&[u8]], offset: i64) -> io::Result<usize> {
     })
 }
 
+/// A `MAP_SHARED` read-write mapping of a file from offset 0, unmapped on drop.
+#[derive(Debug)]
+pub struct SharedMapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl SharedMapping {
+    /// `mmap(len, PROT_READ|PROT_WRITE, MAP_SHARED)` of `file` (open for reading and writing)
+    /// from offset 0.
+    pub fn new(file: &File, len: usize) -> io::Result<SharedMapping> {
+        // SAFETY: a fresh mapping chosen by the kernel (addr NULL) of an open descriptor;
+        // nothing else aliases it, and it is unmapped exactly once in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedMapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// The mapped bytes (a store past the file's end faults with SIGBUS, as for any program).
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len is our live mapping.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The mapped bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self makes this the only live reference from this
+        // process (other mappings of the same file are separate address ranges: the kernel
+        // keeps them coherent, which is what the tests check).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// `msync(MS_SYNC)`: the stores written back to the file.
+    pub fn msync(&self) -> io::Result<()> {
+        // SAFETY: msync of our own live mapping.
+        check(unsafe { libc::msync(self.ptr.cast(), self.len, libc::MS_SYNC) }).map(drop)
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping created in `new`; no slices of it outlive self.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+// SAFETY: the mapping is plain memory owned by this value; moving it to another thread moves
+// the only handle to it (its slices borrow it, so none outlives the move).
+unsafe impl Send for SharedMapping {}
+
 /// Stores `byte` at `offset` through a `MAP_SHARED` mapping of `file` (opened for reading
 /// and writing), writes the page back with `msync(MS_SYNC)` and unmaps it.
 pub fn store_through_mapping(file: &File, offset: usize, byte: u8) -> io::Result<()> {
-    let len = offset + 1;
-    // SAFETY: a new shared mapping of an open descriptor; the kernel picks the address.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if addr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `offset` lies inside the `len` bytes just mapped (the caller's file holds
-    // them, or the store faults with SIGBUS as it would for any program).
-    unsafe { *(addr as *mut u8).add(offset) = byte };
-    // SAFETY: addr/len are the mapping made above, unmapped once, here.
-    let synced = check(unsafe { libc::msync(addr, len, libc::MS_SYNC) });
-    // SAFETY: as above.
-    let unmapped = check(unsafe { libc::munmap(addr, len) });
-    synced.and(unmapped).map(drop)
+    let mut map = SharedMapping::new(file, offset + 1)?;
+    map.as_mut_slice()[offset] = byte;
+    map.msync()
 }
 
 /// `lseek(2)` with any whence (`SEEK_DATA`, `SEEK_HOLE`, ...).

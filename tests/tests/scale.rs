@@ -8,14 +8,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pfnfs_tests::sys::{self, errno};
+use pfnfs_tests::sys::{self, SharedMapping, errno};
 use pfnfs_tests::{Mode, MountGuard, both_modes, is_mounted, pattern, pfnfs_bin, read_all};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -413,64 +412,6 @@ mod aged_pool_keeps_huge_extents {
 // ---------------------------------------------------------------------------------------------
 // Mappings.
 
-/// A shared mapping of a whole file range, unmapped on drop.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    /// `mmap(len, PROT_READ|PROT_WRITE, MAP_SHARED)` of `file` from offset 0.
-    fn shared(file: &File, len: usize) -> Mapping {
-        // SAFETY: a fresh mapping chosen by the kernel (addr NULL) of an open descriptor;
-        // nothing else aliases it, and it is unmapped exactly once in Drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        assert!(
-            ptr != libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
-        Mapping {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr..ptr+len is our live mapping; the file is at least len bytes long.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and &mut self makes this the only live reference from this
-        // process (other mappings of the same file are separate address ranges: the kernel
-        // keeps them coherent, which is what these tests check).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-
-    fn msync(&self) {
-        // SAFETY: msync of our own live mapping.
-        let rc = unsafe { libc::msync(self.ptr.cast(), self.len, libc::MS_SYNC) };
-        assert_eq!(rc, 0, "msync: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the mapping created in `shared`; no slices of it outlive self.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 /// Runs `f` on another thread and panics if it does not finish within `secs` (a deadlock
 /// between O_DIRECT and page faults on the same FUSE mount would otherwise hang the test).
 fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -509,7 +450,7 @@ fn o_direct_with_mapped_buffers(m: &mut MountGuard) {
     let dst_path = dst.clone();
     within(30, "O_DIRECT read into a pfnfs mapping", move || {
         let map_file = sized_file(&dst_path, LEN as u64, false);
-        let mut map = Mapping::shared(&map_file, LEN);
+        let mut map = SharedMapping::new(&map_file, LEN).expect("mmap");
         let direct = sized_file(&src2, LEN as u64, true);
         direct
             .read_exact_at(map.as_mut_slice(), 0)
@@ -518,7 +459,7 @@ fn o_direct_with_mapped_buffers(m: &mut MountGuard) {
             map.as_slice() == data.as_slice(),
             "mapping differs after read"
         );
-        map.msync();
+        map.msync().expect("msync");
     });
     let data = pattern(3, LEN);
     assert!(read_all(&dst) == data, "dst differs from src after msync");
@@ -532,7 +473,7 @@ fn o_direct_with_mapped_buffers(m: &mut MountGuard) {
             .write(true)
             .open(&src2)
             .unwrap();
-        let map = Mapping::shared(&map_file, LEN);
+        let map = SharedMapping::new(&map_file, LEN).expect("mmap");
         let direct = sized_file(&out_path, 0, true);
         direct
             .write_all_at(map.as_slice(), 0)
@@ -550,7 +491,7 @@ fn o_direct_with_mapped_buffers(m: &mut MountGuard) {
             .write(true)
             .open(&src2)
             .unwrap();
-        let map = Mapping::shared(&map_file, LEN);
+        let map = SharedMapping::new(&map_file, LEN).expect("mmap");
         let mut f = File::create(&t).unwrap();
         f.write_all(map.as_slice()).expect("write from mapping");
     });
@@ -575,18 +516,18 @@ fn mmap_changes_visible_and_persist(m: &mut MountGuard) {
             .write(true)
             .open(&path)
             .unwrap();
-        let mut map = Mapping::shared(&f, LEN);
+        let mut map = SharedMapping::new(&f, LEN).expect("mmap");
         assert!(
             map.as_slice() == old.as_slice(),
             "mapping shows the old data"
         );
         map.as_mut_slice()[at..at + new.len()].copy_from_slice(&new);
-        map.msync();
+        map.msync().expect("msync");
         assert!(
             read_all(&path) == expect,
             "read() after msync misses the change"
         );
-        let second = Mapping::shared(&f, LEN);
+        let second = SharedMapping::new(&f, LEN).expect("mmap");
         assert!(
             second.as_slice() == expect.as_slice(),
             "second mapping misses it"
@@ -603,7 +544,7 @@ fn mmap_changes_visible_and_persist(m: &mut MountGuard) {
         .write(true)
         .open(&path)
         .unwrap();
-    let map = Mapping::shared(&f, LEN);
+    let map = SharedMapping::new(&f, LEN).expect("mmap");
     assert!(
         map.as_slice() == expect.as_slice(),
         "mapping after remount differs"
