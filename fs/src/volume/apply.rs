@@ -279,18 +279,24 @@ impl Volume {
         if entry.kind == Kind::Dir {
             p.attr.nlink = p.attr.nlink.saturating_sub(1);
         }
-        let child = locked.get(entry.ino)?;
-        if entry.kind == Kind::Dir {
-            child.attr.nlink = 0;
+        self.lose_name(locked.get(entry.ino)?, entry.kind, time, replay)
+    }
+
+    /// An inode loses one of its names (unlink, rmdir, or a rename over it): a directory
+    /// loses its only one. Left without names, it is reclaimed at once unless the kernel still
+    /// holds it (at run time), else remembered as unlinked.
+    fn lose_name(&self, inode: &mut Inode, kind: Kind, time: Time, replay: bool) -> FsResult<()> {
+        if kind == Kind::Dir {
+            inode.attr.nlink = 0;
         } else {
-            child.attr.nlink = child.attr.nlink.saturating_sub(1);
+            inode.attr.nlink = inode.attr.nlink.saturating_sub(1);
         }
-        child.attr.ctime = time;
-        if child.attr.nlink == 0 {
-            if replay || !self.is_referenced(entry.ino) {
-                self.reclaim_locked(child)?;
+        inode.attr.ctime = time;
+        if inode.attr.nlink == 0 {
+            if replay || !self.is_referenced(inode.ino) {
+                self.reclaim_locked(inode)?;
             } else {
-                self.unlinked.touch(entry.ino);
+                self.unlinked.touch(inode.ino);
             }
         }
         Ok(())
@@ -330,20 +336,7 @@ impl Volume {
             return Ok(());
         }
         if let Some(dst) = &dst {
-            let t = locked.get(dst.ino)?;
-            if dst.kind == Kind::Dir {
-                t.attr.nlink = 0;
-            } else {
-                t.attr.nlink = t.attr.nlink.saturating_sub(1);
-            }
-            t.attr.ctime = time;
-            if t.attr.nlink == 0 {
-                if replay || !self.is_referenced(dst.ino) {
-                    self.reclaim_locked(t)?;
-                } else {
-                    self.unlinked.touch(dst.ino);
-                }
-            }
+            self.lose_name(locked.get(dst.ino)?, dst.kind, time, replay)?;
             if dst.kind == Kind::Dir {
                 let np = locked.get(new_parent)?;
                 np.attr.nlink = np.attr.nlink.saturating_sub(1);
