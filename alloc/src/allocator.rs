@@ -39,6 +39,17 @@
 //! takes anything; if concurrent allocations make step 3 come up short anyway, everything it
 //! took is given back.
 //!
+//! # Change tracking
+//!
+//! The free set is stored on the pool as one record per free extent, rewritten per *changed
+//! group* at each commit. Each group carries a dirty mark (an `AtomicBool` beside its
+//! counter), set under the group lock by every change to its free set (allocate, free,
+//! reserve, a [`Frames`] guard giving frames back, a rolled-back allocation) and taken by
+//! [`ExtentAllocator::take_dirty_groups`]; [`ExtentAllocator::group_free_extents`] snapshots
+//! one group. A new allocator (`new_empty*`, `from_free_extents*`, `decode_free_set`) starts
+//! clean; callers mark groups themselves ([`ExtentAllocator::mark_dirty`],
+//! [`ExtentAllocator::mark_all_dirty`]) when the stored set must be rewritten.
+//!
 //! # Invariants (checked by [`ExtentAllocator::check_consistency`])
 //!
 //! - The groups tile the region in order; every free extent lies inside its group.
@@ -53,7 +64,8 @@
 //! step, `free`/`reserve` of a range crossing a boundary, `free_extents`, `stats`,
 //! `check_consistency`) locks them in ascending group order, so there is no lock-order cycle.
 //! A group's atomic is only stored while that group's lock is held; readers without the lock
-//! (`free_frames`, the skip test in step 2) get a value it had recently.
+//! (`free_frames`, the skip test in step 2) get a value it had recently. The dirty marks are
+//! set under the lock too and cleared without it (`take_dirty_groups`).
 //! No lock is held across a call out of this module.
 
 mod extents;
@@ -62,7 +74,7 @@ pub mod image;
 
 pub use self::frames::Frames;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -144,6 +156,9 @@ struct Group {
     /// Mirror of `free.free_frames()`, stored while the lock is held after every change, so
     /// that counting free space needs no lock.
     free_frames: AtomicU64,
+    /// The free set changed since the last [`ExtentAllocator::take_dirty_groups`]: set (with
+    /// `Release`) while the lock is held, by every change; cleared by `take_dirty_groups`.
+    dirty: AtomicBool,
     /// Its free extents; see the module header for the locking rules.
     free: Mutex<FreeExtents>,
 }
@@ -153,6 +168,14 @@ impl Group {
     fn publish(&self, free: &FreeExtents) {
         self.free_frames
             .store(free.free_frames(), Ordering::Relaxed);
+    }
+
+    /// After a change to the free set: publishes the count and marks the group dirty; called
+    /// with `free` (this group's guard) held, so that a snapshot taken under the lock after
+    /// `take_dirty_groups` saw the flag includes the change.
+    fn changed(&self, free: &FreeExtents) {
+        self.publish(free);
+        self.dirty.store(true, Ordering::Release);
     }
 }
 
@@ -218,6 +241,7 @@ impl ExtentAllocator {
             .map(|range| Group {
                 range,
                 free_frames: AtomicU64::new(0),
+                dirty: AtomicBool::new(false),
                 free: Mutex::new(FreeExtents::default()),
             })
             .collect::<Vec<_>>()
@@ -258,6 +282,17 @@ impl ExtentAllocator {
         free: impl IntoIterator<Item = PfnRange>,
     ) -> Result<ExtentAllocator, AllocError> {
         Self::load(Self::with_layout(data, None), free)
+    }
+
+    /// The same as [`from_free_extents`](Self::from_free_extents), named for loading the free
+    /// set from per-group records ([`group_free_extents`](Self::group_free_extents) of every
+    /// group): extents come in any order and are coalesced across group boundaries. Starts
+    /// clean ([`take_dirty_groups`](Self::take_dirty_groups) is empty).
+    pub fn from_group_extents(
+        data: PfnRange,
+        extents: impl IntoIterator<Item = PfnRange>,
+    ) -> Result<ExtentAllocator, AllocError> {
+        Self::from_free_extents(data, extents)
     }
 
     /// Like [`from_free_extents`](Self::from_free_extents) with a chosen group size (see
@@ -345,6 +380,67 @@ impl ExtentAllocator {
         self.groups.get(index).map(|g| g.range)
     }
 
+    /// Index of the group owning `pfn`; `None` outside the data region.
+    pub fn group_of(&self, pfn: Pfn) -> Option<usize> {
+        self.region.contains(pfn).then(|| self.group_index(pfn.0))
+    }
+
+    /// The free extents of group `index`, sorted by start, as the allocator stores them (never
+    /// crossing the group's bounds, fully coalesced inside it): a consistent snapshot taken
+    /// under the group's lock. Empty for an index that is not a group.
+    pub fn group_free_extents(&self, index: usize) -> Vec<PfnRange> {
+        let Some(group) = self.groups.get(index) else {
+            return Vec::new();
+        };
+        let free = group.free.lock();
+        free.iter()
+            .filter_map(|(s, l)| PfnRange::new(Pfn(s), l))
+            .collect()
+    }
+
+    // ----- change tracking ------------------------------------------------------------------
+
+    /// Indexes (ascending) of the groups whose free set changed since the last call, or since
+    /// construction (a new allocator starts clean), and clears their marks. Every change
+    /// marks its group: allocate, free, reserve, a [`Frames`] guard giving frames back, the
+    /// rollback of a failed allocation; so do [`mark_dirty`](Self::mark_dirty) and
+    /// [`mark_all_dirty`](Self::mark_all_dirty). A group may be reported although its free
+    /// set ended up as it was (e.g. allocated and freed again); a group not reported has not
+    /// changed.
+    ///
+    /// The commit's way to rewrite only changed groups: take the list, then
+    /// [`group_free_extents`](Self::group_free_extents) of each. A change racing with that
+    /// either is in the snapshot or marks the group again for the next call (the mark is set
+    /// under the group lock; the snapshot takes it). O(number of groups), no lock.
+    pub fn take_dirty_groups(&self) -> Vec<usize> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.dirty.swap(false, Ordering::AcqRel))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Marks every group dirty (e.g. after loading an allocator whose groups must all be
+    /// written, or when the stored free set is not known to match).
+    pub fn mark_all_dirty(&self) {
+        for g in self.groups.iter() {
+            g.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Marks dirty every group that `range` overlaps (the part of `range` outside the data
+    /// region is ignored).
+    pub fn mark_dirty(&self, range: PfnRange) {
+        let lo = range.start.0.max(self.region.start.0);
+        let hi = range.end().0.min(self.region.end().0);
+        if let Some(clipped) = PfnRange::from_bounds(Pfn(lo), Pfn(hi)) {
+            for (gi, _) in self.pieces(clipped) {
+                self.groups[gi].dirty.store(true, Ordering::Release);
+            }
+        }
+    }
+
     /// Free frames: the sum of the groups' atomic counters (no lock). Exact when no operation
     /// is in flight; otherwise a value the free count had or is about to have per group.
     pub fn free_frames(&self) -> u64 {
@@ -355,7 +451,7 @@ impl ExtentAllocator {
     }
 
     /// Index of the group owning `pfn`, which must lie in the region.
-    fn group_of(&self, pfn: u64) -> usize {
+    fn group_index(&self, pfn: u64) -> usize {
         debug_assert!(self.region.contains(Pfn(pfn)));
         let i = (pfn - self.base) / self.group_frames;
         // i < groups.len() <= MAX_GROUP_COUNT for every pfn of the region.
@@ -364,8 +460,8 @@ impl ExtentAllocator {
 
     /// `range` (inside the region) cut at group boundaries: `(group index, piece)`.
     fn pieces(&self, range: PfnRange) -> impl Iterator<Item = (usize, PfnRange)> + '_ {
-        let first = self.group_of(range.start.0);
-        let last = self.group_of(range.end().0 - 1);
+        let first = self.group_index(range.start.0);
+        let last = self.group_index(range.end().0 - 1);
         (first..=last).filter_map(move |gi| {
             let g = self.groups[gi].range;
             let lo = range.start.0.max(g.start.0);
@@ -388,7 +484,7 @@ impl ExtentAllocator {
     /// The group a request starts in: the goal's group, else one fixed per thread.
     fn home_group(&self, goal: Option<Pfn>) -> usize {
         match goal {
-            Some(g) if self.region.contains(g) => self.group_of(g.0),
+            Some(g) if self.region.contains(g) => self.group_index(g.0),
             _ => spread(THREAD_SLOT.with(|slot| *slot), self.groups.len()),
         }
     }
@@ -463,7 +559,7 @@ impl ExtentAllocator {
                 let mut free = group.free.lock();
                 if let Some((extent, at)) = free.aligned_fit(frames) {
                     free.take(extent, at, frames);
-                    group.publish(&free);
+                    group.changed(&free);
                     return PfnRange::new(Pfn(at), frames);
                 }
             }
@@ -476,7 +572,7 @@ impl ExtentAllocator {
             let mut free = group.free.lock();
             if let Some(extent) = free.best_fit(frames) {
                 free.take(extent, extent.0, frames);
-                group.publish(&free);
+                group.changed(&free);
                 return PfnRange::new(Pfn(extent.0), frames);
             }
         }
@@ -502,6 +598,7 @@ impl ExtentAllocator {
             }
             let group = &self.groups[gi];
             let mut free = group.free.lock();
+            let before = remaining;
             while remaining > 0 {
                 if let Some(extent) = free.best_fit(remaining) {
                     free.take(extent, extent.0, remaining);
@@ -515,7 +612,9 @@ impl ExtentAllocator {
                     break;
                 }
             }
-            group.publish(&free);
+            if remaining < before {
+                group.changed(&free);
+            }
         }
         if remaining > 0 {
             // Concurrent allocations took what the counter promised: give everything back.
@@ -545,7 +644,7 @@ impl ExtentAllocator {
             let mut free = group.free.lock();
             debug_assert!(!free.overlaps(piece.start.0, piece.end().0));
             free.insert_coalesce(piece.start.0, piece.len);
-            group.publish(&free);
+            group.changed(&free);
         }
     }
 
@@ -558,8 +657,8 @@ impl ExtentAllocator {
     /// per group and checked whole before anything is inserted.
     pub fn free(&self, range: PfnRange) -> Result<(), AllocError> {
         self.check_in_region(range)?;
-        let first = self.group_of(range.start.0);
-        let last = self.group_of(range.end().0 - 1);
+        let first = self.group_index(range.start.0);
+        let last = self.group_index(range.end().0 - 1);
         if first == last {
             let group = &self.groups[first];
             let mut free = group.free.lock();
@@ -569,7 +668,7 @@ impl ExtentAllocator {
                 });
             }
             free.insert_coalesce(range.start.0, range.len);
-            group.publish(&free);
+            group.changed(&free);
             return Ok(());
         }
         let pieces: Vec<(usize, PfnRange)> = self.pieces(range).collect();
@@ -586,7 +685,7 @@ impl ExtentAllocator {
         }
         for (guard, &(gi, p)) in guards.iter_mut().zip(&pieces) {
             guard.insert_coalesce(p.start.0, p.len);
-            self.groups[gi].publish(guard);
+            self.groups[gi].changed(guard);
         }
         Ok(())
     }
@@ -609,8 +708,8 @@ impl ExtentAllocator {
     /// Takes `range` (inside the region) out of the free set if every frame of it is free;
     /// otherwise changes nothing and returns false.
     fn take_exact(&self, range: PfnRange) -> bool {
-        let first = self.group_of(range.start.0);
-        let last = self.group_of(range.end().0 - 1);
+        let first = self.group_index(range.start.0);
+        let last = self.group_index(range.end().0 - 1);
         if first == last {
             let group = &self.groups[first];
             let mut free = group.free.lock();
@@ -618,7 +717,7 @@ impl ExtentAllocator {
                 return false;
             };
             free.take(extent, range.start.0, range.len);
-            group.publish(&free);
+            group.changed(&free);
             return true;
         }
         let pieces: Vec<(usize, PfnRange)> = self.pieces(range).collect();
@@ -635,7 +734,7 @@ impl ExtentAllocator {
         }
         for ((guard, &(gi, p)), extent) in guards.iter_mut().zip(&pieces).zip(extents) {
             guard.take(extent, p.start.0, p.len);
-            self.groups[gi].publish(guard);
+            self.groups[gi].changed(guard);
         }
         true
     }
