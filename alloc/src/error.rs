@@ -25,6 +25,13 @@ pub enum PoolError {
         found: u32,
         supported: u32,
     },
+    /// The pool is of an older format that this build does not mount; `pfnfs upgrade`
+    /// converts it (it opens the pool with [`crate::OpenOptions::format1`]).
+    #[error(
+        "{path} is a pfnfs format {version} pool; this pfnfs reads format {supported}: convert it with `pfnfs upgrade {path}`",
+        supported = crate::superblock::FORMAT_VERSION
+    )]
+    OldFormat { path: PathBuf, version: u32 },
     /// Both superblock slots carry the magic but neither is intact.
     #[error("{path}: both superblock slots are damaged: A: {slot_a}; B: {slot_b}")]
     SuperblockDamaged {

@@ -254,7 +254,7 @@ mod tests {
         }
         assert_eq!(pool.superblock(), before, "a failed commit is not current");
         pool.commit_superblock(sb).unwrap();
-        assert_eq!(pool.superblock().seq, before.seq + 1);
+        assert_eq!(pool.superblock().seq, before.seq + 2);
         let off = pool.data_region().start.byte_offset();
         pool.write(off, b"x").unwrap();
         b.arm(Fault {

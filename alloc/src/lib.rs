@@ -13,7 +13,8 @@
 //!   errno, for tests of what a failed persist does.
 //! - [`cpu_flush`]: cache-line write-back (CLWB/CLFLUSHOPT/CLFLUSH) and SFENCE, detected at
 //!   run time.
-//! - [`superblock`]: the two-slot superblock.
+//! - [`superblock`]: the two-slot superblock (format 2, naming the metadata tree's root in a
+//!   [`MetaRoot`]; format 1 still decoded for the upgrade).
 //! - [`pool`]: [`Pool`], open/create with every check, range-checked access.
 //! - [`allocator`]: [`ExtentAllocator`], free space as extents in allocation groups, and
 //!   [`Frames`], the guard that gives allocated frames back unless committed.
@@ -46,4 +47,4 @@ pub use error::{AllocError, PoolError};
 pub use faulty::{Fault, FaultyBackend};
 pub use pfn::{FRAME_SHIFT, FRAME_SIZE, HUGE_FRAMES, Pfn, PfnRange};
 pub use pool::{CreateOptions, OpenOptions, Pool};
-pub use superblock::{CheckpointRef, Superblock, SuperblockError};
+pub use superblock::{CheckpointRefV1, MetaRoot, Superblock, SuperblockError};

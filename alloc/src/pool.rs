@@ -8,9 +8,13 @@
 //!
 //! Invariants:
 //! - The geometry (size, log and data regions, uuid) is fixed when the pool is opened; only
-//!   `seq`, the checkpoint reference and the mounted flag change through
-//!   [`Pool::commit_superblock`].
-//! - The current superblock is in slot [`Slot::for_seq`]`(seq)`; a commit writes the other slot.
+//!   `seq`, the metadata root ([`MetaRoot`]) and the mounted flag change through
+//!   [`Pool::commit_superblock`] (and the format, once, through [`Pool::upgrade_superblock`]).
+//! - The current superblock is in slot [`Slot::for_seq`]`(seq)`. A commit writes the other
+//!   slot first (`seq + 1`, the commit point), then the current one (`seq + 2`): after a
+//!   completed commit both slots hold the same root.
+//! - A format 1 pool opens only with [`OpenOptions::format1`]; it cannot be committed to, only
+//!   upgraded.
 //! - Nothing but `commit_superblock` (and mkfs) writes the header, PFN 0..[`LOG_START_PFN`](crate::layout::LOG_START_PFN):
 //!   `write` and `zero` refuse it with [`PoolError::HeaderRange`].
 //! - A read-only pool never reaches the backend's `write`/`zero`/`sync`.
@@ -33,7 +37,10 @@ use crate::backend::{BackingKind, Durability, MmapBackend, PoolBackend, io_err};
 use crate::error::PoolError;
 use crate::layout::{HEADER_BYTES, POOL_ALIGN_BYTES, POOL_BYTES_MIN, SUPERBLOCK_BYTES};
 use crate::pfn::{FRAME_SIZE, Pfn, PfnRange};
-use crate::superblock::{MAGIC, Slot, Superblock, SuperblockError};
+use crate::superblock::{
+    AnySuperblock, CheckpointRefV1, FORMAT_VERSION, MAGIC, MetaRoot, Slot, Superblock,
+    SuperblockError,
+};
 
 /// `create` on a device refuses (without `force`) if any of these first bytes is non-zero.
 const DEVICE_PROBE_BYTES: u64 = 1 << 20;
@@ -52,6 +59,10 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// What `persist` guarantees for a file-backed pool.
     pub durability: Durability,
+    /// Open a format 1 pool too (`pfnfs upgrade`), instead of refusing it with
+    /// [`PoolError::OldFormat`]: [`Pool::format1_checkpoint`] then names its checkpoint, and
+    /// only [`Pool::upgrade_superblock`] may write its header. A format 2 pool opens as usual.
+    pub format1: bool,
 }
 
 /// An open pool. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -66,7 +77,8 @@ pub struct OpenOptions {
 pub struct Pool {
     name: PathBuf,
     backend: Box<dyn PoolBackend>,
-    superblock: Mutex<Superblock>,
+    /// The current superblock and what goes with it; held across a whole commit.
+    header: Mutex<Header>,
     read_only: bool,
     /// `superblock.pool_bytes`, fixed at open: every range is checked against it.
     pool_bytes: u64,
@@ -79,8 +91,20 @@ pub struct Pool {
     durability: Durability,
 }
 
+/// The pool's view of its header, behind [`Pool`]'s one mutex.
+#[derive(Debug)]
+struct Header {
+    /// The current superblock (for a format 1 pool: its common fields, `version` 1).
+    sb: Superblock,
+    /// A format 1 pool's checkpoint reference; `None` for format 2.
+    format1: Option<CheckpointRefV1>,
+    /// A slot that did not decode at open while the other did, and why; cleared once a
+    /// commit (or upgrade) has rewritten both slots.
+    damaged: Option<(Slot, String)>,
+}
+
 /// How a slot decoded.
-type SlotResult = Result<Superblock, SuperblockError>;
+type SlotResult = Result<AnySuperblock, SuperblockError>;
 
 impl Pool {
     /// Creates (formats) a pool of `size_bytes` at `path`: a new sparse file, an existing file
@@ -209,15 +233,15 @@ impl Pool {
 
     /// Opens an existing pool, checking magic, version, checksums and sizes. Never writes to a
     /// pool it refuses.
+    ///
+    /// A format 1 pool is refused with [`PoolError::OldFormat`] unless `opts.format1`.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Pool, PoolError> {
         let target = crate::backend::open_target(path, opts.read_only)?;
         if target.len_bytes < Slot::B.offset() + FRAME_SIZE {
             return Err(refuse_tiny(path, &target.file, target.len_bytes));
         }
         let backend = MmapBackend::map(path, target, opts.read_only, opts.durability)?;
-        let mut pool = Pool::open_on(path.to_path_buf(), Box::new(backend), opts.read_only)?;
-        pool.durability = opts.durability;
-        Ok(pool)
+        Pool::open_on(path.to_path_buf(), Box::new(backend), opts)
     }
 
     /// Formats a pool on an arbitrary backend (tests, crash simulation). `name` is used in
@@ -263,6 +287,7 @@ impl Pool {
                 why: e.to_string(),
             }
         })?;
+        sb.meta.log_nonce = crate::superblock::new_log_nonce();
         let mut pool = Pool::from_parts(name, backend, sb.clone(), false);
         let (log_off, log_len) = pool.log;
         let be = &pool.backend;
@@ -281,7 +306,8 @@ impl Pool {
         let slot_b = sb.clone();
         sb.seq = 2;
         persisted(write_slot(be.as_ref(), &sb))?;
-        // Pair assertion: what we wrote reads back as what we meant.
+        // Pair assertion: what we wrote reads back as what we meant (the same content in both
+        // slots, seq 1 in B and 2 in A).
         for expected in [&slot_b, &sb] {
             let slot = expected.slot();
             match Superblock::decode(&read_slot(be.as_ref(), slot)) {
@@ -294,7 +320,7 @@ impl Pool {
                 }
             }
         }
-        *pool.superblock.get_mut() = sb;
+        pool.header.get_mut().sb = sb;
         Ok(pool)
     }
 
@@ -304,29 +330,44 @@ impl Pool {
         backend: Box<dyn PoolBackend>,
         read_only: bool,
     ) -> Result<Pool, PoolError> {
+        let opts = OpenOptions {
+            read_only,
+            ..OpenOptions::default()
+        };
+        Pool::open_backend_with(name, backend, &opts)
+    }
+
+    /// [`Pool::open_backend`] with options: `read_only` and `format1` as for [`Pool::open`];
+    /// `durability` only decides whether superblock commits also call the backend's `sync`
+    /// (the backend's `persist` is its own business).
+    pub fn open_backend_with(
+        name: &str,
+        backend: Box<dyn PoolBackend>,
+        opts: &OpenOptions,
+    ) -> Result<Pool, PoolError> {
         if backend.len_bytes() < Slot::B.offset() + FRAME_SIZE {
             let len = backend.len_bytes();
             let mut head = vec![0u8; len.min(SUPERBLOCK_BYTES as u64) as usize];
             backend.read_into(0, &mut head);
             return Err(refuse_tiny_bytes(Path::new(name), &head, len));
         }
-        Pool::open_on(PathBuf::from(name), backend, read_only)
+        Pool::open_on(PathBuf::from(name), backend, opts)
     }
 
     /// The checks of `open` on a backend at least two frames long.
     fn open_on(
         name: PathBuf,
         backend: Box<dyn PoolBackend>,
-        read_only: bool,
+        opts: &OpenOptions,
     ) -> Result<Pool, PoolError> {
         let decode = |slot: Slot| -> SlotResult {
-            let sb = Superblock::decode(&read_slot(backend.as_ref(), slot))?;
+            let sb = AnySuperblock::decode(&read_slot(backend.as_ref(), slot))?;
             if sb.slot() != slot {
                 return Err(SuperblockError::BadField {
                     field: "seq",
                     why: format!(
                         "seq {} does not belong in slot {slot} (A holds even, B odd sequences)",
-                        sb.seq
+                        sb.seq()
                     ),
                 });
             }
@@ -334,7 +375,17 @@ impl Pool {
         };
         let a = decode(Slot::A);
         let b = decode(Slot::B);
-        let sb = choose_slot(&name, a, b)?;
+        let (chosen, damaged) = choose_slot(&name, a, b)?;
+        let (sb, format1) = match chosen {
+            AnySuperblock::V2(sb) => (sb, None),
+            AnySuperblock::V1(v1) if opts.format1 => (v1.common, Some(v1.checkpoint)),
+            AnySuperblock::V1(v1) => {
+                return Err(PoolError::OldFormat {
+                    path: name,
+                    version: v1.common.version,
+                });
+            }
+        };
         let actual_bytes = backend.len_bytes();
         if sb.pool_bytes > actual_bytes {
             return Err(PoolError::Truncated {
@@ -346,7 +397,12 @@ impl Pool {
         if sb.pool_bytes < actual_bytes {
             tracing::debug!(pool = %name.display(), pool_bytes = sb.pool_bytes, actual_bytes, "backing store is larger than the pool");
         }
-        Ok(Pool::from_parts(name, backend, sb, read_only))
+        let mut pool = Pool::from_parts(name, backend, sb, opts.read_only);
+        pool.durability = opts.durability;
+        let header = pool.header.get_mut();
+        header.format1 = format1;
+        header.damaged = damaged;
+        Ok(pool)
     }
 
     fn from_parts(
@@ -367,7 +423,11 @@ impl Pool {
             pool_bytes: sb.pool_bytes,
             data,
             log,
-            superblock: Mutex::new(sb),
+            header: Mutex::new(Header {
+                sb,
+                format1: None,
+                damaged: None,
+            }),
             read_only,
             durability: Durability::CacheLines,
         }
@@ -388,50 +448,156 @@ impl Pool {
         self.read_only
     }
 
-    /// The current superblock.
+    /// The current superblock. For a format 1 pool (opened with [`OpenOptions::format1`]):
+    /// its common fields, with `version` 1 and [`MetaRoot::EMPTY`].
     pub fn superblock(&self) -> Superblock {
-        self.superblock.lock().clone()
+        self.header.lock().sb.clone()
     }
 
-    /// Writes `sb` (with `seq` set to current + 1) into the slot that does not hold the
-    /// current superblock, persists it, and makes it current.
+    /// Format version of the current superblock: [`FORMAT_VERSION`], or 1 for a format 1
+    /// pool opened with [`OpenOptions::format1`] and not yet upgraded.
+    pub fn version(&self) -> u32 {
+        self.header.lock().sb.version
+    }
+
+    /// A format 1 pool's checkpoint reference (`None` for a format 2 pool, also after
+    /// [`Pool::upgrade_superblock`]).
+    pub fn format1_checkpoint(&self) -> Option<CheckpointRefV1> {
+        self.header.lock().format1
+    }
+
+    /// The superblock slot found damaged at open (`'A'` or `'B'`) and why, while the other
+    /// slot was intact; `None` once a commit has rewritten both slots (which repairs it), and
+    /// for a pool whose slots both decoded. fsck reports it ("superblock copy damaged,
+    /// repaired by the next commit").
+    pub fn damaged_slot(&self) -> Option<(char, String)> {
+        self.header
+            .lock()
+            .damaged
+            .as_ref()
+            .map(|(slot, why)| (slot.letter(), why.clone()))
+    }
+
+    /// Commits `sb`: writes it to the slot not holding the current superblock with `seq =
+    /// current + 1` and persists it (the commit point), then to the other slot with `seq =
+    /// current + 2` and persists it, and makes it current. After it returns `Ok`, both slots
+    /// hold the new root, so damage to either copy loses nothing.
     ///
-    /// Only `checkpoint`, `mounted` (and `seq`, which is overwritten) may differ from the
-    /// current superblock; a change to the geometry, uuid or version is refused with
-    /// [`PoolError::BadSuperblock`], as is a checkpoint outside the data region. With
-    /// [`Durability::Msync`] the slot is also msynced before the commit counts.
+    /// Only `meta`, `mounted` (and `seq`, which is overwritten) may differ from the current
+    /// superblock; a change to the geometry, uuid or version is refused with
+    /// [`PoolError::BadSuperblock`], as is a `meta` breaking the field rules. A format 1 pool
+    /// is refused with [`PoolError::OldFormat`]. With [`Durability::Msync`] each slot is also
+    /// msynced before the next step.
+    ///
+    /// An error leaves the commit in doubt: the caller must keep what either the old or the
+    /// new superblock names. If the first write failed, the current superblock stays (the next
+    /// commit rewrites the same slot); if the second failed, the first is durable and is the
+    /// newest intact copy, so it becomes current (seq + 1; [`Pool::superblock`] shows it) and
+    /// the next commit writes the slot the failed write left in doubt first.
     pub fn commit_superblock(&self, mut sb: Superblock) -> Result<(), PoolError> {
         if self.read_only {
             return Err(PoolError::ReadOnly {
                 path: self.name.clone(),
             });
         }
-        let mut current = self.superblock.lock();
+        let mut header = self.header.lock();
+        if header.format1.is_some() {
+            return Err(PoolError::OldFormat {
+                path: self.name.clone(),
+                version: header.sb.version,
+            });
+        }
+        let current = &header.sb;
         let bad = |what: String| PoolError::BadSuperblock {
             path: self.name.clone(),
             what,
         };
-        sb.seq = current
-            .seq
-            .checked_add(1)
-            .ok_or_else(|| bad("seq would overflow".into()))?;
+        let first_seq = current.seq.checked_add(1);
+        let second_seq = current.seq.checked_add(2);
+        let (Some(first_seq), Some(second_seq)) = (first_seq, second_seq) else {
+            return Err(bad("seq would overflow".into()));
+        };
         let mut fixed = sb.clone();
-        fixed.checkpoint = current.checkpoint;
+        fixed.meta = current.meta;
         fixed.mounted = current.mounted;
         fixed.seq = current.seq;
         if fixed != *current {
             return Err(bad(format!(
-                "commit may change only the checkpoint and the mounted flag: {sb:?} vs current {:?}",
-                *current
+                "commit may change only the metadata root and the mounted flag: {sb:?} vs current {current:?}"
             )));
         }
+        sb.seq = first_seq;
         sb.validate().map_err(|e| bad(e.to_string()))?;
+        debug_assert_ne!(sb.slot(), current.slot());
+        self.write_superblock(&sb)?;
+        // `sb` is now the newest intact copy on the pool: current even if the second write
+        // fails, so that a later commit never overwrites it first.
+        header.sb = sb.clone();
+        sb.seq = second_seq;
+        self.write_superblock(&sb)?;
+        header.sb = sb;
+        header.damaged = None;
+        Ok(())
+    }
+
+    /// Converts a format 1 pool (opened with [`OpenOptions::format1`]) to format 2: writes a
+    /// format 2 superblock with the same geometry, uuid and creation time, `meta` and
+    /// `mounted = false`, first to the slot not holding the current superblock (`seq + 1`: the
+    /// commit point of the upgrade), then to the other (`seq + 2`), each persisted, and makes
+    /// it current ([`Pool::version`] is then 2 and [`Pool::format1_checkpoint`] `None`).
+    ///
+    /// The caller must have persisted everything `meta` names first. Refused with
+    /// [`PoolError::BadSuperblock`] on a format 2 pool or for a `meta` breaking the field
+    /// rules, [`PoolError::ReadOnly`] on a read-only pool. An error leaves the upgrade in
+    /// doubt exactly as [`Pool::commit_superblock`] leaves a commit.
+    pub fn upgrade_superblock(&self, meta: MetaRoot) -> Result<(), PoolError> {
+        if self.read_only {
+            return Err(PoolError::ReadOnly {
+                path: self.name.clone(),
+            });
+        }
+        let mut header = self.header.lock();
+        let bad = |what: String| PoolError::BadSuperblock {
+            path: self.name.clone(),
+            what,
+        };
+        if header.format1.is_none() {
+            return Err(bad(format!(
+                "already format {}: nothing to upgrade",
+                header.sb.version
+            )));
+        }
+        let current = &header.sb;
+        let (Some(first_seq), Some(second_seq)) =
+            (current.seq.checked_add(1), current.seq.checked_add(2))
+        else {
+            return Err(bad("seq would overflow".into()));
+        };
+        let mut sb = Superblock {
+            version: FORMAT_VERSION,
+            seq: first_seq,
+            meta,
+            mounted: false,
+            ..current.clone()
+        };
+        sb.validate().map_err(|e| bad(e.to_string()))?;
+        self.write_superblock(&sb)?;
+        // The pool is format 2 from here on (the commit point of the upgrade).
+        header.sb = sb.clone();
+        header.format1 = None;
+        sb.seq = second_seq;
+        self.write_superblock(&sb)?;
+        header.sb = sb;
+        header.damaged = None;
+        Ok(())
+    }
+
+    /// Writes `sb` (format 2, validated) into its slot, persists it (and msyncs it with
+    /// [`Durability::Msync`]), and reads it back (pair assertion). Called with the header
+    /// mutex held.
+    fn write_superblock(&self, sb: &Superblock) -> Result<(), PoolError> {
         let slot = sb.slot();
-        debug_assert_ne!(slot, current.slot());
-        // A failed persist leaves the slot in doubt; `current` stays, so the next commit
-        // rewrites the same slot. The caller treats the commit as not done (and must keep
-        // what either superblock names).
-        write_slot(self.backend.as_ref(), &sb)
+        write_slot(self.backend.as_ref(), sb)
             .map_err(io_err(&self.name, "persist the superblock"))?;
         if self.durability == Durability::Msync {
             self.backend
@@ -439,15 +605,12 @@ impl Pool {
                 .map_err(io_err(&self.name, "msync the superblock"))?;
         }
         match Superblock::decode(&read_slot(self.backend.as_ref(), slot)) {
-            Ok(back) if back == sb => {}
-            other => {
-                return Err(bad(format!(
-                    "slot {slot} does not read back after commit: {other:?}"
-                )));
-            }
+            Ok(back) if back == *sb => Ok(()),
+            other => Err(PoolError::BadSuperblock {
+                path: self.name.clone(),
+                what: format!("slot {slot} does not read back after commit: {other:?}"),
+            }),
         }
-        *current = sb;
-        Ok(())
     }
 
     /// Total bytes in the pool (`pool_bytes` of the superblock; the backing store may be
@@ -671,42 +834,52 @@ fn read_slot(backend: &dyn PoolBackend, slot: Slot) -> [u8; SUPERBLOCK_BYTES] {
     bytes
 }
 
-/// Encodes `sb` into its slot and persists it (the rest of the slot's frame stays zero).
+/// Encodes `sb` (format 2) into its slot and persists it (the rest of the slot's frame stays
+/// zero).
 fn write_slot(backend: &dyn PoolBackend, sb: &Superblock) -> std::io::Result<()> {
     let offset = sb.slot().offset();
     backend.write(offset, &sb.encode());
     backend.persist(offset, SUPERBLOCK_BYTES as u64)
 }
 
-/// Picks the superblock to open from the two slot results (see docs/DESIGN.md, 3.2).
-fn choose_slot(name: &Path, a: SlotResult, b: SlotResult) -> Result<Superblock, PoolError> {
+/// Picks the superblock to open from the two slot results (see docs/DESIGN.md, 3.2): the
+/// intact slot (format 1 or 2) with the highest `seq`, and the damaged slot if one is.
+fn choose_slot(
+    name: &Path,
+    a: SlotResult,
+    b: SlotResult,
+) -> Result<(AnySuperblock, Option<(Slot, String)>), PoolError> {
     use SuperblockError::{BadField, BadMagic, UnsupportedVersion};
     let path = || name.to_path_buf();
     // A newer format in either slot: a newer pfnfs has written this pool, and the older slot
     // may no longer describe it. Refuse rather than open a stale view.
     for r in [&a, &b] {
         if let Err(UnsupportedVersion { found }) = r
-            && *found > crate::superblock::FORMAT_VERSION
+            && *found > FORMAT_VERSION
         {
             return Err(PoolError::UnsupportedVersion {
                 path: path(),
                 found: *found,
-                supported: crate::superblock::FORMAT_VERSION,
+                supported: FORMAT_VERSION,
             });
         }
     }
     match (a, b) {
         (Ok(a), Ok(b)) => {
-            let (newer, older) = if a.seq > b.seq { (a, b) } else { (b, a) };
-            if (newer.uuid, newer.pool_bytes) != (older.uuid, older.pool_bytes) {
-                tracing::warn!(pool = %name.display(), "the superblock slots describe different pools; using the newer (seq {})", newer.seq);
+            // Both intact: after a completed commit they hold the same content (seqs n + 1
+            // and n + 2); after an interrupted one (or upgrade) the newer holds the new. Either
+            // way there is nothing to warn about.
+            let (newer, older) = if a.seq() > b.seq() { (a, b) } else { (b, a) };
+            let (n, o) = (newer.common(), older.common());
+            if (n.uuid, n.pool_bytes) != (o.uuid, o.pool_bytes) {
+                tracing::warn!(pool = %name.display(), "the superblock slots describe different pools; using the newer (seq {})", n.seq);
             }
-            Ok(newer)
+            Ok((newer, None))
         }
         (Ok(sb), Err(e)) | (Err(e), Ok(sb)) => {
             let bad_slot = sb.slot().other();
-            tracing::warn!(pool = %name.display(), "superblock slot {bad_slot} is damaged ({e}); opening from slot {} (seq {})", sb.slot(), sb.seq);
-            Ok(sb)
+            tracing::warn!(pool = %name.display(), "superblock slot {bad_slot} is damaged ({e}); opening from slot {} (seq {}); the next commit repairs it", sb.slot(), sb.seq());
+            Ok((sb, Some((bad_slot, e.to_string()))))
         }
         (Err(BadMagic { .. }), Err(BadMagic { .. })) => Err(PoolError::NotAPool { path: path() }),
         (Err(ea), Err(eb)) => {

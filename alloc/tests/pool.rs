@@ -1,6 +1,7 @@
 //! The pool end to end: create/open round trips on files, RAM and a loop device; superblock
-//! commits; every kind of bad pool and its specific error; open never writing to a pool it
-//! refuses; sparse creation of a huge pool; docs/DESIGN.md agreeing with the code.
+//! commits (both slots, crashes at each persist point); format 1 pools refused and upgraded;
+//! every kind of bad pool and its specific error; open never writing to a pool it refuses;
+//! sparse creation of a huge pool; golden bytes; docs/DESIGN.md agreeing with the code.
 
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -11,10 +12,12 @@ use pfnfs_alloc::layout::{
     LOG_FRAMES_MAX, LOG_FRAMES_MIN, LOG_SHARE_DIVISOR, LOG_START_PFN, POOL_BYTES_MIN,
     SUPERBLOCK_BYTES, log_frames_for,
 };
-use pfnfs_alloc::superblock::{FIELDS, FORMAT_VERSION, MAGIC, Slot, field};
+use pfnfs_alloc::superblock::{
+    FIELDS, FIELDS_V1, FORMAT_VERSION, MAGIC, Slot, SuperblockV1, field,
+};
 use pfnfs_alloc::{
-    CheckpointRef, CreateOptions, Durability, FRAME_SIZE, MemBackend, OpenOptions, Pfn, PfnRange,
-    Pool, PoolBackend, PoolError, Superblock,
+    CheckpointRefV1, CrashMode, CrashSimBackend, CreateOptions, Durability, FRAME_SIZE, MemBackend,
+    MetaRoot, OpenOptions, Pfn, PfnRange, Pool, PoolBackend, PoolError, Superblock,
 };
 
 const MIB: u64 = 1 << 20;
@@ -195,8 +198,21 @@ fn file_create_open_round_trip() {
     }
 }
 
+/// A metadata root inside `pool`'s data region, different for each `round`.
+fn meta_for(pool: &Pool, round: u64) -> MetaRoot {
+    MetaRoot {
+        root_pfn: pool.data_region().start.0 + round,
+        tree_frames: 1 + round,
+        height: 1 + (round % 3) as u32,
+        log_generation: round + 1,
+        log_nonce: 0xabc0 + round,
+        next_ino: 2 + round,
+        inodes: 1 + round,
+    }
+}
+
 #[test]
-fn commit_superblock_alternates_slots_and_survives_reopen() {
+fn commit_superblock_writes_both_slots_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = small_pool(dir.path());
     let mut last = None;
@@ -216,51 +232,50 @@ fn commit_superblock_alternates_slots_and_survives_reopen() {
         }
         let mut sb = before.clone();
         sb.mounted = round % 2 == 0;
-        sb.checkpoint = CheckpointRef {
-            head_pfn: pool.data_region().start.0 + round,
-            len_bytes: 5000 + round,
-            crc: 0xabc0 + round as u32,
-            log_generation: round + 1,
-        };
+        sb.meta = meta_for(&pool, round);
         sb.seq = 999; // ignored: the pool sets it
         pool.commit_superblock(sb.clone()).unwrap();
         let now = pool.superblock();
-        assert_eq!(now.seq, before.seq + 1);
-        assert_eq!(now.checkpoint, sb.checkpoint);
+        assert_eq!(now.seq, before.seq + 2);
+        assert_eq!(now.meta, sb.meta);
         assert_eq!(now.mounted, sb.mounted);
+        assert_eq!(pool.damaged_slot(), None);
         drop(pool);
-        // The new superblock is in the slot the old one was not in; the old one is untouched.
-        let new_slot = Slot::for_seq(now.seq);
-        assert_ne!(new_slot, Slot::for_seq(before.seq));
+        // Both slots hold the new superblock: seq + 2 in the current slot (whose parity does
+        // not change), seq + 1 in the other.
+        let slot = Slot::for_seq(now.seq);
+        assert_eq!(slot, Slot::for_seq(before.seq));
+        assert_eq!(Superblock::decode(&read_slot(&path, slot)).unwrap(), now);
+        let first = Superblock {
+            seq: now.seq - 1,
+            ..now.clone()
+        };
         assert_eq!(
-            Superblock::decode(&read_slot(&path, new_slot)).unwrap(),
-            now
-        );
-        assert_eq!(
-            Superblock::decode(&read_slot(&path, new_slot.other())).unwrap(),
-            before
+            Superblock::decode(&read_slot(&path, slot.other())).unwrap(),
+            first
         );
         last = Some(now);
     }
 }
 
 #[test]
-fn commit_refuses_geometry_changes_and_bad_checkpoints() {
-    let (_, pool) = mem_pool(32 * MIB);
+fn commit_refuses_geometry_changes_and_bad_roots() {
+    let (mem, pool) = mem_pool(32 * MIB);
     let cur = pool.superblock();
-    let cases: [fn(&mut Superblock); 5] = [
+    let image = mem.to_vec();
+    let cases: [fn(&mut Superblock); 8] = [
         |s| s.pool_bytes += 2 * MIB,
         |s| s.uuid[0] ^= 1,
         |s| s.log_frames += 512,
         |s| s.created_secs += 1,
+        |s| s.version = 1,
         |s| {
-            s.checkpoint = CheckpointRef {
-                head_pfn: 1,
-                len_bytes: 10,
-                crc: 0,
-                log_generation: 1,
-            }
+            s.meta.root_pfn = 1;
+            s.meta.height = 1;
+            s.meta.inodes = 1;
         },
+        |s| s.meta.height = 1,
+        |s| s.meta.next_ino = 1,
     ];
     for change in cases {
         let mut sb = cur.clone();
@@ -269,6 +284,7 @@ fn commit_refuses_geometry_changes_and_bad_checkpoints() {
         assert!(matches!(err, PoolError::BadSuperblock { .. }), "{err:?}");
         assert_eq!(pool.superblock(), cur, "a refused commit changes nothing");
     }
+    assert!(mem.to_vec() == image, "a refused commit writes nothing");
 }
 
 #[test]
@@ -455,30 +471,51 @@ fn one_damaged_slot_opens_from_the_other() {
     for damaged in [Slot::A, Slot::B] {
         let path = dir.path().join(format!("pool-{damaged}"));
         drop(create(&path, POOL_BYTES_MIN));
+        let fresh = Pool::open(&path, &ro()).unwrap().superblock();
         damage_slot(&path, damaged);
         let before = fingerprint(&path);
         let pool = Pool::open(&path, &rw()).unwrap();
         let sb = pool.superblock();
         assert_eq!(Slot::for_seq(sb.seq), damaged.other());
         assert_eq!(sb.seq, if damaged == Slot::A { 1 } else { 2 });
+        // mkfs wrote the same content to both slots: nothing is lost.
+        assert_eq!(
+            Superblock {
+                seq: fresh.seq,
+                ..sb
+            },
+            fresh
+        );
+        let (letter, why) = pool.damaged_slot().expect("the damaged slot is reported");
+        assert_eq!(letter, damaged.letter());
+        assert!(why.contains("checksum"), "{why}");
         drop(pool);
         assert!(
             before == fingerprint(&path),
             "open does not repair on its own"
         );
-        // A commit goes to the damaged slot (the one not holding the current superblock) and
-        // heals it.
+        // A commit rewrites both slots and so heals the damaged one.
         let pool = Pool::open(&path, &rw()).unwrap();
         let mut next = pool.superblock();
         next.mounted = true;
         pool.commit_superblock(next).unwrap();
-        let seq = pool.superblock().seq;
+        assert_eq!(pool.damaged_slot(), None);
+        let now = pool.superblock();
         drop(pool);
-        assert_eq!(
-            Superblock::decode(&read_slot(&path, damaged)).unwrap().seq,
-            seq
-        );
-        assert_eq!(Pool::open(&path, &ro()).unwrap().superblock().seq, seq);
+        for slot in [Slot::A, Slot::B] {
+            let got = Superblock::decode(&read_slot(&path, slot)).unwrap();
+            assert_eq!(
+                Superblock {
+                    seq: now.seq,
+                    ..got
+                },
+                now,
+                "slot {slot}"
+            );
+        }
+        let pool = Pool::open(&path, &ro()).unwrap();
+        assert_eq!(pool.superblock(), now);
+        assert_eq!(pool.damaged_slot(), None);
     }
 }
 
@@ -867,4 +904,551 @@ fn design_doc_layout_constants_match_code() {
         pfnfs_alloc::layout::SUPERBLOCK_B_OFFSET
     );
     assert_eq!(value_of("SUPERBLOCK_BYTES"), SUPERBLOCK_BYTES as u64);
+}
+
+#[test]
+fn design_doc_format1_superblock_table_matches_code() {
+    let rows: Vec<(usize, usize, String)> = table_rows(&design_section("superblock-v1"))
+        .into_iter()
+        .filter_map(|cells| {
+            let offset = cells.first()?.parse().ok()?;
+            let size = cells.get(1)?.parse().ok()?;
+            Some((offset, size, cells.get(2)?.clone()))
+        })
+        .collect();
+    let code: Vec<(usize, usize, String)> = FIELDS_V1
+        .iter()
+        .map(|f| (f.offset, f.size, f.name.to_string()))
+        .collect();
+    assert_eq!(
+        rows, code,
+        "docs/DESIGN.md format 1 superblock table vs superblock::FIELDS_V1"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Golden bytes: a reordered field or a changed width cannot slip through.
+
+/// A fixed format 2 superblock: 64 MiB pool, every field distinct.
+fn golden_superblock() -> Superblock {
+    Superblock {
+        version: 2,
+        uuid: *b"0123456789abcdef",
+        frame_size: 4096,
+        pool_bytes: 64 * MIB,
+        seq: 0x0102_0304_0506_0708,
+        log_start_pfn: 512,
+        log_frames: 1024,
+        data_start_pfn: 1536,
+        data_frames: 16384 - 1536,
+        meta: MetaRoot {
+            root_pfn: 0x1234,
+            tree_frames: 0x55,
+            height: 3,
+            log_generation: 0x1122_3344,
+            log_nonce: 0xfedc_ba98_7654_3210,
+            next_ino: 0x10_0000,
+            inodes: 0xabcd,
+        },
+        mounted: true,
+        created_secs: 1_700_000_000,
+    }
+}
+
+/// Its encoding, written out by hand from the table in docs/DESIGN.md 3.2 (16 bytes a row).
+const GOLDEN_V2: &str = "\
+    5046 4e46 5350 4f4c 0200 0000 0010 0000 \
+    3031 3233 3435 3637 3839 6162 6364 6566 \
+    0000 0004 0000 0000 0807 0605 0403 0201 \
+    0002 0000 0000 0000 0004 0000 0000 0000 \
+    0006 0000 0000 0000 003a 0000 0000 0000 \
+    3412 0000 0000 0000 5500 0000 0000 0000 \
+    0300 0000 0100 0000 4433 2211 0000 0000 \
+    00f1 5365 0000 0000 1032 5476 98ba dcfe \
+    0000 1000 0000 0000 cdab 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 CRC_V2__";
+
+/// The same pool's format 1 superblock (checkpoint at 0x1234, 10000 bytes).
+const GOLDEN_V1: &str = "\
+    5046 4e46 5350 4f4c 0100 0000 0010 0000 \
+    3031 3233 3435 3637 3839 6162 6364 6566 \
+    0000 0004 0000 0000 0807 0605 0403 0201 \
+    0002 0000 0000 0000 0004 0000 0000 0000 \
+    0006 0000 0000 0000 003a 0000 0000 0000 \
+    3412 0000 0000 0000 1027 0000 0000 0000 \
+    efbe adde 0100 0000 4433 2211 0000 0000 \
+    00f1 5365 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 0000 0000 \
+    0000 0000 0000 0000 0000 0000 CRC_V1__";
+
+/// CRC32C of the golden bodies (bytes 0..252), computed with an independent implementation.
+const GOLDEN_V2_CRC: u32 = 0x2681_69df;
+const GOLDEN_V1_CRC: u32 = 0xd7c4_6805;
+
+fn unhex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+        .collect()
+}
+
+/// `golden` with its last 4 bytes (a placeholder in the constant) replaced by the CRC32C of
+/// the first 252, checked separately against a known value.
+fn with_crc(golden: &str, crc: u32) -> Vec<u8> {
+    let body = &golden[..golden.len() - 8];
+    let mut bytes = unhex(body);
+    assert_eq!(bytes.len(), 252);
+    assert_eq!(crc32c::crc32c(&bytes), crc, "CRC32C of the golden body");
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn golden_bytes_format2() {
+    let sb = golden_superblock();
+    let expected = with_crc(GOLDEN_V2, GOLDEN_V2_CRC);
+    assert_eq!(sb.encode().to_vec(), expected);
+    assert_eq!(Superblock::decode(&expected), Ok(sb));
+}
+
+#[test]
+fn golden_bytes_format1() {
+    let mut common = golden_superblock();
+    common.version = 1;
+    common.meta = MetaRoot::EMPTY;
+    let v1 = SuperblockV1 {
+        common,
+        checkpoint: CheckpointRefV1 {
+            head_pfn: 0x1234,
+            len_bytes: 10_000,
+            crc: 0xdead_beef,
+            log_generation: 0x1122_3344,
+        },
+    };
+    let expected = with_crc(GOLDEN_V1, GOLDEN_V1_CRC);
+    assert_eq!(v1.encode().to_vec(), expected);
+    assert_eq!(SuperblockV1::decode(&expected), Ok(v1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format 1 pools: refused, opened for the upgrade, upgraded.
+
+/// The checkpoint reference of the format 1 pools made here.
+fn v1_checkpoint(sb: &Superblock) -> CheckpointRefV1 {
+    CheckpointRefV1 {
+        head_pfn: sb.data_start_pfn + 7,
+        len_bytes: 3 * FRAME_SIZE + 5,
+        crc: 0x1234_5678,
+        log_generation: 4,
+    }
+}
+
+/// Rewrites a fresh pool's slots (given as a write function) in format 1, as a format 1 mkfs
+/// plus commits up to `seq` would have left them: `seq` in its slot, `seq - 1` in the other.
+fn make_v1(sb: &Superblock, seq: u64, mut write: impl FnMut(u64, &[u8])) -> SuperblockV1 {
+    let mut common = sb.clone();
+    common.version = 1;
+    common.meta = MetaRoot::EMPTY;
+    let mut v1 = SuperblockV1 {
+        checkpoint: v1_checkpoint(sb),
+        common,
+    };
+    v1.common.seq = seq - 1;
+    let older = v1.checkpoint;
+    v1.checkpoint.log_generation -= 1;
+    write(v1.common.slot().offset(), &v1.encode());
+    v1.common.seq = seq;
+    v1.checkpoint = older;
+    write(v1.common.slot().offset(), &v1.encode());
+    v1
+}
+
+fn v1_mem_pool() -> (Arc<MemBackend>, SuperblockV1) {
+    let (mem, pool) = mem_pool(32 * MIB);
+    let sb = pool.superblock();
+    drop(pool);
+    let v1 = make_v1(&sb, 5, |off, bytes| mem.write(off, bytes));
+    (mem, v1)
+}
+
+fn format1_opts() -> OpenOptions {
+    OpenOptions {
+        format1: true,
+        ..OpenOptions::default()
+    }
+}
+
+#[test]
+fn format1_pool_is_refused_with_the_upgrade_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_pool(dir.path());
+    let sb = Pool::open(&path, &ro()).unwrap().superblock();
+    make_v1(&sb, 3, |off, bytes| write_at(&path, off, bytes));
+    let err = refused(&path);
+    assert!(
+        matches!(err, PoolError::OldFormat { version: 1, .. }),
+        "{err:?}"
+    );
+    let p = path.display();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{p} is a pfnfs format 1 pool; this pfnfs reads format 2: convert it with `pfnfs upgrade {p}`"
+        )
+    );
+    // The upgrade can open it, read-only or read-write.
+    for opts in [
+        format1_opts(),
+        OpenOptions {
+            read_only: true,
+            ..format1_opts()
+        },
+    ] {
+        let pool = Pool::open(&path, &opts).unwrap();
+        assert_eq!(pool.version(), 1);
+        assert_eq!(pool.format1_checkpoint(), Some(v1_checkpoint(&sb)));
+        assert_eq!(pool.superblock().seq, 3);
+        assert_eq!(
+            pool.data_region(),
+            PfnRange::new(Pfn(sb.data_start_pfn), sb.data_frames).unwrap()
+        );
+    }
+}
+
+#[test]
+fn format1_pool_can_only_be_upgraded() {
+    let (mem, v1) = v1_mem_pool();
+    let pool = Pool::open_backend_with("v1", Box::new(mem.clone()), &format1_opts()).unwrap();
+    assert_eq!(pool.superblock(), v1.common);
+    assert_eq!(pool.format1_checkpoint(), Some(v1.checkpoint));
+    assert_eq!(pool.damaged_slot(), None);
+    let image = mem.to_vec();
+    let err = pool.commit_superblock(pool.superblock()).unwrap_err();
+    assert!(matches!(err, PoolError::OldFormat { .. }), "{err:?}");
+    // A meta breaking the rules is refused before anything is written.
+    let bad = MetaRoot {
+        height: 1,
+        ..MetaRoot::EMPTY
+    };
+    let err = pool.upgrade_superblock(bad).unwrap_err();
+    assert!(matches!(err, PoolError::BadSuperblock { .. }), "{err:?}");
+    assert!(mem.to_vec() == image, "refusals write nothing");
+
+    let meta = meta_for(&pool, 9);
+    pool.upgrade_superblock(meta).unwrap();
+    assert_eq!(pool.version(), FORMAT_VERSION);
+    assert_eq!(pool.format1_checkpoint(), None);
+    let up = pool.superblock();
+    assert_eq!(
+        up,
+        Superblock {
+            version: FORMAT_VERSION,
+            seq: 7,
+            meta,
+            mounted: false,
+            ..v1.common.clone()
+        }
+    );
+    // Both slots hold it (seq 6 in the other slot).
+    assert_eq!(
+        Superblock::decode(&mem.read_vec(Slot::B.offset(), SUPERBLOCK_BYTES)),
+        Ok(up.clone())
+    );
+    assert_eq!(
+        Superblock::decode(&mem.read_vec(Slot::A.offset(), SUPERBLOCK_BYTES)),
+        Ok(Superblock {
+            seq: 6,
+            ..up.clone()
+        })
+    );
+    // Once upgraded: commits work, a second upgrade is refused, a plain open works.
+    let err = pool.upgrade_superblock(meta).unwrap_err();
+    assert!(matches!(err, PoolError::BadSuperblock { .. }), "{err:?}");
+    let mut next = up.clone();
+    next.mounted = true;
+    pool.commit_superblock(next).unwrap();
+    assert_eq!(pool.superblock().seq, 9);
+    drop(pool);
+    let pool = Pool::open_backend("v2", Box::new(mem.clone()), false).unwrap();
+    assert_eq!(pool.superblock().meta, meta);
+    assert!(pool.superblock().mounted);
+    // `format1` on a format 2 pool opens it as usual.
+    drop(pool);
+    let pool = Pool::open_backend_with("v2", Box::new(mem), &format1_opts()).unwrap();
+    assert_eq!(
+        (pool.version(), pool.format1_checkpoint()),
+        (FORMAT_VERSION, None)
+    );
+    let err = pool.upgrade_superblock(meta).unwrap_err();
+    assert!(matches!(err, PoolError::BadSuperblock { .. }), "{err:?}");
+}
+
+#[test]
+fn upgrade_of_a_read_only_pool_is_refused() {
+    let (mem, _) = v1_mem_pool();
+    let opts = OpenOptions {
+        read_only: true,
+        ..format1_opts()
+    };
+    let pool = Pool::open_backend_with("v1", Box::new(mem), &opts).unwrap();
+    let err = pool.upgrade_superblock(MetaRoot::EMPTY).unwrap_err();
+    assert!(matches!(err, PoolError::ReadOnly { .. }), "{err:?}");
+}
+
+#[test]
+fn mixed_format_slots_open_by_seq() {
+    // An upgrade interrupted after its first write: format 2 at seq n + 1, format 1 at n.
+    let (mem, v1) = v1_mem_pool();
+    let mut v2 = v1.common.clone();
+    v2.version = FORMAT_VERSION;
+    v2.seq = v1.common.seq + 1;
+    v2.mounted = false;
+    mem.write(v2.slot().offset(), &v2.encode());
+    let pool = Pool::open_backend("mixed", Box::new(mem.clone()), true).unwrap();
+    assert_eq!(pool.superblock(), v2);
+    assert_eq!(
+        pool.damaged_slot(),
+        None,
+        "an interrupted upgrade is not damage"
+    );
+    drop(pool);
+    // The other way round (format 1 newer) is a format 1 pool.
+    let v1_newer = SuperblockV1 {
+        common: Superblock {
+            seq: v2.seq + 1,
+            ..v1.common.clone()
+        },
+        ..v1
+    };
+    mem.write(v1_newer.common.slot().offset(), &v1_newer.encode());
+    let err = Pool::open_backend("mixed", Box::new(mem), true).unwrap_err();
+    assert!(
+        matches!(err, PoolError::OldFormat { version: 1, .. }),
+        "{err:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashes and failures during the two-write commit.
+
+/// A 16 MiB crash-simulated pool after mkfs and one commit (`C0`, both slots), as an image.
+fn committed_image() -> (Vec<u8>, Superblock) {
+    let sim = Arc::new(CrashSimBackend::new(POOL_BYTES_MIN));
+    let pool = Pool::format_backend("sim", Box::new(sim.clone())).unwrap();
+    let mut sb = pool.superblock();
+    sb.meta = meta_for(&pool, 1);
+    sb.mounted = true;
+    pool.commit_superblock(sb).unwrap();
+    let c0 = pool.superblock();
+    drop(pool);
+    (sim.crash_image(), c0)
+}
+
+/// What each crash point of a commit from `C0` to `C1` leaves, for a crash of `mode` before
+/// persist point `point` of the commit (1-based; past the last: no crash).
+fn crash_commit(image: &[u8], c0: &Superblock, point: u64, mode: CrashMode) -> (Pool, bool) {
+    let sim = Arc::new(CrashSimBackend::from_image(image));
+    let pool = Pool::open_backend("sim", Box::new(sim.clone()), false).unwrap();
+    let base = sim.persist_points();
+    sim.arm_crash(base + point, mode);
+    let mut c1 = c0.clone();
+    c1.meta = meta_for(&pool, 2);
+    c1.mounted = false;
+    pool.commit_superblock(c1).unwrap();
+    let crashed = sim.crashed().is_some();
+    drop(pool);
+    let after = MemBackend::from_bytes(&sim.crash_image());
+    (
+        Pool::open_backend("after", Box::new(after), false).unwrap(),
+        crashed,
+    )
+}
+
+#[test]
+fn commit_crash_at_each_persist_point() {
+    let (image, c0) = committed_image();
+    // Count the commit's persist points.
+    let sim = Arc::new(CrashSimBackend::from_image(&image));
+    let pool = Pool::open_backend("sim", Box::new(sim.clone()), false).unwrap();
+    let before = sim.persist_points();
+    pool.commit_superblock(c0.clone()).unwrap();
+    let points = sim.persist_points() - before;
+    assert_eq!(points, 2, "one persist point per slot write");
+    drop(pool);
+
+    let is_c0 = |sb: &Superblock| sb.meta == c0.meta && sb.mounted;
+    let is_c1 = |sb: &Superblock| sb.meta.log_generation == 3 && !sb.mounted;
+    let mut torn_new = 0;
+    let mut torn_damaged = 0;
+    for point in 1..=points + 1 {
+        let mut modes = vec![CrashMode::Clean];
+        modes.extend((0..24).map(|seed| CrashMode::Torn { seed }));
+        for mode in modes {
+            let (pool, crashed) = crash_commit(&image, &c0, point, mode);
+            let sb = pool.superblock();
+            assert_eq!(crashed, point <= points, "point {point} {mode}");
+            match point {
+                // Before the first write is durable: C0, or C1 if a torn crash kept every word
+                // of the first slot (then the first slot is intact, and the commit happened).
+                1 => {
+                    assert!(is_c0(&sb) || is_c1(&sb), "point 1 {mode}: {sb:?}");
+                    if mode == CrashMode::Clean {
+                        assert_eq!(sb, c0);
+                        assert_eq!(pool.damaged_slot(), None);
+                    }
+                    if is_c1(&sb) {
+                        torn_new += 1;
+                        assert_eq!(sb.seq, c0.seq + 1);
+                    }
+                }
+                // The first write is durable: C1 whatever the second slot holds.
+                2 => {
+                    assert!(is_c1(&sb), "point 2 {mode}: {sb:?}");
+                    assert!(sb.seq == c0.seq + 1 || sb.seq == c0.seq + 2);
+                    if mode == CrashMode::Clean {
+                        assert_eq!(sb.seq, c0.seq + 1);
+                    }
+                }
+                // No crash: both slots hold C1.
+                _ => {
+                    assert!(is_c1(&sb));
+                    assert_eq!(sb.seq, c0.seq + 2);
+                    assert_eq!(pool.damaged_slot(), None);
+                }
+            }
+            if pool.damaged_slot().is_some() {
+                torn_damaged += 1;
+            }
+            // Whatever the crash left, the next commit leaves both slots intact and equal.
+            let mut next = sb.clone();
+            next.mounted = true;
+            pool.commit_superblock(next.clone()).unwrap();
+            assert_eq!(pool.damaged_slot(), None);
+            let now = pool.superblock();
+            assert_eq!((now.meta, now.mounted), (next.meta, true));
+            let be = pool.into_backend();
+            for slot in [Slot::A, Slot::B] {
+                let got = Superblock::decode(&be.read_vec(slot.offset(), SUPERBLOCK_BYTES))
+                    .unwrap_or_else(|e| panic!("point {point} {mode}: slot {slot}: {e}"));
+                assert_eq!(
+                    Superblock {
+                        seq: now.seq,
+                        ..got
+                    },
+                    now
+                );
+            }
+        }
+    }
+    // The torn crashes did exercise both outcomes.
+    assert!(torn_damaged > 0, "no torn crash damaged a slot");
+    println!(
+        "torn crashes: {torn_new} kept a whole first slot, {torn_damaged} left a damaged slot"
+    );
+}
+
+#[test]
+fn failed_persists_during_a_commit_leave_it_in_doubt_then_recover() {
+    use pfnfs_alloc::{Fault, FaultyBackend};
+    for (failing, reached) in [(0, false), (0, true), (1, false), (1, true)] {
+        let (image, c0) = committed_image();
+        let sim = Arc::new(CrashSimBackend::from_image(&image));
+        let faulty = Arc::new(FaultyBackend::new(sim.clone()));
+        let pool = Pool::open_backend("faulty", Box::new(faulty.clone()), false).unwrap();
+        // The first write goes to the slot not holding C0, the second to C0's slot.
+        let slot = if failing == 0 {
+            c0.slot().other()
+        } else {
+            c0.slot()
+        };
+        faulty.arm(Fault {
+            errno: libc::EIO,
+            range: Some(slot.offset()..slot.offset() + SUPERBLOCK_BYTES as u64),
+            count: 1,
+            reached,
+        });
+        let mut c1 = c0.clone();
+        c1.meta = meta_for(&pool, 2);
+        let err = pool.commit_superblock(c1.clone()).unwrap_err();
+        assert!(
+            matches!(&err, PoolError::Io { source, .. } if source.raw_os_error() == Some(libc::EIO)),
+            "{err:?}"
+        );
+        let current = pool.superblock();
+        if failing == 0 {
+            assert_eq!(current, c0, "a failed first write leaves C0 current");
+        } else {
+            assert_eq!(
+                current,
+                Superblock {
+                    seq: c0.seq + 1,
+                    ..c1.clone()
+                },
+                "after the first write, C1 is the newest intact copy"
+            );
+        }
+        // What a crash now leaves is C0 or C1, and never both slots damaged.
+        let after = Pool::open_backend(
+            "after",
+            Box::new(MemBackend::from_bytes(&sim.crash_image())),
+            true,
+        )
+        .unwrap();
+        let sb = after.superblock();
+        assert!(sb.meta == c0.meta || sb.meta == c1.meta, "{sb:?}");
+        if failing == 1 {
+            assert_eq!(sb.meta, c1.meta, "the first write was durable");
+        }
+        // The next commit succeeds, and a crash at any of its persist points keeps C1 or C2.
+        let mut c2 = current.clone();
+        c2.meta = meta_for(&pool, 3);
+        let base = sim.persist_points();
+        sim.arm_crash(base + 1, CrashMode::Torn { seed: 7 });
+        pool.commit_superblock(c2.clone()).unwrap();
+        let after = Pool::open_backend(
+            "after",
+            Box::new(MemBackend::from_bytes(&sim.crash_image())),
+            true,
+        )
+        .unwrap();
+        let sb = after.superblock();
+        if failing == 1 {
+            assert!(sb.meta == c1.meta || sb.meta == c2.meta, "{sb:?}");
+        } else {
+            assert!(
+                sb.meta == c0.meta || sb.meta == c1.meta || sb.meta == c2.meta,
+                "{sb:?}"
+            );
+        }
+        assert_eq!(pool.superblock().meta, c2.meta);
+    }
+}
+
+#[test]
+fn mkfs_writes_the_same_content_to_both_slots() {
+    let (mem, pool) = mem_pool(32 * MIB);
+    let sb = pool.superblock();
+    assert_eq!(sb.seq, 2);
+    assert_eq!(sb.meta.root_pfn, 0);
+    assert_eq!(sb.meta.next_ino, 2);
+    assert_ne!(
+        sb.meta.log_nonce, 0,
+        "mkfs draws the first generation's nonce"
+    );
+    let b = Superblock::decode(&mem.read_vec(Slot::B.offset(), SUPERBLOCK_BYTES)).unwrap();
+    assert_eq!(Superblock { seq: 2, ..b }, sb);
+    assert_eq!(pool.damaged_slot(), None);
 }
