@@ -593,3 +593,120 @@ fn concurrent_allocate_and_free_in_one_group() {
     assert_eq!(a.group_count(), 1);
     hammer(a, 3, 3000);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Change tracking
+
+/// Groups of 512 frames over [512, 512 + 4 * 512): groups 0..4, each one 2 MiB.
+fn four_groups() -> ExtentAllocator {
+    let a = ExtentAllocator::new_empty_with_group_frames(r(512, 4 * 512), 512);
+    assert_eq!(a.group_count(), 4);
+    a
+}
+
+#[test]
+fn new_allocators_start_clean() {
+    let a = four_groups();
+    assert_eq!(a.take_dirty_groups(), Vec::<usize>::new());
+    let b = ExtentAllocator::from_free_extents(r(512, 4096), [r(600, 10), r(3000, 5)]).unwrap();
+    assert!(b.take_dirty_groups().is_empty());
+    let c = ExtentAllocator::from_group_extents(r(512, 4096), [r(3000, 5), r(600, 10)]).unwrap();
+    assert!(c.take_dirty_groups().is_empty());
+    assert_eq!(c.free_extents(), b.free_extents());
+    let d = ExtentAllocator::decode_free_set(r(512, 4096), &b.encode_free_set()).unwrap();
+    assert!(d.take_dirty_groups().is_empty());
+}
+
+#[test]
+fn each_kind_of_change_marks_its_groups() {
+    let a = four_groups();
+    // allocate with a goal in group 2
+    let held = a
+        .allocate(10, Some(Pfn(512 + 2 * 512 + 5)))
+        .unwrap()
+        .into_ranges();
+    assert_eq!(held, vec![r(512 + 2 * 512 + 5, 10)]);
+    assert_eq!(a.take_dirty_groups(), vec![2]);
+    assert!(a.take_dirty_groups().is_empty(), "taking clears the marks");
+    // free
+    a.free(held[0]).unwrap();
+    assert_eq!(a.take_dirty_groups(), vec![2]);
+    // reserve across a group boundary: both groups
+    a.reserve(r(512 + 512 - 3, 6)).unwrap();
+    assert_eq!(a.take_dirty_groups(), vec![0, 1]);
+    // a free across the boundary too
+    a.free(r(512 + 512 - 3, 6)).unwrap();
+    assert_eq!(a.take_dirty_groups(), vec![0, 1]);
+    // a guard dropped gives frames back: allocated and returned, both marked
+    {
+        let g = a.allocate(4, Some(Pfn(512 + 3 * 512))).unwrap();
+        assert_eq!(a.take_dirty_groups(), vec![3]);
+        drop(g);
+    }
+    assert_eq!(a.take_dirty_groups(), vec![3]);
+    // a committed guard keeps its frames: one mark for the allocation only
+    let g = a.allocate(4, Some(Pfn(512 + 3 * 512))).unwrap();
+    g.commit();
+    assert_eq!(a.take_dirty_groups(), vec![3]);
+    // a gathered allocation touching every group
+    let big = a.allocate(a.free_frames(), None).unwrap();
+    assert_eq!(a.take_dirty_groups(), vec![0, 1, 2, 3]);
+    drop(big);
+    assert_eq!(a.take_dirty_groups(), vec![0, 1, 2, 3]);
+    consistent(&a);
+}
+
+#[test]
+fn failed_changes_mark_nothing() {
+    let a = four_groups();
+    let held = a.allocate(8, Some(Pfn(512 + 700))).unwrap().into_ranges();
+    a.take_dirty_groups();
+    assert!(a.free(r(512 + 10, 5)).is_err(), "double free");
+    assert!(a.free(r(0, 5)).is_err(), "outside");
+    assert!(a.reserve(held[0]).is_err(), "not free");
+    assert!(a.allocate(a.free_frames() + 1, None).is_err(), "no space");
+    assert!(a.take_dirty_groups().is_empty());
+}
+
+#[test]
+fn marks_set_by_callers() {
+    let a = four_groups();
+    a.mark_dirty(r(512 + 512 + 100, 1));
+    assert_eq!(a.take_dirty_groups(), vec![1]);
+    // A range reaching past the region is clipped; one wholly outside marks nothing.
+    a.mark_dirty(r(0, 512 + 600));
+    assert_eq!(a.take_dirty_groups(), vec![0, 1]);
+    a.mark_dirty(r(512 + 4 * 512, 100));
+    a.mark_dirty(r(0, 100));
+    assert!(a.take_dirty_groups().is_empty());
+    a.mark_all_dirty();
+    assert_eq!(a.take_dirty_groups(), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn group_views() {
+    let a = four_groups();
+    assert_eq!(a.group_of(Pfn(511)), None);
+    assert_eq!(a.group_of(Pfn(512)), Some(0));
+    assert_eq!(a.group_of(Pfn(1023)), Some(0));
+    assert_eq!(a.group_of(Pfn(1024)), Some(1));
+    assert_eq!(a.group_of(Pfn(512 + 4 * 512 - 1)), Some(3));
+    assert_eq!(a.group_of(Pfn(512 + 4 * 512)), None);
+    // A free run across groups 1 and 2 is stored (and shown) as one extent per group.
+    a.reserve(r(512, 512 + 500)).unwrap();
+    a.reserve(r(512 + 2 * 512 + 20, 30)).unwrap();
+    assert_eq!(a.group_free_extents(0), vec![]);
+    assert_eq!(a.group_free_extents(1), vec![r(512 + 512 + 500, 12)]);
+    assert_eq!(
+        a.group_free_extents(2),
+        vec![r(512 + 2 * 512, 20), r(512 + 2 * 512 + 50, 512 - 50)]
+    );
+    assert_eq!(a.group_free_extents(3), vec![r(512 + 3 * 512, 512)]);
+    assert_eq!(a.group_free_extents(4), vec![]);
+    // Reloading from every group's extents gives the same free set.
+    let all: Vec<PfnRange> = (0..a.group_count())
+        .flat_map(|i| a.group_free_extents(i))
+        .collect();
+    let b = ExtentAllocator::from_group_extents(a.region(), all).unwrap();
+    assert_eq!(b.free_extents(), a.free_extents());
+}

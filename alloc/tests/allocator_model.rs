@@ -4,8 +4,11 @@
 //! of ranges the test holds. Every step runs the same operation on both, predicts the result
 //! from the model alone, and then compares everything: the free set, the stats, the internal
 //! invariants (`check_consistency`) and the policy (goal honoured, one range when one fits,
-//! 2 MiB alignment when possible, best fit in a single group). The end of each case reloads the
-//! allocator from its free-set image and demands the identical free set.
+//! 2 MiB alignment when possible, best fit in a single group), and the change tracking: a
+//! group that `take_dirty_groups` does not report has the same free extents as at the previous
+//! call, and the per-group extents are the model's free runs cut at group boundaries. The end
+//! of each case reloads the allocator from its free-set image, and from its per-group
+//! extents, and demands the identical free set.
 
 use pfnfs_alloc::{AllocError, ExtentAllocator, Frames, HUGE_FRAMES, Pfn, PfnRange};
 use proptest::prelude::*;
@@ -320,6 +323,14 @@ fn run(config: (u64, u64, Option<u64>), ops: Vec<Op>) -> Result<(), TestCaseErro
         .filter_map(|i| a.group_range(i))
         .collect();
     let single = groups.len() == 1;
+    prop_assert!(
+        a.take_dirty_groups().is_empty(),
+        "a new allocator starts clean"
+    );
+    // Each group's free extents as of the last `take_dirty_groups`.
+    let mut stored: Vec<Vec<PfnRange>> = (0..a.group_count())
+        .map(|i| a.group_free_extents(i))
+        .collect();
     let mut m = Model {
         region,
         free: vec![true; len as usize],
@@ -429,6 +440,26 @@ fn run(config: (u64, u64, Option<u64>), ops: Vec<Op>) -> Result<(), TestCaseErro
             }
         }
         check_same(&a, &m, step, op)?;
+        // Change tracking: only reported groups may differ; rewrite those.
+        let dirty = a.take_dirty_groups();
+        prop_assert!(dirty.windows(2).all(|w| w[0] < w[1]), "{:?}", dirty);
+        for (i, before) in stored.iter_mut().enumerate() {
+            let now = a.group_free_extents(i);
+            if dirty.contains(&i) {
+                *before = now;
+            } else {
+                prop_assert_eq!(
+                    &now,
+                    before,
+                    "step {}: group {} changed but was not reported dirty ({:?})",
+                    step,
+                    i,
+                    op
+                );
+            }
+        }
+        let flat: Vec<PfnRange> = stored.iter().flatten().copied().collect();
+        prop_assert_eq!(flat, m.stored_extents(), "step {}: per-group extents", step);
     }
 
     // Reload from the image: exactly the same free set, stats and image.
@@ -446,6 +477,10 @@ fn run(config: (u64, u64, Option<u64>), ops: Vec<Op>) -> Result<(), TestCaseErro
         prop_assert_eq!(b.stats(), a.stats());
     }
     prop_assert!(b.check_consistency().is_ok());
+    // Reload from the per-group extents (as stored one record per extent): same free set.
+    let c = ExtentAllocator::from_group_extents(region, stored.into_iter().flatten())
+        .map_err(|e| TestCaseError::fail(format!("reload from groups: {e}")))?;
+    prop_assert_eq!(c.free_extents(), a.free_extents());
     // Giving everything back leaves the whole region free.
     for h in std::mem::take(&mut m.held) {
         prop_assert_eq!(a.free(h), Ok(()));
