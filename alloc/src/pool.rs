@@ -24,8 +24,8 @@
 //! the backend and the current superblock, not the bytes' meaning: the header belongs to
 //! [`Pool::commit_superblock`], the log to the filesystem's journal, data frames to whoever the
 //! allocator gave them to (a file's extent map, a checkpoint, a `Frames` guard). Owners
-//! serialise their own stores. The superblock mutex is held across a whole commit (write,
-//! persist, swap), so commits are serialised; readers of [`Pool::superblock`] see the old or
+//! serialise their own stores. The superblock mutex is held across a whole commit (both
+//! slot writes and persists, then the swap), so commits are serialised; readers of [`Pool::superblock`] see the old or
 //! the new one. No other lock is taken inside the pool (the crash simulator's backend has its
 //! own).
 
