@@ -4,7 +4,7 @@
 //! name entries and one map entry per extent, never anything per frame. The pool holds the
 //! same state as a checkpoint plus the redo log since it (see `journal`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pfnfs_extent::ExtentMap;
@@ -151,35 +151,86 @@ pub struct DirEntry {
     pub kind: Kind,
 }
 
+/// Where a directory's committed entries are read from: the metadata tree as of the last
+/// commit (`crate::volume`'s view of it). Errors are damage or I/O, as text.
+pub trait DirStore: std::fmt::Debug + Send + Sync {
+    /// The entry `name` of directory `dir`, with its cookie.
+    fn lookup(&self, dir: u64, name: &[u8]) -> Result<Option<(u64, DirEntry)>, String>;
+    /// Up to `limit` entries of `dir` with cookies above `after`, in cookie order.
+    fn after(&self, dir: u64, after: u64, limit: usize) -> Result<Vec<(u64, DirEntry)>, String>;
+}
+
 /// A directory: entries keyed by a cookie that never changes while the entry exists, so that
 /// readdir offsets stay valid while entries are added and removed.
 ///
 /// Cookies 1 and 2 are "." and ".."; entries get 3, 4, ... in creation order, never reused
 /// within the directory's life.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Its entries live in the metadata tree; RAM holds only what changed since the last commit
+/// (`names`, `cookies`: an entry added, removed or renamed), which shadows the tree, so a
+/// directory of millions of entries costs RAM only for its recent changes. A directory with
+/// no `store` (made since the last commit, or built whole by fsck or an upgrade) holds every
+/// entry in RAM.
+#[derive(Clone, Debug, Default)]
 pub struct Directory {
     /// The parent directory (the root is its own parent).
     pub parent: u64,
-    entries: BTreeMap<u64, DirEntry>,
-    by_name: HashMap<Vec<u8>, u64>,
+    ino: u64,
     next_cookie: u64,
+    count: u64,
+    store: Option<std::sync::Arc<dyn DirStore>>,
+    /// Names changed since the last commit: the cookie of the entry, or None if removed.
+    names: BTreeMap<Vec<u8>, Option<u64>>,
+    /// Cookies changed since the last commit: the entry, or None if removed.
+    cookies: BTreeMap<u64, Option<DirEntry>>,
 }
+
+impl PartialEq for Directory {
+    /// Same parent, cookies and entries held in RAM (the store is not compared).
+    fn eq(&self, other: &Directory) -> bool {
+        self.parent == other.parent
+            && self.next_cookie == other.next_cookie
+            && self.count == other.count
+            && self.names == other.names
+            && self.cookies == other.cookies
+    }
+}
+
+impl Eq for Directory {}
 
 /// First cookie handed to a real entry.
 pub const FIRST_COOKIE: u64 = 3;
 
 impl Directory {
-    /// An empty directory under `parent`.
+    /// An empty directory under `parent`, all in RAM.
     pub fn new(parent: u64) -> Directory {
         Directory {
             parent,
-            entries: BTreeMap::new(),
-            by_name: HashMap::new(),
             next_cookie: FIRST_COOKIE,
+            ..Default::default()
         }
     }
 
-    /// Rebuilds from checkpointed parts.
+    /// Directory `ino` as committed: `count` entries in `store`, none changed since.
+    pub fn committed(
+        ino: u64,
+        parent: u64,
+        next_cookie: u64,
+        count: u64,
+        store: std::sync::Arc<dyn DirStore>,
+    ) -> Directory {
+        Directory {
+            parent,
+            ino,
+            next_cookie,
+            count,
+            store: Some(store),
+            names: BTreeMap::new(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    /// A directory with every entry in RAM, from its parts (fsck, upgrade).
     pub fn from_parts(
         parent: u64,
         next_cookie: u64,
@@ -187,93 +238,194 @@ impl Directory {
     ) -> Result<Directory, String> {
         let mut d = Directory {
             parent,
-            entries: BTreeMap::new(),
-            by_name: HashMap::new(),
             next_cookie,
+            ..Default::default()
         };
         for (cookie, e) in entries {
             if cookie < FIRST_COOKIE || cookie >= next_cookie {
                 return Err(format!("directory cookie {cookie} out of range"));
             }
-            if d.by_name.insert(e.name.clone(), cookie).is_some()
-                || d.entries.insert(cookie, e).is_some()
+            if d.names.insert(e.name.clone(), Some(cookie)).is_some()
+                || d.cookies.insert(cookie, Some(e)).is_some()
             {
                 return Err("duplicate directory entry".into());
             }
+            d.count += 1;
         }
         Ok(d)
     }
 
     /// Entry count.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.count as usize
     }
 
     /// True if there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.count == 0
     }
 
-    /// Looks up a name.
-    pub fn get(&self, name: &[u8]) -> Option<&DirEntry> {
-        self.by_name.get(name).and_then(|c| self.entries.get(c))
+    /// Looks up a name, with its readdir cookie.
+    pub fn get(&self, name: &[u8]) -> Result<Option<(u64, DirEntry)>, String> {
+        match self.names.get(name) {
+            Some(Some(cookie)) => Ok(self
+                .cookies
+                .get(cookie)
+                .and_then(|e| e.clone())
+                .map(|e| (*cookie, e))),
+            Some(None) => Ok(None),
+            None => match &self.store {
+                Some(store) => store.lookup(self.ino, name),
+                None => Ok(None),
+            },
+        }
     }
 
     /// Adds an entry; the caller has checked that the name is free.
     pub fn insert(&mut self, entry: DirEntry) {
         let cookie = self.next_cookie;
         self.next_cookie += 1;
-        if let Some(old) = self.by_name.insert(entry.name.clone(), cookie) {
-            self.entries.remove(&old);
+        if let Some(Some(old)) = self.names.insert(entry.name.clone(), Some(cookie)) {
+            self.cookies.insert(old, None);
+            self.count = self.count.saturating_sub(1);
         }
-        self.entries.insert(cookie, entry);
+        self.cookies.insert(cookie, Some(entry));
+        self.count += 1;
     }
 
     /// Replaces the inode a name points to, keeping its cookie. Returns the old entry.
-    pub fn replace(&mut self, name: &[u8], ino: u64, kind: super::inode::Kind) -> Option<DirEntry> {
-        let cookie = *self.by_name.get(name)?;
-        let e = self.entries.get_mut(&cookie)?;
-        let old = e.clone();
+    pub fn replace(
+        &mut self,
+        name: &[u8],
+        ino: u64,
+        kind: super::inode::Kind,
+    ) -> Result<Option<DirEntry>, String> {
+        let Some((cookie, old)) = self.get(name)? else {
+            return Ok(None);
+        };
+        let mut e = old.clone();
         e.ino = ino;
         e.kind = kind;
-        Some(old)
+        self.names.insert(name.to_vec(), Some(cookie));
+        self.cookies.insert(cookie, Some(e));
+        Ok(Some(old))
     }
 
     /// Renames an entry within the directory, keeping its cookie (its place in readdir), so
     /// that a reader renaming each entry it sees is not shown it again. The new name must be
     /// free. Returns false if `from` does not exist.
-    pub fn rename_in_place(&mut self, from: &[u8], to: &[u8]) -> bool {
-        let Some(cookie) = self.by_name.remove(from) else {
-            return false;
+    pub fn rename_in_place(&mut self, from: &[u8], to: &[u8]) -> Result<bool, String> {
+        let Some((cookie, mut e)) = self.get(from)? else {
+            return Ok(false);
         };
-        if let Some(e) = self.entries.get_mut(&cookie) {
-            e.name = to.to_vec();
-        }
-        self.by_name.insert(to.to_vec(), cookie);
-        true
+        self.names.insert(from.to_vec(), None);
+        e.name = to.to_vec();
+        self.names.insert(to.to_vec(), Some(cookie));
+        self.cookies.insert(cookie, Some(e));
+        Ok(true)
     }
 
     /// Removes a name.
-    pub fn remove(&mut self, name: &[u8]) -> Option<DirEntry> {
-        let cookie = self.by_name.remove(name)?;
-        self.entries.remove(&cookie)
+    pub fn remove(&mut self, name: &[u8]) -> Result<Option<DirEntry>, String> {
+        let Some((cookie, e)) = self.get(name)? else {
+            return Ok(None);
+        };
+        self.names.insert(name.to_vec(), None);
+        self.cookies.insert(cookie, None);
+        self.count = self.count.saturating_sub(1);
+        Ok(Some(e))
     }
 
-    /// Entries with cookie > `after`, in cookie order.
-    pub fn entries_after(&self, after: u64) -> impl Iterator<Item = (u64, &DirEntry)> {
-        self.entries
-            .range(after.saturating_add(1)..)
-            .map(|(c, e)| (*c, e))
+    /// Up to `limit` entries with cookie > `after`, in cookie order.
+    pub fn entries_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, DirEntry)>, String> {
+        let limit = limit.max(1);
+        let mut out: Vec<(u64, DirEntry)> = Vec::new();
+        let mut cursor = after;
+        loop {
+            let (committed, full) = match &self.store {
+                Some(store) => {
+                    let b = store.after(self.ino, cursor, limit)?;
+                    let full = b.len() >= limit;
+                    (b, full)
+                }
+                None => (Vec::new(), false),
+            };
+            // Cookies up to `hi` are settled by this round; past it the tree may hold more.
+            let hi = if full {
+                committed.last().map_or(u64::MAX, |(c, _)| *c)
+            } else {
+                u64::MAX
+            };
+            let mut merged: Vec<(u64, DirEntry)> = committed
+                .into_iter()
+                .filter(|(c, _)| !self.cookies.contains_key(c))
+                .collect();
+            merged.extend(
+                self.cookies
+                    .range(cursor.saturating_add(1)..)
+                    .take_while(|(c, _)| **c <= hi)
+                    .filter_map(|(c, e)| e.clone().map(|e| (*c, e))),
+            );
+            merged.sort_unstable_by_key(|(c, _)| *c);
+            out.extend(merged);
+            if out.len() >= limit || !full {
+                out.truncate(limit);
+                return Ok(out);
+            }
+            cursor = hi;
+        }
     }
 
-    /// All entries with their cookies.
+    /// Every entry, in cookie order (reads the whole directory: for fsck and reports).
+    pub fn all_entries(&self) -> Result<Vec<(u64, DirEntry)>, String> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let batch = self.entries_after(after, 1024)?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(out);
+            };
+            after = *last;
+            out.extend(batch);
+        }
+    }
+
+    /// The entries held in RAM, in cookie order: every entry of a directory without a store,
+    /// only the changed ones (removals left out) otherwise.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &DirEntry)> {
-        self.entries.iter().map(|(c, e)| (*c, e))
+        self.cookies
+            .iter()
+            .filter_map(|(c, e)| e.as_ref().map(|e| (*c, e)))
     }
 
     /// The next cookie to be handed out.
     pub fn next_cookie(&self) -> u64 {
         self.next_cookie
+    }
+
+    /// True if every entry is in RAM (no store).
+    pub fn is_complete(&self) -> bool {
+        self.store.is_none()
+    }
+
+    /// What changed since the last commit: names (with their cookie, or None if removed) and
+    /// cookies (with their entry, or None if removed).
+    #[allow(clippy::type_complexity)]
+    pub fn changes(
+        &self,
+    ) -> (
+        &BTreeMap<Vec<u8>, Option<u64>>,
+        &BTreeMap<u64, Option<DirEntry>>,
+    ) {
+        (&self.names, &self.cookies)
+    }
+
+    /// The changes are committed to `store` (the tree now holds every entry): forget them.
+    pub fn committed_to(&mut self, ino: u64, store: std::sync::Arc<dyn DirStore>) {
+        self.ino = ino;
+        self.store = Some(store);
+        self.names.clear();
+        self.cookies.clear();
     }
 }
 

@@ -40,8 +40,60 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorKind, FsError, FsResult, corrupt, no_space, record_too_large};
 use crate::inode::{Attr, DirEntry, Time};
 
-/// Magic of a log record.
-pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"PLOG");
+/// Magic of a log record (format 2).
+pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"PLG2");
+/// Magic of a format 1 log record (read only by `pfnfs upgrade`).
+pub const RECORD_MAGIC_V1: u32 = u32::from_le_bytes(*b"PLOG");
+
+/// Which records belong to the log being read or written: the generation the superblock
+/// names and its nonce, a random number drawn for each generation. A record carries the low
+/// half of the nonce in its header and the whole nonce under its checksum, so bytes left in
+/// the log by an earlier generation (even one that reused the generation number, as `fsck -y`
+/// may after a stale superblock) never pass for a record of this one. `nonce: None` reads
+/// format 1 logs (magic `PLOG`, no nonce), for the upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogId {
+    /// The generation.
+    pub generation: u64,
+    /// Its nonce; `None` for a format 1 log.
+    pub nonce: Option<u64>,
+}
+
+impl LogId {
+    /// A format 2 log.
+    pub fn new(generation: u64, nonce: u64) -> LogId {
+        LogId {
+            generation,
+            nonce: Some(nonce),
+        }
+    }
+
+    fn magic(&self) -> u32 {
+        if self.nonce.is_some() {
+            RECORD_MAGIC
+        } else {
+            RECORD_MAGIC_V1
+        }
+    }
+
+    /// The word at bytes 28..32 of a record header.
+    fn tag(&self) -> u32 {
+        self.nonce.map_or(0, |n| n as u32)
+    }
+
+    fn crc(&self, header: &[u8], payload: &[u8]) -> u32 {
+        let seed = match self.nonce {
+            Some(n) => crc32c::crc32c(&n.to_le_bytes()),
+            None => 0,
+        };
+        crc32c::crc32c_append(crc32c::crc32c_append(seed, &header[..24]), payload)
+    }
+}
+
+/// A fresh random nonce for a new log generation.
+pub fn new_nonce() -> u64 {
+    rand::random()
+}
 /// Bytes of a record header.
 pub const RECORD_HEADER_BYTES: u64 = 32;
 /// Largest payload accepted (a record never exceeds this).
@@ -217,6 +269,8 @@ struct Tail {
     seq: u64,
     /// Current generation.
     generation: u64,
+    /// Its nonce.
+    nonce: u64,
     /// Set when a persist failed and what it stored is in doubt: every append is refused
     /// (with this kind and reason) until [`Journal::reset`].
     refusing: Option<(ErrorKind, String)>,
@@ -274,14 +328,10 @@ fn refusal(kind: ErrorKind, why: &str) -> FsError {
     )
 }
 
-fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&header[..24]), payload)
-}
-
 impl Journal {
     /// A journal over the pool's log region, appending after `records_end` with sequence
     /// `next_seq` in `generation` (the values replay found).
-    pub fn new(pool: &Pool, generation: u64, records_end: u64, next_seq: u64) -> Journal {
+    pub fn new(pool: &Pool, log: LogId, records_end: u64, next_seq: u64) -> Journal {
         let (region_offset, region_bytes) = pool.log_region();
         Journal {
             region_offset,
@@ -289,7 +339,8 @@ impl Journal {
             tail: Mutex::new(Tail {
                 offset: records_end,
                 seq: next_seq,
-                generation,
+                generation: log.generation,
+                nonce: log.nonce.unwrap_or_else(new_nonce),
                 refusing: None,
             }),
         }
@@ -327,13 +378,15 @@ impl Journal {
                 "metadata log is full; a checkpoint is needed",
             )));
         }
+        let log = LogId::new(tail.generation, tail.nonce);
         buf[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
         buf[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
         buf[8..16].copy_from_slice(&tail.generation.to_le_bytes());
         buf[16..24].copy_from_slice(&tail.seq.to_le_bytes());
+        buf[28..32].copy_from_slice(&log.tag().to_le_bytes());
         let crc = {
             let (header, payload) = buf.split_at(RECORD_HEADER_BYTES as usize);
-            record_crc(header, payload)
+            log.crc(header, payload)
         };
         buf[24..28].copy_from_slice(&crc.to_le_bytes());
         let at = self.region_offset + tail.offset;
@@ -399,6 +452,12 @@ impl Journal {
         self.tail.lock().generation
     }
 
+    /// The current generation and its nonce.
+    pub fn log_id(&self) -> LogId {
+        let tail = self.tail.lock();
+        LogId::new(tail.generation, tail.nonce)
+    }
+
     /// Makes the current generation at least `generation`, so that the next checkpoint takes
     /// a higher one (fsck, before it writes a checkpoint over a log holding records of
     /// generations the superblock does not know).
@@ -409,11 +468,12 @@ impl Journal {
 
     /// Starts an empty log in `generation` (after a checkpoint naming it is durable), taking
     /// appends again.
-    pub fn reset(&self, generation: u64) {
+    pub fn reset(&self, log: LogId) {
         let mut tail = self.tail.lock();
         tail.offset = 0;
         tail.seq = 0;
-        tail.generation = generation;
+        tail.generation = log.generation;
+        tail.nonce = log.nonce.unwrap_or_else(new_nonce);
         tail.refusing = None;
     }
 }
@@ -425,11 +485,12 @@ impl Journal {
 /// next starts), so a later record of the generation behind the first record that is not
 /// intact ([`record_after`]) means the log was damaged, not cut short: that is an error (`EIO`,
 /// naming both records) rather than a silent loss of every change after the damaged record.
-pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
+pub fn read_log(pool: &Pool, log: LogId) -> FsResult<(Vec<Op>, u64, u64)> {
+    let generation = log.generation;
     let mut ops = Vec::new();
     let mut offset = 0u64;
     let mut seq = 0u64;
-    while let Some((payload, total)) = intact_record(pool, offset, generation, seq)? {
+    while let Some((payload, total)) = intact_record(pool, offset, log, seq)? {
         let op: Op = postcard::from_bytes(&payload).map_err(|e| {
             corrupt(format!(
                 "log record {seq} has a valid checksum but does not decode: {e}"
@@ -439,7 +500,7 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
         offset += total;
         seq += 1;
     }
-    if let Some(newer) = newer_generation_in_log(pool, generation)? {
+    if let Some(newer) = newer_generation_in_log(pool, log)? {
         return Err(corrupt(format!(
             "{}: the metadata log holds records of generation {newer}, newer than the \
              superblock's {generation}: the superblock naming them was lost (a damaged slot) and \
@@ -452,7 +513,7 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
         offset: at,
         seq: later,
         ..
-    }) = record_after(pool, generation, offset, seq)?
+    }) = record_after(pool, log, offset, seq)?
     {
         return Err(corrupt(format!(
             "{}: metadata log record {seq} (log byte {offset}) is damaged, but record {later} \
@@ -468,16 +529,16 @@ pub fn read_log(pool: &Pool, generation: u64) -> FsResult<(Vec<Op>, u64, u64)> {
 /// sequence number 0 (its checksum is not checked). Every generation writes its records from
 /// the start of the log and generations only grow, so no records of a higher generation can be
 /// in the log: a new checkpoint takes a generation above both this and the current one.
-pub fn log_generation(pool: &Pool) -> FsResult<Option<u64>> {
+pub fn log_generation(pool: &Pool, magic: u32) -> FsResult<Option<u64>> {
     let (region_offset, region_bytes) = pool.log_region();
     if region_bytes < RECORD_HEADER_BYTES {
         return Ok(None);
     }
     let h = pool.read_vec(region_offset, RECORD_HEADER_BYTES as usize)?;
-    let magic = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
+    let found = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
     let generation = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
     let seq = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
-    Ok((magic == RECORD_MAGIC && seq == 0 && generation < u64::MAX / 2).then_some(generation))
+    Ok((found == magic && seq == 0 && generation < u64::MAX / 2).then_some(generation))
 }
 
 /// The highest generation any record header in the log names (every 8-byte aligned position
@@ -486,10 +547,10 @@ pub fn log_generation(pool: &Pool) -> FsResult<Option<u64>> {
 pub fn max_log_generation(pool: &Pool) -> FsResult<u64> {
     let (region_offset, region_bytes) = pool.log_region();
     let log = pool.read_vec(region_offset, region_bytes as usize)?;
-    let magic = RECORD_MAGIC.to_le_bytes();
+    let (magic, magic_v1) = (RECORD_MAGIC.to_le_bytes(), RECORD_MAGIC_V1.to_le_bytes());
     let mut newest = 0;
     for (i, chunk) in log.chunks_exact(8).enumerate() {
-        if chunk[0..4] != magic {
+        if chunk[0..4] != magic && chunk[0..4] != magic_v1 {
             continue;
         }
         if let Some(generation) = log
@@ -507,13 +568,16 @@ pub fn max_log_generation(pool: &Pool) -> FsResult<u64> {
 /// A generation above `generation` whose records were written to the log (record 0 is intact,
 /// or [`record_after`] finds a later record): the superblock naming it was lost and the one
 /// naming `generation` is stale.
-pub fn newer_generation_in_log(pool: &Pool, generation: u64) -> FsResult<Option<u64>> {
-    let Some(newer) = log_generation(pool)?.filter(|g| *g > generation) else {
+pub fn newer_generation_in_log(pool: &Pool, log: LogId) -> FsResult<Option<u64>> {
+    let Some(newer) = log_generation(pool, log.magic())?.filter(|g| *g > log.generation) else {
         return Ok(None);
     };
-    let written =
-        intact_record(pool, 0, newer, 0)?.is_some() || record_after(pool, newer, 0, 0)?.is_some();
-    Ok(written.then_some(newer))
+    // The newer generation's nonce was in the superblock that was lost, so its records
+    // cannot be checksummed: a well-formed header of record 0 (magic, generation, sequence
+    // number 0, a payload length inside the log, the format's tag word set) is the evidence.
+    // Records of a generation are written only once both superblock copies name it, so this
+    // means both copies of the newest superblock are gone.
+    Ok(Some(newer))
 }
 
 /// The payload (a copy) and the 8-byte aligned length of record `seq` of `generation` at byte
@@ -522,9 +586,10 @@ pub fn newer_generation_in_log(pool: &Pool, generation: u64) -> FsResult<Option<
 pub fn intact_record(
     pool: &Pool,
     offset: u64,
-    generation: u64,
+    log: LogId,
     seq: u64,
 ) -> FsResult<Option<(Vec<u8>, u64)>> {
+    let generation = log.generation;
     let (region_offset, region_bytes) = pool.log_region();
     if offset
         .checked_add(RECORD_HEADER_BYTES)
@@ -539,7 +604,12 @@ pub fn intact_record(
     let rec_gen = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
     let rec_seq = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
     let crc = u32::from_le_bytes(header[24..28].try_into().unwrap_or_default());
-    if magic != RECORD_MAGIC || rec_gen != generation || rec_seq != seq || len > RECORD_PAYLOAD_MAX
+    let tag = u32::from_le_bytes(header[28..32].try_into().unwrap_or_default());
+    if magic != log.magic()
+        || rec_gen != generation
+        || rec_seq != seq
+        || tag != log.tag()
+        || len > RECORD_PAYLOAD_MAX
     {
         return Ok(None);
     }
@@ -548,7 +618,7 @@ pub fn intact_record(
         return Ok(None);
     }
     let payload = pool.read_vec(region_offset + offset + RECORD_HEADER_BYTES, len as usize)?;
-    if record_crc(&header, &payload) != crc {
+    if log.crc(&header, &payload) != crc {
         return Ok(None);
     }
     Ok(Some((payload, total)))
@@ -584,10 +654,12 @@ pub struct LaterRecord {
 /// and fsck drops the records from the torn one on, as the crash did.
 pub fn record_after(
     pool: &Pool,
-    generation: u64,
+    log: LogId,
     offset: u64,
     seq: u64,
 ) -> FsResult<Option<LaterRecord>> {
+    let generation = log.generation;
+    let record_magic = log.magic();
     let (region_offset, region_bytes) = pool.log_region();
     let header_at = |at: u64| -> FsResult<Option<(u32, u64, u64, u64)>> {
         if at
@@ -610,7 +682,7 @@ pub fn record_after(
         return Ok(None);
     };
     if let Some((magic, len, rec_gen, rec_seq)) = header_at(offset)?
-        && magic == RECORD_MAGIC
+        && magic == record_magic
         && rec_gen == generation
         && rec_seq == seq
         && len <= RECORD_PAYLOAD_MAX
@@ -618,7 +690,7 @@ pub fn record_after(
         let next = offset + (RECORD_HEADER_BYTES + len).next_multiple_of(8);
         if let Some((magic, _, rec_gen, rec_seq)) = header_at(next)?
             && rec_gen == generation
-            && (magic == RECORD_MAGIC || rec_seq == next_seq)
+            && (magic == record_magic || rec_seq == next_seq)
         {
             return Ok(Some(LaterRecord {
                 offset: next,
@@ -637,7 +709,7 @@ pub fn record_after(
         return Ok(None);
     }
     let window = pool.read_vec(region_offset + first, (window_end - first) as usize)?;
-    let magic = RECORD_MAGIC.to_le_bytes();
+    let magic = record_magic.to_le_bytes();
     let gen_bytes = generation.to_le_bytes();
     for (i, chunk) in window.chunks_exact(8).enumerate() {
         if chunk[0..4] != magic {
@@ -655,7 +727,7 @@ pub fn record_after(
             continue;
         };
         let at = first + 8 * i as u64;
-        if rec_seq > seq && intact_record(pool, at, generation, rec_seq)?.is_some() {
+        if rec_seq > seq && intact_record(pool, at, log, rec_seq)?.is_some() {
             return Ok(Some(LaterRecord {
                 offset: at,
                 seq: rec_seq,

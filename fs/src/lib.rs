@@ -38,6 +38,7 @@ pub mod inode;
 pub mod journal;
 pub mod mountinfo;
 pub mod procs;
+pub mod schema;
 mod serve_impl;
 pub mod session;
 pub mod transport;

@@ -261,13 +261,8 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
         huge as f64 / mapped as f64
     };
     r.metadata_ram_bytes = ram as u64;
-    r.metadata_pool_bytes = vol.journal().used_bytes()
-        + vol
-            .checkpoint_ranges()
-            .iter()
-            .map(|x| x.len_bytes())
-            .sum::<u64>()
-        + 2 * FRAME_SIZE;
+    r.metadata_pool_bytes =
+        vol.journal().used_bytes() + (sb.meta.tree_frames + 2) * FRAME_SIZE;
     let data_gib = (mapped * FRAME_SIZE) as f64 / (1u64 << 30) as f64;
     if data_gib > 0.0 {
         r.metadata_ram_bytes_per_gib = r.metadata_ram_bytes as f64 / data_gib;

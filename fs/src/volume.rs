@@ -13,7 +13,7 @@
 //! 4. Leaf locks, each held only for its own short step and never while taking another:
 //!    the journal tail (inside `Journal::append`), the allocator's groups (inside the
 //!    allocator), the inode table's shards (`DashMap`: looking a cell up clones its `Arc`
-//!    and lets go), `checkpoint_ranges`, `in_doubt`, and the unlinked-inode table
+//!    and lets go), `tree`, `dirty`, `in_doubt`, and the unlinked-inode table
 //!    (`unlinked`; its condvar is waited on only by `make_room`, before the gate, holding
 //!    nothing).
 //!
@@ -255,7 +255,15 @@ pub struct Volume {
     next_ino: AtomicU64,
     gate: RwLock<()>,
     ns: Mutex<()>,
-    checkpoint_ranges: Mutex<Vec<PfnRange>>,
+    /// The metadata tree as of the last commit (format 2): the durable state the log's
+    /// records apply to; directories read their committed entries through it too.
+    view: Arc<cache::TreeView>,
+    /// Which cells may be evicted, and when.
+    cache: cache::Cache,
+    /// Inodes in the filesystem (statfs), kept as they are created and reclaimed.
+    inode_count: AtomicU64,
+    /// What changed since the last commit: written into the tree by the next one.
+    dirty: Mutex<store::Dirty>,
     /// Frames in doubt: referenced by a log record whose persist failed, or by a checkpoint
     /// whose superblock commit failed, so a replay may still find them in use; owned by
     /// nothing in RAM. Neither free nor reusable until the next checkpoint, which counts them
@@ -283,6 +291,11 @@ const METADATA_HEADROOM_FRAMES: u64 = 64;
 /// attributes), for [`Volume::ensure_metadata_room`].
 const INODE_RECORD_BYTES: u64 = 256;
 
+/// A directory's entries could not be read from the metadata tree (damage or I/O).
+fn dir_err(why: String) -> FsError {
+    corrupt(format!("directory entries: {why}"))
+}
+
 fn check_name(name: &[u8]) -> FsResult<()> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
     {
@@ -295,6 +308,49 @@ fn check_name(name: &[u8]) -> FsResult<()> {
         )));
     }
     Ok(())
+}
+
+/// What a volume is built from (mount, fsck, upgrade).
+struct Parts {
+    pool: Arc<Pool>,
+    alloc: ExtentAllocator,
+    inodes: DashMap<u64, Arc<InodeCell>>,
+    next_ino: u64,
+    inode_count: u64,
+    tree: pfnfs_btree::Tree,
+    journal: Journal,
+    dirty: store::Dirty,
+    cache: cache::Cache,
+    reserve_frames: u64,
+    read_only: bool,
+}
+
+impl Volume {
+    fn assemble(p: Parts) -> Volume {
+        Volume {
+            view: Arc::new(cache::TreeView {
+                pool: p.pool.clone(),
+                tree: RwLock::new(p.tree),
+            }),
+            pool: p.pool,
+            alloc: p.alloc,
+            inodes: p.inodes,
+            journal: p.journal,
+            next_ino: AtomicU64::new(p.next_ino),
+            inode_count: AtomicU64::new(p.inode_count),
+            gate: RwLock::new(()),
+            ns: Mutex::new(()),
+            cache: p.cache,
+            dirty: Mutex::new(p.dirty),
+            in_doubt: Mutex::new(Vec::new()),
+            reserve_frames: AtomicU64::new(p.reserve_frames),
+            kernel_file_times: std::sync::atomic::AtomicBool::new(false),
+            atime: std::sync::atomic::AtomicU8::new(AtimePolicy::Relative as u8),
+            stats: IoStats::default(),
+            unlinked: Default::default(),
+            read_only: p.read_only,
+        }
+    }
 }
 
 fn new_cell(inode: Inode) -> Arc<InodeCell> {
@@ -321,9 +377,22 @@ impl Volume {
         &self.journal
     }
 
-    /// Frames held by the current checkpoint.
-    pub fn checkpoint_ranges(&self) -> Vec<PfnRange> {
-        self.checkpoint_ranges.lock().clone()
+    /// Frames held by the metadata tree as of the last commit (walks the whole tree: for
+    /// fsck, `pfnfs stat` and tests, not for the operations).
+    pub fn tree_frames(&self) -> FsResult<Vec<PfnRange>> {
+        let tree = self.view.tree.read();
+        Ok(tree.frames(&self.pool)?)
+    }
+
+    /// The metadata tree as of the last commit.
+    pub fn tree(&self) -> pfnfs_btree::Tree {
+        self.view.tree.read().clone()
+    }
+
+    /// Records that inode `ino` changed (its record, extents, xattrs, or existence): the next
+    /// commit writes it.
+    fn touch_inode(&self, ino: u64) {
+        self.dirty.lock().inodes.insert(ino);
     }
 
     /// Frames in doubt since a failed persist (a record's or a superblock's): not free, owned
@@ -332,18 +401,12 @@ impl Volume {
         self.in_doubt.lock().clone()
     }
 
-    /// Every inode cell (for reports and fsck).
+    /// Every inode cell in RAM (for fsck, which holds every inode; on a mounted volume only
+    /// the cached ones).
     pub fn cells(&self) -> Vec<Arc<InodeCell>> {
         self.inodes.iter().map(|c| c.value().clone()).collect()
     }
 
-    /// The cell of `ino`.
-    pub fn cell(&self, ino: u64) -> FsResult<Arc<InodeCell>> {
-        self.inodes
-            .get(&ino)
-            .map(|c| c.value().clone())
-            .ok_or_else(|| not_found(format!("no inode {ino}")))
-    }
 
     fn lock(&self, inos: &[u64]) -> FsResult<Locked> {
         let mut sorted: Vec<u64> = inos.to_vec();
@@ -354,6 +417,9 @@ impl Volume {
             let cell = self.cell(ino)?;
             map.insert(ino, cell.inode.write_arc());
         }
+        // Whatever an operation changes in these inodes, the next commit writes them.
+        let mut dirty = self.dirty.lock();
+        dirty.inodes.extend(map.keys().copied());
         Ok(Locked(map))
     }
 
@@ -407,26 +473,35 @@ impl Volume {
             .dir()
             .ok_or_else(|| not_directory("not a directory"))?;
         dir.get(name)
-            .map(|e| e.ino)
+            .map_err(dir_err)?
+            .map(|(_, e)| e.ino)
             .ok_or_else(|| not_found("no such entry"))
     }
 
+    /// True while a file handle holds `ino`. Kernel lookup references do not count: the
+    /// kernel names an inode by its number, which never names another inode, so one that lost
+    /// its last name is reclaimed once no handle holds it, and a later request for it gets
+    /// ENOENT (see `cache`).
     fn is_referenced(&self, ino: u64) -> bool {
         self.inodes
             .get(&ino)
-            .map(|c| c.lookups.load(Ordering::Acquire) > 0 || c.opens.load(Ordering::Acquire) > 0)
+            .map(|c| c.opens.load(Ordering::Acquire) > 0)
             .unwrap_or(false)
     }
 }
 
 mod apply;
 mod attr;
+pub mod cache;
 mod commit;
 mod data;
+mod format1;
 mod fsck_support;
 mod load;
 mod namespace;
+pub(crate) mod store;
 mod unlinked;
 mod xattr;
 pub use data::SeekWhence;
-pub(crate) use load::{CheckpointDamage, CheckpointFault, decode_checkpoint};
+pub use format1::{Upgraded, upgrade_pool};
+pub(crate) use load::{DecodedMetadata, MetadataDamage, MetadataFault, decode_metadata};

@@ -57,6 +57,8 @@ enum Command {
     Stat(commands::stat::StatArgs),
     /// Check a pool and repair it with -y (fsck(8) exit codes: 0, 1, 4, 8).
     Fsck(commands::fsck::FsckArgs),
+    /// Convert a format 1 pool to format 2 in place (crash-safe; rerun it if interrupted).
+    Upgrade(commands::upgrade::UpgradeArgs),
     /// Benchmark pfnfs against tmpfs and bindfs with fio (JSON, Markdown and PNG results).
     Bench(commands::bench::BenchArgs),
 }
@@ -166,6 +168,7 @@ fn main() -> ExitCode {
         Command::Umount(args) => commands::umount::run(args),
         Command::Stat(args) => commands::stat::run(args),
         Command::Fsck(args) => commands::fsck::run(args),
+        Command::Upgrade(args) => commands::upgrade::run(args),
         Command::Bench(args) => commands::bench::run(args),
     });
     match result {

@@ -51,8 +51,10 @@ impl Model {
             next_ino: vol.fsck_next_ino(),
             // Frames in doubt after a failed persist (only ever on a mounted volume) are
             // held for the next checkpoint like the current one's.
+            // The tree was walked whole when it was decoded, so this cannot fail here.
             ckpt: union(
-                vol.checkpoint_ranges()
+                vol.tree_frames()
+                    .unwrap_or_default()
                     .iter()
                     .chain(&vol.frames_in_doubt())
                     .map(|r| (r.start.0, r.end().0))

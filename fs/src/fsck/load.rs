@@ -9,8 +9,8 @@ use pfnfs_alloc::{ExtentAllocator, PfnRange, Pool, Superblock};
 
 use super::{Finding, PROGRESS_EVERY, Progress, clip, complement, name_str, to_pfn_ranges, union};
 use crate::inode::{Body, Inode, ROOT_INO, Time};
-use crate::journal::{Journal, Op, intact_record, newer_generation_in_log, record_after};
-use crate::volume::{self, CheckpointDamage, CheckpointFault, MAX_FILE_BYTES, NAME_MAX, Volume};
+use crate::journal::{Journal, LogId, Op, intact_record, newer_generation_in_log, record_after};
+use crate::volume::{self, MAX_FILE_BYTES, MetadataDamage, MetadataFault, NAME_MAX, Volume};
 
 pub(super) struct Loaded {
     pub(super) vol: Volume,
@@ -49,16 +49,16 @@ pub(super) fn load_tolerant(
                 .into(),
         );
     }
-    let generation = sb.checkpoint.log_generation;
-    let (inodes, alloc, next_ino, ranges) = if sb.checkpoint.len_bytes == 0 {
+    let log = LogId::new(sb.meta.log_generation, sb.meta.log_nonce);
+    let (inodes, alloc, next_ino, tree) = if sb.meta.root_pfn == 0 {
         (
             vec![Inode::new_root(Time::now())],
             ExtentAllocator::new_empty(data),
             ROOT_INO + 1,
-            Vec::new(),
+            pfnfs_btree::Tree::empty(),
         )
     } else {
-        match decode_checkpoint(&pool, &mut findings) {
+        match decode_metadata(&pool, &mut findings) {
             Ok(parts) => parts,
             Err(LoadFailure::Fatal(f, mut n)) => {
                 notes.append(&mut n);
@@ -67,9 +67,9 @@ pub(super) fn load_tolerant(
             Err(e) => return Err(e),
         }
     };
-    let (ops, log_end, next_seq) = read_log_tolerant(&pool, generation, &mut findings)?;
-    let journal = Journal::new(&pool, generation, log_end, next_seq);
-    let vol = Volume::fsck_assemble(pool, alloc, inodes, next_ino, ranges, journal);
+    let (ops, log_end, next_seq) = read_log_tolerant(&pool, log, &mut findings)?;
+    let journal = Journal::new(&pool, log, log_end, next_seq);
+    let vol = Volume::fsck_assemble(pool, alloc, inodes, next_ino, tree, journal);
     let total = ops.len() as u64;
     progress("replaying the log", 0, total);
     for (i, op) in ops.iter().enumerate() {
@@ -144,70 +144,39 @@ fn check_slots(pool: &Pool, current: &Superblock, notes: &mut Vec<String>) -> bo
     }
 }
 
-type CheckpointParts = (Vec<Inode>, ExtentAllocator, u64, Vec<PfnRange>);
+type MetadataParts = (Vec<Inode>, ExtentAllocator, u64, pfnfs_btree::Tree);
 
-/// The checkpoint, read with the volume's own decoder told to tolerate damage: what mount
-/// would refuse inside a checkpoint that reads becomes a finding; a checkpoint that cannot be
-/// read at all is fatal.
-fn decode_checkpoint(
-    pool: &Pool,
-    findings: &mut Vec<Finding>,
-) -> Result<CheckpointParts, LoadFailure> {
+/// The metadata, read with the volume's own decoder told to tolerate damage: what mount
+/// would refuse inside a tree that can be walked becomes a finding; a tree that cannot be
+/// walked at all is fatal.
+fn decode_metadata(pool: &Pool, findings: &mut Vec<Finding>) -> Result<MetadataParts, LoadFailure> {
     let data = pool.data_region();
     let fatal = |what: String| {
         LoadFailure::Fatal(
             Finding::new(
-                "checkpoint",
-                format!("the checkpoint cannot be read: {what}"),
-                "none: without its checkpoint the pool's metadata is lost",
+                "metadata-tree",
+                format!("the metadata tree cannot be read: {what}"),
+                "none: without its metadata tree the pool's metadata is lost",
             )
             .unfixable(),
             Vec::new(),
         )
     };
     let mut damage = Vec::new();
-    let ckpt = volume::decode_checkpoint(pool, Some(&mut damage)).map_err(|fault| match fault {
-        CheckpointFault::Io(e) | CheckpointFault::Refused(e) => op_err(e),
-        CheckpointFault::HeadOutside { head_pfn, data } => fatal(format!(
-            "its first frame {head_pfn} lies outside the data region {data}"
-        )),
-        CheckpointFault::Header(e) => fatal(e),
-        CheckpointFault::Mismatch => fatal("its header does not match the superblock".into()),
-        CheckpointFault::Checksum => fatal("checksum mismatch".into()),
-        CheckpointFault::Body(e) => fatal(format!("it does not decode: {e}")),
+    let m = volume::decode_metadata(pool, Some(&mut damage)).map_err(|fault| match fault {
+        MetadataFault::Io(e) | MetadataFault::Refused(e) => op_err(e),
+        other => fatal(other.to_string()),
     })?;
-
-    // Checkpoint ranges: disjoint, sorted.
-    let raw: Vec<(u64, u64)> = ckpt
-        .header
-        .ranges
-        .iter()
-        .map(|r| (r.start.0, r.end().0))
-        .collect();
-    let merged = union(raw.clone());
-    let raw_frames: u64 = raw.iter().map(|(s, e)| e - s).sum();
-    let merged_frames: u64 = merged.iter().map(|(s, e)| e - s).sum();
-    if raw_frames != merged_frames {
-        findings.push(
-            Finding::new(
-                "checkpoint-ranges",
-                "the current checkpoint's ranges overlap each other".into(),
-                "write a new checkpoint",
-            )
-            .safe(),
-        );
-    }
-    let ranges = to_pfn_ranges(&merged);
-
     for d in damage {
         findings.push(damage_finding(d));
     }
-    let inodes = ckpt.inodes;
-    let alloc = match ckpt.alloc {
+    let inodes = m.inodes;
+    let alloc = match m.alloc {
         Some(a) => a,
         None => {
             // The free set did not decode (a `free-set` finding): rebuild it.
-            let mut refs: Vec<(u64, u64)> = merged.clone();
+            let mut refs: Vec<(u64, u64)> =
+                m.frames.iter().map(|r| (r.start.0, r.end().0)).collect();
             for inode in inodes.values() {
                 if let Body::File(map) = &inode.body {
                     refs.extend(map.iter().map(|e| (e.pfns.start.0, e.pfns.end().0)));
@@ -217,18 +186,23 @@ fn decode_checkpoint(
             ExtentAllocator::from_free_extents(data, to_pfn_ranges(&free)).map_err(op_err)?
         }
     };
-    Ok((inodes.into_values().collect(), alloc, ckpt.next_ino, ranges))
+    Ok((inodes.into_values().collect(), alloc, m.next_ino, m.tree))
 }
 
 /// The finding for damage the checkpoint decoder tolerated (and repaired in what it returned).
-fn damage_finding(damage: CheckpointDamage) -> Finding {
+fn damage_finding(damage: MetadataDamage) -> Finding {
     match damage {
-        CheckpointDamage::DuplicateInode(ino) => Finding::new(
+        MetadataDamage::Entry { what, why } => Finding::new(
+            "metadata-entry",
+            format!("{what}: {why}"),
+            "drop the entry",
+        ),
+        MetadataDamage::DuplicateInode(ino) => Finding::new(
             "duplicate-inode",
             format!("inode {ino} appears more than once in the checkpoint"),
             "keep its first copy, drop the others",
         ),
-        CheckpointDamage::ExtentMap { ino, dropped } => {
+        MetadataDamage::ExtentMap { ino, dropped } => {
             let dropped: Vec<String> = dropped
                 .iter()
                 .map(|e| {
@@ -247,7 +221,7 @@ fn damage_finding(damage: CheckpointDamage) -> Finding {
                 "drop the extents that do not fit (those file ranges become holes)",
             )
         }
-        CheckpointDamage::Directory { ino, why, dropped } => {
+        MetadataDamage::Directory { ino, why, dropped } => {
             let extra = if dropped.is_empty() {
                 String::new()
             } else {
@@ -260,12 +234,12 @@ fn damage_finding(damage: CheckpointDamage) -> Finding {
                 format!("rebuild it with new readdir cookies{extra}"),
             )
         }
-        CheckpointDamage::RootMissing => Finding::new(
+        MetadataDamage::RootMissing => Finding::new(
             "root-missing",
             "the checkpoint has no root directory".into(),
             "create an empty root (every other inode goes to /lost+found)",
         ),
-        CheckpointDamage::FreeSet(e) => Finding::new(
+        MetadataDamage::FreeSet(e) => Finding::new(
             "free-set",
             format!("the checkpoint's free set does not decode: {e}"),
             "rebuild the free set from the frames files and the checkpoint use",
@@ -280,13 +254,14 @@ fn damage_finding(damage: CheckpointDamage) -> Finding {
 /// `read_log` refuses) is a finding and skipped.
 fn read_log_tolerant(
     pool: &Pool,
-    generation: u64,
+    log: LogId,
     findings: &mut Vec<Finding>,
 ) -> Result<(Vec<Op>, u64, u64), LoadFailure> {
+    let generation = log.generation;
     let mut ops = Vec::new();
     let mut offset = 0u64;
     let mut seq = 0u64;
-    if let Some(newer) = newer_generation_in_log(pool, generation).map_err(op_err)? {
+    if let Some(newer) = newer_generation_in_log(pool, log).map_err(op_err)? {
         findings.push(Finding::new(
             "stale-superblock",
             format!(
@@ -302,10 +277,10 @@ fn read_log_tolerant(
     }
     loop {
         let Some((payload, total)) =
-            intact_record(pool, offset, generation, seq).map_err(op_err)?
+            intact_record(pool, offset, log, seq).map_err(op_err)?
         else {
             // The end of the log, unless a later record follows: then it is damaged.
-            let Some(later) = record_after(pool, generation, offset, seq).map_err(op_err)? else {
+            let Some(later) = record_after(pool, log, offset, seq).map_err(op_err)? else {
                 break;
             };
             let what = format!(

@@ -66,9 +66,7 @@ impl Volume {
             | Op::RemoveXattr { ino, .. }
             | Op::SetAttrXattrs { ino, .. }
             | Op::Reclaim { ino } => {
-                if !self.inodes.contains_key(ino) {
-                    return Err(not_found(format!("no inode {ino}")));
-                }
+                self.cell(*ino)?;
                 vec![*ino]
             }
         })
@@ -241,7 +239,7 @@ impl Volume {
         let dir = p
             .dir_mut()
             .ok_or_else(|| not_directory("parent is not a directory"))?;
-        if dir.get(name).is_some() {
+        if dir.get(name).map_err(dir_err)?.is_some() {
             return Err(exists("entry exists"));
         }
         dir.insert(DirEntry {
@@ -254,7 +252,9 @@ impl Volume {
         if kind == Kind::Dir {
             p.attr.nlink = p.attr.nlink.saturating_add(1);
         }
-        self.inodes.insert(ino, new_cell(inode));
+        self.insert_cell(inode);
+        self.inode_count.fetch_add(1, Ordering::AcqRel);
+        self.touch_inode(ino);
         self.next_ino.fetch_max(ino + 1, Ordering::AcqRel);
         Ok(())
     }
@@ -273,7 +273,10 @@ impl Volume {
         let dir = p
             .dir_mut()
             .ok_or_else(|| not_directory("parent is not a directory"))?;
-        let entry = dir.remove(name).ok_or_else(|| not_found("no such entry"))?;
+        let entry = dir
+            .remove(name)
+            .map_err(dir_err)?
+            .ok_or_else(|| not_found("no such entry"))?;
         p.attr.mtime = time;
         p.attr.ctime = time;
         if entry.kind == Kind::Dir {
@@ -316,17 +319,15 @@ impl Volume {
         time: Time,
         replay: bool,
     ) -> FsResult<()> {
-        let src = locked
-            .get(parent)?
-            .dir()
-            .and_then(|d| d.get(name))
-            .cloned()
-            .ok_or_else(|| not_found("no source"))?;
-        let dst = locked
-            .get(new_parent)?
-            .dir()
-            .and_then(|d| d.get(new_name))
-            .cloned();
+        let src = match locked.get(parent)?.dir() {
+            Some(d) => d.get(name).map_err(dir_err)?.map(|(_, e)| e),
+            None => None,
+        }
+        .ok_or_else(|| not_found("no source"))?;
+        let dst = match locked.get(new_parent)?.dir() {
+            Some(d) => d.get(new_name).map_err(dir_err)?.map(|(_, e)| e),
+            None => None,
+        };
         let src_dir = src.kind == Kind::Dir;
         if exchange {
             let dst = dst.ok_or_else(|| not_found("no target to exchange with"))?;
@@ -349,9 +350,9 @@ impl Volume {
                 .dir_mut()
                 .ok_or_else(|| not_directory("not a directory"))?;
             if dst.is_some() {
-                d.remove(new_name);
+                d.remove(new_name).map_err(dir_err)?;
             }
-            d.rename_in_place(name, new_name);
+            d.rename_in_place(name, new_name).map_err(dir_err)?;
             p.attr.mtime = time;
             p.attr.ctime = time;
         } else {
@@ -359,7 +360,8 @@ impl Volume {
                 let p = locked.get(parent)?;
                 p.dir_mut()
                     .ok_or_else(|| not_directory("not a directory"))?
-                    .remove(name);
+                    .remove(name)
+                    .map_err(dir_err)?;
                 p.attr.mtime = time;
                 p.attr.ctime = time;
                 if src_dir {
@@ -371,7 +373,11 @@ impl Volume {
                 let d = np
                     .dir_mut()
                     .ok_or_else(|| not_directory("not a directory"))?;
-                if d.replace(new_name, src.ino, src.kind).is_none() {
+                if d
+                    .replace(new_name, src.ino, src.kind)
+                    .map_err(dir_err)?
+                    .is_none()
+                {
                     d.insert(DirEntry {
                         name: new_name.to_vec(),
                         ino: src.ino,
@@ -407,7 +413,8 @@ impl Volume {
         let d = locked.get(dir)?;
         d.dir_mut()
             .ok_or_else(|| not_directory("not a directory"))?
-            .replace(name, incoming.ino, incoming.kind);
+            .replace(name, incoming.ino, incoming.kind)
+            .map_err(dir_err)?;
         d.attr.mtime = time;
         d.attr.ctime = time;
         if cross {
@@ -609,6 +616,8 @@ impl Volume {
             *map = ExtentMap::new();
         }
         self.inodes.remove(&inode.ino);
+        self.touch_inode(inode.ino);
+        self.inode_count.fetch_sub(1, Ordering::AcqRel);
         self.unlinked.reclaimed(inode.ino);
         Ok(())
     }
@@ -624,7 +633,7 @@ fn apply_link(locked: &mut Locked, parent: u64, name: &[u8], ino: u64, time: Tim
     let dir = p
         .dir_mut()
         .ok_or_else(|| not_directory("parent is not a directory"))?;
-    if dir.get(name).is_some() {
+    if dir.get(name).map_err(dir_err)?.is_some() {
         return Err(exists("entry exists"));
     }
     dir.insert(DirEntry {

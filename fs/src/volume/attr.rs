@@ -41,6 +41,7 @@ impl Volume {
             // before the size changes (a mode asked for in the same request is set below).
             self.drop_privileges(inode, Writer::process(caller))?;
             if size != inode.attr.size || req.mtime.is_none() {
+                self.zero_past_eof(inode, size)?;
                 let mut cow = Vec::new();
                 let mut frames = Frames::none(&self.alloc);
                 if size < inode.attr.size
@@ -141,7 +142,7 @@ impl Volume {
     /// statfs figures.
     pub fn statfs(&self) -> FsStat {
         let s = self.alloc.stats();
-        let inodes = self.inodes.len() as u64;
+        let inodes = self.inode_count.load(Ordering::Relaxed);
         let free = s.free_frames.saturating_sub(self.data_reserve());
         // The format has no inode table to run out of: what limits new inodes is the room
         // for metadata, at most INODE_RECORD_BYTES each.

@@ -3,159 +3,157 @@
 //! space accounting that keeps room for the next checkpoint: the metadata and data reserves
 //! and the ENOSPC checks an operation makes before it journals anything.
 
-use pfnfs_alloc::Frames;
+use pfnfs_alloc::{Frames, MetaRoot};
+use pfnfs_btree::{Tree, Txn};
+
+use super::store::{self, Dirty};
+
+/// What kind of commit [`Volume::commit_tree`] makes.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Commit<'a> {
+    /// A checkpoint of a format 2 pool.
+    Normal,
+    /// The first commit of a format 1 pool being upgraded, whose checkpoint held
+    /// `old_frames`: writes a format 2 superblock.
+    Upgrade { old_frames: &'a [PfnRange] },
+}
 
 use super::*;
 
 impl Volume {
-    /// Writes the whole metadata state as a new checkpoint and starts a new log generation.
+    /// Commits what changed since the last commit into the metadata tree and starts a new
+    /// log generation (a *checkpoint*). Costs what changed: the inodes and names the log's
+    /// records touched, the allocation groups whose free space changed, and the tree nodes on
+    /// their paths.
+    ///
+    /// Order (docs/DESIGN.md section 6): the copy-on-write transaction writes new nodes only
+    /// into frames no durable structure references, persists them (one fence) and msyncs
+    /// them; then the superblock commit names the new root, generation and nonce (the commit
+    /// point); only then are the nodes the new tree replaced, and frames in doubt, given back.
     pub fn checkpoint(&self) -> FsResult<()> {
         if self.read_only {
             return Ok(());
         }
         let _gate = self.gate.write();
-        let mut images = Vec::with_capacity(self.inodes.len());
-        for cell in self.inodes.iter() {
-            let inode = cell.value().inode.read();
-            let body = match &inode.body {
-                Body::File(m) => BodyImage::File(m.iter().collect()),
-                Body::Dir(d) => BodyImage::Dir {
-                    parent: d.parent,
-                    next_cookie: d.next_cookie(),
-                    entries: d.iter().map(|(c, e)| (c, e.clone())).collect(),
-                },
-                Body::Symlink(t) => BodyImage::Symlink(t.clone()),
-                Body::Special => BodyImage::Special,
-            };
-            images.push(InodeImage {
-                ino: inode.ino,
-                attr: inode.attr.clone(),
-                xattrs: inode
-                    .xattrs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                body,
-            });
+        // The set stays in place until the commit is durable: a number in it that is not
+        // cached is a reclaimed inode, which `cell` must not read back from the old tree.
+        // Nothing adds to it meanwhile (every change holds the gate).
+        let dirty = self.dirty.lock().snapshot();
+        let result = self.commit_tree(&dirty, Commit::Normal).map(|_| ());
+        match &result {
+            Ok(()) => self.dirty.lock().forget(&dirty),
+            // Nothing of it is durable (or it is in doubt, and the next commit writes it
+            // again): the changes stay to be committed.
+            Err(_) => self.alloc.mark_all_dirty(),
         }
-        images.sort_by_key(|i| i.ino);
-        let mut image = CheckpointImage {
-            next_ino: self.next_ino.load(Ordering::Relaxed),
-            inodes: images,
-            free_set: Vec::new(),
+        result
+    }
+
+    /// Writes `dirty` into a transaction of the tree and commits it (see
+    /// [`Self::checkpoint`]); returns what the superblock now says of the metadata.
+    pub(super) fn commit_tree(&self, dirty: &Dirty, how: Commit<'_>) -> FsResult<MetaRoot> {
+        let current = self.view.tree.read().clone();
+        // A rebuild writes a new tree from nothing; the old one's frames (an upgrade's: the
+        // format 1 checkpoint's) are free once it is committed, and count as free in the free
+        // set it stores.
+        let (base, old_frames, rebuild) = match how {
+            Commit::Upgrade { old_frames } => (Tree::empty(), old_frames.to_vec(), true),
+            Commit::Normal if dirty.rebuild => (Tree::empty(), current.frames(&self.pool)?, true),
+            Commit::Normal => (current.clone(), Vec::new(), false),
         };
-        let base = postcard::to_stdvec(&image)
-            .map_err(|e| corrupt(format!("checkpoint encode: {e}")))?
-            .len() as u64;
-        let mut ckpt = self.checkpoint_ranges.lock();
-        let old = ckpt.clone();
-        // Frames in doubt are free in the new image (once it is committed nothing can
+        let previous_frames = match how {
+            Commit::Upgrade { .. } => 0,
+            Commit::Normal => self.pool.superblock().meta.tree_frames,
+        };
+        // Frames in doubt are free in the new free set (once it is committed nothing can
         // reference them) and given back after the commit. No operation runs meanwhile (the
         // gate is held), so the list cannot grow under us.
         let in_doubt = self.in_doubt.lock().clone();
-        let mut slack = 0u64;
-        for _attempt in 0..4 {
-            let free_est = 64
-                + 16 * (self.alloc.stats().free_extents
-                    + old.len() as u64
-                    + in_doubt.len() as u64
-                    + 2 * CHECKPOINT_RANGES_MAX as u64);
-            let want = 1 + (base + free_est + 64 + slack).div_ceil(FRAME_SIZE);
-            // Every way out of this attempt before the superblock names the new checkpoint
-            // drops `frames`, which gives them back.
-            let frames = self.alloc.allocate(want, None)?;
-            if frames.ranges().len() > CHECKPOINT_RANGES_MAX {
-                return Err(no_space("pool too fragmented for a checkpoint"));
+        // Never reuse a generation whose records may still be in the log (after a stale
+        // superblock was accepted by fsck -y): replay would take them for this one's.
+        let generation = self
+            .journal
+            .generation()
+            .max(crate::journal::log_generation(&self.pool, RECORD_MAGIC)?.unwrap_or(0))
+            + 1;
+        let mut txn = Txn::new(&base, &self.pool, &self.alloc, generation);
+        if rebuild {
+            self.store_everything(&mut txn, &base)?;
+        } else {
+            for ino in &dirty.inodes {
+                self.store_inode(&mut txn, &base, *ino)?;
             }
-            let mut free: Vec<PfnRange> = self.alloc.free_extents();
-            free.extend(old.iter().copied());
-            free.extend(in_doubt.iter().copied());
-            image.free_set =
-                pfnfs_alloc::allocator::image::encode(self.pool.data_region(), &coalesce(free));
-            let body = postcard::to_stdvec(&image)
-                .map_err(|e| corrupt(format!("checkpoint encode: {e}")))?;
-            let capacity = frames.ranges().iter().map(|r| r.len_bytes()).sum::<u64>() - FRAME_SIZE;
-            if body.len() as u64 > capacity {
-                slack += body.len() as u64 - capacity + FRAME_SIZE;
-                continue;
+        }
+        let mut extra_free = in_doubt.clone();
+        extra_free.extend(old_frames.iter().copied());
+        self.store_free_set(&mut txn, &base, &extra_free, rebuild)?;
+        // Persist point 4: every new node, flushed and fenced; a failure here leaves nothing
+        // durable naming them, and dropping the transaction's guard gives them back.
+        let written = txn.write()?;
+        for r in store::coalesce(written.frames.ranges().to_vec()) {
+            self.pool.sync(r.start.byte_offset(), r.len_bytes())?;
+        }
+        let tree_frames = previous_frames
+            .saturating_add(written.frames.frames())
+            .saturating_sub(written.freed.iter().map(|r| r.len).sum::<u64>())
+            .saturating_sub(old_frames.iter().map(|r| r.len).sum::<u64>());
+        let log = LogId::new(generation, crate::journal::new_nonce());
+        let meta = MetaRoot {
+            root_pfn: written.tree.root().map_or(0, |p| p.0),
+            height: u32::from(written.tree.height()),
+            tree_frames,
+            log_generation: log.generation,
+            log_nonce: log.nonce.unwrap_or(0),
+            next_ino: self.next_ino.load(Ordering::Relaxed),
+            inodes: self.inode_count.load(Ordering::Relaxed),
+        };
+        // Persist point 5, the commit point.
+        let committed = match how {
+            Commit::Normal => {
+                let mut sb = self.pool.superblock();
+                sb.meta = meta.clone();
+                self.pool.commit_superblock(sb)
             }
-            // Never reuse a generation whose records may still be in the log (after a stale
-            // superblock was accepted by fsck -y): replay would take them for this one's.
-            let generation = self
-                .journal
-                .generation()
-                .max(crate::journal::log_generation(&self.pool)?.unwrap_or(0))
-                + 1;
-            let header = CheckpointHeader {
-                generation,
-                body_len: body.len() as u64,
-                body_crc: crc32c::crc32c(&body),
-                ranges: frames.ranges().to_vec(),
-            };
-            // A failure here leaves nothing durable naming the new frames: they go back.
-            self.write_checkpoint_body(&header, &body)?;
-            if let Err(e) = self.commit_checkpoint(&header) {
-                // The slot may or may not have reached the pool, so either checkpoint may be
-                // the one a mount finds: keep both (the new one's frames in doubt, the old one
-                // current), and take no record in a generation that may no longer be the
-                // pool's until a later checkpoint commits.
-                self.in_doubt.lock().extend(frames.into_ranges());
-                self.journal.raise_generation(generation);
-                self.journal.refuse(&e);
-                tracing::error!(
-                    "checkpoint superblock commit failed; the log takes no record until a checkpoint succeeds: {e}"
-                );
-                return Err(e);
-            }
-            // The superblock names the new checkpoint: its frames belong to it; the old one's
-            // and those in doubt are free.
-            let ranges = frames.into_ranges();
-            self.journal.reset(generation);
-            let count: u64 = ranges.iter().map(|r| r.len).sum();
-            self.reserve_frames
-                .store(RESERVE_FRAMES_MIN + count, Ordering::Relaxed);
-            *ckpt = ranges;
+            Commit::Upgrade { .. } => self.pool.upgrade_superblock(meta.clone()),
+        };
+        if let Err(e) = committed {
+            let e = FsError::from(e);
+            // Either root may be the one a mount finds: keep both (the new nodes in doubt,
+            // the old tree current), and take no record in a generation that may no longer
+            // be the pool's until a later commit succeeds.
+            self.in_doubt.lock().extend(written.frames.into_ranges());
+            self.journal.raise_generation(generation);
+            self.journal.refuse(&e);
+            tracing::error!(
+                "metadata commit failed; the log takes no record until a commit succeeds: {e}"
+            );
+            return Err(e);
+        }
+        // The superblock names the new tree: its frames belong to it; the nodes it replaced,
+        // the old tree of a rebuild and the frames in doubt are free.
+        written.frames.commit();
+        self.journal.reset(log);
+        self.reserve_frames
+            .store(RESERVE_FRAMES_MIN + tree_frames, Ordering::Relaxed);
+        {
+            // Readers of the tree hold this lock for reading: none is inside a node that is
+            // freed here.
+            let mut tree = self.view.tree.write();
+            *tree = written.tree;
             self.in_doubt.lock().retain(|r| !in_doubt.contains(r));
-            for r in old.into_iter().chain(in_doubt) {
+            for r in written.freed.into_iter().chain(old_frames).chain(in_doubt) {
                 self.alloc.free(r)?;
             }
-            tracing::debug!(bytes = body.len(), generation, "checkpoint written");
-            return Ok(());
         }
-        Err(corrupt("checkpoint did not fit after several attempts"))
-    }
-
-    /// Persist point 4: the checkpoint's header and body, into frames nothing durable names.
-    fn write_checkpoint_body(&self, header: &CheckpointHeader, body: &[u8]) -> FsResult<()> {
-        let head = header.ranges[0].start.byte_offset();
-        let hdr = header.encode();
-        self.pool.write(head, &hdr)?;
-        self.pool.flush(head, hdr.len() as u64)?;
-        let mut done = 0usize;
-        for (offset, len) in header.body_spans() {
-            let piece = &body[done..done + len as usize];
-            self.pool.write(offset, piece)?;
-            self.pool.flush(offset, len)?;
-            done += len as usize;
-        }
-        self.pool.fence()?;
-        for (offset, len) in std::iter::once((head, hdr.len() as u64)).chain(header.body_spans()) {
-            self.pool.persist(offset, len)?;
-        }
-        Ok(())
-    }
-
-    /// Persist point 5, the commit point of a checkpoint: the superblock names it.
-    fn commit_checkpoint(&self, header: &CheckpointHeader) -> FsResult<()> {
-        let mut sb = self.pool.superblock();
-        sb.checkpoint = pfnfs_alloc::CheckpointRef {
-            head_pfn: header.ranges[0].start.0,
-            len_bytes: header.body_len,
-            crc: header.body_crc,
-            log_generation: header.generation,
+        // The directories' changes are in the tree now.
+        let committed: Vec<u64> = if rebuild {
+            self.inodes.iter().map(|c| *c.key()).collect()
+        } else {
+            dirty.inodes.iter().copied().collect()
         };
-        self.pool.commit_superblock(sb)?;
-        Ok(())
+        self.mark_committed(&committed);
+        tracing::debug!(generation, tree_frames, "metadata committed");
+        Ok(meta)
     }
 
     /// Clean unmount: checkpoint, clear the mounted flag, sync the pool.
@@ -172,7 +170,8 @@ impl Volume {
     }
 
     pub(super) fn maybe_checkpoint(&self) {
-        if self.journal.wants_checkpoint()
+        let dirty = self.dirty.lock().inodes.len();
+        if (self.journal.wants_checkpoint() || dirty >= cache::DIRTY_COMMIT_INODES)
             && let Err(e) = self.checkpoint()
         {
             tracing::error!("checkpoint failed: {e}");
@@ -322,17 +321,4 @@ impl Volume {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// Sorts ranges and merges touching ones (they must not overlap).
-fn coalesce(mut ranges: Vec<PfnRange>) -> Vec<PfnRange> {
-    ranges.sort_unstable_by_key(|r| r.start);
-    let mut out: Vec<PfnRange> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match out.last_mut() {
-            Some(last) if last.end() == r.start => last.len += r.len,
-            _ => out.push(r),
-        }
-    }
-    out
 }

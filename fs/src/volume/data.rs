@@ -84,7 +84,10 @@ impl Volume {
             AtimePolicy::Always => true,
         };
         if !self.read_only && stale {
+            // Under the gate, like every change, so that no commit is running.
+            let _gate = self.gate.read_recursive();
             cell.inode.write().attr.atime = Time::now();
+            self.touch_inode(ino);
         }
         let inode = cell.inode.read();
         self.read_locked(&inode, offset, size, reply)
@@ -162,6 +165,7 @@ impl Volume {
         let _gate = self.gate.read();
         let cell = self.cell(ino)?;
         let mut inode = cell.inode.write();
+        self.touch_inode(ino);
         self.write_locked(writer, &mut inode, offset, data)?;
         Ok(data.len() as u32)
     }
@@ -186,6 +190,9 @@ impl Volume {
         let first = offset / FRAME_SIZE;
         self.ensure_space(map, first, end.div_ceil(FRAME_SIZE) - first)?;
         self.drop_privileges(inode, writer)?;
+        if offset > inode.attr.size {
+            self.zero_past_eof(inode, offset)?;
+        }
         let Body::File(map) = &mut inode.body else {
             return Err(invalid("not a regular file"));
         };
@@ -264,11 +271,7 @@ impl Volume {
         // The log ends where the data region starts: one range from the superblocks on.
         let (log_offset, log_len) = self.pool.log_region();
         ranges.push((0, log_offset + log_len));
-        ranges.extend(
-            self.checkpoint_ranges()
-                .iter()
-                .map(|r| (r.start.byte_offset(), r.len_bytes())),
-        );
+        // The metadata tree's nodes were msynced when they were committed.
         for (offset, len) in ranges {
             self.pool.sync(offset, len)?;
         }
@@ -361,6 +364,9 @@ impl Volume {
         frames.absorb(new_frames);
         let extents = outcome.allocated;
         let new_size = if keep { size } else { size.max(end) };
+        if new_size > size {
+            self.zero_past_eof(locked.get(ino)?, new_size)?;
+        }
         let op = if zero {
             Op::ZeroRange {
                 ino,
@@ -483,6 +489,23 @@ impl Volume {
         if let Some(op) = privilege_drop(inode, writer, Time::now()) {
             self.journal.append(&self.pool, &op)?;
             apply_set_attr_xattrs(inode, &op);
+        }
+        Ok(())
+    }
+
+    /// Before a change that makes a file longer than its size: zeroes the written bytes of
+    /// its last frame past the size, up to `to`. They are zero unless a crash lost the record
+    /// of an extending write whose data had landed there; the file never showed them, and
+    /// must not once it grows over them. (So mount needs no pass over every file.) A write
+    /// starting at the end of the file, the common case, has nothing to zero.
+    pub(super) fn zero_past_eof(&self, inode: &mut Inode, to: u64) -> FsResult<()> {
+        let size = inode.attr.size;
+        let end = to.min(size.next_multiple_of(FRAME_SIZE));
+        if end <= size || size.is_multiple_of(FRAME_SIZE) {
+            return Ok(());
+        }
+        if let Body::File(map) = &mut inode.body {
+            extent_io::zero_mapped(&self.pool, map, size, end - size)?;
         }
         Ok(())
     }
@@ -647,6 +670,7 @@ impl Volume {
             pos += k;
         }
         if !mapped && at + n > size {
+            self.zero_past_eof(locked.get(ino_out)?, at + n)?;
             // Extend the size over the hole, as a write of zeros would.
             let op = Op::Truncate {
                 ino: ino_out,

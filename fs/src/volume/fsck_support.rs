@@ -1,5 +1,5 @@
 //! fsck support. Used only by `crate::fsck`, which reads a damaged pool tolerating what
-//! `load` refuses (the checkpoint with [`super::decode_checkpoint`], the log itself), replays
+//! `load` refuses (the metadata tree with [`super::decode_metadata`], the log itself), replays
 //! its log record by record, checks the result and installs a repaired state.
 //!
 //! Nothing here runs on a mounted volume, so it is kept out of the root, where a reader of the
@@ -15,30 +15,28 @@ impl Volume {
         alloc: ExtentAllocator,
         inodes: Vec<Inode>,
         next_ino: u64,
-        checkpoint_ranges: Vec<PfnRange>,
+        tree: pfnfs_btree::Tree,
         journal: Journal,
     ) -> Volume {
         let table = DashMap::new();
         for inode in inodes {
             table.insert(inode.ino, new_cell(inode));
         }
-        Volume {
+        let count = table.len() as u64;
+        Volume::assemble(Parts {
             read_only: pool.is_read_only(),
+            reserve_frames: RESERVE_FRAMES_MIN,
             pool,
             alloc,
             inodes: table,
+            next_ino,
+            inode_count: count,
+            tree,
             journal,
-            next_ino: AtomicU64::new(next_ino),
-            gate: RwLock::new(()),
-            ns: Mutex::new(()),
-            checkpoint_ranges: Mutex::new(checkpoint_ranges),
-            in_doubt: Mutex::new(Vec::new()),
-            reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN),
-            unlinked: Default::default(),
-            kernel_file_times: std::sync::atomic::AtomicBool::new(false),
-            atime: std::sync::atomic::AtomicU8::new(AtimePolicy::Relative as u8),
-            stats: IoStats::default(),
-        }
+            dirty: store::Dirty::default(),
+            // fsck holds every inode: nothing is evicted.
+            cache: cache::Cache::unbounded(),
+        })
     }
 
     /// Replays one log record as `load` does. If that fails, the inodes the record touches
@@ -87,5 +85,8 @@ impl Volume {
         }
         self.alloc = alloc;
         *self.next_ino.get_mut() = next_ino;
+        *self.inode_count.get_mut() = self.inodes.len() as u64;
+        // fsck's checkpoint writes the repaired state as a new tree.
+        self.dirty.get_mut().rebuild = true;
     }
 }

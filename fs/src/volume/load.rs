@@ -1,53 +1,88 @@
-//! Mounting: [`Volume::load`] reads the checkpoint the superblock names and replays the
-//! log written since; a read-write mount then finishes recovery once (zeroes bytes past EOF
-//! after a crash, reclaims orphaned inodes, writes a fresh checkpoint) and marks the pool
+//! Mounting: [`Volume::load`] opens the metadata tree the superblock names and replays the
+//! log written since its commit; a read-write mount then finishes recovery once (zeroes
+//! bytes past EOF after a crash, reclaims orphaned inodes, commits) and marks the pool
 //! mounted.
 //!
-//! Also the one checkpoint decoder, [`decode_checkpoint`]: mount refuses any damage it finds,
-//! fsck asks it to tolerate (repair and list) what can be tolerated.
+//! Also the one metadata decoder, [`decode_metadata`]: every entry read from the tree is
+//! validated here (keys, records, extents inside the data region, frames used twice, free
+//! extents against used frames, the next inode number against every inode); mount refuses
+//! any damage it finds, fsck asks it to tolerate (repair and list) what can be tolerated.
 
-use pfnfs_extent::io as extent_io;
+use pfnfs_btree::Tree;
 
 use super::*;
+use crate::schema::{self, CookieEntry, InodeRecord, InodeTail, NameEntry};
+
+/// The tree the superblock names, its root checked, and the allocator its free set
+/// describes (read whole: RAM proportional to free extents, not to files). Nothing else is
+/// read: inodes come from the tree when first needed.
+/// Also the highest inode number the tree holds.
+fn load_tree(pool: &Pool) -> FsResult<(ExtentAllocator, Tree, u64)> {
+    let name = pool.name().display().to_string();
+    let sb = pool.superblock();
+    let data = pool.data_region();
+    let height = u8::try_from(sb.meta.height)
+        .map_err(|_| corrupt(format!("{name}: tree height {} out of range", sb.meta.height)))?;
+    let tree = Tree::open(pool, Pfn(sb.meta.root_pfn), height)
+        .map_err(|e| corrupt(format!("{name}: the metadata tree's root: {e}")))?;
+    let mut free = Vec::new();
+    let (start, end) = schema::table_range(schema::TAG_FREE);
+    for item in tree.range(pool, &start, end.as_deref()) {
+        let (k, v) = item.map_err(|e| corrupt(format!("{name}: metadata tree: {e}")))?;
+        let r = schema::decode_free(&k, &v)
+            .ok()
+            .filter(|r| data.covers(r))
+            .ok_or_else(|| corrupt(format!("{name}: malformed free extent {k:02x?}")))?;
+        free.push(r);
+    }
+    let alloc = ExtentAllocator::from_free_extents(data, free)
+        .map_err(|e| corrupt(format!("{name}: free set: {e}")))?;
+    let highest = tree
+        .floor(pool, &schema::inode_key(u64::MAX))
+        .map_err(|e| corrupt(format!("{name}: metadata tree: {e}")))?
+        .filter(|(k, _)| k.first() == Some(&schema::TAG_INODE))
+        .and_then(|(k, _)| schema::key_id(&k).ok())
+        .unwrap_or(ROOT_INO);
+    Ok((alloc, tree, highest))
+}
 
 impl Volume {
-    /// Loads the filesystem from `pool`: newest checkpoint, then the log. Read-write pools
-    /// then reclaim orphaned inodes and write a fresh checkpoint so recovery is done once.
+    /// Loads the filesystem from `pool`: the metadata tree, then the log. Read-write pools
+    /// then reclaim orphaned inodes and commit so recovery is done once.
     pub fn load(pool: Arc<Pool>) -> FsResult<Volume> {
         let read_only = pool.is_read_only();
         let sb = pool.superblock();
         let data = pool.data_region();
-        let generation = sb.checkpoint.log_generation;
-        let (alloc, inodes, next_ino, ranges, fresh) = if sb.checkpoint.len_bytes == 0 {
-            let alloc = ExtentAllocator::new_empty(data);
-            let root = Inode::new_root(Time::now());
-            let inodes = DashMap::new();
-            inodes.insert(ROOT_INO, new_cell(root));
-            (alloc, inodes, ROOT_INO + 1, Vec::new(), true)
+        let log = LogId::new(sb.meta.log_generation, sb.meta.log_nonce);
+        let fresh = sb.meta.root_pfn == 0;
+        let inodes = DashMap::new();
+        let (alloc, tree, highest) = if fresh {
+            inodes.insert(ROOT_INO, new_cell(Inode::new_root(Time::now())));
+            (ExtentAllocator::new_empty(data), Tree::empty(), ROOT_INO)
         } else {
-            Self::load_checkpoint(&pool)?
+            load_tree(&pool)?
         };
-        let (ops, log_end, next_seq) = read_log(&pool, generation)?;
-        let journal = Journal::new(&pool, generation, log_end, next_seq);
-        // The reserve as `checkpoint` sets it, from the checkpoint just loaded.
-        let ckpt_frames: u64 = ranges.iter().map(|r| r.len).sum();
-        let vol = Volume {
+        let (ops, log_end, next_seq) = read_log(&pool, log)?;
+        let journal = Journal::new(&pool, log, log_end, next_seq);
+        let vol = Volume::assemble(Parts {
+            reserve_frames: RESERVE_FRAMES_MIN.saturating_add(sb.meta.tree_frames),
             pool,
             alloc,
             inodes,
+            // Never below a live inode, whatever the superblock says.
+            next_ino: sb.meta.next_ino.max(highest + 1),
+            inode_count: sb.meta.inodes.max(1),
+            tree,
             journal,
-            next_ino: AtomicU64::new(next_ino),
-            gate: RwLock::new(()),
-            ns: Mutex::new(()),
-            reserve_frames: AtomicU64::new(RESERVE_FRAMES_MIN.saturating_add(ckpt_frames)),
-            kernel_file_times: std::sync::atomic::AtomicBool::new(false),
-            atime: std::sync::atomic::AtomicU8::new(AtimePolicy::Relative as u8),
-            stats: IoStats::default(),
-            checkpoint_ranges: Mutex::new(ranges),
-            in_doubt: Mutex::new(Vec::new()),
-            unlinked: Default::default(),
+            dirty: store::Dirty {
+                rebuild: fresh,
+                ..Default::default()
+            },
+            cache: cache::Cache::new((cache::DEFAULT_CACHE_BYTES / cache::CELL_BYTES) as usize),
             read_only,
-        };
+        });
+        // The free set as loaded is what the tree holds: only later changes are to be written.
+        let _ = vol.alloc.take_dirty_groups();
         let replayed = ops.len();
         for (i, op) in ops.iter().enumerate() {
             vol.replay(op).map_err(|e| {
@@ -62,30 +97,36 @@ impl Volume {
             tracing::info!(records = replayed, "replayed metadata log");
         }
         if !read_only {
-            if sb.mounted {
-                // Not cleanly unmounted: an extending write whose record was lost may have
-                // left bytes past EOF in a file's last frame. Zero them, so that a later
-                // extension reads zeros there (idempotent; nothing references those bytes).
-                vol.zero_tails_past_eof()?;
-            }
-            let orphans: Vec<u64> = vol
-                .inodes
-                .iter()
-                .filter(|c| c.value().inode.read().attr.nlink == 0)
-                .map(|c| *c.key())
-                .collect();
+            // Bytes an extending write whose record was lost left past a file's end are
+            // zeroed when the file next grows over them (`zero_past_eof`), not here: mount
+            // visits only what the log names.
+            // Inodes without names: those on the tree's orphan list (still open at the last
+            // commit) and those the replayed records left so.
+            let mut orphans: Vec<u64> = vol.view.orphans()?;
+            orphans.extend(
+                vol.inodes
+                    .iter()
+                    .filter(|c| c.value().inode.read().attr.nlink == 0)
+                    .map(|c| *c.key()),
+            );
+            orphans.sort_unstable();
+            orphans.dedup();
+            orphans.retain(|ino| {
+                vol.cell(*ino)
+                    .is_ok_and(|c| c.inode.read().attr.nlink == 0)
+            });
             for ino in &orphans {
                 vol.reclaim_now(*ino)?;
             }
             if fresh || replayed > 0 || !orphans.is_empty() {
                 match vol.checkpoint() {
-                    // Free space too fragmented for a checkpoint (see ensure_log_room): the
-                    // state is the old checkpoint plus the replayed log, which keeps being
-                    // appended to, so the pool can be mounted and files deleted. Not with
-                    // orphans, whose frames were freed above without a record.
+                    // Free space too fragmented for a commit (see ensure_log_room): the state
+                    // is the old tree plus the replayed log, which keeps being appended to, so
+                    // the pool can be mounted and files deleted. Not with orphans, whose
+                    // frames were freed above without a record.
                     Err(e) if e.kind == ErrorKind::NoSpace && orphans.is_empty() && !fresh => {
                         tracing::warn!(
-                            "{}: mounted without a new checkpoint: {e}",
+                            "{}: mounted without a new metadata commit: {e}",
                             vol.pool_name()
                         );
                     }
@@ -103,84 +144,7 @@ impl Volume {
         self.pool.name().display().to_string()
     }
 
-    #[allow(clippy::type_complexity)]
-    fn load_checkpoint(
-        pool: &Pool,
-    ) -> FsResult<(
-        ExtentAllocator,
-        DashMap<u64, Arc<InodeCell>>,
-        u64,
-        Vec<PfnRange>,
-        bool,
-    )> {
-        let name = pool.name().display().to_string();
-        let ckpt = decode_checkpoint(pool, None).map_err(|fault| match fault {
-            CheckpointFault::Io(e) | CheckpointFault::Refused(e) => e,
-            CheckpointFault::HeadOutside { .. } => corrupt(format!(
-                "{name}: checkpoint pointer lies outside the data region"
-            )),
-            CheckpointFault::Header(e) => corrupt(format!("{name}: {e}")),
-            CheckpointFault::Mismatch => corrupt(format!(
-                "{name}: checkpoint header does not match the superblock"
-            )),
-            CheckpointFault::Checksum => corrupt(format!("{name}: checkpoint checksum mismatch")),
-            CheckpointFault::Body(e) => corrupt(format!("{name}: checkpoint does not decode: {e}")),
-        })?;
-        // Refused damage leaves no checkpoint without an allocator; this only guards that.
-        let alloc = ckpt
-            .alloc
-            .ok_or_else(|| corrupt(format!("{name}: checkpoint free set missing")))?;
-        let inodes = DashMap::new();
-        // Every frame the checkpoint or a file uses, to check against the free set below.
-        let mut used: Vec<PfnRange> = ckpt.header.ranges.clone();
-        for (ino, inode) in ckpt.inodes {
-            if let Body::File(map) = &inode.body {
-                used.extend(map.iter().map(|e| e.pfns));
-            }
-            inodes.insert(ino, new_cell(inode));
-        }
-        // A used frame in the free set would be handed out again (and freeing the checkpoint's
-        // frames after the next one would fail once that checkpoint is already committed).
-        used.sort_unstable_by_key(|r| r.start);
-        let free = alloc.free_extents();
-        let (mut u, mut f) = (0, 0);
-        while u < used.len() && f < free.len() {
-            if used[u].overlaps(&free[f]) {
-                return Err(corrupt(format!(
-                    "{name}: frames {} are in use but in the checkpoint's free set too",
-                    used[u]
-                )));
-            }
-            if used[u].end() <= free[f].start {
-                u += 1;
-            } else {
-                f += 1;
-            }
-        }
-        Ok((alloc, inodes, ckpt.next_ino, ckpt.header.ranges, false))
-    }
-
-    /// Zeroes, in every file's last frame, the bytes past the file's size (recovery): stores
-    /// into a file's frames, so through the extent code, with the file's map held exclusively.
-    fn zero_tails_past_eof(&self) -> FsResult<()> {
-        for cell in self.cells() {
-            let mut inode = cell.inode.write();
-            let size = inode.attr.size;
-            let tail = size % FRAME_SIZE;
-            let Body::File(map) = &mut inode.body else {
-                continue;
-            };
-            if tail == 0 {
-                continue;
-            }
-            // Only written bytes are stored to (and fenced); a hole or unwritten frame reads
-            // as zeros already.
-            extent_io::zero_mapped(&self.pool, map, size, FRAME_SIZE - tail)?;
-        }
-        Ok(())
-    }
-
-    fn reclaim_now(&self, ino: u64) -> FsResult<()> {
+    pub(super) fn reclaim_now(&self, ino: u64) -> FsResult<()> {
         let mut locked = self.lock(&[ino])?;
         let i = locked.get(ino)?;
         self.reclaim_locked(i)
@@ -188,40 +152,52 @@ impl Volume {
 }
 
 // ---------------------------------------------------------------------------------------
-// The checkpoint decoder, shared with fsck
+// The metadata decoder, shared with fsck
 
-/// Why a checkpoint cannot be read at all (its header or its bytes, not what they say).
-#[derive(Debug)]
-pub(crate) enum CheckpointFault {
+/// Why a pool's metadata cannot be read at all (its structure, not what it says).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MetadataFault {
     /// Reading the pool failed: not damage.
+    #[error("{0}")]
     Io(FsError),
-    /// The superblock's pointer to the header frame lies outside the data region.
+    /// The metadata tree cannot be walked (why): a node is damaged.
+    #[error("the metadata tree is damaged: {0}")]
+    Tree(String),
+    /// Format 1: the superblock's pointer to the checkpoint lies outside the data region.
+    #[error("checkpoint pointer {head_pfn} lies outside the data region {data}")]
     HeadOutside { head_pfn: u64, data: PfnRange },
-    /// The header frame does not decode (why).
+    /// Format 1: the checkpoint header frame does not decode (why).
+    #[error("{0}")]
     Header(String),
-    /// The header does not match the superblock.
+    /// Format 1: the checkpoint header does not match the superblock.
+    #[error("checkpoint header does not match the superblock")]
     Mismatch,
-    /// The body's checksum does not match the header's.
+    /// Format 1: the checkpoint body's checksum does not match the header's.
+    #[error("checkpoint checksum mismatch")]
     Checksum,
-    /// The body does not decode (why).
+    /// Format 1: the checkpoint body does not decode (why).
+    #[error("checkpoint does not decode: {0}")]
     Body(String),
-    /// Damage in what the checkpoint says, refused because the caller does not tolerate it
+    /// Damage in what the metadata says, refused because the caller does not tolerate it
     /// (mount): the error names the pool and the damage.
+    #[error("{0}")]
     Refused(FsError),
 }
 
-impl From<FsError> for CheckpointFault {
-    fn from(e: FsError) -> CheckpointFault {
-        CheckpointFault::Io(e)
+impl From<FsError> for MetadataFault {
+    fn from(e: FsError) -> MetadataFault {
+        MetadataFault::Io(e)
     }
 }
 
-/// Damage inside a checkpoint whose bytes are intact, which fsck tolerates (the decoder
+/// Damage inside metadata whose structure is intact, which fsck tolerates (the decoder
 /// repairs it in what it returns and lists it) and mount refuses.
 #[derive(Debug)]
-pub(crate) enum CheckpointDamage {
-    /// The inode appears more than once: its first copy is kept.
+pub(crate) enum MetadataDamage {
+    /// The inode appears more than once (format 1): its first copy is kept.
     DuplicateInode(u64),
+    /// An entry of the tree does not decode, or belongs to no inode (`what`, `why`): dropped.
+    Entry { what: String, why: String },
     /// The inode's extents overlap or overflow: those that do not fit (listed) are dropped.
     ExtentMap { ino: u64, dropped: Vec<Extent> },
     /// The directory is malformed (`why`): rebuilt with new readdir cookies, the listed
@@ -237,132 +213,339 @@ pub(crate) enum CheckpointDamage {
     FreeSet(String),
 }
 
-/// A decoded checkpoint.
+/// A pool's decoded metadata.
 #[derive(Debug)]
-pub(crate) struct DecodedCheckpoint {
-    pub(crate) header: CheckpointHeader,
+pub(crate) struct DecodedMetadata {
+    /// The tree it was read from (empty for format 1).
+    pub(crate) tree: Tree,
+    /// Frames the metadata occupies (the tree's nodes; format 1: the checkpoint's frames).
+    pub(crate) frames: Vec<PfnRange>,
     /// Every inode, by inode number.
     pub(crate) inodes: BTreeMap<u64, Inode>,
     /// The allocator the free set describes; None only when damage is tolerated and the free
-    /// set does not decode ([`CheckpointDamage::FreeSet`]).
+    /// set does not decode ([`MetadataDamage::FreeSet`]).
     pub(crate) alloc: Option<ExtentAllocator>,
-    /// Next inode number to hand out.
+    /// Next inode number to hand out: above every inode, whatever the superblock says.
     pub(crate) next_ino: u64,
 }
 
-/// Reads the checkpoint the superblock names and decodes it: header (checked against the
-/// superblock), body (checksum), image, inodes and free set. The one checkpoint decoder, used
-/// by mount and by fsck.
+/// Reads the metadata tree the superblock names and decodes all of it: inode records,
+/// extents, xattrs, both directory indexes, the free set. The one decoder, used by mount and
+/// by fsck.
 ///
-/// With `damage` None (mount) damage in what the checkpoint says is refused
-/// ([`CheckpointFault::Refused`]): a duplicate inode, an extent map that is not valid or maps
-/// frames outside the data region, a malformed directory, no root, a free set that does not
-/// decode. With `Some(list)` (fsck) each of those but the extent checks is repaired in what is
-/// returned and added to `list` (see [`CheckpointDamage`]); extent maps are only freed of the
-/// extents that do not fit, the rest being fsck's own checks on its model.
-pub(crate) fn decode_checkpoint(
+/// With `damage` None (mount) damage is refused ([`MetadataFault::Refused`]). With
+/// `Some(list)` (fsck) each kind of damage is repaired in what is returned and added to
+/// `list` (see [`MetadataDamage`]); extent maps are only freed of the extents that do not
+/// fit, the rest being fsck's own checks on its model.
+pub(crate) fn decode_metadata(
     pool: &Pool,
-    mut damage: Option<&mut Vec<CheckpointDamage>>,
-) -> Result<DecodedCheckpoint, CheckpointFault> {
+    mut damage: Option<&mut Vec<MetadataDamage>>,
+) -> Result<DecodedMetadata, MetadataFault> {
     let name = pool.name().display().to_string();
     let sb = pool.superblock();
     let data = pool.data_region();
-    let head = PfnRange::new(Pfn(sb.checkpoint.head_pfn), 1)
-        .filter(|r| data.covers(r))
-        .ok_or(CheckpointFault::HeadOutside {
-            head_pfn: sb.checkpoint.head_pfn,
-            data,
-        })?;
-    let header = CheckpointHeader::decode(&pool.read_frames(head).map_err(FsError::from)?, data)
-        .map_err(CheckpointFault::Header)?;
-    if header.generation != sb.checkpoint.log_generation
-        || header.body_len != sb.checkpoint.len_bytes
-        || header.body_crc != sb.checkpoint.crc
-        || header.ranges[0].start != head.start
-    {
-        return Err(CheckpointFault::Mismatch);
-    }
-    let mut body = Vec::with_capacity(header.body_len.min(1 << 30) as usize);
-    for (offset, len) in header.body_spans() {
-        let at = body.len();
-        body.resize(at + len as usize, 0);
-        pool.read_into(offset, &mut body[at..])
-            .map_err(FsError::from)?;
-    }
-    if crc32c::crc32c(&body) != header.body_crc {
-        return Err(CheckpointFault::Checksum);
-    }
-    let image: CheckpointImage =
-        postcard::from_bytes(&body).map_err(|e| CheckpointFault::Body(e.to_string()))?;
-    drop(body);
-    let refused = |what: String| CheckpointFault::Refused(corrupt(format!("{name}: {what}")));
-    let (alloc, free_set_damage) = match ExtentAllocator::decode_free_set(data, &image.free_set) {
-        Ok(a) => (Some(a), None),
-        Err(e) if damage.is_some() => (None, Some(e.to_string())),
-        Err(e) => return Err(refused(format!("checkpoint free set: {e}"))),
+    let tree_fault = |e: pfnfs_btree::TreeError| match e {
+        pfnfs_btree::TreeError::Pool(p) => MetadataFault::Io(p.into()),
+        other => MetadataFault::Tree(other.to_string()),
     };
-    let mut inodes: BTreeMap<u64, Inode> = BTreeMap::new();
-    for img in image.inodes {
-        let ino = img.ino;
-        let duplicate = inodes.contains_key(&ino);
-        if duplicate && let Some(list) = damage.as_deref_mut() {
-            list.push(CheckpointDamage::DuplicateInode(ino));
-            continue;
+    let height = u8::try_from(sb.meta.height).map_err(|_| {
+        MetadataFault::Tree(format!("tree height {} out of range", sb.meta.height))
+    })?;
+    let tree = Tree::open(pool, Pfn(sb.meta.root_pfn), height).map_err(tree_fault)?;
+    let frames = tree.frames(pool).map_err(tree_fault)?;
+    let scan = |range: (Vec<u8>, Option<Vec<u8>>)| -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetadataFault> {
+        tree.range(pool, &range.0, range.1.as_deref())
+            .map(|r| r.map_err(tree_fault))
+            .collect()
+    };
+    let refused = |what: String| MetadataFault::Refused(corrupt(format!("{name}: {what}")));
+    // One finding, or a refusal.
+    let mut tolerate = |what: String, why: String| -> Result<(), MetadataFault> {
+        match damage.as_deref_mut() {
+            Some(list) => {
+                list.push(MetadataDamage::Entry { what, why });
+                Ok(())
+            }
+            None => Err(refused(format!("{what}: {why}"))),
         }
-        let body = match img.body {
-            BodyImage::File(extents) => Body::File(match damage.as_deref_mut() {
-                None => {
-                    strict_map(extents, data).map_err(|e| refused(format!("inode {ino}: {e}")))?
-                }
-                Some(list) => tolerant_map(ino, extents, list),
-            }),
-            BodyImage::Dir {
+    };
+
+    // Inodes.
+    let mut inodes: BTreeMap<u64, Inode> = BTreeMap::new();
+    let mut dirs: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
+    for (key, value) in scan(schema::table_range(schema::TAG_INODE))? {
+        let ino = match schema::key_id(&key).ok().filter(|_| key.len() == 9) {
+            Some(ino) if ino >= ROOT_INO => ino,
+            _ => {
+                tolerate(format!("inode key {key:02x?}"), "malformed".into())?;
+                continue;
+            }
+        };
+        let record = match InodeRecord::decode(&value) {
+            Ok(r) => r,
+            Err(e) => {
+                tolerate(format!("inode {ino}"), e.to_string())?;
+                continue;
+            }
+        };
+        let body = match record.tail {
+            InodeTail::Dir {
                 parent,
                 next_cookie,
                 entries,
-            } => Body::Dir(match damage.as_deref_mut() {
-                None => Directory::from_parts(parent, next_cookie, entries)
-                    .map_err(|e| refused(format!("inode {ino}: {e}")))?,
-                Some(list) => tolerant_dir(ino, parent, next_cookie, entries, list),
-            }),
-            BodyImage::Symlink(t) => Body::Symlink(t),
-            BodyImage::Special => Body::Special,
+            } => {
+                dirs.insert(ino, (parent, next_cookie, entries));
+                Body::Dir(Directory::new(parent))
+            }
+            InodeTail::Symlink(t) => Body::Symlink(t),
+            InodeTail::None if record.attr.kind() == Kind::File => Body::File(ExtentMap::new()),
+            InodeTail::None => Body::Special,
         };
-        if duplicate {
-            return Err(refused(format!(
-                "inode {ino} appears twice in the checkpoint"
-            )));
-        }
-        let inode = Inode {
+        inodes.insert(
             ino,
-            attr: img.attr,
-            xattrs: img.xattrs.into_iter().collect(),
-            body,
-        };
-        inodes.insert(ino, inode);
+            Inode {
+                ino,
+                attr: record.attr,
+                xattrs: BTreeMap::new(),
+                body,
+            },
+        );
     }
+
+    // Extents, grouped by inode (the table is in inode, then file-frame order).
+    let mut extents: BTreeMap<u64, Vec<Extent>> = BTreeMap::new();
+    for (key, value) in scan(schema::table_range(schema::TAG_EXTENT))? {
+        let parsed = schema::key_id(&key)
+            .and_then(|ino| Ok((ino, schema::key_second(&key)?)))
+            .and_then(|(ino, frame)| Ok((ino, schema::decode_extent(frame, &value)?)));
+        match parsed {
+            Ok((ino, e)) if matches!(inodes.get(&ino).map(|i| &i.body), Some(Body::File(_))) => {
+                extents.entry(ino).or_default().push(e)
+            }
+            Ok((ino, _)) => tolerate(
+                format!("extent of inode {ino}"),
+                "no regular file has that number".into(),
+            )?,
+            Err(e) => tolerate(format!("extent key {key:02x?}"), e.to_string())?,
+        }
+    }
+    for (ino, list) in extents {
+        let map = match damage.as_deref_mut() {
+            None => strict_map(list, data).map_err(|e| refused(format!("inode {ino}: {e}")))?,
+            Some(d) => tolerant_map(ino, list, d),
+        };
+        if let Some(inode) = inodes.get_mut(&ino) {
+            inode.body = Body::File(map);
+        }
+    }
+
+    // Extended attributes.
+    for (key, value) in scan(schema::table_range(schema::TAG_XATTR))? {
+        let parsed = schema::key_id(&key).and_then(|ino| Ok((ino, schema::key_tail(&key)?)));
+        match parsed {
+            Ok((ino, xname)) if !xname.is_empty() && inodes.contains_key(&ino) => {
+                if let Some(inode) = inodes.get_mut(&ino) {
+                    inode.xattrs.insert(xname.to_vec(), value);
+                }
+            }
+            Ok((ino, _)) => tolerate(
+                format!("xattr of inode {ino}"),
+                "no inode has that number, or the name is empty".into(),
+            )?,
+            Err(e) => tolerate(format!("xattr key {key:02x?}"), e.to_string())?,
+        }
+    }
+
+    // Directories: the readdir index, checked against the name index.
+    let mut listed: BTreeMap<u64, Vec<(u64, DirEntry)>> = BTreeMap::new();
+    for (key, value) in scan(schema::table_range(schema::TAG_COOKIE))? {
+        let parsed = schema::key_id(&key)
+            .and_then(|dir| Ok((dir, schema::key_second(&key)?)))
+            .and_then(|(dir, cookie)| Ok((dir, cookie, CookieEntry::decode(&value)?)));
+        match parsed {
+            Ok((dir, cookie, e)) if dirs.contains_key(&dir) => {
+                listed.entry(dir).or_default().push((
+                    cookie,
+                    DirEntry {
+                        name: e.name,
+                        ino: e.ino,
+                        kind: e.kind,
+                    },
+                ))
+            }
+            Ok((dir, _, _)) => tolerate(
+                format!("directory entry of {dir}"),
+                "no directory has that number".into(),
+            )?,
+            Err(e) => tolerate(format!("directory key {key:02x?}"), e.to_string())?,
+        }
+    }
+    let mut by_name: BTreeMap<(u64, Vec<u8>), NameEntry> = BTreeMap::new();
+    for (key, value) in scan(schema::table_range(schema::TAG_NAME))? {
+        let parsed = schema::key_id(&key)
+            .and_then(|dir| Ok((dir, schema::key_tail(&key)?.to_vec())))
+            .and_then(|(dir, n)| Ok((dir, n, NameEntry::decode(&value)?)));
+        match parsed {
+            Ok((dir, n, e)) => {
+                by_name.insert((dir, n), e);
+            }
+            Err(e) => tolerate(format!("name key {key:02x?}"), e.to_string())?,
+        }
+    }
+    for (&dir, &(parent, next_cookie, count)) in &dirs {
+        let entries = listed.remove(&dir).unwrap_or_default();
+        let mut why = None;
+        if entries.len() as u64 != count {
+            why = Some(format!(
+                "{} entries listed, its record says {count}",
+                entries.len()
+            ));
+        }
+        for (cookie, e) in &entries {
+            let indexed = by_name.remove(&(dir, e.name.clone()));
+            if indexed
+                != Some(NameEntry {
+                    cookie: *cookie,
+                    ino: e.ino,
+                    kind: e.kind,
+                })
+            {
+                why.get_or_insert_with(|| {
+                    format!(
+                        "the name index disagrees with readdir cookie {cookie} ({})",
+                        String::from_utf8_lossy(&e.name)
+                    )
+                });
+            }
+        }
+        let built = match (why, damage.as_deref_mut()) {
+            (None, _) => Directory::from_parts(parent, next_cookie, entries.clone()),
+            (Some(w), None) => Err(w),
+            (Some(w), Some(list)) => {
+                list.push(MetadataDamage::Directory {
+                    ino: dir,
+                    why: w,
+                    dropped: Vec::new(),
+                });
+                Directory::from_parts(parent, next_cookie, entries.clone())
+            }
+        };
+        let d = match (built, damage.as_deref_mut()) {
+            (Ok(d), _) => d,
+            (Err(e), None) => return Err(refused(format!("directory {dir}: {e}"))),
+            (Err(_), Some(list)) => tolerant_dir(dir, parent, next_cookie, entries, list),
+        };
+        if let Some(inode) = inodes.get_mut(&dir) {
+            inode.body = Body::Dir(d);
+        }
+    }
+    for (dir, _) in listed {
+        tolerate(format!("directory {dir}"), "entries of no directory".into())?;
+    }
+    for ((dir, n), _) in by_name {
+        tolerate(
+            format!("name {} in directory {dir}", String::from_utf8_lossy(&n)),
+            "in the name index but not in the readdir index".into(),
+        )?;
+    }
+
+    // The orphan list names inodes without names.
+    for (key, _) in scan(schema::table_range(schema::TAG_ORPHAN))? {
+        let ino = schema::key_id(&key).unwrap_or(0);
+        if inodes.get(&ino).is_none_or(|i| i.attr.nlink != 0) {
+            tolerate(
+                format!("orphan entry {ino}"),
+                "names no inode without names".into(),
+            )?;
+        }
+    }
+
     if let std::collections::btree_map::Entry::Vacant(slot) = inodes.entry(ROOT_INO) {
         let Some(list) = damage.as_deref_mut() else {
-            return Err(refused("checkpoint has no root directory".into()));
+            return Err(refused("the metadata has no root directory".into()));
         };
-        list.push(CheckpointDamage::RootMissing);
+        list.push(MetadataDamage::RootMissing);
         slot.insert(Inode::new_root(Time::now()));
     }
-    if let (Some(why), Some(list)) = (free_set_damage, damage) {
-        list.push(CheckpointDamage::FreeSet(why));
+
+    // The free set, checked against every frame in use.
+    let mut free = Vec::new();
+    let mut free_damage = None;
+    for (key, value) in scan(schema::table_range(schema::TAG_FREE))? {
+        match schema::decode_free(&key, &value) {
+            Ok(r) if data.covers(&r) => free.push(r),
+            Ok(r) => free_damage.get_or_insert(format!("free extent {r} outside the data region")),
+            Err(e) => free_damage.get_or_insert(e.to_string()),
+        };
     }
-    Ok(DecodedCheckpoint {
-        header,
+    let alloc = match free_damage {
+        None => ExtentAllocator::from_free_extents(data, free).map_err(|e| e.to_string()),
+        Some(w) => Err(w),
+    };
+    let alloc = match (alloc, damage.as_deref_mut()) {
+        (Ok(a), _) => {
+            let mut used: Vec<PfnRange> = frames.clone();
+            for inode in inodes.values() {
+                if let Body::File(map) = &inode.body {
+                    used.extend(map.iter().map(|e| e.pfns));
+                }
+            }
+            match (used_and_free(&used, &a), damage.as_deref_mut()) {
+                (None, _) => Some(a),
+                (Some(r), None) => {
+                    return Err(refused(format!(
+                        "frames {r} are in use but in the free set too"
+                    )));
+                }
+                (Some(r), Some(list)) => {
+                    list.push(MetadataDamage::FreeSet(format!(
+                        "frames {r} are in use but in the free set too"
+                    )));
+                    None
+                }
+            }
+        }
+        (Err(e), None) => return Err(refused(format!("free set: {e}"))),
+        (Err(e), Some(list)) => {
+            list.push(MetadataDamage::FreeSet(e));
+            None
+        }
+    };
+    // Never trust a counter a forged pool could set below a live inode.
+    let highest = inodes.keys().next_back().copied().unwrap_or(ROOT_INO);
+    let next_ino = sb.meta.next_ino.max(highest + 1);
+    Ok(DecodedMetadata {
+        tree,
+        frames,
         inodes,
         alloc,
-        next_ino: image.next_ino,
+        next_ino,
     })
+}
+
+/// A used range that lies in the free set, if any: such a frame would be handed out again.
+fn used_and_free(used: &[PfnRange], alloc: &ExtentAllocator) -> Option<PfnRange> {
+    let mut used = used.to_vec();
+    used.sort_unstable_by_key(|r| r.start);
+    let free = alloc.free_extents();
+    let (mut u, mut f) = (0, 0);
+    while u < used.len() && f < free.len() {
+        if used[u].overlaps(&free[f]) {
+            return Some(used[u]);
+        }
+        if used[u].end() <= free[f].start {
+            u += 1;
+        } else {
+            f += 1;
+        }
+    }
+    None
 }
 
 /// A file's extent map as mount accepts it: from_extents refuses overlaps in the file; a pool
 /// frame mapped twice (which writes through one offset would show at the other) and frames
 /// outside the data region (which recovery would write to) are caught here.
-fn strict_map(extents: Vec<Extent>, data: PfnRange) -> Result<ExtentMap, String> {
+pub(super) fn strict_map(extents: Vec<Extent>, data: PfnRange) -> Result<ExtentMap, String> {
     ExtentMap::from_extents(extents)
         .map_err(|e| e.to_string())
         .and_then(|m| m.check_invariants().map(|()| m))
@@ -380,7 +563,7 @@ fn strict_map(extents: Vec<Extent>, data: PfnRange) -> Result<ExtentMap, String>
 
 /// An extent map from checkpointed extents; extents that overlap earlier ones or overflow
 /// are dropped and reported.
-fn tolerant_map(ino: u64, extents: Vec<Extent>, damage: &mut Vec<CheckpointDamage>) -> ExtentMap {
+pub(super) fn tolerant_map(ino: u64, extents: Vec<Extent>, damage: &mut Vec<MetadataDamage>) -> ExtentMap {
     if let Ok(map) = ExtentMap::from_extents(extents.iter().copied()) {
         return map;
     }
@@ -391,17 +574,17 @@ fn tolerant_map(ino: u64, extents: Vec<Extent>, damage: &mut Vec<CheckpointDamag
             dropped.push(e);
         }
     }
-    damage.push(CheckpointDamage::ExtentMap { ino, dropped });
+    damage.push(MetadataDamage::ExtentMap { ino, dropped });
     map
 }
 
 /// A directory from checkpointed parts; duplicate names or bad cookies are rebuilt.
-fn tolerant_dir(
+pub(super) fn tolerant_dir(
     ino: u64,
     parent: u64,
     next_cookie: u64,
     entries: Vec<(u64, DirEntry)>,
-    damage: &mut Vec<CheckpointDamage>,
+    damage: &mut Vec<MetadataDamage>,
 ) -> Directory {
     match Directory::from_parts(parent, next_cookie, entries.clone()) {
         Ok(d) => d,
@@ -417,7 +600,7 @@ fn tolerant_dir(
                     d.insert(e);
                 }
             }
-            damage.push(CheckpointDamage::Directory { ino, why, dropped });
+            damage.push(MetadataDamage::Directory { ino, why, dropped });
             d
         }
     }

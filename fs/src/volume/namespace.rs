@@ -8,6 +8,9 @@ use std::sync::atomic::Ordering;
 use super::*;
 use crate::acl::{self, DEFAULT_XATTR};
 
+/// Entries read from a directory at a time by readdir.
+const READDIR_BATCH: usize = 128;
+
 /// One readdir entry copied out of a directory: (inode, cookie, kind, name).
 pub type DirListing = (u64, u64, Kind, Vec<u8>);
 
@@ -30,7 +33,8 @@ impl Volume {
                     b".." => dir.parent,
                     _ => dir
                         .get(name)
-                        .map(|e| e.ino)
+                        .map_err(dir_err)?
+                        .map(|(_, e)| e.ino)
                         .ok_or_else(|| not_found("no such entry"))?,
                 }
             }
@@ -65,7 +69,7 @@ impl Volume {
             return;
         }
         let Ok(cell) = self.cell(ino) else { return };
-        if cell.lookups.load(Ordering::Acquire) > 0 || cell.opens.load(Ordering::Acquire) > 0 {
+        if cell.opens.load(Ordering::Acquire) > 0 {
             return;
         }
         if cell.inode.read().attr.nlink != 0 {
@@ -139,7 +143,7 @@ impl Volume {
         if p.attr.nlink == 0 {
             return Err(not_found("parent directory was removed"));
         }
-        if dir.get(name).is_some() {
+        if dir.get(name).map_err(dir_err)?.is_some() {
             return Err(exists("entry exists"));
         }
         let size = match &body {
@@ -361,7 +365,7 @@ impl Volume {
         if p.attr.nlink == 0 {
             return Err(not_found("directory was removed"));
         }
-        if dir.get(new_name).is_some() {
+        if dir.get(new_name).map_err(dir_err)?.is_some() {
             return Err(exists("entry exists"));
         }
         self.ensure_metadata_room(INODE_RECORD_BYTES + new_name.len() as u64)?;
@@ -534,12 +538,24 @@ impl Volume {
         if offset < 2 && add(dir.parent, 2, Kind::Dir, b"..") {
             return Ok(());
         }
-        for (cookie, e) in dir.entries_after(offset.max(2)) {
-            if add(e.ino, cookie, e.kind, &e.name) {
-                break;
+        // In batches, so that a large directory is read from the tree only as far as the
+        // caller's buffer goes.
+        let mut after = offset.max(2);
+        loop {
+            let batch = dir.entries_after(after, READDIR_BATCH).map_err(dir_err)?;
+            let Some(&(last, _)) = batch.last() else {
+                return Ok(());
+            };
+            for (cookie, e) in &batch {
+                if add(e.ino, *cookie, e.kind, &e.name) {
+                    return Ok(());
+                }
             }
+            if batch.len() < READDIR_BATCH {
+                return Ok(());
+            }
+            after = last;
         }
-        Ok(())
     }
 
     /// Up to `max` entries after cookie `offset` (with "." and ".."), as (ino, cookie, kind,

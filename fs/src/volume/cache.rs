@@ -1,0 +1,299 @@
+//! The inode cache: inodes are read from the metadata tree when first needed and dropped
+//! again when clean, so that RAM holds what is in use, not what exists.
+//!
+//! A cell stays in the table while it is *pinned*: changed since the last commit (its
+//! number is in [`store::Dirty`]: the tree does not have it yet), open (per-open-file state),
+//! or borrowed (someone holds its `Arc` or its lock). Everything else may be evicted once the
+//! table holds more than [`Cache::capacity`] cells, oldest loaded first; a later `cell()`
+//! reads it back from the tree. Kernel lookup references do not pin a cell: the kernel
+//! names inodes by number, and a number can always be read back from the tree, so the daemon
+//! keeps no per-reference state and an inode that loses its last name is reclaimed once no
+//! file handle holds it (DESIGN.md, section 3.5).
+//!
+//! The tree's nodes are read under [`TreeView`]'s read lock; a commit swaps the root and
+//! frees the nodes it replaced under the write lock, so a reader never follows a pointer into
+//! a node that was freed (and possibly reused) under it.
+
+use std::collections::VecDeque;
+
+use parking_lot::RwLock as PlRwLock;
+use pfnfs_btree::Tree;
+
+use super::*;
+use crate::schema::{self, CookieEntry, InodeRecord, InodeTail, NameEntry};
+
+/// Bytes of RAM one cached inode is counted as, for the capacity: the cell, its lock, its
+/// attributes and a small extent map or directory (measured: about 700 bytes for a file of
+/// one extent).
+pub const CELL_BYTES: u64 = 1024;
+
+/// Default size of the metadata cache (`-o metadata_cache=SIZE`).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
+/// Inodes changed since the last commit after which the next operation commits: bounds the
+/// RAM pinned by changes, and the work (and pause) of one commit.
+pub const DIRTY_COMMIT_INODES: usize = 4096;
+
+/// The metadata tree as of the last commit, shared by the volume and by every directory
+/// (which reads its committed entries through it).
+#[derive(Debug)]
+pub(crate) struct TreeView {
+    pub(super) pool: Arc<Pool>,
+    pub(super) tree: PlRwLock<Tree>,
+}
+
+fn tree_text(e: pfnfs_btree::TreeError) -> String {
+    e.to_string()
+}
+
+impl DirStore for TreeView {
+    fn lookup(&self, dir: u64, name: &[u8]) -> Result<Option<(u64, DirEntry)>, String> {
+        let tree = self.tree.read();
+        let Some(v) = tree
+            .get(&self.pool, &schema::name_key(dir, name))
+            .map_err(tree_text)?
+        else {
+            return Ok(None);
+        };
+        let n = NameEntry::decode(&v).map_err(|e| e.to_string())?;
+        Ok(Some((
+            n.cookie,
+            DirEntry {
+                name: name.to_vec(),
+                ino: n.ino,
+                kind: n.kind,
+            },
+        )))
+    }
+
+    fn after(&self, dir: u64, after: u64, limit: usize) -> Result<Vec<(u64, DirEntry)>, String> {
+        let tree = self.tree.read();
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let (_, end) = schema::prefix_range(schema::TAG_COOKIE, dir);
+        let mut out = Vec::new();
+        for item in tree.range(&self.pool, &schema::cookie_key(dir, start), end.as_deref()) {
+            let (k, v) = item.map_err(tree_text)?;
+            let cookie = schema::key_second(&k).map_err(|e| e.to_string())?;
+            let e = CookieEntry::decode(&v).map_err(|e| e.to_string())?;
+            out.push((
+                cookie,
+                DirEntry {
+                    name: e.name,
+                    ino: e.ino,
+                    kind: e.kind,
+                },
+            ));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl TreeView {
+    /// Inode `ino` as the tree has it, directories reading their entries through `view`.
+    pub(super) fn read_inode(view: &Arc<TreeView>, ino: u64) -> FsResult<Option<Inode>> {
+        let pool = &*view.pool;
+        let tree = view.tree.read();
+        let Some(rec) = tree.get(pool, &schema::inode_key(ino))? else {
+            return Ok(None);
+        };
+        let bad = |e: schema::SchemaError| corrupt(format!("inode {ino}: {e}"));
+        let record = InodeRecord::decode(&rec).map_err(bad)?;
+        let body = match record.tail {
+            InodeTail::Dir {
+                parent,
+                next_cookie,
+                entries,
+            } => {
+                let store: Arc<dyn DirStore> = view.clone();
+                Body::Dir(Directory::committed(
+                    ino,
+                    parent,
+                    next_cookie,
+                    entries,
+                    store,
+                ))
+            }
+            InodeTail::Symlink(t) => Body::Symlink(t),
+            InodeTail::None if record.attr.kind() == Kind::File => {
+                let (start, end) = schema::prefix_range(schema::TAG_EXTENT, ino);
+                let mut extents = Vec::new();
+                for item in tree.range(pool, &start, end.as_deref()) {
+                    let (k, v) = item?;
+                    let frame = schema::key_second(&k).map_err(bad)?;
+                    extents.push(schema::decode_extent(frame, &v).map_err(bad)?);
+                }
+                let map = load::strict_map(extents, pool.data_region())
+                    .map_err(|e| corrupt(format!("inode {ino}: {e}")))?;
+                Body::File(map)
+            }
+            InodeTail::None => Body::Special,
+        };
+        let mut xattrs = BTreeMap::new();
+        let (start, end) = schema::prefix_range(schema::TAG_XATTR, ino);
+        for item in tree.range(pool, &start, end.as_deref()) {
+            let (k, v) = item?;
+            xattrs.insert(schema::key_tail(&k).map_err(bad)?.to_vec(), v);
+        }
+        Ok(Some(Inode {
+            ino,
+            attr: record.attr,
+            xattrs,
+            body,
+        }))
+    }
+
+    /// The inode numbers on the orphan list (no name left, still open at the last commit).
+    pub(super) fn orphans(&self) -> FsResult<Vec<u64>> {
+        let tree = self.tree.read();
+        let (start, end) = schema::table_range(schema::TAG_ORPHAN);
+        let mut out = Vec::new();
+        for item in tree.range(&self.pool, &start, end.as_deref()) {
+            let (k, _) = item?;
+            out.push(schema::key_id(&k).map_err(|e| corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+}
+
+/// The order cells were loaded in (oldest first) and how many may stay.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    /// Cells kept before clean ones are evicted; `usize::MAX` keeps every inode (fsck).
+    capacity: std::sync::atomic::AtomicUsize,
+    /// Inode numbers in load order; may hold numbers no longer cached (pruned lazily).
+    order: Mutex<VecDeque<u64>>,
+}
+
+impl Cache {
+    /// A cache of `capacity` cells.
+    pub(crate) fn new(capacity: usize) -> Cache {
+        Cache {
+            capacity: std::sync::atomic::AtomicUsize::new(capacity.max(64)),
+            order: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// A cache that never evicts.
+    pub(crate) fn unbounded() -> Cache {
+        Cache {
+            capacity: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            order: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Cells kept before clean ones are evicted.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    fn loaded(&self, ino: u64) {
+        if self.capacity() != usize::MAX {
+            self.order.lock().push_back(ino);
+        }
+    }
+}
+
+impl Volume {
+    /// The cell of `ino`: from the table, or read from the tree into it.
+    pub fn cell(&self, ino: u64) -> FsResult<Arc<InodeCell>> {
+        if let Some(c) = self.inodes.get(&ino) {
+            return Ok(c.value().clone());
+        }
+        // Not cached and changed since the last commit: it was reclaimed (a changed inode is
+        // never evicted), and the tree's copy is out of date.
+        if self.dirty.lock().inodes.contains(&ino) {
+            return Err(not_found(format!("no inode {ino}")));
+        }
+        let inode =
+            TreeView::read_inode(&self.view, ino)?.ok_or_else(|| not_found(format!("no inode {ino}")))?;
+        let cell = match self.inodes.entry(ino) {
+            dashmap::Entry::Occupied(e) => e.get().clone(),
+            dashmap::Entry::Vacant(v) => {
+                let c = new_cell(inode);
+                v.insert(c.clone());
+                self.cache.loaded(ino);
+                c
+            }
+        };
+        self.evict();
+        Ok(cell)
+    }
+
+    /// Puts a new inode into the table (created, or recovered).
+    pub(super) fn insert_cell(&self, inode: Inode) {
+        let ino = inode.ino;
+        self.inodes.insert(ino, new_cell(inode));
+        self.cache.loaded(ino);
+    }
+
+    /// Cells in the table now.
+    pub fn cached_inodes(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// Sets the cache's size in bytes (`-o metadata_cache`).
+    pub fn set_cache_bytes(&self, bytes: u64) {
+        let cells = (bytes / CELL_BYTES).clamp(64, usize::MAX as u64 / 2) as usize;
+        if self.cache.capacity() != usize::MAX {
+            self.cache.capacity.store(cells, Ordering::Relaxed);
+        }
+        self.evict();
+    }
+
+    /// Evicts clean, unused cells, oldest first, while the table is over capacity. Skipped
+    /// while a commit runs (it is writing the cells it took out of the dirty set).
+    pub(super) fn evict(&self) {
+        let capacity = self.cache.capacity();
+        if self.inodes.len() <= capacity {
+            return;
+        }
+        let Some(_gate) = self.gate.try_read() else {
+            return;
+        };
+        let dirty = self.dirty.lock();
+        let mut order = self.cache.order.lock();
+        // Each pass looks at a bounded number of candidates; pinned ones go to the back.
+        let mut budget = 2 * (self.inodes.len() - capacity) + 64;
+        while self.inodes.len() > capacity && budget > 0 {
+            budget -= 1;
+            let Some(ino) = order.pop_front() else {
+                break;
+            };
+            if dirty.inodes.contains(&ino) {
+                order.push_back(ino);
+                continue;
+            }
+            let removed = self.inodes.remove_if(&ino, |_, c| {
+                Arc::strong_count(c) == 1
+                    && Arc::strong_count(&c.inode) == 1
+                    && c.opens.load(Ordering::Acquire) == 0
+            });
+            if removed.is_none() && self.inodes.contains_key(&ino) {
+                order.push_back(ino);
+            }
+        }
+        // Numbers of reclaimed inodes linger in the order; drop them when they outnumber
+        // the cells.
+        if order.len() > 2 * self.inodes.len() + 1024 {
+            order.retain(|ino| self.inodes.contains_key(ino));
+        }
+    }
+
+    /// After a commit: the committed directories' changes are in the tree now.
+    pub(super) fn mark_committed(&self, inos: &[u64]) {
+        let store: Arc<dyn DirStore> = self.view.clone();
+        for ino in inos {
+            if let Some(cell) = self.inodes.get(ino).map(|c| c.value().clone()) {
+                let mut inode = cell.inode.write();
+                if let Body::Dir(d) = &mut inode.body {
+                    d.committed_to(*ino, store.clone());
+                }
+            }
+        }
+    }
+}
