@@ -398,6 +398,17 @@ impl Directory {
             .filter_map(|(c, e)| e.as_ref().map(|e| (*c, e)))
     }
 
+    /// The same directory with every entry in RAM and no store (for fsck's model of a
+    /// mounted volume).
+    pub fn to_complete(&self) -> Result<Directory, String> {
+        if self.store.is_none() {
+            return Ok(self.clone());
+        }
+        let mut d = Directory::from_parts(self.parent, self.next_cookie, self.all_entries()?)?;
+        d.ino = self.ino;
+        Ok(d)
+    }
+
     /// The next cookie to be handed out.
     pub fn next_cookie(&self) -> u64 {
         self.next_cookie

@@ -36,6 +36,7 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Ser
     let pool = Pool::open(
         &config.pool,
         &OpenOptions {
+            format1: false,
             read_only: config.read_only,
             durability: config.durability,
         },
@@ -235,7 +236,7 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
     let mut mapped = 0u64;
     let mut huge = 0u64;
     let mut ram = (stats.free_extents * 48) as usize;
-    for cell in vol.cells() {
+    for cell in vol.all_cells().map_err(ServeError::Load)? {
         let inode = cell.inode.read();
         r.inodes += 1;
         ram += std::mem::size_of::<Inode>() + 64 + inode.xattr_bytes();
@@ -261,8 +262,7 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
         huge as f64 / mapped as f64
     };
     r.metadata_ram_bytes = ram as u64;
-    r.metadata_pool_bytes =
-        vol.journal().used_bytes() + (sb.meta.tree_frames + 2) * FRAME_SIZE;
+    r.metadata_pool_bytes = vol.journal().used_bytes() + (sb.meta.tree_frames + 2) * FRAME_SIZE;
     let data_gib = (mapped * FRAME_SIZE) as f64 / (1u64 << 30) as f64;
     if data_gib > 0.0 {
         r.metadata_ram_bytes_per_gib = r.metadata_ram_bytes as f64 / data_gib;

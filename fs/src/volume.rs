@@ -407,7 +407,6 @@ impl Volume {
         self.inodes.iter().map(|c| c.value().clone()).collect()
     }
 
-
     fn lock(&self, inos: &[u64]) -> FsResult<Locked> {
         let mut sorted: Vec<u64> = inos.to_vec();
         sorted.sort_unstable();
@@ -504,4 +503,4 @@ mod unlinked;
 mod xattr;
 pub use data::SeekWhence;
 pub use format1::{Upgraded, upgrade_pool};
-pub(crate) use load::{DecodedMetadata, MetadataDamage, MetadataFault, decode_metadata};
+pub(crate) use load::{MetadataDamage, MetadataFault, decode_metadata};

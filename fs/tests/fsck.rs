@@ -877,7 +877,7 @@ fn unreadable_checkpoint_is_uncorrectable_not_a_crash() {
     let (p, _) = build(dir.path());
     {
         let v = load(&p);
-        let r = v.checkpoint_ranges()[0];
+        let r = v.tree_frames().unwrap()[0];
         // Flip a byte of the body (second frame of the first range).
         let at = r.start.byte_offset() + FRAME_SIZE + 10;
         let b = v.pool().read_vec(at, 1).unwrap()[0];

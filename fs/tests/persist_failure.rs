@@ -94,9 +94,9 @@ fn check(vol: &Volume) {
     assert!(report.problems.is_empty(), "fsck: {:?}", report.problems);
     vol.allocator().check_consistency().unwrap();
     let mut all: Vec<PfnRange> = vol.allocator().free_extents();
-    all.extend(vol.checkpoint_ranges());
+    all.extend(vol.tree_frames().unwrap());
     all.extend(vol.frames_in_doubt());
-    for cell in vol.cells() {
+    for cell in vol.all_cells().unwrap() {
         if let Some(map) = cell.inode.read().file_map() {
             all.extend(map.iter().map(|e| e.pfns));
         }
@@ -312,7 +312,7 @@ fn a_failed_checkpoint_commit_keeps_both_checkpoints_and_the_log_refuses() {
     for reached in [false, true] {
         let rig = Rig::new();
         let vol = &rig.vol;
-        let old = vol.checkpoint_ranges();
+        let old = vol.tree_frames().unwrap();
         // The superblock slots: the checkpoint's commit point.
         rig.faulty.arm(Fault {
             errno: libc::EIO,
@@ -322,7 +322,7 @@ fn a_failed_checkpoint_commit_keeps_both_checkpoints_and_the_log_refuses() {
         });
         assert_eq!(errno_of(vol.checkpoint()), libc::EIO);
         assert_eq!(
-            vol.checkpoint_ranges(),
+            vol.tree_frames().unwrap(),
             old,
             "the old checkpoint stays current"
         );
@@ -338,7 +338,7 @@ fn a_failed_checkpoint_commit_keeps_both_checkpoints_and_the_log_refuses() {
         vol.create(ROOT, ROOT_INO, b"n", 0o644, true).unwrap();
         assert!(!vol.journal().is_refusing());
         assert!(vol.frames_in_doubt().is_empty());
-        assert_ne!(vol.checkpoint_ranges(), old);
+        assert_ne!(vol.tree_frames().unwrap(), old);
         check(vol);
         assert!(rig.reload().lookup(ROOT_INO, b"n").is_ok());
     }

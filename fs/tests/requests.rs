@@ -80,7 +80,7 @@ fn truncate(v: &Volume, ino: u64, size: u64) -> FsResult<()> {
 
 /// Frames not held by files: free, or holding the current checkpoint (which moves).
 fn unused_frames(v: &Volume) -> u64 {
-    let ckpt: u64 = v.checkpoint_ranges().iter().map(|r| r.len).sum();
+    let ckpt: u64 = v.tree_frames().unwrap().iter().map(|r| r.len).sum();
     v.allocator().free_frames() + ckpt
 }
 

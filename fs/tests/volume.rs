@@ -164,7 +164,7 @@ fn open_unlinked_file_is_reclaimed_at_last_close_and_after_crash() {
     }
     // crash with the orphan open: recovery reclaims it
     let v = load(&p);
-    let ckpt: u64 = v.checkpoint_ranges().iter().map(|r| r.len).sum();
+    let ckpt: u64 = v.tree_frames().unwrap().iter().map(|r| r.len).sum();
     let s = v.allocator().stats();
     assert_eq!(
         s.free_frames + ckpt,

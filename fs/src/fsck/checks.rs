@@ -36,11 +36,19 @@ pub(super) struct Model {
 
 impl Model {
     pub(super) fn of(vol: &Volume) -> Model {
-        let inodes: BTreeMap<u64, Inode> = vol
-            .cells()
+        // Every inode, directories whole in RAM (a mounted volume caches only some, and
+        // reads directories' entries from its tree); a tree that cannot be read leaves what
+        // is cached, and the checks then report what is missing.
+        let cells = vol.all_cells().unwrap_or_else(|_| vol.cells());
+        let inodes: BTreeMap<u64, Inode> = cells
             .into_iter()
             .map(|cell| {
-                let inode = cell.inode.read().clone();
+                let mut inode = cell.inode.read().clone();
+                if let Body::Dir(d) = &inode.body
+                    && let Ok(whole) = d.to_complete()
+                {
+                    inode.body = Body::Dir(whole);
+                }
                 (inode.ino, inode)
             })
             .collect();
@@ -684,7 +692,8 @@ fn check_entries(m: &mut Model, findings: &mut Vec<Finding>) {
                     format!("directory {dir_ino}: entry {shown} names the root directory"),
                     "remove the entry",
                 ));
-                dir.remove(&e.name);
+                // fsck's directories are whole in RAM: nothing to read, nothing to fail.
+                dir.remove(&e.name).ok();
                 continue;
             }
             let Some(&kind) = kinds.get(&e.ino) else {
@@ -696,7 +705,8 @@ fn check_entries(m: &mut Model, findings: &mut Vec<Finding>) {
                     ),
                     "remove the entry",
                 ));
-                dir.remove(&e.name);
+                // fsck's directories are whole in RAM: nothing to read, nothing to fail.
+                dir.remove(&e.name).ok();
                 continue;
             };
             let mut name = e.name.clone();
@@ -710,7 +720,8 @@ fn check_entries(m: &mut Model, findings: &mut Vec<Finding>) {
                     ),
                     format!("rename it to {}", name_str(&name)),
                 ));
-                dir.remove(&e.name);
+                // fsck's directories are whole in RAM: nothing to read, nothing to fail.
+                dir.remove(&e.name).ok();
                 dir_insert(
                     dir,
                     DirEntry {
@@ -735,7 +746,7 @@ fn check_entries(m: &mut Model, findings: &mut Vec<Finding>) {
                     )
                     .safe(),
                 );
-                dir.replace(&name, e.ino, kind);
+                dir.replace(&name, e.ino, kind).ok();
             }
         }
     }
@@ -786,7 +797,8 @@ fn walk(
             "remove the second name",
         ));
         if let Some(d) = m.inodes.get_mut(&dir_ino).and_then(|i| i.dir_mut()) {
-            d.remove(&name);
+            // fsck's directories are whole in RAM: nothing to read, nothing to fail.
+            d.remove(&name).ok();
         }
     }
     (claimed, reached)

@@ -5,7 +5,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use pfnfs_alloc::{ExtentAllocator, PfnRange, Pool, Superblock};
+use pfnfs_alloc::{ExtentAllocator, Pool, Superblock};
 
 use super::{Finding, PROGRESS_EVERY, Progress, clip, complement, name_str, to_pfn_ranges, union};
 use crate::inode::{Body, Inode, ROOT_INO, Time};
@@ -192,16 +192,9 @@ fn decode_metadata(pool: &Pool, findings: &mut Vec<Finding>) -> Result<MetadataP
 /// The finding for damage the checkpoint decoder tolerated (and repaired in what it returned).
 fn damage_finding(damage: MetadataDamage) -> Finding {
     match damage {
-        MetadataDamage::Entry { what, why } => Finding::new(
-            "metadata-entry",
-            format!("{what}: {why}"),
-            "drop the entry",
-        ),
-        MetadataDamage::DuplicateInode(ino) => Finding::new(
-            "duplicate-inode",
-            format!("inode {ino} appears more than once in the checkpoint"),
-            "keep its first copy, drop the others",
-        ),
+        MetadataDamage::Entry { what, why } => {
+            Finding::new("metadata-entry", format!("{what}: {why}"), "drop the entry")
+        }
         MetadataDamage::ExtentMap { ino, dropped } => {
             let dropped: Vec<String> = dropped
                 .iter()
@@ -276,9 +269,7 @@ fn read_log_tolerant(
         ));
     }
     loop {
-        let Some((payload, total)) =
-            intact_record(pool, offset, log, seq).map_err(op_err)?
-        else {
+        let Some((payload, total)) = intact_record(pool, offset, log, seq).map_err(op_err)? else {
             // The end of the log, unless a later record follows: then it is damaged.
             let Some(later) = record_after(pool, log, offset, seq).map_err(op_err)? else {
                 break;

@@ -27,7 +27,8 @@ pub(super) fn dir_insert(dir: &mut Directory, entry: DirEntry) {
 pub(super) fn free_name(dir: &Directory, base: &str) -> Vec<u8> {
     let mut name = base.as_bytes().to_vec();
     let mut n = 0u64;
-    while dir.get(&name).is_some() {
+    // fsck's directories are held whole in RAM: a lookup cannot fail.
+    while dir.get(&name).is_ok_and(|e| e.is_some()) {
         n += 1;
         name = format!("{base}.{n}").into_bytes();
     }
@@ -39,7 +40,7 @@ pub(super) fn get_lost_found(m: &mut Model, findings: &mut Vec<Finding>) -> u64 
     let Some(root) = m.inodes.get(&ROOT_INO).and_then(|i| i.dir()) else {
         return ROOT_INO;
     };
-    if let Some(e) = root.get(b"lost+found")
+    if let Ok(Some((_, e))) = root.get(b"lost+found")
         && m.inodes.get(&e.ino).is_some_and(|i| i.dir().is_some())
     {
         return e.ino;

@@ -373,8 +373,7 @@ impl Volume {
                 let d = np
                     .dir_mut()
                     .ok_or_else(|| not_directory("not a directory"))?;
-                if d
-                    .replace(new_name, src.ino, src.kind)
+                if d.replace(new_name, src.ino, src.kind)
                     .map_err(dir_err)?
                     .is_none()
                 {

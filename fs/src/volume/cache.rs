@@ -209,8 +209,8 @@ impl Volume {
         if self.dirty.lock().inodes.contains(&ino) {
             return Err(not_found(format!("no inode {ino}")));
         }
-        let inode =
-            TreeView::read_inode(&self.view, ino)?.ok_or_else(|| not_found(format!("no inode {ino}")))?;
+        let inode = TreeView::read_inode(&self.view, ino)?
+            .ok_or_else(|| not_found(format!("no inode {ino}")))?;
         let cell = match self.inodes.entry(ino) {
             dashmap::Entry::Occupied(e) => e.get().clone(),
             dashmap::Entry::Vacant(v) => {
@@ -229,6 +229,33 @@ impl Volume {
         let ino = inode.ino;
         self.inodes.insert(ino, new_cell(inode));
         self.cache.loaded(ino);
+    }
+
+    /// Every inode's cell: the cached ones and, read from the tree, the others (reads the
+    /// whole inode table: for tests, reports and checks, not for the operations). Cells
+    /// returned stay valid while held, whatever the cache evicts meanwhile.
+    pub fn all_cells(&self) -> FsResult<Vec<Arc<InodeCell>>> {
+        let mut inos: Vec<u64> = self.inodes.iter().map(|c| *c.key()).collect();
+        {
+            let tree = self.view.tree.read();
+            let (start, end) = schema::table_range(schema::TAG_INODE);
+            for item in tree.range(&self.pool, &start, end.as_deref()) {
+                let (k, _) = item?;
+                inos.push(schema::key_id(&k).map_err(|e| corrupt(e.to_string()))?);
+            }
+        }
+        inos.sort_unstable();
+        inos.dedup();
+        let mut out = Vec::with_capacity(inos.len());
+        for ino in inos {
+            match self.cell(ino) {
+                Ok(c) => out.push(c),
+                // Reclaimed since the last commit.
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Cells in the table now.

@@ -90,7 +90,10 @@ impl Volume {
         // Persist point 4: every new node, flushed and fenced; a failure here leaves nothing
         // durable naming them, and dropping the transaction's guard gives them back.
         let written = txn.write()?;
+        // Each run of new nodes is persisted as a range too (what a failing medium reports
+        // per range), and msynced for file-backed pools, before anything names them.
         for r in store::coalesce(written.frames.ranges().to_vec()) {
+            self.pool.persist(r.start.byte_offset(), r.len_bytes())?;
             self.pool.sync(r.start.byte_offset(), r.len_bytes())?;
         }
         let tree_frames = previous_frames

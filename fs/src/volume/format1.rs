@@ -116,7 +116,9 @@ impl Volume {
     pub fn upgrade(pool: Arc<Pool>) -> FsResult<Upgraded> {
         let name = pool.name().display().to_string();
         if pool.is_read_only() {
-            return Err(read_only(format!("{name}: an upgrade needs a writable pool")));
+            return Err(read_only(format!(
+                "{name}: an upgrade needs a writable pool"
+            )));
         }
         let ckpt = pool
             .format1_checkpoint()
@@ -185,7 +187,12 @@ impl Volume {
             vol.reclaim_now(ino)?;
         }
         let dirty = std::mem::take(&mut *vol.dirty.lock());
-        let meta = vol.commit_tree(&dirty, Commit::Upgrade { old_frames: &old_frames })?;
+        let meta = vol.commit_tree(
+            &dirty,
+            Commit::Upgrade {
+                old_frames: &old_frames,
+            },
+        )?;
         Ok(Upgraded {
             inodes: vol.inodes.len() as u64,
             records: ops.len(),

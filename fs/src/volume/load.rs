@@ -21,8 +21,12 @@ fn load_tree(pool: &Pool) -> FsResult<(ExtentAllocator, Tree, u64)> {
     let name = pool.name().display().to_string();
     let sb = pool.superblock();
     let data = pool.data_region();
-    let height = u8::try_from(sb.meta.height)
-        .map_err(|_| corrupt(format!("{name}: tree height {} out of range", sb.meta.height)))?;
+    let height = u8::try_from(sb.meta.height).map_err(|_| {
+        corrupt(format!(
+            "{name}: tree height {} out of range",
+            sb.meta.height
+        ))
+    })?;
     let tree = Tree::open(pool, Pfn(sb.meta.root_pfn), height)
         .map_err(|e| corrupt(format!("{name}: the metadata tree's root: {e}")))?;
     let mut free = Vec::new();
@@ -111,10 +115,7 @@ impl Volume {
             );
             orphans.sort_unstable();
             orphans.dedup();
-            orphans.retain(|ino| {
-                vol.cell(*ino)
-                    .is_ok_and(|c| c.inode.read().attr.nlink == 0)
-            });
+            orphans.retain(|ino| vol.cell(*ino).is_ok_and(|c| c.inode.read().attr.nlink == 0));
             for ino in &orphans {
                 vol.reclaim_now(*ino)?;
             }
@@ -194,8 +195,6 @@ impl From<FsError> for MetadataFault {
 /// repairs it in what it returns and lists it) and mount refuses.
 #[derive(Debug)]
 pub(crate) enum MetadataDamage {
-    /// The inode appears more than once (format 1): its first copy is kept.
-    DuplicateInode(u64),
     /// An entry of the tree does not decode, or belongs to no inode (`what`, `why`): dropped.
     Entry { what: String, why: String },
     /// The inode's extents overlap or overflow: those that do not fit (listed) are dropped.
@@ -248,28 +247,17 @@ pub(crate) fn decode_metadata(
         pfnfs_btree::TreeError::Pool(p) => MetadataFault::Io(p.into()),
         other => MetadataFault::Tree(other.to_string()),
     };
-    let height = u8::try_from(sb.meta.height).map_err(|_| {
-        MetadataFault::Tree(format!("tree height {} out of range", sb.meta.height))
-    })?;
+    let height = u8::try_from(sb.meta.height)
+        .map_err(|_| MetadataFault::Tree(format!("tree height {} out of range", sb.meta.height)))?;
     let tree = Tree::open(pool, Pfn(sb.meta.root_pfn), height).map_err(tree_fault)?;
     let frames = tree.frames(pool).map_err(tree_fault)?;
-    let scan = |range: (Vec<u8>, Option<Vec<u8>>)| -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetadataFault> {
-        tree.range(pool, &range.0, range.1.as_deref())
-            .map(|r| r.map_err(tree_fault))
-            .collect()
-    };
+    let scan =
+        |range: (Vec<u8>, Option<Vec<u8>>)| -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetadataFault> {
+            tree.range(pool, &range.0, range.1.as_deref())
+                .map(|r| r.map_err(tree_fault))
+                .collect()
+        };
     let refused = |what: String| MetadataFault::Refused(corrupt(format!("{name}: {what}")));
-    // One finding, or a refusal.
-    let mut tolerate = |what: String, why: String| -> Result<(), MetadataFault> {
-        match damage.as_deref_mut() {
-            Some(list) => {
-                list.push(MetadataDamage::Entry { what, why });
-                Ok(())
-            }
-            None => Err(refused(format!("{what}: {why}"))),
-        }
-    };
-
     // Inodes.
     let mut inodes: BTreeMap<u64, Inode> = BTreeMap::new();
     let mut dirs: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
@@ -277,14 +265,19 @@ pub(crate) fn decode_metadata(
         let ino = match schema::key_id(&key).ok().filter(|_| key.len() == 9) {
             Some(ino) if ino >= ROOT_INO => ino,
             _ => {
-                tolerate(format!("inode key {key:02x?}"), "malformed".into())?;
+                tolerate(
+                    &mut damage,
+                    &name,
+                    format!("inode key {key:02x?}"),
+                    "malformed".into(),
+                )?;
                 continue;
             }
         };
         let record = match InodeRecord::decode(&value) {
             Ok(r) => r,
             Err(e) => {
-                tolerate(format!("inode {ino}"), e.to_string())?;
+                tolerate(&mut damage, &name, format!("inode {ino}"), e.to_string())?;
                 continue;
             }
         };
@@ -323,10 +316,17 @@ pub(crate) fn decode_metadata(
                 extents.entry(ino).or_default().push(e)
             }
             Ok((ino, _)) => tolerate(
+                &mut damage,
+                &name,
                 format!("extent of inode {ino}"),
                 "no regular file has that number".into(),
             )?,
-            Err(e) => tolerate(format!("extent key {key:02x?}"), e.to_string())?,
+            Err(e) => tolerate(
+                &mut damage,
+                &name,
+                format!("extent key {key:02x?}"),
+                e.to_string(),
+            )?,
         }
     }
     for (ino, list) in extents {
@@ -349,10 +349,17 @@ pub(crate) fn decode_metadata(
                 }
             }
             Ok((ino, _)) => tolerate(
+                &mut damage,
+                &name,
                 format!("xattr of inode {ino}"),
                 "no inode has that number, or the name is empty".into(),
             )?,
-            Err(e) => tolerate(format!("xattr key {key:02x?}"), e.to_string())?,
+            Err(e) => tolerate(
+                &mut damage,
+                &name,
+                format!("xattr key {key:02x?}"),
+                e.to_string(),
+            )?,
         }
     }
 
@@ -374,10 +381,17 @@ pub(crate) fn decode_metadata(
                 ))
             }
             Ok((dir, _, _)) => tolerate(
+                &mut damage,
+                &name,
                 format!("directory entry of {dir}"),
                 "no directory has that number".into(),
             )?,
-            Err(e) => tolerate(format!("directory key {key:02x?}"), e.to_string())?,
+            Err(e) => tolerate(
+                &mut damage,
+                &name,
+                format!("directory key {key:02x?}"),
+                e.to_string(),
+            )?,
         }
     }
     let mut by_name: BTreeMap<(u64, Vec<u8>), NameEntry> = BTreeMap::new();
@@ -389,7 +403,12 @@ pub(crate) fn decode_metadata(
             Ok((dir, n, e)) => {
                 by_name.insert((dir, n), e);
             }
-            Err(e) => tolerate(format!("name key {key:02x?}"), e.to_string())?,
+            Err(e) => tolerate(
+                &mut damage,
+                &name,
+                format!("name key {key:02x?}"),
+                e.to_string(),
+            )?,
         }
     }
     for (&dir, &(parent, next_cookie, count)) in &dirs {
@@ -440,10 +459,17 @@ pub(crate) fn decode_metadata(
         }
     }
     for (dir, _) in listed {
-        tolerate(format!("directory {dir}"), "entries of no directory".into())?;
+        tolerate(
+            &mut damage,
+            &name,
+            format!("directory {dir}"),
+            "entries of no directory".into(),
+        )?;
     }
     for ((dir, n), _) in by_name {
         tolerate(
+            &mut damage,
+            &name,
             format!("name {} in directory {dir}", String::from_utf8_lossy(&n)),
             "in the name index but not in the readdir index".into(),
         )?;
@@ -454,6 +480,8 @@ pub(crate) fn decode_metadata(
         let ino = schema::key_id(&key).unwrap_or(0);
         if inodes.get(&ino).is_none_or(|i| i.attr.nlink != 0) {
             tolerate(
+                &mut damage,
+                &name,
                 format!("orphan entry {ino}"),
                 "names no inode without names".into(),
             )?;
@@ -474,9 +502,13 @@ pub(crate) fn decode_metadata(
     for (key, value) in scan(schema::table_range(schema::TAG_FREE))? {
         match schema::decode_free(&key, &value) {
             Ok(r) if data.covers(&r) => free.push(r),
-            Ok(r) => free_damage.get_or_insert(format!("free extent {r} outside the data region")),
-            Err(e) => free_damage.get_or_insert(e.to_string()),
-        };
+            Ok(r) => {
+                free_damage.get_or_insert(format!("free extent {r} outside the data region"));
+            }
+            Err(e) => {
+                free_damage.get_or_insert(e.to_string());
+            }
+        }
     }
     let alloc = match free_damage {
         None => ExtentAllocator::from_free_extents(data, free).map_err(|e| e.to_string()),
@@ -523,6 +555,24 @@ pub(crate) fn decode_metadata(
     })
 }
 
+/// Damage the caller tolerates becomes a finding; otherwise it is refused.
+fn tolerate(
+    damage: &mut Option<&mut Vec<MetadataDamage>>,
+    name: &str,
+    what: String,
+    why: String,
+) -> Result<(), MetadataFault> {
+    match damage.as_deref_mut() {
+        Some(list) => {
+            list.push(MetadataDamage::Entry { what, why });
+            Ok(())
+        }
+        None => Err(MetadataFault::Refused(corrupt(format!(
+            "{name}: {what}: {why}"
+        )))),
+    }
+}
+
 /// A used range that lies in the free set, if any: such a frame would be handed out again.
 fn used_and_free(used: &[PfnRange], alloc: &ExtentAllocator) -> Option<PfnRange> {
     let mut used = used.to_vec();
@@ -563,7 +613,11 @@ pub(super) fn strict_map(extents: Vec<Extent>, data: PfnRange) -> Result<ExtentM
 
 /// An extent map from checkpointed extents; extents that overlap earlier ones or overflow
 /// are dropped and reported.
-pub(super) fn tolerant_map(ino: u64, extents: Vec<Extent>, damage: &mut Vec<MetadataDamage>) -> ExtentMap {
+pub(super) fn tolerant_map(
+    ino: u64,
+    extents: Vec<Extent>,
+    damage: &mut Vec<MetadataDamage>,
+) -> ExtentMap {
     if let Ok(map) = ExtentMap::from_extents(extents.iter().copied()) {
         return map;
     }
@@ -594,7 +648,7 @@ pub(super) fn tolerant_dir(
             let mut sorted = entries;
             sorted.sort_by_key(|(c, _)| *c);
             for (_, e) in sorted {
-                if d.get(&e.name).is_some() {
+                if d.get(&e.name).is_ok_and(|e| e.is_some()) {
                     dropped.push(e.name);
                 } else {
                     d.insert(e);

@@ -41,16 +41,13 @@ impl Dirty {
             self.rebuild = false;
         }
     }
-
-    /// True if nothing changed.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.inodes.is_empty() && !self.rebuild
-    }
 }
 
 fn tree_err(e: pfnfs_btree::TreeError) -> FsError {
     match e {
-        pfnfs_btree::TreeError::NoSpace { .. } => no_space(e.to_string()),
+        pfnfs_btree::TreeError::NoSpace(_) | pfnfs_btree::TreeError::Fragmented { .. } => {
+            no_space(e.to_string())
+        }
         other => corrupt(format!("metadata tree: {other}")),
     }
 }
@@ -258,7 +255,7 @@ impl Volume {
         } else {
             alloc.take_dirty_groups().into_iter().collect()
         };
-        let mut groups_of = |ranges: &[PfnRange], groups: &mut BTreeSet<usize>| {
+        let groups_of = |ranges: &[PfnRange], groups: &mut BTreeSet<usize>| {
             for r in ranges {
                 let (Some(a), Some(b)) = (
                     alloc.group_of(r.start),
@@ -308,7 +305,9 @@ impl Volume {
                 written.insert(g, want);
             }
         }
-        Err(corrupt("the free set did not settle while committing metadata"))
+        Err(corrupt(
+            "the free set did not settle while committing metadata",
+        ))
     }
 }
 
@@ -340,7 +339,9 @@ fn sync_lists(
 fn intersect(a: &PfnRange, b: &PfnRange) -> Option<PfnRange> {
     let start = a.start.max(b.start);
     let end = a.end().min(b.end());
-    (start < end).then(|| PfnRange::from_bounds(start, end)).flatten()
+    (start < end)
+        .then(|| PfnRange::from_bounds(start, end))
+        .flatten()
 }
 
 /// Sorts ranges and merges touching ones (they must not overlap).

@@ -1633,13 +1633,13 @@ pub fn check_ownership(vol: &Volume) -> Result<(), String> {
     for r in vol.allocator().free_extents() {
         all.push((r, "free".into()));
     }
-    for r in vol.checkpoint_ranges() {
+    for r in vol.tree_frames().unwrap() {
         all.push((r, "checkpoint".into()));
     }
     for r in vol.frames_in_doubt() {
         all.push((r, "in doubt".into()));
     }
-    for cell in vol.cells() {
+    for cell in vol.all_cells().unwrap() {
         let inode = cell.inode.read();
         if let Some(map) = inode.file_map() {
             for e in map.iter() {
@@ -1765,7 +1765,12 @@ fn recover_on(backend: Box<dyn PoolBackend>) -> Result<(Volume, View), String> {
     check_ownership(&vol).map_err(|e| format!("frame ownership after recovery: {e}"))?;
     let view = view_of(&vol).map_err(|e| format!("reading the recovered tree: {e}"))?;
     let reachable = view.inodes();
-    let cells: BTreeSet<u64> = vol.cells().iter().map(|c| c.inode.read().ino).collect();
+    let cells: BTreeSet<u64> = vol
+        .all_cells()
+        .unwrap()
+        .iter()
+        .map(|c| c.inode.read().ino)
+        .collect();
     if cells != reachable {
         let extra: Vec<_> = cells.difference(&reachable).collect();
         let lost: Vec<_> = reachable.difference(&cells).collect();
