@@ -188,7 +188,7 @@ fn log_generation(pool: &Path) -> u64 {
         ..Default::default()
     };
     pfnfs_alloc::Pool::open(pool, &opts)
-        .map(|p| p.superblock().checkpoint.log_generation)
+        .map(|p| p.superblock().meta.log_generation)
         .unwrap_or(0)
 }
 
