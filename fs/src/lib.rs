@@ -94,6 +94,8 @@ pub struct MountConfig {
     pub extra_options: Vec<String>,
     /// Serve over FUSE over io_uring (per-CPU queues) when the kernel offers it.
     pub io_uring: bool,
+    /// RAM the daemon may keep inodes in beyond those in use (`-o metadata_cache`).
+    pub metadata_cache_bytes: u64,
 }
 
 /// Why a pool could not be mounted, served or reported on.

@@ -42,6 +42,7 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Ser
         },
     )?;
     let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(ServeError::Load)?);
+    vol.set_cache_bytes(config.metadata_cache_bytes);
     let has = |o: &str| config.extra_options.iter().any(|x| x == o);
     vol.set_atime_policy(if has("noatime") {
         AtimePolicy::Never

@@ -90,6 +90,8 @@ pub struct MountOptions {
     pub durability: Option<Durability>,
     /// `size=SIZE`: the size of a pool created by this mount.
     pub size_bytes: Option<u64>,
+    /// `metadata_cache=SIZE`: RAM the daemon may keep inodes in beyond those in use.
+    pub metadata_cache_bytes: Option<u64>,
     /// `io_uring` / `no_io_uring`: whether to serve over FUSE over io_uring when the kernel
     /// offers it (the default).
     pub io_uring: Option<bool>,
@@ -128,6 +130,10 @@ pub fn parse(lists: &[String]) -> Result<MountOptions, String> {
             ("size", Some(v)) => {
                 opts.size_bytes = Some(parse_size(v).map_err(|e| format!("-o size: {e}"))?)
             }
+            ("metadata_cache", Some(v)) => {
+                opts.metadata_cache_bytes =
+                    Some(parse_size(v).map_err(|e| format!("-o metadata_cache: {e}"))?)
+            }
             ("ro", None) => {
                 opts.read_only = Some(true);
                 opts.flags.push(option.to_string());
@@ -150,7 +156,7 @@ pub fn parse(lists: &[String]) -> Result<MountOptions, String> {
                 }
             }
             _ if IGNORED_PREFIXES.iter().any(|p| option.starts_with(p)) => {}
-            ("mode" | "threads" | "durability" | "size", None) => {
+            ("mode" | "threads" | "durability" | "size" | "metadata_cache", None) => {
                 return Err(format!("-o {key}: needs a value ({key}=...)"));
             }
             _ => opts.unknown.push(option.to_string()),
@@ -238,6 +244,10 @@ mod tests {
         assert_eq!(o.read_only, Some(true));
         assert_eq!(o.threads, Some(4));
         assert_eq!(o.durability, Some(Durability::Msync));
+        assert_eq!(
+            parse_one("metadata_cache=16M").unwrap().metadata_cache_bytes,
+            Some(16 << 20)
+        );
         assert_eq!(o.size_bytes, Some(2 << 30));
         assert!(!o.remount);
     }

@@ -261,6 +261,9 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<Prepared, Failure> {
         durability: opts.durability.unwrap_or_default(),
         extra_options: opts.extra.clone(),
         io_uring: opts.io_uring.unwrap_or(false),
+        metadata_cache_bytes: opts
+            .metadata_cache_bytes
+            .unwrap_or(pfnfs_fs::volume::cache::DEFAULT_CACHE_BYTES),
     }))
 }
 
