@@ -468,6 +468,8 @@ pub struct Range<'a> {
     end: Option<Vec<u8>>,
     stack: Vec<Level>,
     started: bool,
+    /// Set for a poisoned transaction: the first item is `Err(Poisoned)`.
+    poisoned: bool,
     done: bool,
 }
 
@@ -487,6 +489,12 @@ impl<'a> Range<'a> {
             start,
             end,
         )
+    }
+
+    /// Makes the first item `Err(Poisoned)` (and the last).
+    pub(crate) fn poisoned(mut self, poisoned: bool) -> Range<'a> {
+        self.poisoned = poisoned;
+        self
     }
 
     pub(crate) fn on_txn(
@@ -514,6 +522,7 @@ impl<'a> Range<'a> {
             end: end.map(<[u8]>::to_vec),
             stack: Vec::new(),
             started: false,
+            poisoned: false,
             done: false,
         }
     }
@@ -641,6 +650,10 @@ impl Iterator for Range<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
+        }
+        if self.poisoned {
+            self.done = true;
+            return Some(Err(TreeError::Poisoned));
         }
         let step = (|| {
             if !self.started {

@@ -167,7 +167,7 @@ impl<'a> Txn<'a> {
 
     /// As [`Tree::range`], seeing this transaction's changes.
     pub fn range<'b>(&'b self, start: &[u8], end: Option<&[u8]>) -> Range<'b> {
-        Range::on_txn(self, self.root, self.height, start, end)
+        Range::on_txn(self, self.root, self.height, start, end).poisoned(self.poisoned)
     }
 
     /// As [`Tree::floor`], seeing this transaction's changes.
