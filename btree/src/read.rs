@@ -251,6 +251,19 @@ pub(crate) fn get(
     height: u8,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, TreeError> {
+    match lookup(store, root, height, key)? {
+        Some(v) => store.value(&v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The undecoded value of `key` (an overflow run not read).
+pub(crate) fn lookup(
+    store: &impl Store,
+    root: Option<Pfn>,
+    height: u8,
+    key: &[u8],
+) -> Result<Option<Value>, TreeError> {
     let Some(mut pfn) = root else {
         return Ok(None);
     };
@@ -259,8 +272,7 @@ pub(crate) fn get(
     let mut hi: Option<Vec<u8>> = None;
     loop {
         match store.step(pfn, level, lo.as_deref(), hi.as_deref(), key)? {
-            Step::Leaf(Some(v)) => return store.value(&v).map(Some),
-            Step::Leaf(None) => return Ok(None),
+            Step::Leaf(v) => return Ok(v),
             Step::Child {
                 child,
                 lo: clo,

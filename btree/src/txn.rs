@@ -150,7 +150,11 @@ impl<'a> Txn<'a> {
     /// Removes `key`; true if it was there.
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, TreeError> {
         check_key(key)?;
-        if self.get(key)?.is_none() {
+        if self.poisoned {
+            return Err(TreeError::Poisoned);
+        }
+        // Whether it is there, without reading an overflow value.
+        if read::lookup(self, self.root, self.height, key)?.is_none() {
             return Ok(false);
         }
         self.guard(|t| t.delete_inner(key))?;
