@@ -303,6 +303,34 @@ impl Node {
     /// Decodes and checks node frame `frame`, read from `pfn`, of a tree in data region
     /// `data` (see the module header for every check). Never panics.
     pub fn decode(frame: &[u8], pfn: u64, data: PfnRange) -> Result<Node, TreeError> {
+        let view = NodeView::parse(frame, pfn, data)?;
+        let mut entries = Vec::with_capacity(view.count());
+        for i in 0..view.count() {
+            entries.push(Entry {
+                key: view.key(i).to_vec(),
+                value: view.value(i, data)?,
+            });
+        }
+        Ok(Node {
+            level: view.level(),
+            entries,
+        })
+    }
+}
+
+/// A node frame that passed every check of [`Node::decode`], read in place: lookups use it
+/// to binary-search a node without building one.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeView<'f> {
+    frame: &'f [u8],
+    pfn: u64,
+    level: u8,
+    count: usize,
+}
+
+impl<'f> NodeView<'f> {
+    /// Checks `frame` (read from `pfn`) exactly as [`Node::decode`] does, allocating nothing.
+    pub fn parse(frame: &'f [u8], pfn: u64, data: PfnRange) -> Result<NodeView<'f>, TreeError> {
         let bad = |what: String| TreeError::corrupt(pfn, what);
         if frame.len() != NODE_BYTES {
             return Err(bad(format!("node frame of {} bytes", frame.len())));
@@ -334,7 +362,7 @@ impl Node {
         }
         let heap = get_u32(frame, field::HEAP.offset) as usize;
         let mut end = NODE_BYTES;
-        let mut entries: Vec<Entry> = Vec::with_capacity(count);
+        let mut prev: &[u8] = &[];
         for i in 0..count {
             let at = usize::from(get_u16(frame, HEADER_BYTES + SLOT_BYTES * i));
             if at < slots_end || at + ENTRY_HEADER_BYTES > end {
@@ -350,7 +378,7 @@ impl Node {
                 )));
             }
             let k = at + ENTRY_HEADER_BYTES;
-            let key = frame[k..k + klen].to_vec();
+            let key = &frame[k..k + klen];
             let v = &frame[k + klen..end];
             if level > 0 && i == 0 {
                 if klen != 0 {
@@ -359,10 +387,10 @@ impl Node {
             } else if klen == 0 || klen > MAX_KEY {
                 return Err(bad(format!("entry {i}: key of {klen} bytes")));
             }
-            if i >= 1 && entries[i - 1].key >= key {
+            if i >= 1 && prev >= key {
                 return Err(bad(format!("entry {i}: keys out of order")));
             }
-            let value = if level > 0 {
+            if level > 0 {
                 if overflow || vlen != 8 {
                     return Err(bad(format!("branch entry {i}: value of {vlen} bytes")));
                 }
@@ -372,16 +400,12 @@ impl Node {
                         "branch entry {i}: child {child:#x} outside the data region {data}"
                     )));
                 }
-                Value::Child(Pfn(child))
             } else if overflow {
-                Value::Overflow(decode_ref(v, data).map_err(|e| bad(format!("entry {i}: {e}")))?)
-            } else {
-                if vlen > INLINE_VALUE_MAX {
-                    return Err(bad(format!("entry {i}: inline value of {vlen} bytes")));
-                }
-                Value::Inline(v.to_vec())
-            };
-            entries.push(Entry { key, value });
+                check_ref(v, data).map_err(|e| bad(format!("entry {i}: {e}")))?;
+            } else if vlen > INLINE_VALUE_MAX {
+                return Err(bad(format!("entry {i}: inline value of {vlen} bytes")));
+            }
+            prev = key;
             end = at;
         }
         if heap != end {
@@ -390,12 +414,93 @@ impl Node {
         if frame[slots_end..end].iter().any(|&b| b != 0) {
             return Err(bad("bytes between slots and entries not zero".into()));
         }
-        Ok(Node { level, entries })
+        Ok(NodeView {
+            frame,
+            pfn,
+            level,
+            count,
+        })
+    }
+
+    /// 0 for a leaf.
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+
+    /// Entries (at least 1).
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// (offset, klen, vlen with flags) of entry `i` (`i < count`, checked by `parse`).
+    fn entry(&self, i: usize) -> (usize, usize, u16) {
+        let at = usize::from(get_u16(self.frame, HEADER_BYTES + SLOT_BYTES * i));
+        (
+            at,
+            usize::from(get_u16(self.frame, at)),
+            get_u16(self.frame, at + 2),
+        )
+    }
+
+    /// The key of entry `i` (`i < count`).
+    pub fn key(&self, i: usize) -> &'f [u8] {
+        let (at, klen, _) = self.entry(i);
+        &self.frame[at + ENTRY_HEADER_BYTES..at + ENTRY_HEADER_BYTES + klen]
+    }
+
+    /// The value of entry `i` (`i < count`), decoded.
+    pub fn value(&self, i: usize, data: PfnRange) -> Result<Value, TreeError> {
+        let (at, klen, vlen_raw) = self.entry(i);
+        let v = at + ENTRY_HEADER_BYTES + klen;
+        let vlen = usize::from(vlen_raw & !VLEN_OVERFLOW);
+        let bytes = &self.frame[v..v + vlen];
+        Ok(if self.level > 0 {
+            Value::Child(Pfn(get_u64(bytes, 0)))
+        } else if vlen_raw & VLEN_OVERFLOW != 0 {
+            Value::Overflow(decode_ref(bytes, data).map_err(|e| TreeError::corrupt(self.pfn, e))?)
+        } else {
+            Value::Inline(bytes.to_vec())
+        })
+    }
+
+    /// The child of branch entry `i` (`i < count`).
+    pub fn child(&self, i: usize) -> Pfn {
+        let (at, klen, _) = self.entry(i);
+        Pfn(get_u64(self.frame, at + ENTRY_HEADER_BYTES + klen))
+    }
+
+    /// Index of the entry with key `key` (leaf), or where it would go.
+    pub fn search(&self, key: &[u8]) -> Result<usize, usize> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.key(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    /// Index of the child of a branch whose key range holds `key`.
+    pub fn child_index(&self, key: &[u8]) -> usize {
+        // Entries 1.. with key <= `key`: their count is the index.
+        let (mut lo, mut hi) = (1, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid) <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo - 1
     }
 }
 
-/// Decodes an overflow reference (the `vlen` bytes of a leaf value).
-fn decode_ref(v: &[u8], data: PfnRange) -> Result<OverflowRef, String> {
+/// Checks an overflow reference without building it.
+fn check_ref(v: &[u8], data: PfnRange) -> Result<(), String> {
     if v.len() < overflow_ref_bytes(1) || !(v.len() - 8).is_multiple_of(16) {
         return Err(format!("overflow reference of {} bytes", v.len()));
     }
@@ -404,20 +509,19 @@ fn decode_ref(v: &[u8], data: PfnRange) -> Result<OverflowRef, String> {
         return Err(format!("overflow reference with {n} ranges"));
     }
     let len = get_u32(v, 0);
-    let crc = get_u32(v, 4);
     if (len as usize) <= INLINE_VALUE_MAX || len as usize > MAX_VALUE {
         return Err(format!("overflow value of {len} bytes"));
     }
-    let mut ranges = Vec::with_capacity(n);
     let mut frames: u64 = 0;
     for j in 0..n {
         let start = get_u64(v, 8 + 16 * j);
         let count = get_u64(v, 16 + 16 * j);
-        let r = PfnRange::new(Pfn(start), count)
-            .filter(|r| data.covers(r))
-            .ok_or_else(|| format!("overflow range {start:#x}+{count} outside the data region"))?;
+        if !PfnRange::new(Pfn(start), count).is_some_and(|r| data.covers(&r)) {
+            return Err(format!(
+                "overflow range {start:#x}+{count} outside the data region"
+            ));
+        }
         frames = frames.saturating_add(count);
-        ranges.push(r);
     }
     let want = overflow_frames(len as usize);
     if frames != want {
@@ -425,7 +529,21 @@ fn decode_ref(v: &[u8], data: PfnRange) -> Result<OverflowRef, String> {
             "overflow run of {frames} frames for {len} bytes (needs {want})"
         ));
     }
-    Ok(OverflowRef { len, crc, ranges })
+    Ok(())
+}
+
+/// Decodes an overflow reference (the `vlen` bytes of a leaf value).
+fn decode_ref(v: &[u8], data: PfnRange) -> Result<OverflowRef, String> {
+    check_ref(v, data)?;
+    let n = (v.len() - 8) / 16;
+    let ranges = (0..n)
+        .filter_map(|j| PfnRange::new(Pfn(get_u64(v, 8 + 16 * j)), get_u64(v, 16 + 16 * j)))
+        .collect();
+    Ok(OverflowRef {
+        len: get_u32(v, 0),
+        crc: get_u32(v, 4),
+        ranges,
+    })
 }
 
 /// The bytes of an overflow run holding `value` (header first, zero-padded to whole frames).

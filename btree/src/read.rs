@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use pfnfs_alloc::{FRAME_SIZE, Pfn, PfnRange, Pool};
 
 use crate::error::TreeError;
-use crate::format::{Node, OverflowRef, Value, decode_overflow};
+use crate::format::{Node, NodeView, OverflowRef, Value, decode_overflow};
 
 /// A key and its value, as reads return them.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -29,6 +29,43 @@ pub(crate) trait Store {
     ) -> Result<Cow<'_, Node>, TreeError>;
     /// The bytes of a leaf value.
     fn value(&self, v: &Value) -> Result<Vec<u8>, TreeError>;
+    /// One step of a lookup of `key` in the node at `pfn` (checked as `load` does).
+    fn step(
+        &self,
+        pfn: Pfn,
+        level: u8,
+        lo: Option<&[u8]>,
+        hi: Option<&[u8]>,
+        key: &[u8],
+    ) -> Result<Step, TreeError> {
+        let node = self.load(pfn, level, lo, hi)?;
+        if level == 0 {
+            return Ok(Step::Leaf(
+                node.entries
+                    .binary_search_by(|e| e.key.as_slice().cmp(key))
+                    .ok()
+                    .map(|i| node.entries[i].value.clone()),
+            ));
+        }
+        let i = child_index(&node, key);
+        Ok(Step::Child {
+            child: node.entries[i].value.child(),
+            lo: (i > 0).then(|| node.entries[i].key.clone()),
+            hi: node.entries.get(i + 1).map(|e| e.key.clone()),
+        })
+    }
+}
+
+/// One step of a lookup.
+pub(crate) enum Step {
+    /// At the leaf: the key's value, if it is there.
+    Leaf(Option<Value>),
+    /// Go on to `child`; `lo`/`hi` are its bounds where they differ from the parent's.
+    Child {
+        child: Pfn,
+        lo: Option<Vec<u8>>,
+        hi: Option<Vec<u8>>,
+    },
 }
 
 /// The committed tree on the pool.
@@ -38,6 +75,49 @@ pub(crate) struct PoolStore<'a> {
 }
 
 impl Store for PoolStore<'_> {
+    /// Reads the node in place ([`NodeView`]): all checks, no node built.
+    fn step(
+        &self,
+        pfn: Pfn,
+        level: u8,
+        lo: Option<&[u8]>,
+        hi: Option<&[u8]>,
+        key: &[u8],
+    ) -> Result<Step, TreeError> {
+        if !self.data.contains(pfn) {
+            return Err(TreeError::corrupt(
+                pfn.0,
+                format!("node outside the data region {}", self.data),
+            ));
+        }
+        let mut frame = [0u8; FRAME_SIZE as usize];
+        self.pool.read_into(pfn.byte_offset(), &mut frame)?;
+        let view = NodeView::parse(&frame, pfn.0, self.data)?;
+        if view.level() != level {
+            return Err(TreeError::corrupt(
+                pfn.0,
+                format!("node of level {}, expected {level}", view.level()),
+            ));
+        }
+        let skip = usize::from(level > 0);
+        if view.count() > skip {
+            let (first, last) = (view.key(skip), view.key(view.count() - 1));
+            check_bounds(pfn, level, first, last, lo, hi)?;
+        }
+        if level == 0 {
+            return match view.search(key) {
+                Ok(i) => Ok(Step::Leaf(Some(view.value(i, self.data)?))),
+                Err(_) => Ok(Step::Leaf(None)),
+            };
+        }
+        let i = view.child_index(key);
+        Ok(Step::Child {
+            child: view.child(i),
+            lo: (i > 0).then(|| view.key(i).to_vec()),
+            hi: (i + 1 < view.count()).then(|| view.key(i + 1).to_vec()),
+        })
+    }
+
     fn load(
         &self,
         pfn: Pfn,
@@ -95,12 +175,24 @@ pub(crate) fn check_place(
     }
     // Keys are in order (decode checked it): the first and last real key bound them all.
     let skip = usize::from(level > 0);
-    if let (Some(lo), Some(first)) = (lo, node.entries.get(skip)) {
-        let below = if level > 0 {
-            first.key.as_slice() <= lo
-        } else {
-            first.key.as_slice() < lo
-        };
+    match (node.entries.get(skip), node.entries.last()) {
+        (Some(first), Some(last)) => check_bounds(pfn, level, &first.key, &last.key, lo, hi),
+        _ => Ok(()),
+    }
+}
+
+/// Checks that a node's first and last real keys (entry 1 on in a branch) lie in `[lo, hi)`
+/// (a branch's separators strictly above `lo`).
+fn check_bounds(
+    pfn: Pfn,
+    level: u8,
+    first: &[u8],
+    last: &[u8],
+    lo: Option<&[u8]>,
+    hi: Option<&[u8]>,
+) -> Result<(), TreeError> {
+    if let Some(lo) = lo {
+        let below = if level > 0 { first <= lo } else { first < lo };
         if below {
             return Err(TreeError::corrupt(
                 pfn.0,
@@ -108,9 +200,8 @@ pub(crate) fn check_place(
             ));
         }
     }
-    if let (Some(hi), Some(last)) = (hi, node.entries.last())
-        && node.entries.len() > skip
-        && last.key.as_slice() >= hi
+    if let Some(hi) = hi
+        && last >= hi
     {
         return Err(TreeError::corrupt(
             pfn.0,
@@ -160,6 +251,19 @@ pub(crate) fn get(
     height: u8,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, TreeError> {
+    match lookup(store, root, height, key)? {
+        Some(v) => store.value(&v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The undecoded value of `key` (an overflow run not read).
+pub(crate) fn lookup(
+    store: &impl Store,
+    root: Option<Pfn>,
+    height: u8,
+    key: &[u8],
+) -> Result<Option<Value>, TreeError> {
     let Some(mut pfn) = root else {
         return Ok(None);
     };
@@ -167,22 +271,22 @@ pub(crate) fn get(
     let mut lo: Option<Vec<u8>> = None;
     let mut hi: Option<Vec<u8>> = None;
     loop {
-        let node = store.load(pfn, level, lo.as_deref(), hi.as_deref())?;
-        if level == 0 {
-            return match node.entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
-                Ok(i) => store.value(&node.entries[i].value).map(Some),
-                Err(_) => Ok(None),
-            };
+        match store.step(pfn, level, lo.as_deref(), hi.as_deref(), key)? {
+            Step::Leaf(v) => return Ok(v),
+            Step::Child {
+                child,
+                lo: clo,
+                hi: chi,
+            } => {
+                if level == 0 {
+                    return Err(TreeError::corrupt(pfn.0, "a leaf with children"));
+                }
+                lo = clo.or(lo);
+                hi = chi.or(hi);
+                pfn = child;
+                level -= 1;
+            }
         }
-        let i = child_index(&node, key);
-        if i > 0 {
-            lo = Some(node.entries[i].key.clone());
-        }
-        if let Some(next) = node.entries.get(i + 1) {
-            hi = Some(next.key.clone());
-        }
-        pfn = node.entries[i].value.child();
-        level -= 1;
     }
 }
 
@@ -376,6 +480,8 @@ pub struct Range<'a> {
     end: Option<Vec<u8>>,
     stack: Vec<Level>,
     started: bool,
+    /// Set for a poisoned transaction: the first item is `Err(Poisoned)`.
+    poisoned: bool,
     done: bool,
 }
 
@@ -395,6 +501,12 @@ impl<'a> Range<'a> {
             start,
             end,
         )
+    }
+
+    /// Makes the first item `Err(Poisoned)` (and the last).
+    pub(crate) fn poisoned(mut self, poisoned: bool) -> Range<'a> {
+        self.poisoned = poisoned;
+        self
     }
 
     pub(crate) fn on_txn(
@@ -422,6 +534,7 @@ impl<'a> Range<'a> {
             end: end.map(<[u8]>::to_vec),
             stack: Vec::new(),
             started: false,
+            poisoned: false,
             done: false,
         }
     }
@@ -549,6 +662,10 @@ impl Iterator for Range<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
+        }
+        if self.poisoned {
+            self.done = true;
+            return Some(Err(TreeError::Poisoned));
         }
         let step = (|| {
             if !self.started {

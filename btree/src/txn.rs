@@ -10,7 +10,9 @@
 //! stays readable whatever happens to the transaction.
 //!
 //! Inserts split a node that no longer fits in two (a balanced cut; one frame always
-//! suffices for two entries of maximal size, so two halves always fit). Deletes merge a node
+//! suffices for two entries of maximal size, so two halves always fit; an entry appended to
+//! the rightmost node of its level cuts as far right as fits instead, so that ascending keys
+//! fill their nodes). Deletes merge a node
 //! whose entries take less than [`MIN_FILL`] bytes with a sibling when the two fit in one
 //! frame, and otherwise redistribute their entries evenly; an empty node is dropped, a root
 //! branch with one child is replaced by it, an empty root leaf leaves the empty tree.
@@ -148,7 +150,11 @@ impl<'a> Txn<'a> {
     /// Removes `key`; true if it was there.
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, TreeError> {
         check_key(key)?;
-        if self.get(key)?.is_none() {
+        if self.poisoned {
+            return Err(TreeError::Poisoned);
+        }
+        // Whether it is there, without reading an overflow value.
+        if read::lookup(self, self.root, self.height, key)?.is_none() {
             return Ok(false);
         }
         self.guard(|t| t.delete_inner(key))?;
@@ -165,7 +171,7 @@ impl<'a> Txn<'a> {
 
     /// As [`Tree::range`], seeing this transaction's changes.
     pub fn range<'b>(&'b self, start: &[u8], end: Option<&[u8]>) -> Range<'b> {
-        Range::on_txn(self, self.root, self.height, start, end)
+        Range::on_txn(self, self.root, self.height, start, end).poisoned(self.poisoned)
     }
 
     /// As [`Tree::floor`], seeing this transaction's changes.
@@ -318,11 +324,19 @@ impl<'a> Txn<'a> {
     }
 
     /// Splits `node` (at `me`) in two if it does not fit; the right half gets a new frame.
-    fn split_if_needed(&mut self, me: Pfn, node: &mut Node) -> Result<Split, TreeError> {
+    /// `append`: the entry that made it overflow went to the end of the rightmost node of its
+    /// level (keys arriving in ascending order): the left half then keeps all it can hold, so
+    /// that sequential inserts fill nodes instead of leaving them half full.
+    fn split_if_needed(
+        &mut self,
+        me: Pfn,
+        node: &mut Node,
+        append: bool,
+    ) -> Result<Split, TreeError> {
         if node.fits() {
             return Ok(None);
         }
-        let k = split_point(&node.entries)
+        let k = split_point(&node.entries, append)
             .ok_or_else(|| TreeError::corrupt(me.0, "node cannot be split in two (entry sizes)"))?;
         let mut right = node.entries.split_off(k);
         let sep = right[0].key.clone();
@@ -421,40 +435,48 @@ impl<'a> Txn<'a> {
         value: Value,
     ) -> Result<(Pfn, Split), TreeError> {
         let (me, mut node) = self.cow(pfn, level, lo, hi)?;
-        let r = self.put_in(me, &mut node, lo, hi, key, value);
+        let r = self.put_in(&mut node, lo, hi, key, value);
         // Put the node back even on error, so that its frame stays accounted for.
         let split = match r {
-            Ok(()) => self.split_if_needed(me, &mut node),
+            Ok(at) => {
+                let append = hi.is_none() && at + 1 == node.entries.len();
+                self.split_if_needed(me, &mut node, append)
+            }
             Err(e) => Err(e),
         };
         self.dirty.insert(me.0, node);
         Ok((me, split?))
     }
 
+    /// Puts `key` below `node`; returns the index of the entry that changed or was added.
     fn put_in(
         &mut self,
-        _me: Pfn,
         node: &mut Node,
         lo: Option<&[u8]>,
         hi: Option<&[u8]>,
         key: &[u8],
         value: Value,
-    ) -> Result<(), TreeError> {
+    ) -> Result<usize, TreeError> {
         if node.level == 0 {
-            match node.entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
-                Ok(i) => {
-                    let old = std::mem::replace(&mut node.entries[i].value, value);
-                    self.release_value(&old);
-                }
-                Err(i) => node.entries.insert(
-                    i,
-                    Entry {
-                        key: key.to_vec(),
-                        value,
-                    },
-                ),
-            }
-            return Ok(());
+            return Ok(
+                match node.entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
+                    Ok(i) => {
+                        let old = std::mem::replace(&mut node.entries[i].value, value);
+                        self.release_value(&old);
+                        i
+                    }
+                    Err(i) => {
+                        node.entries.insert(
+                            i,
+                            Entry {
+                                key: key.to_vec(),
+                                value,
+                            },
+                        );
+                        i
+                    }
+                },
+            );
         }
         let i = child_index(node, key);
         let (clo, chi) = child_bounds(node, i, lo, hi);
@@ -469,8 +491,9 @@ impl<'a> Txn<'a> {
                     value: Value::Child(right),
                 },
             );
+            return Ok(i + 1);
         }
-        Ok(())
+        Ok(i)
     }
 
     fn delete_inner(&mut self, key: &[u8]) -> Result<(), TreeError> {
@@ -519,7 +542,7 @@ impl<'a> Txn<'a> {
         let (me, mut node) = self.cow(pfn, level, lo, hi)?;
         let r = self.delete_in(me, &mut node, lo, hi, key);
         let split = match r {
-            Ok(()) => self.split_if_needed(me, &mut node),
+            Ok(()) => self.split_if_needed(me, &mut node, false),
             Err(e) => Err(e),
         };
         self.dirty.insert(me.0, node);
@@ -624,7 +647,7 @@ impl<'a> Txn<'a> {
             self.release_node(rp);
             return Ok(());
         }
-        let k = split_point(&all);
+        let k = split_point(&all, false);
         let Some(k) = k else {
             // Cannot happen (both came from fitting nodes); keep the accounting intact.
             left.entries = all;
@@ -660,8 +683,9 @@ impl<'a> Txn<'a> {
     }
 }
 
-/// Where to cut `entries` so that both halves fit in a node and are as even as possible.
-fn split_point(entries: &[Entry]) -> Option<usize> {
+/// Where to cut `entries` so that both halves fit in a node: as even as possible, or with
+/// `append` as much as possible on the left.
+fn split_point(entries: &[Entry], append: bool) -> Option<usize> {
     let total: usize = entries.iter().map(Entry::encoded_len).sum();
     let mut left = 0usize;
     let mut best: Option<(usize, usize)> = None;
@@ -673,7 +697,7 @@ fn split_point(entries: &[Entry]) -> Option<usize> {
         left += e.encoded_len();
         let right = total - left;
         if left <= NODE_CAPACITY && right <= NODE_CAPACITY {
-            let skew = left.abs_diff(right);
+            let skew = if append { right } else { left.abs_diff(right) };
             if best.is_none_or(|(_, s)| skew < s) {
                 best = Some((k + 1, skew));
             }

@@ -17,6 +17,9 @@
 //! A small pool's metadata lives there: a few log records, and the first checkpoints and file
 //! frames, which the allocator takes from the start of the data region. So a seed is a real
 //! pool, and every mutation of it is a pool with damaged (or forged) metadata.
+//!
+//! The `btree` target (the format 2 metadata tree) reads a compact form of its own: a height,
+//! a root index and the first frames of the data region; see [`btree`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,6 +28,8 @@ use pfnfs_alloc::layout::{LOG_START_PFN, POOL_BYTES_MIN};
 use pfnfs_alloc::{
     ExtentAllocator, FRAME_SIZE, MemBackend, OpenOptions, Pfn, PfnRange, Pool, PoolBackend,
 };
+use pfnfs_btree::format::Node;
+use pfnfs_btree::{Tree, Txn};
 use pfnfs_extent::ExtentMap;
 use pfnfs_fs::fsck::{FsckMode, check_volume, fsck_pool};
 use pfnfs_fs::inode::{Directory, ROOT_INO};
@@ -193,7 +198,68 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("checkpoint", format!("seed-{name}-body"), body));
         out.push(("free_set", format!("seed-{name}"), image.free_set));
     }
+    for (name, bytes) in btree_seeds() {
+        out.push(("btree", name.to_string(), bytes));
+    }
     out
+}
+
+/// Frames of the data region a `btree` input may fill.
+pub const BTREE_FRAMES: usize = 15;
+
+/// Seeds of the `btree` target: small real trees in the compact form `btree` reads.
+pub fn btree_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let build = |kvs: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<u8> {
+        let pool =
+            Pool::format_backend("btree", Box::new(MemBackend::new(POOL_BYTES))).expect("format");
+        let alloc = ExtentAllocator::new_empty(pool.data_region());
+        let mut txn = Txn::new(&Tree::empty(), &pool, &alloc, 1);
+        for (k, v) in &kvs {
+            txn.put(k, v).expect("put");
+        }
+        let w = txn.write().expect("write");
+        let tree = w.tree.clone();
+        w.frames.commit();
+        let start = pool.data_region().start.0;
+        let end = tree
+            .frames(&pool)
+            .expect("frames")
+            .iter()
+            .map(|r| r.end().0)
+            .max()
+            .expect("a tree");
+        assert!(end - start <= BTREE_FRAMES as u64, "seed tree too large");
+        let root = tree.root().expect("root").0 - start;
+        let mut out = vec![tree.height(), root as u8];
+        out.extend(
+            pool.read_vec(start * FRAME_SIZE, ((end - start) * FRAME_SIZE) as usize)
+                .expect("read"),
+        );
+        while out.last() == Some(&0) {
+            out.pop();
+        }
+        out
+    };
+    let leaf = build(vec![
+        (b"alpha".to_vec(), b"1".to_vec()),
+        (b"beta".to_vec(), Vec::new()),
+        (b"delta".to_vec(), pattern(4, 2000)),
+    ]);
+    let two_level = build(
+        (0..40u8)
+            .map(|i| {
+                let key = [
+                    b"key-".as_slice(),
+                    &[i; 1],
+                    &pattern(i, usize::from(i % 30)),
+                ]
+                .concat();
+                let value = pattern(i, if i % 13 == 0 { 1500 } else { 90 });
+                (key, value)
+            })
+            .collect(),
+    );
+    vec![("seed-leaf", leaf), ("seed-two-level", two_level)]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,6 +415,99 @@ pub fn free_set(data: &[u8]) {
     }
 }
 
+/// `btree`: `data` is a compact tree image: byte 0 the height, byte 1 the root's frame index,
+/// the rest the first frames of the data region (at most [`BTREE_FRAMES`]) of a 16 MiB pool.
+/// The first of those frames is decoded as a node (what decodes re-encodes to the same
+/// frame); the tree is opened and read with every operation (nothing may panic); a tree that
+/// `check`s clean must read back in full, and a transaction on it must write a tree that
+/// checks clean and holds the change.
+pub fn btree(data: &[u8]) {
+    let (height, root, image) = match data {
+        [h, r, rest @ ..] => (*h, u64::from(*r), rest),
+        _ => return,
+    };
+    let image = &image[..image.len().min(BTREE_FRAMES * FRAME_SIZE as usize)];
+    let region = data_region();
+    let mut first = vec![0u8; FRAME_SIZE as usize];
+    let n = image.len().min(first.len());
+    first[..n].copy_from_slice(&image[..n]);
+    if let Ok(node) = Node::decode(&first, region.start.0, region) {
+        let generation = u64::from_le_bytes(first[16..24].try_into().expect("8 bytes"));
+        assert!(
+            node.encode(generation) == first,
+            "a decoded node re-encodes differently"
+        );
+    }
+    static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
+    let cell = POOL.get_or_init(|| {
+        Mutex::new(
+            Pool::format_backend("btree", Box::new(MemBackend::new(POOL_BYTES))).expect("format"),
+        )
+    });
+    let pool = cell.lock().unwrap_or_else(|e| e.into_inner());
+    let at = region.start.0 * FRAME_SIZE;
+    // Earlier inputs and transactions wrote at most this much of the region: zero it.
+    pool.zero(at, 64 * FRAME_SIZE).expect("zero");
+    pool.write(at, image).expect("write");
+    let Ok(tree) = Tree::open(&pool, Pfn(region.start.0 + root), height) else {
+        return;
+    };
+    let checked = tree.check(&pool);
+    let frames = tree.frames(&pool);
+    let scan: Vec<_> = tree.range(&pool, &[], None).take(5000).collect();
+    for (k, v) in scan.iter().filter_map(|r| r.as_ref().ok()).take(16) {
+        let got = tree.get(&pool, k);
+        if checked.is_ok() {
+            assert_eq!(got.expect("get in a clean tree").as_ref(), Some(v));
+        }
+        let _ = tree.floor(&pool, k);
+        let _ = tree.range(&pool, k, Some(&[0xff; 4][..])).take(100).count();
+    }
+    let _ = tree.get(&pool, b"x");
+    let _ = tree.floor(&pool, &[0xff; 8]);
+    let Ok(stats) = checked else {
+        return;
+    };
+    assert!(scan.iter().all(Result::is_ok), "a clean tree fails a scan");
+    assert_eq!(scan.len() as u64, stats.entries.min(5000));
+    let frames = frames.expect("frames of a clean tree");
+    assert_eq!(
+        frames.iter().map(|r| r.len).sum::<u64>(),
+        stats.nodes + stats.overflow_frames
+    );
+    // A transaction on the (forged but valid) tree.
+    let free: Vec<PfnRange> = {
+        let mut free = Vec::new();
+        let mut next = region.start;
+        for r in &frames {
+            free.extend(PfnRange::from_bounds(next, r.start));
+            next = r.end();
+        }
+        free.extend(PfnRange::from_bounds(next, region.end()));
+        free
+    };
+    let alloc = ExtentAllocator::from_free_extents(region, free).expect("free set");
+    let mut txn = Txn::new(&tree, &pool, &alloc, 2);
+    txn.put(b"fuzz-new-key", &pattern(9, 1200)).expect("put");
+    if let Some(Ok((k, _))) = scan.first() {
+        assert!(txn.delete(k).expect("delete"));
+    }
+    let w = txn.write().expect("write");
+    let again = Tree::open(&pool, w.tree.root().expect("root"), w.tree.height()).expect("open");
+    again.check(&pool).expect("the new tree checks clean");
+    assert_eq!(
+        again.get(&pool, b"fuzz-new-key").expect("get"),
+        Some(pattern(9, 1200))
+    );
+    assert!(
+        w.frames
+            .ranges()
+            .iter()
+            .all(|r| r.end().0 <= region.start.0 + 64),
+        "the transaction wrote beyond what the next run zeroes"
+    );
+}
+
 /// Runs target `name` on `data`.
 pub fn run(name: &str, data: &[u8]) {
     match name {
@@ -356,6 +515,7 @@ pub fn run(name: &str, data: &[u8]) {
         "log_record" => log_record(data),
         "checkpoint" => checkpoint(data),
         "free_set" => free_set(data),
+        "btree" => btree(data),
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -525,7 +685,7 @@ mod tests {
     fn corpus_passes() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
         let mut count = 0;
-        for target in ["pool", "log_record", "checkpoint", "free_set"] {
+        for target in ["pool", "log_record", "checkpoint", "free_set", "btree"] {
             let Ok(entries) = std::fs::read_dir(dir.join(target)) else {
                 continue;
             };
@@ -539,6 +699,33 @@ mod tests {
             }
         }
         assert!(count >= 4, "the seed corpus is missing");
+    }
+
+    /// The `btree` harness: its seeds are real trees that open and check clean (so mutations
+    /// start from a tree the walk reads in full, and the transaction step runs), and seeded
+    /// mutations of them pass it.
+    #[test]
+    fn btree_target_quick() {
+        let region = data_region();
+        for (name, bytes) in btree_seeds() {
+            let pool = Pool::format_backend("seed", Box::new(MemBackend::new(POOL_BYTES)))
+                .expect("format");
+            pool.write(region.start.0 * FRAME_SIZE, &bytes[2..])
+                .expect("write");
+            let tree = Tree::open(&pool, Pfn(region.start.0 + u64::from(bytes[1])), bytes[0])
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let stats = tree.check(&pool).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                stats.entries >= 3 && stats.overflow_frames >= 1,
+                "{name}: {stats:?}"
+            );
+            btree(&bytes);
+        }
+        assert!(
+            btree_seeds().iter().any(|(_, b)| b[0] >= 2),
+            "no seed with a branch"
+        );
+        smoke("btree", 1500, 1);
     }
 
     /// `PFNFS_FUZZ_REPLAY=TARGET:FILE` runs one input (a crash libFuzzer saved, say) through a
@@ -576,6 +763,7 @@ mod tests {
             ("log_record", n),
             ("checkpoint", n),
             ("free_set", n),
+            ("btree", n),
             ("pool", (n / 8).max(1)),
         ] {
             let start = std::time::Instant::now();
