@@ -262,6 +262,8 @@ pub struct Volume {
     cache: cache::Cache,
     /// Inodes in the filesystem (statfs), kept as they are created and reclaimed.
     inode_count: AtomicU64,
+    /// The orphan list as last committed (inodes without names still open then): few.
+    orphans: Mutex<std::collections::BTreeSet<u64>>,
     /// What changed since the last commit: written into the tree by the next one.
     dirty: Mutex<store::Dirty>,
     /// Frames in doubt: referenced by a log record whose persist failed, or by a checkpoint
@@ -317,6 +319,7 @@ struct Parts {
     inodes: DashMap<u64, Arc<InodeCell>>,
     next_ino: u64,
     inode_count: u64,
+    orphans: std::collections::BTreeSet<u64>,
     tree: pfnfs_btree::Tree,
     journal: Journal,
     dirty: store::Dirty,
@@ -338,6 +341,7 @@ impl Volume {
             journal: p.journal,
             next_ino: AtomicU64::new(p.next_ino),
             inode_count: AtomicU64::new(p.inode_count),
+            orphans: Mutex::new(p.orphans),
             gate: RwLock::new(()),
             ns: Mutex::new(()),
             cache: p.cache,

@@ -245,7 +245,9 @@ mod tests {
         assert_eq!(o.threads, Some(4));
         assert_eq!(o.durability, Some(Durability::Msync));
         assert_eq!(
-            parse_one("metadata_cache=16M").unwrap().metadata_cache_bytes,
+            parse_one("metadata_cache=16M")
+                .unwrap()
+                .metadata_cache_bytes,
             Some(16 << 20)
         );
         assert_eq!(o.size_bytes, Some(2 << 30));

@@ -254,7 +254,11 @@ impl Volume {
         }
         self.insert_cell(inode);
         self.inode_count.fetch_add(1, Ordering::AcqRel);
-        self.touch_inode(ino);
+        {
+            let mut dirty = self.dirty.lock();
+            dirty.inodes.insert(ino);
+            dirty.fresh.insert(ino);
+        }
         self.next_ino.fetch_max(ino + 1, Ordering::AcqRel);
         Ok(())
     }

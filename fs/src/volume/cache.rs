@@ -146,18 +146,6 @@ impl TreeView {
             body,
         }))
     }
-
-    /// The inode numbers on the orphan list (no name left, still open at the last commit).
-    pub(super) fn orphans(&self) -> FsResult<Vec<u64>> {
-        let tree = self.tree.read();
-        let (start, end) = schema::table_range(schema::TAG_ORPHAN);
-        let mut out = Vec::new();
-        for item in tree.range(&self.pool, &start, end.as_deref()) {
-            let (k, _) = item?;
-            out.push(schema::key_id(&k).map_err(|e| corrupt(e.to_string()))?);
-        }
-        Ok(out)
-    }
 }
 
 /// The order cells were loaded in (oldest first) and how many may stay.

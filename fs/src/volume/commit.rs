@@ -34,12 +34,23 @@ impl Volume {
         if self.read_only {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let _gate = self.gate.write();
+        let waited = started.elapsed();
         // The set stays in place until the commit is durable: a number in it that is not
         // cached is a reclaimed inode, which `cell` must not read back from the old tree.
         // Nothing adds to it meanwhile (every change holds the gate).
         let dirty = self.dirty.lock().snapshot();
         let result = self.commit_tree(&dirty, Commit::Normal).map(|_| ());
+        let took = started.elapsed();
+        if took > std::time::Duration::from_millis(20) {
+            tracing::info!(
+                inodes = dirty.inodes.len(),
+                waited_ms = waited.as_secs_f64() * 1e3,
+                took_ms = took.as_secs_f64() * 1e3,
+                "slow metadata commit"
+            );
+        }
         match &result {
             Ok(()) => self.dirty.lock().forget(&dirty),
             // Nothing of it is durable (or it is in doubt, and the next commit writes it
@@ -80,8 +91,10 @@ impl Volume {
         if rebuild {
             self.store_everything(&mut txn, &base)?;
         } else {
+            let orphans = self.orphans.lock().clone();
             for ino in &dirty.inodes {
-                self.store_inode(&mut txn, &base, *ino)?;
+                let fresh = dirty.fresh.contains(ino);
+                self.store_inode(&mut txn, &base, *ino, fresh, &orphans)?;
             }
         }
         let mut extra_free = in_doubt.clone();
@@ -148,13 +161,30 @@ impl Volume {
                 self.alloc.free(r)?;
             }
         }
-        // The directories' changes are in the tree now.
+        // The directories' changes are in the tree now, and so is the orphan list.
         let committed: Vec<u64> = if rebuild {
             self.inodes.iter().map(|c| *c.key()).collect()
         } else {
             dirty.inodes.iter().copied().collect()
         };
         self.mark_committed(&committed);
+        {
+            let mut orphans = self.orphans.lock();
+            if rebuild {
+                orphans.clear();
+            }
+            for ino in committed {
+                let orphan = self
+                    .inodes
+                    .get(&ino)
+                    .is_some_and(|c| c.value().inode.read().attr.nlink == 0);
+                if orphan {
+                    orphans.insert(ino);
+                } else {
+                    orphans.remove(&ino);
+                }
+            }
+        }
         tracing::debug!(generation, tree_frames, "metadata committed");
         Ok(meta)
     }

@@ -160,6 +160,7 @@ impl Volume {
             inodes,
             next_ino,
             inode_count: count,
+            orphans: Default::default(),
             tree: pfnfs_btree::Tree::empty(),
             dirty: store::Dirty {
                 rebuild: true,

@@ -31,6 +31,7 @@ impl Volume {
             inodes: table,
             next_ino,
             inode_count: count,
+            orphans: Default::default(),
             tree,
             journal,
             dirty: store::Dirty::default(),

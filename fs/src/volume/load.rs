@@ -16,8 +16,8 @@ use crate::schema::{self, CookieEntry, InodeRecord, InodeTail, NameEntry};
 /// The tree the superblock names, its root checked, and the allocator its free set
 /// describes (read whole: RAM proportional to free extents, not to files). Nothing else is
 /// read: inodes come from the tree when first needed.
-/// Also the highest inode number the tree holds.
-fn load_tree(pool: &Pool) -> FsResult<(ExtentAllocator, Tree, u64)> {
+/// Also the highest inode number the tree holds, and its orphan list.
+fn load_tree(pool: &Pool) -> FsResult<(ExtentAllocator, Tree, u64, Vec<u64>)> {
     let name = pool.name().display().to_string();
     let sb = pool.superblock();
     let data = pool.data_region();
@@ -47,7 +47,13 @@ fn load_tree(pool: &Pool) -> FsResult<(ExtentAllocator, Tree, u64)> {
         .filter(|(k, _)| k.first() == Some(&schema::TAG_INODE))
         .and_then(|(k, _)| schema::key_id(&k).ok())
         .unwrap_or(ROOT_INO);
-    Ok((alloc, tree, highest))
+    let mut orphans = Vec::new();
+    let (start, end) = schema::table_range(schema::TAG_ORPHAN);
+    for item in tree.range(pool, &start, end.as_deref()) {
+        let (k, _) = item.map_err(|e| corrupt(format!("{name}: metadata tree: {e}")))?;
+        orphans.push(schema::key_id(&k).map_err(|e| corrupt(format!("{name}: {e}")))?);
+    }
+    Ok((alloc, tree, highest, orphans))
 }
 
 impl Volume {
@@ -60,9 +66,10 @@ impl Volume {
         let log = LogId::new(sb.meta.log_generation, sb.meta.log_nonce);
         let fresh = sb.meta.root_pfn == 0;
         let inodes = DashMap::new();
-        let (alloc, tree, highest) = if fresh {
+        let (alloc, tree, highest, orphans) = if fresh {
             inodes.insert(ROOT_INO, new_cell(Inode::new_root(Time::now())));
-            (ExtentAllocator::new_empty(data), Tree::empty(), ROOT_INO)
+            let alloc = ExtentAllocator::new_empty(data);
+            (alloc, Tree::empty(), ROOT_INO, Vec::new())
         } else {
             load_tree(&pool)?
         };
@@ -76,6 +83,7 @@ impl Volume {
             // Never below a live inode, whatever the superblock says.
             next_ino: sb.meta.next_ino.max(highest + 1),
             inode_count: sb.meta.inodes.max(1),
+            orphans: orphans.iter().copied().collect(),
             tree,
             journal,
             dirty: store::Dirty {
@@ -106,7 +114,7 @@ impl Volume {
             // visits only what the log names.
             // Inodes without names: those on the tree's orphan list (still open at the last
             // commit) and those the replayed records left so.
-            let mut orphans: Vec<u64> = vol.view.orphans()?;
+            let mut orphans = orphans;
             orphans.extend(
                 vol.inodes
                     .iter()

@@ -20,6 +20,8 @@ use crate::schema::{self, CookieEntry, InodeRecord, InodeTail, NameEntry};
 pub(crate) struct Dirty {
     /// Inodes whose record, extents, xattrs or existence changed.
     pub(crate) inodes: BTreeSet<u64>,
+    /// Those of them created since the last commit (the tree has nothing of them).
+    pub(crate) fresh: BTreeSet<u64>,
     /// Write every inode and name into an empty tree (the first commit of a pool, an upgrade,
     /// fsck's repaired state).
     pub(crate) rebuild: bool,
@@ -30,6 +32,7 @@ impl Dirty {
     pub(crate) fn snapshot(&self) -> Dirty {
         Dirty {
             inodes: self.inodes.clone(),
+            fresh: self.fresh.clone(),
             rebuild: self.rebuild,
         }
     }
@@ -37,6 +40,7 @@ impl Dirty {
     /// The changes in `committed` are durable: forget them.
     pub(crate) fn forget(&mut self, committed: &Dirty) {
         self.inodes.retain(|ino| !committed.inodes.contains(ino));
+        self.fresh.retain(|ino| !committed.fresh.contains(ino));
         if committed.rebuild {
             self.rebuild = false;
         }
@@ -78,7 +82,11 @@ fn sync_range(
     range: (Vec<u8>, Option<Vec<u8>>),
     want: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> FsResult<()> {
-    let have = scan(base, pool, range)?;
+    let have = if base.root().is_none() {
+        Vec::new()
+    } else {
+        scan(base, pool, range)?
+    };
     let mut have = have.into_iter().peekable();
     let mut want = want.into_iter().peekable();
     loop {
@@ -133,12 +141,29 @@ pub(crate) fn record_of(inode: &Inode) -> InodeRecord {
 impl Volume {
     /// Writes inode `ino` as RAM has it (or its absence) into the transaction: its record,
     /// extents, xattrs and orphan entry.
-    pub(super) fn store_inode(&self, txn: &mut Txn<'_>, base: &Tree, ino: u64) -> FsResult<()> {
+    ///
+    /// `fresh`: the inode is not in `base` (created since the last commit), so there is
+    /// nothing of it to read back or delete. `orphans`: the orphan list as committed.
+    pub(super) fn store_inode(
+        &self,
+        txn: &mut Txn<'_>,
+        base: &Tree,
+        ino: u64,
+        fresh: bool,
+        orphans: &BTreeSet<u64>,
+    ) -> FsResult<()> {
         let pool = &*self.pool;
+        // The base's entries of this inode, for a diff (none for a fresh one).
+        let base = if fresh { &Tree::empty() } else { base };
         let cell = self.inodes.get(&ino).map(|c| c.value().clone());
         let Some(cell) = cell else {
+            if fresh {
+                return Ok(());
+            }
             txn.delete(&schema::inode_key(ino))?;
-            txn.delete(&schema::orphan_key(ino))?;
+            if orphans.contains(&ino) {
+                txn.delete(&schema::orphan_key(ino))?;
+            }
             for tag in [schema::TAG_EXTENT, schema::TAG_XATTR] {
                 sync_range(txn, base, pool, schema::prefix_range(tag, ino), Vec::new())?;
             }
@@ -146,10 +171,12 @@ impl Volume {
         };
         let inode = cell.inode.read();
         txn.put(&schema::inode_key(ino), &record_of(&inode).encode())?;
-        if inode.attr.nlink == 0 {
-            txn.put(&schema::orphan_key(ino), &[])?;
-        } else {
-            txn.delete(&schema::orphan_key(ino))?;
+        match (inode.attr.nlink == 0, orphans.contains(&ino)) {
+            (true, false) => txn.put(&schema::orphan_key(ino), &[])?,
+            (false, true) => {
+                txn.delete(&schema::orphan_key(ino))?;
+            }
+            _ => {}
         }
         let extents: Vec<(Vec<u8>, Vec<u8>)> = match &inode.body {
             Body::File(map) => map
@@ -234,7 +261,7 @@ impl Volume {
         let mut inos: Vec<u64> = self.inodes.iter().map(|c| *c.key()).collect();
         inos.sort_unstable();
         for ino in inos {
-            self.store_inode(txn, base, ino)?;
+            self.store_inode(txn, base, ino, true, &BTreeSet::new())?;
         }
         Ok(())
     }
