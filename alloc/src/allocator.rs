@@ -385,6 +385,25 @@ impl ExtentAllocator {
         self.region.contains(pfn).then(|| self.group_index(pfn.0))
     }
 
+    /// True if any frame of `range` is free (or lies outside the data region): a frame some
+    /// durable structure says it uses must never be, or it would be handed out again. One
+    /// lookup per group the range touches.
+    pub fn overlaps_free(&self, range: PfnRange) -> bool {
+        if !self.region.covers(&range) {
+            return true;
+        }
+        let (first, last) = (
+            self.group_index(range.start.0),
+            self.group_index(range.end().0 - 1),
+        );
+        (first..=last).any(|gi| {
+            let g = &self.groups[gi];
+            let start = range.start.0.max(g.range.start.0);
+            let end = range.end().0.min(g.range.end().0);
+            start < end && g.free.lock().overlaps(start, end)
+        })
+    }
+
     /// The free extents of group `index`, sorted by start, as the allocator stores them (never
     /// crossing the group's bounds, fully coalesced inside it): a consistent snapshot taken
     /// under the group's lock. Empty for an index that is not a group.

@@ -710,3 +710,22 @@ fn group_views() {
     let b = ExtentAllocator::from_group_extents(a.region(), all).unwrap();
     assert_eq!(b.free_extents(), a.free_extents());
 }
+
+#[test]
+fn overlaps_free_sees_any_free_frame_in_any_group() {
+    let data = PfnRange::new(Pfn(1024), 4096).unwrap();
+    let a = ExtentAllocator::new_empty_with_group_frames(data, 1024);
+    let taken = a.allocate(4096, None).unwrap().into_ranges();
+    assert_eq!(taken.iter().map(|r| r.len).sum::<u64>(), 4096);
+    let r = |s: u64, l: u64| PfnRange::new(Pfn(s), l).unwrap();
+    assert!(!a.overlaps_free(data));
+    a.free(r(2047, 2)).unwrap(); // straddles the boundary between groups 0 and 1
+    assert!(a.overlaps_free(r(2047, 1)));
+    assert!(a.overlaps_free(r(2048, 1)));
+    assert!(a.overlaps_free(r(1500, 1000)));
+    assert!(!a.overlaps_free(r(1024, 1023)));
+    assert!(!a.overlaps_free(r(2049, 100)));
+    // Outside the data region counts as "not in use by a file", so it is refused too.
+    assert!(a.overlaps_free(r(0, 1)));
+    assert!(a.overlaps_free(r(5119, 2)));
+}

@@ -199,6 +199,17 @@ impl Volume {
         }
         let inode = TreeView::read_inode(&self.view, ino)?
             .ok_or_else(|| not_found(format!("no inode {ino}")))?;
+        // A frame a file maps and the free set holds would be handed out again: refuse the
+        // inode (fsck repairs it) rather than let that happen.
+        if let Body::File(map) = &inode.body
+            && let Some(e) = map.iter().find(|e| self.alloc.overlaps_free(e.pfns))
+        {
+            return Err(corrupt(format!(
+                "{}: inode {ino} maps frames {} that the free set holds too; run pfnfs fsck",
+                self.pool.name().display(),
+                e.pfns
+            )));
+        }
         let cell = match self.inodes.entry(ino) {
             dashmap::Entry::Occupied(e) => e.get().clone(),
             dashmap::Entry::Vacant(v) => {
