@@ -252,13 +252,14 @@ impl Volume {
         if kind == Kind::Dir {
             p.attr.nlink = p.attr.nlink.saturating_add(1);
         }
-        self.insert_cell(inode);
-        self.inode_count.fetch_add(1, Ordering::AcqRel);
+        // Changed (so pinned) before it is in the table, where the cache could evict it.
         {
             let mut dirty = self.dirty.lock();
             dirty.inodes.insert(ino);
             dirty.fresh.insert(ino);
         }
+        self.insert_cell(inode);
+        self.inode_count.fetch_add(1, Ordering::AcqRel);
         self.next_ino.fetch_max(ino + 1, Ordering::AcqRel);
         Ok(())
     }

@@ -228,6 +228,7 @@ impl Volume {
         let ino = inode.ino;
         self.inodes.insert(ino, new_cell(inode));
         self.cache.loaded(ino);
+        self.evict();
     }
 
     /// Every inode's cell: the cached ones and, read from the tree, the others (reads the

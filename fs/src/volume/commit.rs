@@ -57,6 +57,9 @@ impl Volume {
             // again): the changes stay to be committed.
             Err(_) => self.alloc.mark_all_dirty(),
         }
+        drop(_gate);
+        // What the commit wrote is clean now: the cache may shrink back to its size.
+        self.evict();
         result
     }
 
