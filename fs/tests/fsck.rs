@@ -131,8 +131,6 @@ struct Forgery {
     inodes: RefCell<BTreeMap<u64, Inode>>,
     /// Raw entries written after the inodes: forged bytes.
     puts: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
-    /// Raw keys deleted after the inodes are written.
-    deletes: RefCell<Vec<Vec<u8>>>,
     /// Frames the stored free set lists besides the truly free ones.
     extra_free: RefCell<Vec<PfnRange>>,
     /// The superblock's next inode number, if forged.
@@ -174,10 +172,6 @@ impl Forgery {
 
     fn put(&self, key: Vec<u8>, value: Vec<u8>) {
         self.puts.borrow_mut().push((key, value));
-    }
-
-    fn delete(&self, key: Vec<u8>) {
-        self.deletes.borrow_mut().push(key);
     }
 }
 
@@ -366,7 +360,6 @@ fn damage(p: &Path, damage: impl FnOnce(&Forgery)) {
         alloc: ExtentAllocator::from_free_extents(data, free).unwrap(),
         inodes: RefCell::new(inodes.clone()),
         puts: RefCell::default(),
-        deletes: RefCell::default(),
         extra_free: RefCell::default(),
         next_ino: Cell::new(None),
     };
@@ -384,9 +377,6 @@ fn damage(p: &Path, damage: impl FnOnce(&Forgery)) {
         if inodes.get(&ino) != after.get(&ino) {
             write_inode(&mut txn, ino, after.get(&ino));
         }
-    }
-    for k in f.deletes.borrow().iter() {
-        txn.delete(k).unwrap();
     }
     for (k, v) in f.puts.borrow().iter() {
         txn.put(k, v).unwrap();
