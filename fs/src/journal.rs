@@ -642,8 +642,9 @@ pub struct LaterRecord {
 /// rather than torn by a crash: a later record of `generation` was written after it.
 ///
 /// - If the header at `offset` still reads as record `seq` (magic, generation, sequence number,
-///   a length inside the log), record `seq + 1` would start right after it: a header there
-///   with the generation and either the magic or sequence number `seq + 1` is the evidence
+///   the generation's tag word, a length inside the log), record `seq + 1` would start right
+///   after it: a header there with the generation, the tag word and either the magic or
+///   sequence number `seq + 1` is the evidence
 ///   (its checksum need not hold: it may be damaged too). `exact` is set.
 /// - Otherwise (the header, or its length, is damaged): an intact record of the generation
 ///   with a higher sequence number starting within the largest record's length.
@@ -661,7 +662,9 @@ pub fn record_after(
     let generation = log.generation;
     let record_magic = log.magic();
     let (region_offset, region_bytes) = pool.log_region();
-    let header_at = |at: u64| -> FsResult<Option<(u32, u64, u64, u64)>> {
+    // (magic, payload length, generation, sequence number, tag word)
+    type Header = (u32, u64, u64, u64, u32);
+    let header_at = |at: u64| -> FsResult<Option<Header>> {
         if at
             .checked_add(RECORD_HEADER_BYTES)
             .is_none_or(|end| end > region_bytes)
@@ -676,20 +679,26 @@ pub fn record_after(
             u64::from(u32::from_le_bytes(h[4..8].try_into().unwrap_or_default())),
             u64_at(8),
             u64_at(16),
+            u32::from_le_bytes(h[28..32].try_into().unwrap_or_default()),
         )))
     };
     let Some(next_seq) = seq.checked_add(1) else {
         return Ok(None);
     };
-    if let Some((magic, len, rec_gen, rec_seq)) = header_at(offset)?
+    // Both headers must carry this generation's tag word (the low half of its nonce): a
+    // header of an earlier life of the log that reused the generation number is not
+    // evidence.
+    if let Some((magic, len, rec_gen, rec_seq, tag)) = header_at(offset)?
         && magic == record_magic
         && rec_gen == generation
         && rec_seq == seq
+        && tag == log.tag()
         && len <= RECORD_PAYLOAD_MAX
     {
         let next = offset + (RECORD_HEADER_BYTES + len).next_multiple_of(8);
-        if let Some((magic, _, rec_gen, rec_seq)) = header_at(next)?
+        if let Some((magic, _, rec_gen, rec_seq, tag)) = header_at(next)?
             && rec_gen == generation
+            && tag == log.tag()
             && (magic == record_magic || rec_seq == next_seq)
         {
             return Ok(Some(LaterRecord {

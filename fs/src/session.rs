@@ -610,15 +610,23 @@ impl Session {
     ) -> Answer<()> {
         // A reply holds at most a few hundred entries; a batch of 256 fills most of one.
         let batch = self.vol.readdir_batch(ino, offset, 256)?;
+        let mut added = 0usize;
         for (child, next, _kind, name) in batch {
             let is_dot = name == b"." || name == b"..";
-            // An entry removed since the batch was taken is skipped, as if listed later.
-            let Ok(entry) = self.vol.stat(child) else {
-                continue;
+            let entry = match self.vol.stat(child) {
+                Ok(entry) => entry,
+                // An entry removed since the batch was taken is skipped, as if listed later.
+                Err(e) if e.kind == ErrorKind::NotFound => continue,
+                // Any other failure (damaged metadata, EIO) is never skipped silently: the
+                // reply ends before the entry, and the kernel's next request, which starts
+                // at it, gets the error.
+                Err(e) if added == 0 => return Err(Errno::from(e)),
+                Err(_) => break,
             };
             if add(next, &name, &entry_reply(&entry)) {
                 break;
             }
+            added += 1;
             if !is_dot {
                 self.vol.add_lookup(child);
             }

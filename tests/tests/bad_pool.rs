@@ -10,24 +10,26 @@
 //!
 //! # Regions and what the format guarantees
 //!
-//! The pool (docs/DESIGN.md section 3) is built once with the `Volume` API: a checkpoint holding
+//! The pool (docs/DESIGN.md section 3) is built once with the `Volume` API: a metadata tree holding
 //! directories, files, a symlink and an xattr, then a crash after a few more operations, so the
 //! log holds records of the current generation; the last record creates `/last`. Its regions:
 //!
 //! | region | where | protected by |
 //! |---|---|---|
-//! | `superblock` | the 256 bytes of slot A and of slot B | a CRC per slot, two slots |
-//! | `log` | the records of the current generation | a CRC per record |
-//! | `checkpoint-header` | the header frame's fields and range list | checked against the superblock; the body CRC |
-//! | `inode-table` | the inodes' numbers, attributes and xattrs in the checkpoint body | the body CRC |
-//! | `directory` | directory bodies in the checkpoint | the body CRC |
-//! | `extent-map` | file extent lists in the checkpoint | the body CRC |
-//! | `free-set` | the allocator's free-set image in the checkpoint | the body CRC and its own CRC |
+//! | `superblock` | the 256 bytes of slot A and of slot B | a CRC per slot, two slots holding the same root |
+//! | `log` | the records of the current generation | a CRC per record, seeded with the generation's nonce |
+//! | `tree-root` | the root node of the metadata tree (format 2, DESIGN 3.4) | the node's CRC |
+//! | `tree-nodes` | every other frame of the tree (nodes, overflow runs) | each node's CRC |
+//!
+//! The golden pool's tree has more than one level (enough names in one directory), so that
+//! `tree-nodes` holds leaves read only when an inode or name in them is needed.
 //!
 //! *Raw* damage (bytes flipped, as a medium would) must be refused by `mount` and `stat` with a
 //! message naming the pool, and found by `fsck -n` (exit 4, or 8 when no superblock slot is
-//! usable), unless it hit bytes nothing reads (the slot that is not current, the header past
-//! its range list): then the pool mounts and every file reads back exactly. In the log, the
+//! usable), unless it hit bytes nothing reads or a copy that has a twin (one superblock slot:
+//! the other names the same root): then the pool mounts and every file reads back exactly.
+//! Since inodes are read from the tree when first needed, "refused" includes a mount whose
+//! reads of the damaged metadata fail with EIO (never a wrong answer). In the log, the
 //! damage is confined to one record: damage to the last record is indistinguishable from a
 //! crash during its append (DESIGN 3.3), so that record's operation (`/last`) may be missing
 //! and nothing else; damage to an earlier record is refused.
@@ -39,10 +41,10 @@
 //! the pool mounts) or report what it cannot repair (exit 4).
 //!
 //! `PFNFS_BAD_POOL_TRIALS` sets the trials per region and damage kind (default 25 raw and 25
-//! forged per region, 50 raw for the checkpoint header, which has no checksum to forge);
+//! forged per region);
 //! `PFNFS_BAD_POOL_SEED` the first seed. Each test prints a tally (`--nocapture`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -54,7 +56,7 @@ use std::time::{Duration, Instant};
 use pfnfs_alloc::superblock::Slot;
 use pfnfs_alloc::{CreateOptions, FRAME_SIZE, OpenOptions, Pool};
 use pfnfs_fs::inode::ROOT_INO;
-use pfnfs_fs::journal::{CheckpointHeader, CheckpointImage, RECORD_HEADER_BYTES};
+use pfnfs_fs::journal::{LogId, RECORD_HEADER_BYTES};
 use pfnfs_fs::volume::{Caller, Volume};
 use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_bin, skip_without_fuse};
 use rand::rngs::StdRng;
@@ -145,12 +147,8 @@ struct Golden {
     regions: Vec<Region>,
     /// Log records of the current generation: (pool offset, payload length).
     records: Vec<(u64, u64)>,
-    /// Pool offset of the current checkpoint's header frame.
-    header_at: u64,
-    /// Pool byte spans of the checkpoint body, in order.
-    body_spans: Vec<(u64, u64)>,
-    /// Offset of the free-set image inside the body, and its length.
-    free_set: (usize, usize),
+    /// The current log generation and its nonce (record checksums are seeded with it).
+    log: LogId,
     /// The slot holding the current superblock.
     current_slot: Slot,
 }
@@ -222,6 +220,15 @@ fn build_golden() -> Golden {
         tree.insert("link".into(), Some(b"->dir/three-frames".to_vec()));
         let small = v.lookup(ROOT_INO, b"small").unwrap();
         v.setxattr(small.ino, b"user.note", b"golden", 0).unwrap();
+        // Enough names for a tree of two levels.
+        let many = v.mkdir(ROOT, ROOT_INO, b"many", 0o755).unwrap();
+        tree.insert("many".into(), None);
+        for i in 0..200 {
+            let name = format!("name-with-some-length-{i:04}");
+            v.create(ROOT, many.ino, name.as_bytes(), 0o644, true)
+                .unwrap();
+            tree.insert(format!("many/{name}"), Some(Vec::new()));
+        }
         v.shutdown().unwrap();
     }
     // Second life: a few records in the log, then a crash (the volume is dropped unshut).
@@ -252,7 +259,8 @@ fn build_golden() -> Golden {
     let sb = pool.superblock();
     assert!(sb.mounted, "the golden pool is a crashed one");
     let (log_at, _) = pool.log_region();
-    let (ops, end, _) = pfnfs_fs::journal::read_log(&pool, sb.checkpoint.log_generation).unwrap();
+    let log = LogId::new(sb.meta.log_generation, sb.meta.log_nonce);
+    let (ops, end, _) = pfnfs_fs::journal::read_log(&pool, log).unwrap();
     assert_eq!(ops.len(), 4, "create + write + rename + create");
     let mut records = Vec::new();
     let mut off = 0u64;
@@ -264,57 +272,18 @@ fn build_golden() -> Golden {
     }
     assert_eq!((records.len(), off), (4, end));
 
-    let header_at = sb.checkpoint.head_pfn * FRAME_SIZE;
-    let header = CheckpointHeader::decode(
-        &image[header_at as usize..][..FRAME_SIZE as usize],
-        pool.data_region(),
-    )
-    .unwrap();
-    let body_spans = header.body_spans();
-    let body: Vec<u8> = body_spans
+    let root = sb.meta.root_pfn;
+    let btree =
+        pfnfs_btree::Tree::open(&pool, pfnfs_alloc::Pfn(root), sb.meta.height as u8).unwrap();
+    assert!(btree.height() >= 2, "the golden tree has two levels");
+    let others: Vec<(u64, u64)> = btree
+        .frames(&pool)
+        .unwrap()
         .iter()
-        .flat_map(|(o, l)| image[*o as usize..(o + l) as usize].iter().copied())
+        .flat_map(|r| r.start.0..r.end().0)
+        .filter(|pfn| *pfn != root)
+        .map(|pfn| (pfn * FRAME_SIZE, FRAME_SIZE))
         .collect();
-    let ckpt: CheckpointImage = postcard::from_bytes(&body).unwrap();
-    // Offsets inside the body: next_ino, the inode count, each inode, then the free set.
-    let mut at = enc_len(&ckpt.next_ino) + enc_len(&ckpt.inodes.len());
-    let mut inode_attrs = Vec::new();
-    let mut dirs = Vec::new();
-    let mut maps = Vec::new();
-    for img in &ckpt.inodes {
-        let whole = postcard::to_allocvec(img).unwrap().len();
-        let body_len = postcard::to_allocvec(&img.body).unwrap().len();
-        inode_attrs.push((at, whole - body_len));
-        let body_at = (at + whole - body_len, body_len);
-        match img.body {
-            pfnfs_fs::journal::BodyImage::Dir { .. } => dirs.push(body_at),
-            pfnfs_fs::journal::BodyImage::File(ref e) if !e.is_empty() => maps.push(body_at),
-            _ => {}
-        }
-        at += whole;
-    }
-    let free_set = (at + enc_len(&ckpt.free_set.len()), ckpt.free_set.len());
-    assert_eq!(free_set.0 + free_set.1, body.len(), "body offsets add up");
-    let to_pool = |spans: &[(usize, usize)]| -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        for &(mut off, mut len) in spans {
-            for (po, pl) in &body_spans {
-                let pl = *pl as usize;
-                if len == 0 {
-                    break;
-                }
-                if off >= pl {
-                    off -= pl;
-                    continue;
-                }
-                let take = len.min(pl - off);
-                out.push((po + off as u64, take as u64));
-                len -= take;
-                off = 0;
-            }
-        }
-        out
-    };
     let regions = vec![
         Region {
             name: "superblock",
@@ -325,24 +294,12 @@ fn build_golden() -> Golden {
             spans: vec![(log_at, end)],
         },
         Region {
-            name: "checkpoint-header",
-            spans: vec![(header_at, 32 + 16 * header.ranges.len() as u64)],
+            name: "tree-root",
+            spans: vec![(root * FRAME_SIZE, FRAME_SIZE)],
         },
         Region {
-            name: "inode-table",
-            spans: to_pool(&inode_attrs),
-        },
-        Region {
-            name: "directory",
-            spans: to_pool(&dirs),
-        },
-        Region {
-            name: "extent-map",
-            spans: to_pool(&maps),
-        },
-        Region {
-            name: "free-set",
-            spans: to_pool(&[free_set]),
+            name: "tree-nodes",
+            spans: others,
         },
     ];
     for r in &regions {
@@ -354,16 +311,9 @@ fn build_golden() -> Golden {
         last_name: "last",
         regions,
         records,
-        header_at,
-        body_spans,
-        free_set,
+        log,
         current_slot: sb.slot(),
     }
-}
-
-/// The length of a value's postcard encoding.
-fn enc_len<T: serde::Serialize>(v: &T) -> usize {
-    postcard::to_allocvec(v).unwrap().len()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,42 +346,31 @@ fn forge(g: &Golden, image: &mut [u8], region: &str, positions: &[u64]) {
             }
         }
         "log" => {
+            let seed = crc32c::crc32c(&g.log.nonce.unwrap().to_le_bytes());
             for &(at, len) in &g.records {
                 if positions
                     .iter()
                     .any(|p| (at..at + RECORD_HEADER_BYTES + len).contains(p))
                 {
-                    let mut crc = crc32c::crc32c(&image[at as usize..at as usize + 24]);
+                    let mut crc =
+                        crc32c::crc32c_append(seed, &image[at as usize..at as usize + 24]);
                     let payload = (at + RECORD_HEADER_BYTES) as usize;
                     crc = crc32c::crc32c_append(crc, &image[payload..payload + len as usize]);
                     image[at as usize + 24..at as usize + 28].copy_from_slice(&crc.to_le_bytes());
                 }
             }
         }
-        "checkpoint-header" => {}
         _ => {
-            // The free set's own checksum (over bytes [0, 32) and [40, end) of the image).
-            let mut body: Vec<u8> = g
-                .body_spans
-                .iter()
-                .flat_map(|(o, l)| image[*o as usize..(o + l) as usize].iter().copied())
-                .collect();
-            let (fs_at, fs_len) = g.free_set;
-            let fs = &mut body[fs_at..fs_at + fs_len];
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&fs[..32]), &fs[40..]);
-            fs[32..36].copy_from_slice(&crc.to_le_bytes());
-            let mut i = 0;
-            for (o, l) in &g.body_spans {
-                image[*o as usize..(o + l) as usize].copy_from_slice(&body[i..i + *l as usize]);
-                i += *l as usize;
+            // A tree node's checksum: CRC32C of the frame with its crc field (bytes 24..28)
+            // zero. (An overflow run has no checksum of its own: its reference holds it.)
+            let frames: BTreeSet<u64> = positions.iter().map(|p| p / FRAME_SIZE).collect();
+            for pfn in frames {
+                let at = (pfn * FRAME_SIZE) as usize;
+                let frame = &mut image[at..at + FRAME_SIZE as usize];
+                frame[24..28].fill(0);
+                let crc = crc32c::crc32c(frame);
+                frame[24..28].copy_from_slice(&crc.to_le_bytes());
             }
-            // The body checksum, in the header and in the current superblock.
-            let crc = crc32c::crc32c(&body);
-            let h = g.header_at as usize;
-            image[h + 24..h + 28].copy_from_slice(&crc.to_le_bytes());
-            let sb = g.current_slot.offset() as usize;
-            image[sb + 96..sb + 100].copy_from_slice(&crc.to_le_bytes());
-            crc_at(image, &[(sb as u64, 252)], sb as u64 + 252);
         }
     }
 }
@@ -473,6 +412,9 @@ fn write_sparse(path: &Path, image: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // Reading a mounted tree back
 
+/// The name under which [`read_tree`] records a directory whose listing failed part way.
+const READDIR_FAILED: &str = "<readdir failed>";
+
 /// The tree under `root`: every file's contents (`Err(errno)` if a read failed).
 fn read_tree(root: &Path) -> BTreeMap<String, Result<Option<Vec<u8>>, i32>> {
     let mut out = BTreeMap::new();
@@ -489,7 +431,17 @@ fn read_tree(root: &Path) -> BTreeMap<String, Result<Option<Vec<u8>>, i32>> {
             }
         };
         for e in entries {
-            let Ok(e) = e else { continue };
+            let e = match e {
+                Ok(e) => e,
+                Err(err) => {
+                    // A listing that failed part way: recorded, never skipped silently.
+                    out.insert(
+                        rel.join(READDIR_FAILED).display().to_string(),
+                        Err(err.raw_os_error().unwrap_or(0)),
+                    );
+                    continue;
+                }
+            };
             let rel = rel.join(e.file_name());
             let key = rel.display().to_string();
             let meta = match fs::symlink_metadata(root.join(&rel)) {
@@ -547,6 +499,15 @@ fn check_intact(
     if last_hit && !got.contains_key(g.last_name) {
         want.remove(g.last_name);
     }
+    // A directory whose listing failed with EIO part way may miss names (those in the damaged
+    // node), and nothing else.
+    for (name, value) in got {
+        if let Some(dir) = name.strip_suffix(READDIR_FAILED) {
+            assert_eq!(*value, Err(libc::EIO), "{what}: {name}");
+            want.retain(|n, _| !n.starts_with(dir) || n.len() == dir.len() || got.contains_key(n));
+            want.insert(name.clone(), None);
+        }
+    }
     let names: Vec<&String> = got.keys().collect();
     assert_eq!(
         names,
@@ -554,6 +515,9 @@ fn check_intact(
         "{what}: raw damage changed the tree silently"
     );
     for (name, value) in got {
+        if name.ends_with(READDIR_FAILED) {
+            continue;
+        }
         match value {
             Ok(v) => assert!(
                 *v == want[name],
@@ -660,12 +624,28 @@ fn trial(dir: &Path, g: &Golden, region: &Region, kind: Kind, seed: u64, tally: 
             if let Err(e) = m.unmount() {
                 panic!("{what}: unmount after a mount: {e}");
             }
-            tally.mounted += 1;
-            if kind == Kind::Raw {
-                // The damage was in bytes nothing reads: the pool is sound.
-                let again = pfnfs(dir, &["fsck", "-n", p]);
-                assert_eq!(again.code, Some(0), "{what}: after mount: {}", again.out);
-                return;
+            // Metadata is read when first needed: damage found then is refused with EIO.
+            let refused_on_read = got.values().any(|v| v.is_err());
+            if refused_on_read {
+                assert!(
+                    check.code != Some(0),
+                    "{what}: fsck -n finds nothing but reads fail: {got:?}"
+                );
+                tally.refused += 1;
+            } else {
+                tally.mounted += 1;
+            }
+            if kind == Kind::Raw && !refused_on_read {
+                if region.name.starts_with("tree") {
+                    // Every byte of the tree is under a node's crc: damage in a node this
+                    // walk did not read (an xattr's, say) is still found by fsck.
+                    assert_eq!(check.code, Some(4), "{what}: fsck -n: {}", check.out);
+                } else {
+                    // The damage was in bytes nothing reads: the pool is sound.
+                    let again = pfnfs(dir, &["fsck", "-n", p]);
+                    assert_eq!(again.code, Some(0), "{what}: after mount: {}", again.out);
+                    return;
+                }
             }
         }
     }
@@ -761,28 +741,13 @@ fn damaged_log() {
 }
 
 #[test]
-fn damaged_checkpoint_header() {
-    damage_region("checkpoint-header", &[Kind::Raw]);
+fn damaged_tree_root() {
+    damage_region("tree-root", &[Kind::Raw, Kind::Forged]);
 }
 
 #[test]
-fn damaged_inode_table() {
-    damage_region("inode-table", &[Kind::Raw, Kind::Forged]);
-}
-
-#[test]
-fn damaged_directory() {
-    damage_region("directory", &[Kind::Raw, Kind::Forged]);
-}
-
-#[test]
-fn damaged_extent_map() {
-    damage_region("extent-map", &[Kind::Raw, Kind::Forged]);
-}
-
-#[test]
-fn damaged_free_set() {
-    damage_region("free-set", &[Kind::Raw, Kind::Forged]);
+fn damaged_tree_nodes() {
+    damage_region("tree-nodes", &[Kind::Raw, Kind::Forged]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -855,19 +820,89 @@ fn newer_format_version() {
     let dir = tempfile::tempdir().unwrap();
     let pool = dir.path().join("newer.pool");
     let mut image = g.image.clone();
-    // Both slots claim version 2, with valid checksums (as a newer pfnfs would write them).
+    // Both slots claim version 3, with valid checksums (as a newer pfnfs would write them).
     for slot in [0u64, FRAME_SIZE] {
-        image[slot as usize + 8..slot as usize + 12].copy_from_slice(&2u32.to_le_bytes());
+        image[slot as usize + 8..slot as usize + 12].copy_from_slice(&3u32.to_le_bytes());
         crc_at(&mut image, &[(slot, 252)], slot + 252);
     }
     write_sparse(&pool, &image);
-    refused_by_all(dir.path(), &pool, "format version 2");
+    refused_by_all(dir.path(), &pool, "format version 3");
     // One slot is enough to refuse: the other may describe a stale state.
     let mut image = g.image.clone();
     let slot = g.current_slot.other().offset();
     image[slot as usize + 8..slot as usize + 12].copy_from_slice(&7u32.to_le_bytes());
     write_sparse(&pool, &image);
     refused_by_all(dir.path(), &pool, "format version 7");
+}
+
+/// A format 1 pool (its superblock in both slots): `mount` and `stat` refuse it naming its
+/// version and the command that converts it, and write nothing.
+#[test]
+fn format1_pool_names_the_upgrade() {
+    if skip_without_fuse() {
+        return;
+    }
+    let g = golden();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("old.pool");
+    let p = s(&pool);
+    let mut image = g.image.clone();
+    let current = {
+        write_sparse(&pool, &image);
+        let opened = Pool::open(
+            &pool,
+            &OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        opened.superblock()
+    };
+    let mut common = current.clone();
+    common.version = 1;
+    common.meta = pfnfs_alloc::MetaRoot::EMPTY;
+    common.mounted = false;
+    for (slot, seq) in [(0u64, 2u64), (FRAME_SIZE, 1)] {
+        let v1 = pfnfs_alloc::superblock::SuperblockV1 {
+            common: pfnfs_alloc::Superblock {
+                seq,
+                ..common.clone()
+            },
+            checkpoint: pfnfs_alloc::CheckpointRefV1 {
+                head_pfn: 0,
+                len_bytes: 0,
+                crc: 0,
+                log_generation: 0,
+            },
+        };
+        image[slot as usize..slot as usize + 256].copy_from_slice(&v1.encode());
+    }
+    write_sparse(&pool, &image);
+    let before = fingerprint(&pool);
+    let stat = pfnfs(dir.path(), &["stat", p]);
+    assert_eq!(stat.code, Some(1), "stat: {}", stat.out);
+    let upgrade = format!("pfnfs upgrade {p}");
+    assert!(
+        stat.out.contains("format 1") && stat.out.contains(&upgrade),
+        "stat names version 1 and the upgrade: {}",
+        stat.out
+    );
+    match MountGuard::try_existing(&pool, Mode::Direct, Some(LIMIT_BYTES)) {
+        Ok(_) => panic!("a format 1 pool mounted"),
+        Err(f) => {
+            assert!(!f.timed_out && f.code == Some(1), "mount: {f:?}");
+            assert!(
+                f.output.contains("format 1") && f.output.contains(&upgrade),
+                "mount names version 1 and the upgrade: {}",
+                f.output
+            );
+        }
+    }
+    assert!(
+        fingerprint(&pool) == before,
+        "a format 1 pool was written to"
+    );
 }
 
 #[test]

@@ -67,6 +67,22 @@ pub(super) fn load_tolerant(
             Err(e) => return Err(e),
         }
     };
+    // The decoder never trusts a next inode number below a live inode; a superblock saying
+    // so is still wrong (forged, or a bug), and the repair writes the right one.
+    if sb.meta.root_pfn != 0 && sb.meta.next_ino < next_ino {
+        findings.push(
+            Finding::new(
+                "next-inode",
+                format!(
+                    "the superblock's next inode number is {}, but inode {} exists",
+                    sb.meta.next_ino,
+                    next_ino - 1
+                ),
+                format!("set it to {next_ino}"),
+            )
+            .safe(),
+        );
+    }
     let (ops, log_end, next_seq) = read_log_tolerant(&pool, log, &mut findings)?;
     let journal = Journal::new(&pool, log, log_end, next_seq);
     let vol = Volume::fsck_assemble(pool, alloc, inodes, next_ino, tree, journal);
