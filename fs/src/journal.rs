@@ -261,6 +261,50 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// Every time the op sets.
+    fn times(&self) -> Vec<Time> {
+        match self {
+            Op::Create { attr, .. } | Op::CreateWithXattrs { attr, .. } => {
+                vec![attr.atime, attr.mtime, attr.ctime, attr.crtime]
+            }
+            Op::Link { time, .. }
+            | Op::Unlink { time, .. }
+            | Op::Rename { time, .. }
+            | Op::Truncate { time, .. }
+            | Op::SetXattr { time, .. }
+            | Op::RemoveXattr { time, .. } => vec![*time],
+            Op::SetAttr {
+                atime,
+                mtime,
+                ctime,
+                ..
+            }
+            | Op::SetAttrXattrs {
+                atime,
+                mtime,
+                ctime,
+                ..
+            } => vec![*atime, *mtime, *ctime],
+            Op::Write { times, .. }
+            | Op::Allocate { times, .. }
+            | Op::Punch { times, .. }
+            | Op::ZeroRange { times, .. } => vec![times.mtime, times.ctime],
+            Op::Reclaim { .. } => Vec::new(),
+        }
+    }
+
+    /// Why the op cannot be applied whatever the state, if it cannot: a record that decodes
+    /// but says something no operation writes (forged or a bug), which replay must not turn
+    /// into metadata the tree would refuse.
+    pub fn invalid(&self) -> Option<String> {
+        self.times()
+            .iter()
+            .find(|t| t.nsecs >= 1_000_000_000)
+            .map(|t| format!("a time with {} nanoseconds", t.nsecs))
+    }
+}
+
 #[derive(Debug)]
 struct Tail {
     /// Byte offset of the next record within the log region.
@@ -496,6 +540,12 @@ pub fn read_log(pool: &Pool, log: LogId) -> FsResult<(Vec<Op>, u64, u64)> {
                 "log record {seq} has a valid checksum but does not decode: {e}"
             ))
         })?;
+        if let Some(why) = op.invalid() {
+            return Err(corrupt(format!(
+                "log record {seq} has a valid checksum but holds {why}; `pfnfs fsck -y` \
+                 drops it"
+            )));
+        }
         ops.push(op);
         offset += total;
         seq += 1;

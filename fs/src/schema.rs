@@ -122,9 +122,12 @@ pub fn orphan_key(ino: u64) -> Vec<u8> {
     key2(TAG_ORPHAN, ino)
 }
 
+/// A range of keys, `[start, end)` (`None`: to the end).
+pub type KeyRange = (Vec<u8>, Option<Vec<u8>>);
+
 /// The key range `[start, end)` of everything in table `tag` whose first integer is `a`
 /// (one inode's extents or xattrs, one directory's names or cookies).
-pub fn prefix_range(tag: u8, a: u64) -> (Vec<u8>, Option<Vec<u8>>) {
+pub fn prefix_range(tag: u8, a: u64) -> KeyRange {
     let start = key2(tag, a);
     let end = match a.checked_add(1) {
         Some(b) => key2(tag, b),
@@ -134,7 +137,7 @@ pub fn prefix_range(tag: u8, a: u64) -> (Vec<u8>, Option<Vec<u8>>) {
 }
 
 /// The key range of a whole table.
-pub fn table_range(tag: u8) -> (Vec<u8>, Option<Vec<u8>>) {
+pub fn table_range(tag: u8) -> KeyRange {
     (vec![tag], Some(vec![tag + 1]))
 }
 

@@ -352,6 +352,9 @@ fn validate_op(vol: &Volume, op: &Op) -> Result<(), String> {
             Ok(())
         }
     };
+    if let Some(why) = op.invalid() {
+        return Err(format!("it holds {why}"));
+    }
     match op {
         Op::Create { ino, name, .. } | Op::CreateWithXattrs { ino, name, .. } => {
             if *ino == 0 || vol.cell(*ino).is_ok() {

@@ -283,10 +283,16 @@ impl Volume {
             return;
         };
         let dirty = self.dirty.lock();
+        // The capacity is for clean cells: changed ones are pinned until the next commit
+        // (which comes after DIRTY_COMMIT_INODES of them), and are not looked at.
+        let clean = |len: usize| len.saturating_sub(dirty.inodes.len());
+        if clean(self.inodes.len()) <= capacity {
+            return;
+        }
         let mut order = self.cache.order.lock();
         // Each pass looks at a bounded number of candidates; pinned ones go to the back.
-        let mut budget = 2 * (self.inodes.len() - capacity) + 64;
-        while self.inodes.len() > capacity && budget > 0 {
+        let mut budget = 2 * (clean(self.inodes.len()) - capacity) + 64;
+        while clean(self.inodes.len()) > capacity && budget > 0 {
             budget -= 1;
             let Some(ino) = order.pop_front() else {
                 break;

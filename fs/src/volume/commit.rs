@@ -130,10 +130,10 @@ impl Volume {
         let committed = match how {
             Commit::Normal => {
                 let mut sb = self.pool.superblock();
-                sb.meta = meta.clone();
+                sb.meta = meta;
                 self.pool.commit_superblock(sb)
             }
-            Commit::Upgrade { .. } => self.pool.upgrade_superblock(meta.clone()),
+            Commit::Upgrade { .. } => self.pool.upgrade_superblock(meta),
         };
         if let Err(e) = committed {
             let e = FsError::from(e);

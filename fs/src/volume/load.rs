@@ -11,7 +11,8 @@
 use pfnfs_btree::Tree;
 
 use super::*;
-use crate::schema::{self, CookieEntry, InodeRecord, InodeTail, NameEntry};
+use crate::schema::{self, CookieEntry, InodeRecord, InodeTail, KeyRange, NameEntry};
+use pfnfs_btree::KeyValue;
 
 /// The tree the superblock names, its root checked, and the allocator its free set
 /// describes (read whole: RAM proportional to free extents, not to files). Nothing else is
@@ -259,12 +260,11 @@ pub(crate) fn decode_metadata(
         .map_err(|_| MetadataFault::Tree(format!("tree height {} out of range", sb.meta.height)))?;
     let tree = Tree::open(pool, Pfn(sb.meta.root_pfn), height).map_err(tree_fault)?;
     let frames = tree.frames(pool).map_err(tree_fault)?;
-    let scan =
-        |range: (Vec<u8>, Option<Vec<u8>>)| -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetadataFault> {
-            tree.range(pool, &range.0, range.1.as_deref())
-                .map(|r| r.map_err(tree_fault))
-                .collect()
-        };
+    let scan = |range: KeyRange| -> Result<Vec<KeyValue>, MetadataFault> {
+        tree.range(pool, &range.0, range.1.as_deref())
+            .map(|r| r.map_err(tree_fault))
+            .collect()
+    };
     let refused = |what: String| MetadataFault::Refused(corrupt(format!("{name}: {what}")));
     // Inodes.
     let mut inodes: BTreeMap<u64, Inode> = BTreeMap::new();
@@ -530,19 +530,15 @@ pub(crate) fn decode_metadata(
                     used.extend(map.iter().map(|e| e.pfns));
                 }
             }
-            match (used_and_free(&used, &a), damage.as_deref_mut()) {
+            match (used_and_free(&used, &a), &damage) {
                 (None, _) => Some(a),
                 (Some(r), None) => {
                     return Err(refused(format!(
                         "frames {r} are in use but in the free set too"
                     )));
                 }
-                (Some(r), Some(list)) => {
-                    list.push(MetadataDamage::FreeSet(format!(
-                        "frames {r} are in use but in the free set too"
-                    )));
-                    None
-                }
+                // fsck's own checks find it (`free-and-used`) and say what to do.
+                (Some(_), Some(_)) => Some(a),
             }
         }
         (Err(e), None) => return Err(refused(format!("free set: {e}"))),

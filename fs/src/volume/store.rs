@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use pfnfs_btree::{Tree, Txn};
+use pfnfs_btree::{KeyValue, Tree, Txn};
 
 use super::*;
 use crate::schema::{self, CookieEntry, InodeRecord, InodeTail, NameEntry};
@@ -49,6 +49,8 @@ impl Dirty {
 
 fn tree_err(e: pfnfs_btree::TreeError) -> FsError {
     match e {
+        // A failed read, store or persist keeps the OS's errno.
+        pfnfs_btree::TreeError::Pool(p) => p.into(),
         pfnfs_btree::TreeError::NoSpace(_) | pfnfs_btree::TreeError::Fragmented { .. } => {
             no_space(e.to_string())
         }
@@ -164,7 +166,14 @@ impl Volume {
             if orphans.contains(&ino) {
                 txn.delete(&schema::orphan_key(ino))?;
             }
-            for tag in [schema::TAG_EXTENT, schema::TAG_XATTR] {
+            // A directory reclaimed after rmdir had no entries, but those it lost since the
+            // last commit went with its cell: delete what the tree still lists.
+            for tag in [
+                schema::TAG_EXTENT,
+                schema::TAG_XATTR,
+                schema::TAG_NAME,
+                schema::TAG_COOKIE,
+            ] {
                 sync_range(txn, base, pool, schema::prefix_range(tag, ino), Vec::new())?;
             }
             return Ok(());
@@ -296,10 +305,10 @@ impl Volume {
         groups_of(extra_free, &mut groups);
         let mut freed_seen = 0usize;
         // What this commit wrote for each group so far (the base tree's keys until then).
-        let mut written: BTreeMap<usize, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+        let mut written: BTreeMap<usize, Vec<KeyValue>> = BTreeMap::new();
         for _round in 0..64 {
             let freed_now = txn.freed().len();
-            groups_of(&txn.freed()[freed_seen..freed_now].to_vec(), &mut groups);
+            groups_of(&txn.freed()[freed_seen..freed_now], &mut groups);
             freed_seen = freed_now;
             groups.extend(alloc.take_dirty_groups());
             if groups.is_empty() {
