@@ -112,7 +112,12 @@ impl From<String> for Failure {
     }
 }
 
-const SUBCOMMANDS: &[&str] = &["mkfs", "mount", "umount", "stat", "fsck", "bench", "help"];
+/// Whether `name` is a subcommand (or `help`): taken from the clap definition, so that a new
+/// subcommand can never be mistaken for the helper form's POOL operand.
+fn is_subcommand(name: &str) -> bool {
+    use clap::CommandFactory;
+    name == "help" || Cli::command().find_subcommand(name).is_some()
+}
 
 /// Rewrites the mount-helper form into the `mount` subcommand: if the first argument is
 /// neither a subcommand nor a flag, or the program is called as `mount.pfnfs`, insert `mount`.
@@ -127,7 +132,7 @@ pub(crate) fn helper_args(mut args: Vec<OsString>) -> Vec<OsString> {
         .unwrap_or(false);
     let first_is_operand = args.get(1).is_some_and(|a| {
         let a = a.to_string_lossy();
-        !a.starts_with('-') && !SUBCOMMANDS.contains(&a.as_ref())
+        !a.starts_with('-') && !is_subcommand(&a)
     });
     if args.len() >= 2 && (first_is_operand || called_as_helper) && args[1] != "mount" {
         args.insert(1, OsString::from("mount"));
@@ -218,8 +223,15 @@ mod tests {
             &["pfnfs", "--help"],
             &["pfnfs"],
             &["pfnfs", "mount", "/p", "/m"],
+            &["pfnfs", "upgrade", "/p"],
+            &["pfnfs", "help", "upgrade"],
         ] {
             assert_eq!(helper_args(args(unchanged)), args(unchanged));
+        }
+        use clap::CommandFactory;
+        for sub in Cli::command().get_subcommands() {
+            let line = args(&["pfnfs", sub.get_name(), "/p"]);
+            assert_eq!(helper_args(line.clone()), line, "{}", sub.get_name());
         }
     }
 

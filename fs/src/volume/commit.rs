@@ -112,10 +112,16 @@ impl Volume {
             self.pool.persist(r.start.byte_offset(), r.len_bytes())?;
             self.pool.sync(r.start.byte_offset(), r.len_bytes())?;
         }
+        // A rebuild's old frames were the old tree's (counted in `previous_frames`); an
+        // upgrade's were the format 1 checkpoint's, never part of a tree.
+        let replaced_frames = match how {
+            Commit::Upgrade { .. } => 0,
+            Commit::Normal => old_frames.iter().map(|r| r.len).sum::<u64>(),
+        };
         let tree_frames = previous_frames
             .saturating_add(written.frames.frames())
             .saturating_sub(written.freed.iter().map(|r| r.len).sum::<u64>())
-            .saturating_sub(old_frames.iter().map(|r| r.len).sum::<u64>());
+            .saturating_sub(replaced_frames);
         let log = LogId::new(generation, crate::journal::new_nonce());
         let meta = MetaRoot {
             root_pfn: written.tree.root().map_or(0, |p| p.0),
