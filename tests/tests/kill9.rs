@@ -645,6 +645,8 @@ fn damage(pool: &Path, f: impl FnOnce(&pfnfs_fs::volume::Volume)) {
     let p = pfnfs_alloc::Pool::open(pool, &pfnfs_alloc::OpenOptions::default()).unwrap();
     let v = pfnfs_fs::volume::Volume::load(Arc::new(p)).unwrap();
     f(&v);
+    // The damage was done through the cells, around the operations: have it committed.
+    v.mark_cached_changed();
     v.shutdown().unwrap();
 }
 

@@ -211,6 +211,15 @@ impl Volume {
         Ok(())
     }
 
+    /// Commits if changes have piled up (reads that move atime: they pin inodes too).
+    pub(super) fn commit_if_many_changes(&self) {
+        if self.dirty.lock().inodes.len() >= cache::DIRTY_COMMIT_INODES
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::error!("checkpoint failed: {e}");
+        }
+    }
+
     pub(super) fn maybe_checkpoint(&self) {
         let dirty = self.dirty.lock().inodes.len();
         if (self.journal.wants_checkpoint() || dirty >= cache::DIRTY_COMMIT_INODES)

@@ -86,7 +86,7 @@ impl Volume {
         if !self.read_only && stale {
             // An atime update is a change like any other: it pins the inode until the next
             // commit, which must come before the changes pile up.
-            self.maybe_checkpoint();
+            self.commit_if_many_changes();
             // Under the gate, like every change, so that no commit is running.
             let _gate = self.gate.read_recursive();
             cell.inode.write().attr.atime = Time::now();
