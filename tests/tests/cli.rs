@@ -282,7 +282,10 @@ fn daemon_mount_stat_umount() {
         "stat MOUNTPOINT names the daemon and its measured RssAnon:\n{text}"
     );
     assert!(text.contains("VmHWM"), "{text}");
-    assert!(text.contains("in RAM an estimated"), "{text}");
+    assert!(
+        text.contains("metadata RAM: ") && text.contains("estimated"),
+        "{text}"
+    );
     let json = ok(&["stat", s(&mnt), "--json"]);
     assert!(json.contains("\"mounted\": true"), "{json}");
     let value: serde_json::Value = serde_json::from_str(&json).expect("stat --json is JSON");

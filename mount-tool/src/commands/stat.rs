@@ -178,14 +178,20 @@ fn render(out: &StatOutput) -> String {
         (
             "metadata",
             format!(
-                "{} on the pool ({:.0} B per GiB of data; per file: {}); in RAM an estimated \
-                 {} ({:.0} B per GiB of data; struct page for this pool would be {})",
+                "{} on the pool ({:.0} B per GiB of data; per file: {})",
                 format_size(r.metadata_pool_bytes),
                 r.metadata_pool_bytes_per_gib,
                 out.metadata_pool_bytes_per_file.map_or_else(
                     || "not reported by this pool format".to_string(),
                     |b| { format!("{b:.0} B") }
                 ),
+            ),
+        ),
+        (
+            "metadata RAM",
+            format!(
+                "{}, estimated from the loaded inodes, not measured ({:.0} B per GiB of data; \
+                 struct page for this pool would be {})",
                 format_size(r.metadata_ram_bytes),
                 r.metadata_ram_bytes_per_gib,
                 format_size(r.struct_page_bytes)
@@ -256,12 +262,12 @@ mod tests {
         assert!(text.contains("3 (1 files, 2 directories)"), "{text}");
         assert!(text.contains("50.0% of file data"), "{text}");
         assert!(
-            text.contains("in RAM an estimated 4.00 KiB"),
+            text.contains("metadata RAM: 4.00 KiB, estimated"),
             "the estimate is labelled: {text}"
         );
         assert!(text.contains("per file: not reported"), "{text}");
         assert!(text.contains("daemon:       none holds the pool"), "{text}");
-        assert_eq!(text.lines().count(), 13);
+        assert_eq!(text.lines().count(), 14);
         out.daemon = Some(Daemon {
             pid: 77,
             comm: "pfnfs".into(),
