@@ -3,7 +3,8 @@
 //! Every target is mounted fresh for each round on a new pool or backing store in
 //! `/dev/shm/pfnfs-bench.PID/` (with `--huge-pages`, a tmpfs mounted there with
 //! `huge=always`, so that stores sit in 2 MiB pages as persistent memory is mapped), on a
-//! mount point in `/tmp/pfnfs-bench.PID/`:
+//! mount point in `/tmp/pfnfs-bench.PID/`; for the metadata jobs once more, on a store sized
+//! for their files in `/dev/shm/pfnfs-bench-meta.PID/` (always 4 KiB pages):
 //! - pfnfs-direct, pfnfs-buffered: the pfnfs binary's `mount --foreground --mode M` as a
 //!   child; unmounted with its `umount` (both run from a copy of the binary that
 //!   [`crate::Options::pfnfs`] names, see [`WorkDirs::pfnfs`]).
