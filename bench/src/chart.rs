@@ -1,5 +1,6 @@
-//! The PNG chart: one panel per job and `direct` value, bars per numjobs and target (medians,
-//! with min–max whiskers), in the job's own unit.
+//! The PNG charts. `chart.png`: one panel per fio job and `direct` value, bars per numjobs
+//! and target (medians, with min–max whiskers), in the job's own unit. `chart-meta.png`: a
+//! row per metadata job, its rate (thousand ops/s) and its p99 latency (µs), a bar per target.
 //!
 //! Text needs a TrueType font, loaded at run time: `$PFNFS_BENCH_FONT`, else DejaVu Sans or
 //! Liberation Sans in the usual places, else the first `.ttf` under /usr/share/fonts. With no
@@ -12,6 +13,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::jobs::JobId;
+use crate::meta_report::{MetaCell, MetaSummaryRow};
 use crate::report::{Report, SummaryRow};
 use crate::targets::TargetKind;
 
@@ -157,41 +159,43 @@ fn text(
     area.draw_text(s, &style, pos).map_err(err)
 }
 
-fn draw_panel(
+/// One bar: a median with its min–max whisker, in the panel's unit (NaN median: failed).
+struct Bar {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+/// A group of bars under one label, one slot per shown target (None: no bar there).
+struct Group {
+    label: String,
+    bars: Vec<Option<Bar>>,
+}
+
+/// A bar panel: `title` on top, one group of bars per entry of `groups`, one colour per
+/// target of `shown`, labelled with their medians.
+fn bar_panel(
     area: &Area<'_>,
-    panel: &Panel<'_>,
     fonts: bool,
-    targets: &[TargetKind],
+    title: &str,
+    shown: &[TargetKind],
+    groups: &[Group],
 ) -> Result<(), String> {
     let (w, h) = area.dim_in_pixel();
     let (w, h) = (w as i32, h as i32);
-    let metric = panel.job.metric();
-    let title = format!(
-        "{}, direct={} ({})",
-        panel.job.name(),
-        u8::from(panel.direct),
-        metric.unit()
-    );
     text(
         area,
         fonts,
-        &title,
+        title,
         17.0,
         (w / 2, 8),
         (HPos::Center, VPos::Top),
         &BLACK,
     )?;
-
-    let shown: Vec<TargetKind> = targets
+    let max = groups
         .iter()
-        .copied()
-        .filter(|&t| panel.rows.iter().any(|r| r.cell(t).is_some()))
-        .collect();
-    let max = panel
-        .rows
-        .iter()
-        .flat_map(|r| shown.iter().filter_map(|&t| r.cell(t)))
-        .map(|c| metric.scaled(c.max))
+        .flat_map(|g| g.bars.iter().flatten())
+        .map(|b| b.max.max(b.median))
         .filter(|v| v.is_finite())
         .fold(0.0, f64::max);
     let (top, step) = axis(max);
@@ -226,14 +230,14 @@ fn draw_panel(
     ))
     .map_err(err)?;
 
-    let groups = panel.rows.len().max(1) as i32;
-    let group_w = (right - left) / groups;
-    for (g, row) in panel.rows.iter().enumerate() {
+    let n_groups = groups.len().max(1) as i32;
+    let group_w = (right - left) / n_groups;
+    for (g, group) in groups.iter().enumerate() {
         let gx = left + g as i32 * group_w;
         text(
             area,
             fonts,
-            &format!("numjobs={}", row.case.numjobs),
+            &group.label,
             14.0,
             (gx + group_w / 2, y_bottom + 8),
             (HPos::Center, VPos::Top),
@@ -242,11 +246,10 @@ fn draw_panel(
         let n = shown.len().max(1) as i32;
         let bar_w = (group_w * 8 / 10) / n;
         let x0 = gx + group_w / 10;
-        for (i, &t) in shown.iter().enumerate() {
-            let Some(cell) = row.cell(t) else { continue };
+        for (i, (&t, bar)) in shown.iter().zip(&group.bars).enumerate() {
+            let Some(bar) = bar else { continue };
             let bx = x0 + i as i32 * bar_w;
-            let median = metric.scaled(cell.median);
-            if !median.is_finite() {
+            if !bar.median.is_finite() {
                 text(
                     area,
                     fonts,
@@ -258,13 +261,13 @@ fn draw_panel(
                 )?;
                 continue;
             }
-            let y = y_of(median);
+            let y = y_of(bar.median);
             area.draw(&Rectangle::new(
                 [(bx + 2, y), (bx + bar_w - 2, y_bottom)],
                 color(t).filled(),
             ))
             .map_err(err)?;
-            let (lo, hi) = (y_of(metric.scaled(cell.min)), y_of(metric.scaled(cell.max)));
+            let (lo, hi) = (y_of(bar.min), y_of(bar.max));
             let cx = bx + bar_w / 2;
             if hi < lo {
                 for seg in [
@@ -278,7 +281,7 @@ fn draw_panel(
             text(
                 area,
                 fonts,
-                &crate::report::sig3(median),
+                &crate::report::sig3(bar.median),
                 11.0,
                 (cx, hi.min(y) - 3),
                 (HPos::Center, VPos::Bottom),
@@ -289,10 +292,102 @@ fn draw_panel(
     Ok(())
 }
 
+/// A fio panel: one group per numjobs value, in the job's unit.
+fn draw_panel(
+    area: &Area<'_>,
+    panel: &Panel<'_>,
+    fonts: bool,
+    targets: &[TargetKind],
+) -> Result<(), String> {
+    let metric = panel.job.metric();
+    let title = format!(
+        "{}, direct={} ({})",
+        panel.job.name(),
+        u8::from(panel.direct),
+        metric.unit()
+    );
+    let shown: Vec<TargetKind> = targets
+        .iter()
+        .copied()
+        .filter(|&t| panel.rows.iter().any(|r| r.cell(t).is_some()))
+        .collect();
+    let groups: Vec<Group> = panel
+        .rows
+        .iter()
+        .map(|row| Group {
+            label: format!("numjobs={}", row.case.numjobs),
+            bars: shown
+                .iter()
+                .map(|&t| {
+                    row.cell(t).map(|c| Bar {
+                        median: metric.scaled(c.median),
+                        min: metric.scaled(c.min),
+                        max: metric.scaled(c.max),
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    bar_panel(area, fonts, &title, &shown, &groups)
+}
+
+/// The metadata panels of one job: thousands of operations per second (whiskers: min–max
+/// over rounds), and the 99th-percentile latency in µs.
+fn draw_meta_panels(
+    rate_area: &Area<'_>,
+    latency_area: &Area<'_>,
+    row: &MetaSummaryRow,
+    fonts: bool,
+    targets: &[TargetKind],
+) -> Result<(), String> {
+    let shown: Vec<TargetKind> = targets
+        .iter()
+        .copied()
+        .filter(|&t| row.cell(t).is_some())
+        .collect();
+    let one = |f: &dyn Fn(&MetaCell) -> Bar| Group {
+        label: row.job.name().to_string(),
+        bars: shown.iter().map(|&t| row.cell(t).map(f)).collect(),
+    };
+    let rates = one(&|c| Bar {
+        median: c.ops_per_s / 1e3,
+        min: c.ops_per_s_min / 1e3,
+        max: c.ops_per_s_max / 1e3,
+    });
+    bar_panel(
+        rate_area,
+        fonts,
+        &format!("{}: thousand ops/s", row.job.name()),
+        &shown,
+        &[rates],
+    )?;
+    let p99 = one(&|c| Bar {
+        median: c.p99_us,
+        min: c.p99_us,
+        max: c.p99_us,
+    });
+    bar_panel(
+        latency_area,
+        fonts,
+        &format!("{}: p99 latency (µs)", row.job.name()),
+        &shown,
+        &[p99],
+    )
+}
+
+/// Which chart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chart {
+    /// The fio jobs: a panel per job and `direct` value.
+    Fio,
+    /// The metadata jobs: a row per job, its rate and its p99 latency.
+    Meta,
+}
+
 /// Draws the chart into `path`. Ok(Some(warning)) if it had to be drawn without text.
-pub fn draw(report: &Report, path: &Path) -> Result<Option<String>, String> {
+pub fn draw(report: &Report, path: &Path, chart: Chart) -> Result<Option<String>, String> {
     let fonts = load_font().is_some();
-    draw_with(report, path, fonts)?;
+    draw_with(report, path, fonts, chart)?;
     Ok((!fonts).then(|| {
         "no TrueType font found, so the chart has no text; install one \
          (apt-get install fonts-dejavu-core) or set PFNFS_BENCH_FONT=/path/to/font.ttf"
@@ -301,9 +396,13 @@ pub fn draw(report: &Report, path: &Path) -> Result<Option<String>, String> {
 }
 
 /// Draws the chart, with text only if `fonts` (a font is registered).
-fn draw_with(report: &Report, path: &Path, fonts: bool) -> Result<(), String> {
+fn draw_with(report: &Report, path: &Path, fonts: bool, chart: Chart) -> Result<(), String> {
     let panels = panels(report);
-    let rows = (panels.len() as u32).div_ceil(COLUMNS).max(1);
+    let count = match chart {
+        Chart::Fio => panels.len(),
+        Chart::Meta => 2 * report.meta_summary.len(),
+    };
+    let rows = (count as u32).div_ceil(COLUMNS).max(1);
     let width = PANEL_W * COLUMNS;
     let height = HEADER_H + rows * PANEL_H;
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
@@ -311,13 +410,23 @@ fn draw_with(report: &Report, path: &Path, fonts: bool) -> Result<(), String> {
     let (header, body) = root.split_vertically(HEADER_H);
 
     let s = &report.settings;
-    let title = format!(
-        "pfnfs bench: medians of {} round{} × {} s (whiskers: min–max){}",
-        s.rounds,
-        if s.rounds == 1 { "" } else { "s" },
-        s.runtime_s,
-        if s.quick { ", quick smoke run" } else { "" }
-    );
+    let title = match chart {
+        Chart::Fio => format!(
+            "pfnfs bench: medians of {} round{} × {} s (whiskers: min–max){}",
+            s.rounds,
+            if s.rounds == 1 { "" } else { "s" },
+            s.runtime_s,
+            if s.quick { ", quick smoke run" } else { "" }
+        ),
+        Chart::Meta => format!(
+            "pfnfs bench, metadata: {} files, 1,000 per directory; medians of {} round{} \
+             (whiskers: min–max){}",
+            s.files,
+            s.rounds,
+            if s.rounds == 1 { "" } else { "s" },
+            if s.quick { ", quick smoke run" } else { "" }
+        ),
+    };
     text(
         &header,
         fonts,
@@ -327,12 +436,15 @@ fn draw_with(report: &Report, path: &Path, fonts: bool) -> Result<(), String> {
         (HPos::Left, VPos::Top),
         &BLACK,
     )?;
-    let machine = format!(
-        "{}; {}; {}",
-        report.finished,
-        report.machine.summary(),
-        report.tools.fio
-    );
+    let machine = match chart {
+        Chart::Fio => format!(
+            "{}; {}; {}",
+            report.finished,
+            report.machine.summary(),
+            report.tools.fio
+        ),
+        Chart::Meta => format!("{}; {}", report.finished, report.machine.summary()),
+    };
     text(
         &header,
         fonts,
@@ -360,8 +472,19 @@ fn draw_with(report: &Report, path: &Path, fonts: bool) -> Result<(), String> {
     }
 
     let areas = body.split_evenly((rows as usize, COLUMNS as usize));
-    for (area, panel) in areas.iter().zip(&panels) {
-        draw_panel(area, panel, fonts, &s.targets)?;
+    match chart {
+        Chart::Fio => {
+            for (area, panel) in areas.iter().zip(&panels) {
+                draw_panel(area, panel, fonts, &s.targets)?;
+            }
+        }
+        Chart::Meta => {
+            for (pair, row) in areas.chunks(2).zip(&report.meta_summary) {
+                if let [rate, latency] = pair {
+                    draw_meta_panels(rate, latency, row, fonts, &s.targets)?;
+                }
+            }
+        }
     }
     root.present().map_err(err)
 }
@@ -425,7 +548,7 @@ mod tests {
         let mut sizes = Vec::new();
         for fonts in [false, load_font().is_some()] {
             let path = dir.join(format!("chart-{fonts}.png"));
-            draw_with(&report, &path, fonts).unwrap();
+            draw_with(&report, &path, fonts, Chart::Fio).unwrap();
             let bytes = std::fs::read(&path).unwrap();
             assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
             sizes.push(bytes.len());
@@ -434,6 +557,25 @@ mod tests {
         if load_font().is_some() {
             assert!(sizes[1] > sizes[0], "text adds pixels: {sizes:?}");
         }
+    }
+
+    #[test]
+    fn draws_the_metadata_chart() {
+        let mut report = sample_report();
+        let runs = crate::meta_report::tests::sample_runs();
+        report.meta_summary = crate::meta_report::summarize(
+            &runs,
+            &[crate::meta::MetaJob::Create, crate::meta::MetaJob::Stat],
+        );
+        let dir = std::env::temp_dir().join(format!("pfnfs-meta-chart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("chart-meta.png");
+        draw_with(&report, &path, load_font().is_some(), Chart::Meta).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+        let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+        assert_eq!(height, HEADER_H + 2 * PANEL_H, "a row per job");
     }
 
     #[test]

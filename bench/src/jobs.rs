@@ -1,4 +1,5 @@
-//! The fio jobs and the plan: which (job, numjobs, direct) cases run on which target.
+//! The fio jobs and the plan: which (job, numjobs, direct) cases run on which target; and
+//! [`JobName`], the `--jobs` list that names fio and metadata jobs alike.
 //!
 //! The job files live in `bench/jobs/` (this crate's `jobs/`) and are built into the binary,
 //! so `pfnfs bench` works from any directory; `--job-dir` reads them from disk instead. Every
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::ValueEnum;
 use serde::Serialize;
 
+use crate::meta::MetaJob;
 use crate::targets::TargetKind;
 
 /// One fio job file.
@@ -133,6 +135,68 @@ impl JobId {
     /// True if the job runs on `target`.
     pub fn runs_on(self, target: TargetKind) -> bool {
         self != JobId::Randrw4kMmapbuf || target.is_pfnfs()
+    }
+}
+
+/// A job as `--jobs` names it: a fio job or a metadata job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobName {
+    /// A fio job file.
+    Fio(JobId),
+    /// A metadata job, run in process.
+    Meta(MetaJob),
+}
+
+/// Every job name, fio jobs first.
+const ALL_JOB_NAMES: [JobName; 10] = [
+    JobName::Fio(JobId::Randread4k),
+    JobName::Fio(JobId::Randwrite4k),
+    JobName::Fio(JobId::Seqread1m),
+    JobName::Fio(JobId::Seqwrite1m),
+    JobName::Fio(JobId::Randread4kQd16),
+    JobName::Fio(JobId::Randrw4kMmapbuf),
+    JobName::Meta(MetaJob::Create),
+    JobName::Meta(MetaJob::Stat),
+    JobName::Meta(MetaJob::Readdir),
+    JobName::Meta(MetaJob::Unlink),
+];
+
+impl JobName {
+    /// The name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobName::Fio(j) => j.name(),
+            JobName::Meta(j) => j.name(),
+        }
+    }
+
+    /// Splits a list into its fio jobs and its metadata jobs, each in the list's order.
+    pub fn split(names: &[JobName]) -> (Vec<JobId>, Vec<MetaJob>) {
+        let fio = names
+            .iter()
+            .filter_map(|n| match n {
+                JobName::Fio(j) => Some(*j),
+                JobName::Meta(_) => None,
+            })
+            .collect();
+        let meta = names
+            .iter()
+            .filter_map(|n| match n {
+                JobName::Meta(j) => Some(*j),
+                JobName::Fio(_) => None,
+            })
+            .collect();
+        (fio, meta)
+    }
+}
+
+impl ValueEnum for JobName {
+    fn value_variants<'a>() -> &'a [Self] {
+        &ALL_JOB_NAMES
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
     }
 }
 
@@ -269,5 +333,30 @@ mod tests {
         assert!(tmpfs.iter().all(|c| c.job != JobId::Randrw4kMmapbuf));
         let no_ref = cases_for(TargetKind::Bindfs, &ALL_JOBS, &[1, 2], false);
         assert_eq!(no_ref.len(), 10);
+    }
+
+    #[test]
+    fn job_names_cover_both_kinds() {
+        let parse = |s: &str| JobName::from_str(s, false).unwrap();
+        assert_eq!(parse("create"), JobName::Meta(MetaJob::Create));
+        assert_eq!(parse("randread-4k"), JobName::Fio(JobId::Randread4k));
+        assert!(JobName::from_str("mkdir", false).is_err());
+        let names: Vec<JobName> = ["unlink", "seqread-1m", "create"]
+            .iter()
+            .map(|s| parse(s))
+            .collect();
+        assert_eq!(
+            JobName::split(&names),
+            (
+                vec![JobId::Seqread1m],
+                vec![MetaJob::Unlink, MetaJob::Create]
+            )
+        );
+        for job in ALL_JOBS {
+            assert_eq!(parse(job.name()), JobName::Fio(job));
+        }
+        for job in crate::meta::ALL_META_JOBS {
+            assert_eq!(parse(job.name()), JobName::Meta(job));
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! pfnfs-bench: fio on pfnfs (direct and buffered mode), tmpfs and bindfs over tmpfs, with
-//! medians, ratios and the FUSE daemons' memory, as JSON, Markdown and a PNG chart. The
+//! pfnfs-bench: fio and metadata jobs on pfnfs (direct and buffered mode), tmpfs and bindfs
+//! over tmpfs, with medians, ratios and the FUSE daemons' memory, as JSON, Markdown and PNG
+//! charts. The
 //! `pfnfs bench` command is a thin front end to [`run`].
 //!
 //! Each round visits every target in turn (A B C D, A B C D, ...), mounting it afresh on a new
@@ -9,11 +10,15 @@
 //! - `plan`: [`Options`] resolved into what runs: defaults, the cases per target, the tool
 //!   checks, the results folder.
 //! - `runner`: the rounds (mount, run every case, unmount), the progress bar, the outputs.
-//! - `jobs`: the fio job files in `bench/jobs/` (built in) and the cases of each target.
+//! - `jobs`: the fio job files in `bench/jobs/` (built in), the cases of each target, and the
+//!   `--jobs` names of fio and metadata jobs.
+//! - `meta`: the metadata jobs (create, stat, readdir, unlink of N small files), run in this
+//!   process with every operation timed into a fixed-size histogram.
+//! - `meta_report`: their records, medians, Markdown section.
 //! - `targets`: mounting and unmounting each target.
 //! - `fio`: one fio run and its JSON.
 //! - `report`: records, medians, ratios, JSON and Markdown.
-//! - `chart`: the PNG.
+//! - `chart`: the PNGs (fio jobs; metadata jobs).
 //! - `system`: tool checks, machine description, /proc/PID/status, signals, timestamps.
 
 #![forbid(unsafe_code)]
@@ -21,6 +26,8 @@
 mod chart;
 mod fio;
 mod jobs;
+mod meta;
+mod meta_report;
 mod plan;
 mod report;
 mod runner;
@@ -31,7 +38,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use fio::FioResult;
-pub use jobs::{Case, JobId, Metric};
+pub use jobs::{Case, JobId, JobName, Metric};
+pub use meta::{ALL_META_JOBS, Latency, MetaFigures, MetaJob};
+pub use meta_report::{MetaCell, MetaRecord, MetaSummaryRow};
 pub use report::{Cell, MountRecord, Report, RunRecord, Settings, SummaryRow};
 pub use system::{Machine, MemStat, Tools};
 pub use targets::TargetKind;
@@ -48,7 +57,8 @@ pub struct Options {
     pub pfnfs_version: String,
     /// Results folder, created if needed [default: `results/YYYYMMDD-HHMMSS` (UTC)].
     pub out: Option<PathBuf>,
-    /// Smoke run of about a minute: 1 round, 1 s per fio run, numjobs 2 only, 64 MiB files.
+    /// Smoke run of about a minute: 1 round, 1 s per fio run, numjobs 2 only, 64 MiB files,
+    /// 20,000 files for the metadata jobs.
     pub quick: bool,
     /// Rounds; each mounts and runs every target once [default: 3; quick: 1].
     pub rounds: Option<u32>,
@@ -58,8 +68,14 @@ pub struct Options {
     pub size: Option<u64>,
     /// Targets, in round order [default: all].
     pub targets: Vec<TargetKind>,
-    /// Jobs [default: all]; they run in the canonical order whatever the list's.
+    /// fio jobs; they run in the canonical order whatever the list's. With `meta_jobs`
+    /// also empty: every fio and every metadata job. Else exactly the jobs the two name.
     pub jobs: Vec<JobId>,
+    /// Metadata jobs (`create`, `stat`, `readdir`, `unlink`), in process, each target
+    /// mounted afresh for them after its fio jobs; see `jobs` for the default.
+    pub meta_jobs: Vec<MetaJob>,
+    /// Files the metadata jobs make, 1,000 per directory [default: 1,000,000; quick: 20,000].
+    pub files: Option<u64>,
     /// fio numjobs values [default: 1 and 2; quick: 2].
     pub numjobs: Vec<u32>,
     /// Run the psync jobs with direct=0 too, on the targets with a page cache.
@@ -93,9 +109,9 @@ impl From<String> for BenchError {
     }
 }
 
-/// Runs the benchmark: checks the tools, mounts each target per round, runs fio, and writes
-/// `results.json`, `results.md` and `chart.png` (with `raw/`, `logs/` and `jobs/`) to the
-/// results folder. Progress goes to stderr.
+/// Runs the benchmark: checks the tools, mounts each target per round, runs fio and the
+/// metadata jobs, and writes `results.json`, `results.md`, `chart.png` and (with metadata
+/// jobs) `chart-meta.png` (with `raw/`, `logs/` and `jobs/`) to the results folder. Progress goes to stderr.
 ///
 /// Once the options, tools and room check out, SIGINT, SIGTERM and SIGHUP are blocked in the
 /// calling thread (and so in threads it starts later) and taken by a thread of the run's own:

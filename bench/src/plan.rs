@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::jobs::{self, ALL_JOBS, Case, JobId, MMAP_FILE_BYTES};
+use crate::meta::{self, ALL_META_JOBS, MetaJob};
 use crate::report::Settings;
 use crate::system::{self, Tools};
 use crate::targets::{ALL_TARGETS, TargetKind};
@@ -21,8 +22,10 @@ pub struct Plan {
     pub runtime: Duration,
     /// Each job's file, as copied into `out/jobs/`.
     pub job_files: Vec<(JobId, PathBuf)>,
-    /// Per target, the cases in order.
+    /// Per target, the fio cases in order (targets with none left out).
     pub cases: Vec<(TargetKind, Vec<Case>)>,
+    /// The targets the metadata jobs run on, in round order (none without metadata jobs).
+    pub meta_targets: Vec<TargetKind>,
     /// The pfnfs binary that mounts the pfnfs targets ([`Options::pfnfs`]).
     pub pfnfs: PathBuf,
     /// Its version.
@@ -30,8 +33,15 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// fio runs in all rounds.
+    /// fio runs and metadata jobs in all rounds.
     pub fn total_runs(&self) -> u64 {
+        u64::from(self.settings.rounds)
+            * (self.cases.iter().map(|(_, c)| c.len() as u64).sum::<u64>()
+                + self.meta_targets.len() as u64 * self.settings.meta_jobs.len() as u64)
+    }
+
+    /// fio runs in all rounds.
+    pub fn fio_runs(&self) -> u64 {
         u64::from(self.settings.rounds)
             * self.cases.iter().map(|(_, c)| c.len() as u64).sum::<u64>()
     }
@@ -55,7 +65,8 @@ pub fn prepare(options: &Options) -> Result<(Plan, Tools), BenchError> {
     } else {
         dedup(&options.targets)
     };
-    let jobs: Vec<JobId> = if options.jobs.is_empty() {
+    let everything = options.jobs.is_empty() && options.meta_jobs.is_empty();
+    let jobs: Vec<JobId> = if everything {
         ALL_JOBS.to_vec()
     } else {
         // Keep the canonical order (reads before writes, as laid out), whatever the list's.
@@ -65,7 +76,22 @@ pub fn prepare(options: &Options) -> Result<(Plan, Tools), BenchError> {
             .filter(|j| options.jobs.contains(j))
             .collect()
     };
+    // Metadata jobs always run in the order create, stat, readdir, unlink.
+    let meta_jobs: Vec<MetaJob> = ALL_META_JOBS
+        .iter()
+        .copied()
+        .filter(|j| everything || options.meta_jobs.contains(j))
+        .collect();
     let quick = options.quick;
+    let files = options
+        .files
+        .unwrap_or(if quick { 20_000 } else { 1_000_000 });
+    if !(1..=100_000_000).contains(&files) {
+        return Err(BenchError::Usage(
+            "--files: from 1 to 100000000".to_string(),
+        ));
+    }
+    let meta_store_bytes = meta_store_bytes(files);
     let mut numjobs = match (options.numjobs.is_empty(), quick) {
         (false, _) => dedup(&options.numjobs),
         (true, false) => vec![1, 2],
@@ -91,7 +117,12 @@ pub fn prepare(options: &Options) -> Result<(Plan, Tools), BenchError> {
         .map(|&t| (t, jobs::cases_for(t, &jobs, &numjobs, buffered_reference)))
         .filter(|(_, c)| !c.is_empty())
         .collect();
-    if cases.is_empty() {
+    let meta_targets: Vec<TargetKind> = if meta_jobs.is_empty() {
+        Vec::new()
+    } else {
+        targets.clone()
+    };
+    if cases.is_empty() && meta_targets.is_empty() {
         return Err(BenchError::Usage(
             "nothing to run: the jobs chosen do not run on the targets chosen \
              (randrw-4k-mmapbuf runs on pfnfs only)"
@@ -99,8 +130,13 @@ pub fn prepare(options: &Options) -> Result<(Plan, Tools), BenchError> {
         ));
     }
 
-    let planned: Vec<TargetKind> = cases.iter().map(|(t, _)| *t).collect();
+    let planned: Vec<TargetKind> = targets
+        .iter()
+        .copied()
+        .filter(|t| meta_targets.contains(t) || cases.iter().any(|(c, _)| c == t))
+        .collect();
     let tools = system::preflight(
+        !cases.is_empty(),
         planned.iter().any(|t| t.is_fuse()),
         planned.contains(&TargetKind::Bindfs),
         jobs.contains(&JobId::Randread4kQd16),
@@ -111,7 +147,25 @@ pub fn prepare(options: &Options) -> Result<(Plan, Tools), BenchError> {
         (size + (size / 4).max(64 << 20) + MMAP_FILE_BYTES as u64).next_multiple_of(2 << 20);
     if let Some(free) = system::free_bytes(Path::new("/dev/shm")) {
         // One target is mounted at a time.
-        if free < store_bytes + size {
+        let fio_need = if cases.is_empty() {
+            0
+        } else {
+            store_bytes + size
+        };
+        let meta_need = if meta_targets.is_empty() {
+            0
+        } else {
+            meta::BYTES_PER_FILE * files + (64 << 20)
+        };
+        if free < fio_need.max(meta_need) {
+            if meta_need > fio_need {
+                return Err(BenchError::Failed(format!(
+                    "/dev/shm has {} MiB free; {files} files need about {} MiB (use a smaller \
+                     --files)",
+                    free >> 20,
+                    meta_need >> 20
+                )));
+            }
             return Err(BenchError::Failed(format!(
                 "/dev/shm has {} MiB free; this run needs about {} MiB (use a smaller --size)",
                 free >> 20,
@@ -141,6 +195,10 @@ pub fn prepare(options: &Options) -> Result<(Plan, Tools), BenchError> {
             numjobs,
             targets: planned,
             jobs,
+            meta_jobs,
+            files,
+            meta_store_bytes,
+            meta_store_dir: String::new(),
             buffered_reference,
             pfnfs_threads: options.threads,
             huge_pages: options.huge_pages,
@@ -150,8 +208,28 @@ pub fn prepare(options: &Options) -> Result<(Plan, Tools), BenchError> {
         runtime,
         job_files,
         cases,
+        meta_targets,
         pfnfs: options.pfnfs.clone(),
         pfnfs_version: options.pfnfs_version.clone(),
     };
     Ok((plan, tools))
+}
+
+/// The pool (and tmpfs) size for the metadata jobs: one 4 KiB frame per file, 1 KiB per file
+/// more for the metadata log and checkpoints, and 256 MiB; in 2 MiB steps. The pool file is
+/// sparse, so only what the files and metadata touch takes memory.
+pub fn meta_store_bytes(files: u64) -> u64 {
+    (files * (meta::BYTES_PER_FILE + 1024) + (256 << 20)).next_multiple_of(2 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_pool_size() {
+        assert_eq!(meta_store_bytes(0), 256 << 20);
+        let m = meta_store_bytes(1_000_000);
+        assert!(m >= 1_000_000 * 4096 + (256 << 20) && m.is_multiple_of(2 << 20));
+    }
 }

@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use crate::fio::FioResult;
 use crate::jobs::{Case, JobId, Metric};
+use crate::meta::MetaJob;
+use crate::meta_report::{MetaRecord, MetaSummaryRow};
 use crate::system::{Machine, MemStat, Tools};
 use crate::targets::TargetKind;
 
@@ -42,6 +44,8 @@ pub struct MountRecord {
     pub round: u32,
     /// The target.
     pub target: TargetKind,
+    /// True for the mount of the metadata jobs, false for the fio jobs'.
+    pub metadata: bool,
     /// The FUSE daemon's PID (found through the mount: the process holding its source).
     pub daemon_pid: Option<u32>,
     /// Its memory right after mounting (and creating the mmap buffer file).
@@ -73,8 +77,16 @@ pub struct Settings {
     pub numjobs: Vec<u32>,
     /// Targets, in the order of each round.
     pub targets: Vec<TargetKind>,
-    /// Jobs, in the order they run on a mount.
+    /// fio jobs, in the order they run on a mount.
     pub jobs: Vec<JobId>,
+    /// Metadata jobs, in the order they run on a mount.
+    pub meta_jobs: Vec<MetaJob>,
+    /// Files the metadata jobs make.
+    pub files: u64,
+    /// Pool and tmpfs size for the metadata jobs (the pool file is sparse).
+    pub meta_store_bytes: u64,
+    /// Where the pools and backing stores of the metadata jobs are.
+    pub meta_store_dir: String,
     /// Whether the direct=0 reference runs were made.
     pub buffered_reference: bool,
     /// pfnfs `--threads` (None: one per CPU).
@@ -153,6 +165,10 @@ pub struct Report {
     pub runs: Vec<RunRecord>,
     /// Every mount, with the daemon's memory before and after.
     pub mounts: Vec<MountRecord>,
+    /// Medians of the metadata jobs, per job.
+    pub meta_summary: Vec<MetaSummaryRow>,
+    /// Every metadata job on every mount.
+    pub meta_runs: Vec<MetaRecord>,
 }
 
 #[cfg(test)]
@@ -183,6 +199,10 @@ impl Report {
                 numjobs,
                 targets,
                 jobs,
+                meta_jobs: Vec::new(),
+                files: 0,
+                meta_store_bytes: 0,
+                meta_store_dir: String::new(),
                 buffered_reference: true,
                 pfnfs_threads: None,
                 huge_pages: false,
@@ -191,6 +211,8 @@ impl Report {
             summary,
             runs,
             mounts: Vec::new(),
+            meta_summary: Vec::new(),
+            meta_runs: Vec::new(),
         }
     }
 }
@@ -320,11 +342,11 @@ fn ratio_text(r: Option<f64>) -> String {
     r.map_or_else(|| "–".to_string(), |r| format!("{}×", sig3(r)))
 }
 
-fn mib(kib: u64) -> String {
+pub(crate) fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
-fn size_text(bytes: u64) -> String {
+pub(crate) fn size_text(bytes: u64) -> String {
     if bytes >= 1 << 30 {
         format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
     } else {
@@ -333,7 +355,11 @@ fn size_text(bytes: u64) -> String {
 }
 
 /// The Markdown report: setup, medians, ratios, daemon memory, failures.
-pub fn markdown(report: &Report, chart_file: Option<&str>) -> String {
+pub fn markdown(
+    report: &Report,
+    chart_file: Option<&str>,
+    meta_chart_file: Option<&str>,
+) -> String {
     let s = &report.settings;
     let mut md = String::new();
     let _ = writeln!(md, "# pfnfs bench\n");
@@ -351,16 +377,23 @@ pub fn markdown(report: &Report, chart_file: Option<&str>) -> String {
             .unwrap_or_default(),
         report.pfnfs_version
     );
+    let fio_part = if s.jobs.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " × {} s per fio run, a {} file per mount",
+            s.runtime_s,
+            size_text(s.size_bytes)
+        )
+    };
     let _ = writeln!(
         md,
-        "{}{} round{} × {} s per fio run, a {} file per mount; each round mounts every target \
-         afresh, in the order {} (interleaved), and runs every job on it. Figures are medians \
-         over rounds; IOPS and bandwidth count reads and writes together.{}\n",
+        "{}{} round{}{fio_part}; each round mounts every target afresh, in the order {} \
+         (interleaved), and runs every job on it. Figures are medians over rounds; IOPS and \
+         bandwidth count reads and writes together.{}\n",
         if s.quick { "Quick (smoke) run: " } else { "" },
         s.rounds,
         if s.rounds == 1 { "" } else { "s" },
-        s.runtime_s,
-        size_text(s.size_bytes),
         s.targets
             .iter()
             .map(|t| t.name())
@@ -394,6 +427,108 @@ pub fn markdown(report: &Report, chart_file: Option<&str>) -> String {
         let _ = writeln!(md, "![chart]({chart})\n");
     }
 
+    if !report.summary.is_empty() {
+        fio_tables(report, &mut md);
+    }
+
+    if let Some(section) = buffered_faster(report) {
+        md.push_str(&section);
+    }
+
+    if !report.settings.meta_jobs.is_empty() {
+        md.push_str(&crate::meta_report::markdown(report, meta_chart_file));
+    }
+
+    let daemons: Vec<&MountRecord> = report
+        .mounts
+        .iter()
+        .filter(|m| m.target.is_fuse() && !m.metadata)
+        .collect();
+    if !daemons.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Daemon memory\n\nFrom `/proc/PID/status` of the FUSE daemon, right after \
+             mounting and after its last fio run, in MiB. RssAnon is the daemon's own memory \
+             (heap, stacks, request buffers); RssShmem counts the pages of the pool file in \
+             /dev/shm that the daemon has mapped and touched, which is file data, not growth.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| round | target | pid | moved | VmRSS before | VmRSS after | RssAnon before | RssAnon after | RssShmem after | VmHWM |"
+        );
+        let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        for m in daemons {
+            let b = m.mem_before.unwrap_or_default();
+            let a = m.mem_after.unwrap_or_default();
+            let known = |x: Option<MemStat>, f: fn(&MemStat) -> u64| {
+                x.map_or_else(|| "–".to_string(), |x| mib(f(&x)))
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                m.round,
+                m.target.name(),
+                m.daemon_pid
+                    .map_or_else(|| "–".to_string(), |p| p.to_string()),
+                size_text(m.bytes_moved),
+                known(m.mem_before, |x| x.vm_rss_kib),
+                known(m.mem_after, |x| x.vm_rss_kib),
+                known(m.mem_before, |x| x.rss_anon_kib),
+                known(m.mem_after, |x| x.rss_anon_kib),
+                known(m.mem_after, |x| x.rss_shmem_kib),
+                mib(a.vm_hwm_kib.max(b.vm_hwm_kib)),
+            );
+        }
+    }
+
+    let failures: Vec<String> = report
+        .runs
+        .iter()
+        .filter_map(|r| {
+            r.error.as_ref().map(|e| {
+                format!(
+                    "- round {} {} {}: {}",
+                    r.round,
+                    r.target.name(),
+                    r.case.label(),
+                    e.replace('\n', " ")
+                )
+            })
+        })
+        .chain(report.meta_runs.iter().filter_map(|r| {
+            r.error.as_ref().map(|e| {
+                format!(
+                    "- round {} {} {}: {}",
+                    r.round,
+                    r.target.name(),
+                    r.job.name(),
+                    e.replace('\n', " ")
+                )
+            })
+        }))
+        .chain(report.mounts.iter().flat_map(|m| {
+            [&m.mount_error, &m.unmount_error]
+                .into_iter()
+                .flatten()
+                .map(move |e| {
+                    format!(
+                        "- round {} {}: {}",
+                        m.round,
+                        m.target.name(),
+                        e.replace('\n', " ")
+                    )
+                })
+        }))
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(md, "\n## Failures\n\n{}", failures.join("\n"));
+    }
+    md
+}
+
+/// The fio jobs' medians and ratios tables.
+fn fio_tables(report: &Report, md: &mut String) {
+    let s = &report.settings;
     let targets = &s.targets;
     let _ = writeln!(md, "## Medians\n");
     let _ = write!(md, "| job | numjobs | direct | unit |");
@@ -484,85 +619,6 @@ pub fn markdown(report: &Report, chart_file: Option<&str>) -> String {
             md.push('\n');
         }
     }
-
-    if let Some(section) = buffered_faster(report) {
-        md.push_str(&section);
-    }
-
-    let daemons: Vec<&MountRecord> = report
-        .mounts
-        .iter()
-        .filter(|m| m.target.is_fuse())
-        .collect();
-    if !daemons.is_empty() {
-        let _ = writeln!(
-            md,
-            "\n## Daemon memory\n\nFrom `/proc/PID/status` of the FUSE daemon, right after \
-             mounting and after its last fio run, in MiB. RssAnon is the daemon's own memory \
-             (heap, stacks, request buffers); RssShmem counts the pages of the pool file in \
-             /dev/shm that the daemon has mapped and touched, which is file data, not growth.\n"
-        );
-        let _ = writeln!(
-            md,
-            "| round | target | pid | moved | VmRSS before | VmRSS after | RssAnon before | RssAnon after | RssShmem after | VmHWM |"
-        );
-        let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
-        for m in daemons {
-            let b = m.mem_before.unwrap_or_default();
-            let a = m.mem_after.unwrap_or_default();
-            let known = |x: Option<MemStat>, f: fn(&MemStat) -> u64| {
-                x.map_or_else(|| "–".to_string(), |x| mib(f(&x)))
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                m.round,
-                m.target.name(),
-                m.daemon_pid
-                    .map_or_else(|| "–".to_string(), |p| p.to_string()),
-                size_text(m.bytes_moved),
-                known(m.mem_before, |x| x.vm_rss_kib),
-                known(m.mem_after, |x| x.vm_rss_kib),
-                known(m.mem_before, |x| x.rss_anon_kib),
-                known(m.mem_after, |x| x.rss_anon_kib),
-                known(m.mem_after, |x| x.rss_shmem_kib),
-                mib(a.vm_hwm_kib.max(b.vm_hwm_kib)),
-            );
-        }
-    }
-
-    let failures: Vec<String> = report
-        .runs
-        .iter()
-        .filter_map(|r| {
-            r.error.as_ref().map(|e| {
-                format!(
-                    "- round {} {} {}: {}",
-                    r.round,
-                    r.target.name(),
-                    r.case.label(),
-                    e.replace('\n', " ")
-                )
-            })
-        })
-        .chain(report.mounts.iter().flat_map(|m| {
-            [&m.mount_error, &m.unmount_error]
-                .into_iter()
-                .flatten()
-                .map(move |e| {
-                    format!(
-                        "- round {} {}: {}",
-                        m.round,
-                        m.target.name(),
-                        e.replace('\n', " ")
-                    )
-                })
-        }))
-        .collect();
-    if !failures.is_empty() {
-        let _ = writeln!(md, "\n## Failures\n\n{}", failures.join("\n"));
-    }
-    md
 }
 
 /// The "Where pfnfs-buffered is faster" section: every direct=1 case in which buffered mode's
@@ -711,7 +767,7 @@ mod tests {
         assert!(text.contains("buffered ahead in 3 of 3 rounds"), "{text}");
         assert!(text.contains("ranges overlap"), "{text}");
         assert!(!text.contains("randwrite"), "{text}");
-        assert!(markdown(&report, None).contains("## Where pfnfs-buffered is faster"));
+        assert!(markdown(&report, None, None).contains("## Where pfnfs-buffered is faster"));
         // Ahead in every round with no overlap: said so, not put down to noise.
         for r in &mut runs {
             if r.case.job == j && r.target == TargetKind::PfnfsBuffered {
@@ -724,7 +780,7 @@ mod tests {
         // Direct ahead everywhere: no section.
         report.summary = summarize(&runs, &[k], &[1]);
         assert_eq!(buffered_faster(&report), None);
-        assert!(!markdown(&report, None).contains("buffered is faster"));
+        assert!(!markdown(&report, None, None).contains("buffered is faster"));
     }
 
     #[test]

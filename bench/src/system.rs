@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
+use pfnfs_fs::procs::status_field;
+pub use pfnfs_fs::procs::{MemStat, mem_stat};
+
 /// Output of `PROGRAM ARGS`, or a message saying the program is missing and how to get it.
 fn tool_output(program: &str, args: &[&str], hint: &str) -> Result<String, String> {
     match Command::new(program)
@@ -35,16 +38,27 @@ pub struct Tools {
     pub bindfs: Option<String>,
 }
 
-/// Checks that fio (with psync and libaio), and for FUSE targets `/dev/fuse` and
-/// `fusermount3`, and for bindfs `bindfs`, are there. Every missing piece is listed.
-pub fn preflight(need_fuse: bool, need_bindfs: bool, need_libaio: bool) -> Result<Tools, String> {
+/// Checks that fio (with psync and libaio) if fio jobs run, and for FUSE targets
+/// `/dev/fuse` and `fusermount3`, and for bindfs `bindfs`, are there. Every missing piece is
+/// listed.
+pub fn preflight(
+    need_fio: bool,
+    need_fuse: bool,
+    need_bindfs: bool,
+    need_libaio: bool,
+) -> Result<Tools, String> {
     let mut missing = Vec::new();
     let mut tools = Tools::default();
-    match tool_output(
-        "fio",
-        &["--version"],
-        "install it with `apt-get install fio`",
-    ) {
+    let fio = if need_fio {
+        tool_output(
+            "fio",
+            &["--version"],
+            "install it with `apt-get install fio`",
+        )
+    } else {
+        Ok("fio (not used)".to_string())
+    };
+    match fio {
         Ok(v) => {
             tools.fio = v.trim().to_string();
             let major = tools
@@ -181,44 +195,6 @@ pub fn load_avg() -> Option<f64> {
         .ok()
 }
 
-/// A `Name:   1234 kB` field of a `/proc` status-like file, in KiB.
-fn status_field(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (key, value) = l.split_once(':')?;
-        if key != name {
-            return None;
-        }
-        value.split_whitespace().next()?.parse().ok()
-    })
-}
-
-/// Memory of a process, from `/proc/PID/status`, in KiB.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct MemStat {
-    /// Resident set size (anonymous + file + shared memory).
-    pub vm_rss_kib: u64,
-    /// Its peak.
-    pub vm_hwm_kib: u64,
-    /// Anonymous resident memory (heap, stacks): what grows if the daemon leaks.
-    pub rss_anon_kib: u64,
-    /// Resident file-backed pages.
-    pub rss_file_kib: u64,
-    /// Resident shared memory: for pfnfs, the pages of the pool in /dev/shm it has touched.
-    pub rss_shmem_kib: u64,
-}
-
-/// Reads `/proc/PID/status`; None if the process is gone.
-pub fn mem_stat(pid: u32) -> Option<MemStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some(MemStat {
-        vm_rss_kib: status_field(&text, "VmRSS")?,
-        vm_hwm_kib: status_field(&text, "VmHWM").unwrap_or(0),
-        rss_anon_kib: status_field(&text, "RssAnon").unwrap_or(0),
-        rss_file_kib: status_field(&text, "RssFile").unwrap_or(0),
-        rss_shmem_kib: status_field(&text, "RssShmem").unwrap_or(0),
-    })
-}
-
 /// Free bytes of the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
@@ -310,19 +286,5 @@ mod tests {
         assert_eq!(utc(0), (1970, 1, 1, 0, 0, 0));
         assert_eq!(utc(951_782_400), (2000, 2, 29, 0, 0, 0));
         assert_eq!(utc(1_764_264_125), (2025, 11, 27, 17, 22, 5));
-    }
-
-    #[test]
-    fn own_memory() {
-        let m = mem_stat(std::process::id()).expect("own status");
-        assert!(m.vm_rss_kib > 0 && m.vm_hwm_kib >= m.vm_rss_kib);
-    }
-
-    #[test]
-    fn status_fields() {
-        let text = "Name:\tx\nVmRSS:\t  1234 kB\nRssAnon:\t 12 kB\n";
-        assert_eq!(status_field(text, "VmRSS"), Some(1234));
-        assert_eq!(status_field(text, "RssAnon"), Some(12));
-        assert_eq!(status_field(text, "VmHWM"), None);
     }
 }

@@ -3,7 +3,8 @@
 //! Every target is mounted fresh for each round on a new pool or backing store in
 //! `/dev/shm/pfnfs-bench.PID/` (with `--huge-pages`, a tmpfs mounted there with
 //! `huge=always`, so that stores sit in 2 MiB pages as persistent memory is mapped), on a
-//! mount point in `/tmp/pfnfs-bench.PID/`:
+//! mount point in `/tmp/pfnfs-bench.PID/`; for the metadata jobs once more, on a store sized
+//! for their files in `/dev/shm/pfnfs-bench-meta.PID/` (always 4 KiB pages):
 //! - pfnfs-direct, pfnfs-buffered: the pfnfs binary's `mount --foreground --mode M` as a
 //!   child; unmounted with its `umount` (both run from a copy of the binary that
 //!   [`crate::Options::pfnfs`] names, see [`WorkDirs::pfnfs`]).
@@ -92,8 +93,12 @@ impl TargetKind {
 /// Where a benchmark keeps its stores and mount points; removed by `Drop` (unless something
 /// is still mounted below it).
 pub struct WorkDirs {
-    /// In /dev/shm: pools and backing stores.
+    /// In /dev/shm: pools and backing stores of the fio jobs.
     pub store: PathBuf,
+    /// In /dev/shm, always in 4 KiB pages: pools and backing stores of the metadata jobs
+    /// (`/dev/shm/pfnfs-bench-meta.PID`; with `--huge-pages` a 100-byte file in `store` would
+    /// take a 2 MiB page).
+    pub meta_store: PathBuf,
     /// In /tmp: mount points, and the copy of the pfnfs binary that mounts pfnfs.
     pub mounts: PathBuf,
     /// A copy of the pfnfs binary (for `pfnfs bench`, `/proc/self/exe`: the running binary),
@@ -114,15 +119,16 @@ impl WorkDirs {
         let mounts = std::env::temp_dir().join(format!("pfnfs-bench.{pid}"));
         let mut dirs = WorkDirs {
             store: PathBuf::from(format!("/dev/shm/pfnfs-bench.{pid}")),
+            meta_store: PathBuf::from(format!("/dev/shm/pfnfs-bench-meta.{pid}")),
             pfnfs: mounts.join("pfnfs"),
             mounts,
             store_mounted: false,
         };
-        for d in [&dirs.store, &dirs.mounts] {
+        for d in [&dirs.store, &dirs.meta_store, &dirs.mounts] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         if let Some(bytes) = huge_store_bytes {
-            mount_tmpfs(&dirs.store, bytes, true)?;
+            mount_tmpfs(&dirs.store, bytes, true, None)?;
             dirs.store_mounted = true;
         }
         std::fs::copy(pfnfs, &dirs.pfnfs)
@@ -148,7 +154,7 @@ impl Drop for WorkDirs {
             eprintln!("pfnfs bench: unmounting {}: {e}", self.store.display());
         }
         let entries = mountinfo::read().unwrap_or_default();
-        for dir in [&self.mounts, &self.store] {
+        for dir in [&self.mounts, &self.store, &self.meta_store] {
             if let Some(e) = entries.iter().find(|e| e.mount_point.starts_with(dir)) {
                 eprintln!(
                     "pfnfs bench: {} is still mounted; leaving {}",
@@ -184,6 +190,10 @@ pub struct MountSpec<'a> {
     pub kind: TargetKind,
     /// The work directories.
     pub dirs: &'a WorkDirs,
+    /// Where the pool or backing store goes: `dirs.store` or `dirs.meta_store`.
+    pub store_dir: &'a Path,
+    /// The tmpfs target's `nr_inodes` (None: tmpfs's default).
+    pub tmpfs_inodes: Option<u64>,
     /// A name unique within the run (`pfnfs-direct.r1`).
     pub tag: String,
     /// Size of the pool or tmpfs.
@@ -219,7 +229,7 @@ impl Mount {
     }
 
     fn mount_pfnfs(&mut self, spec: &MountSpec<'_>) -> Result<(), String> {
-        let pool = spec.dirs.store.join(format!("{}.pool", spec.tag));
+        let pool = spec.store_dir.join(format!("{}.pool", spec.tag));
         let _ = std::fs::remove_file(&pool);
         self.store = Some(pool.clone());
         self.pfnfs = Some(spec.dirs.pfnfs.clone());
@@ -244,7 +254,7 @@ impl Mount {
     }
 
     fn mount_bindfs(&mut self, spec: &MountSpec<'_>) -> Result<(), String> {
-        let store = spec.dirs.store.join(format!("{}.backing", spec.tag));
+        let store = spec.store_dir.join(format!("{}.backing", spec.tag));
         let _ = std::fs::remove_dir_all(&store);
         std::fs::create_dir_all(&store).map_err(|e| format!("{}: {e}", store.display()))?;
         self.store = Some(store.clone());
@@ -260,14 +270,19 @@ impl Mount {
     fn mount_tmpfs(&mut self, spec: &MountSpec<'_>) -> Result<(), String> {
         if !system::is_root() {
             // Not root: a fresh directory on the /dev/shm tmpfs.
-            let store = spec.dirs.store.join(format!("{}.dir", spec.tag));
+            let store = spec.store_dir.join(format!("{}.dir", spec.tag));
             let _ = std::fs::remove_dir_all(&store);
             std::fs::create_dir_all(&store).map_err(|e| format!("{}: {e}", store.display()))?;
             self.dir = store.clone();
             self.store = Some(store);
             return Ok(());
         }
-        mount_tmpfs(&self.dir, spec.store_bytes, spec.huge_pages)?;
+        mount_tmpfs(
+            &self.dir,
+            spec.store_bytes,
+            spec.huge_pages,
+            spec.tmpfs_inodes,
+        )?;
         self.mounted = true;
         Ok(())
     }
@@ -497,11 +512,13 @@ impl Drop for Mount {
     }
 }
 
-/// Mounts a new tmpfs of `bytes` on `dir` (as root), in 2 MiB pages if `huge`.
-fn mount_tmpfs(dir: &Path, bytes: u64, huge: bool) -> Result<(), String> {
+/// Mounts a new tmpfs of `bytes` on `dir` (as root), in 2 MiB pages if `huge`, with room for
+/// `inodes` inodes if given.
+fn mount_tmpfs(dir: &Path, bytes: u64, huge: bool, inodes: Option<u64>) -> Result<(), String> {
     let data = format!(
-        "size={bytes},mode=0755{}",
-        if huge { ",huge=always" } else { "" }
+        "size={bytes},mode=0755{}{}",
+        if huge { ",huge=always" } else { "" },
+        inodes.map_or_else(String::new, |n| format!(",nr_inodes={n}"))
     );
     nix::mount::mount(
         Some("tmpfs"),

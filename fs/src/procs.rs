@@ -1,4 +1,5 @@
-//! Which processes hold a pool: open as a file descriptor or mapped into memory.
+//! Which processes hold a pool: open as a file descriptor or mapped into memory; and what
+//! such a process's memory measures ([`mem_stat`]).
 //!
 //! Only `/proc` is read (links and `maps`), never the files themselves, so a hung FUSE mount
 //! cannot block the scan.
@@ -114,9 +115,63 @@ fn fds_hold(proc_dir: &Path, id: &Identity) -> bool {
         .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == id.canonical))
 }
 
+/// A `Name:   1234 kB` field of a `/proc` status-like file (`/proc/PID/status`,
+/// `/proc/meminfo`), in KiB.
+pub fn status_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        if key != name {
+            return None;
+        }
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Memory of a process, measured: from `/proc/PID/status`, in KiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemStat {
+    /// Resident set size (anonymous + file + shared memory).
+    pub vm_rss_kib: u64,
+    /// Its peak.
+    pub vm_hwm_kib: u64,
+    /// Anonymous resident memory (heap, stacks): the daemon's own memory, what grows with
+    /// what it keeps in RAM.
+    pub rss_anon_kib: u64,
+    /// Resident file-backed pages.
+    pub rss_file_kib: u64,
+    /// Resident shared memory: for pfnfs, the pages of a pool in /dev/shm it has touched.
+    pub rss_shmem_kib: u64,
+}
+
+/// Reads `/proc/PID/status`; None if the process is gone.
+pub fn mem_stat(pid: u32) -> Option<MemStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(MemStat {
+        vm_rss_kib: status_field(&text, "VmRSS")?,
+        vm_hwm_kib: status_field(&text, "VmHWM").unwrap_or(0),
+        rss_anon_kib: status_field(&text, "RssAnon").unwrap_or(0),
+        rss_file_kib: status_field(&text, "RssFile").unwrap_or(0),
+        rss_shmem_kib: status_field(&text, "RssShmem").unwrap_or(0),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_memory() {
+        let m = mem_stat(std::process::id()).expect("own status");
+        assert!(m.vm_rss_kib > 0 && m.vm_hwm_kib >= m.vm_rss_kib && m.rss_anon_kib > 0);
+    }
+
+    #[test]
+    fn status_fields() {
+        let text = "Name:\tx\nVmRSS:\t  1234 kB\nRssAnon:\t 12 kB\n";
+        assert_eq!(status_field(text, "VmRSS"), Some(1234));
+        assert_eq!(status_field(text, "RssAnon"), Some(12));
+        assert_eq!(status_field(text, "VmHWM"), None);
+    }
 
     #[test]
     fn finds_a_child_that_holds_a_file() {

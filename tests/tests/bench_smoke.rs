@@ -1,6 +1,7 @@
-//! `pfnfs bench`: the one-minute smoke run (`--quick`) finishes, unmounts everything and
-//! writes its three outputs (JSON that parses, a Markdown table with every row, a PNG), and
-//! missing tools are named with the package to install. No figure is checked: on a shared
+//! `pfnfs bench`: the one-minute smoke run (`--quick`, with the metadata jobs at 2,000 files)
+//! finishes, unmounts everything and writes its outputs (JSON that parses, a Markdown table
+//! with every row, a metadata table with figures for every target, two PNGs), and missing
+//! tools are named with the package to install. No figure is checked: on a shared
 //! CI machine timings mean nothing.
 //!
 //! The smoke run needs FUSE, fio and bindfs (.ci/run installs them); without them it prints
@@ -96,7 +97,7 @@ fn quick_run_writes_json_markdown_and_png() {
     let log_path = dir.path().join("bench.log");
     let log = std::fs::File::create(&log_path).expect("create log");
     let mut child = Command::new(pfnfs_bin())
-        .args(["bench", "--quick", "--out"])
+        .args(["bench", "--quick", "--files", "2000", "--out"])
         .arg(&out)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("dup log"))
@@ -119,6 +120,11 @@ fn quick_run_writes_json_markdown_and_png() {
         mountinfo()
     );
     assert!(!Path::new("/dev/shm").join(&work).exists());
+    assert!(
+        !Path::new("/dev/shm")
+            .join(format!("pfnfs-bench-meta.{pid}"))
+            .exists()
+    );
     assert!(!std::env::temp_dir().join(&work).exists());
 
     // JSON: parses, every planned run succeeded, daemons' memory recorded.
@@ -138,7 +144,8 @@ fn quick_run_writes_json_markdown_and_png() {
     assert_eq!(report["settings"]["quick"], Value::Bool(true));
     assert_eq!(report["interrupted"], Value::Bool(false));
     let runs = report["runs"].as_array().expect("runs");
-    // 6 + 10 + 9 + 9 with numjobs 2 only: see the plan in bench/README.md.
+    // 6 + 10 + 9 + 9 with numjobs 2 only: see the plan in bench/README.md. The metadata
+    // jobs are in `meta_runs`.
     assert_eq!(runs.len(), 34, "runs: {runs:#?}");
     for run in runs {
         assert!(
@@ -151,7 +158,9 @@ fn quick_run_writes_json_markdown_and_png() {
     }
     let summary = report["summary"].as_array().expect("summary");
     assert!(!summary.is_empty());
-    for mount in report["mounts"].as_array().expect("mounts") {
+    let mounts = report["mounts"].as_array().expect("mounts");
+    assert_eq!(mounts.len(), 8, "a fio and a metadata mount per target");
+    for mount in mounts {
         assert!(
             mount["mount_error"].is_null() && mount["unmount_error"].is_null(),
             "{mount}"
@@ -192,6 +201,86 @@ fn quick_run_writes_json_markdown_and_png() {
     assert!(md.contains("![chart](chart.png)"));
 
     check_png(&out.join("chart.png"));
+    check_metadata(&report, &md, &out);
+}
+
+/// The metadata jobs: every job ran on every target with figures, the daemons' memory is
+/// recorded, and results.md has a table per job with a row of numbers per target.
+fn check_metadata(report: &Value, md: &str, out: &Path) {
+    let jobs = ["create", "stat", "readdir", "unlink"];
+    let targets = ["pfnfs-direct", "pfnfs-buffered", "tmpfs", "bindfs"];
+    assert_eq!(report["settings"]["files"], 2000);
+    let meta_runs = report["meta_runs"].as_array().expect("meta_runs");
+    assert_eq!(
+        meta_runs.len(),
+        jobs.len() * targets.len(),
+        "{meta_runs:#?}"
+    );
+    for run in meta_runs {
+        assert!(run["error"].is_null(), "failed metadata job: {run}");
+        let f = &run["figures"];
+        let ops = if run["job"] == "readdir" { 2 } else { 2000 };
+        assert_eq!(f["ops"], ops, "{run}");
+        assert!(f["ops_per_s"].as_f64().is_some_and(|v| v > 0.0), "{run}");
+        assert!(
+            f["latency"]["p99_us"].as_f64().is_some_and(|v| v > 0.0),
+            "{run}"
+        );
+        if run["target"] != "tmpfs" {
+            assert!(
+                run["daemon_mem_after"]["rss_anon_kib"]
+                    .as_u64()
+                    .is_some_and(|k| k > 0),
+                "{run}"
+            );
+        }
+        if run["job"] == "stat" || run["job"] == "readdir" {
+            // Root drops the caches; anyone else gets a warning in the report.
+            assert!(run["caches_dropped"].is_boolean(), "{run}");
+        }
+    }
+    assert!(md.contains("## Metadata"), "{md}");
+    assert!(md.contains("![metadata chart](chart-meta.png)"), "{md}");
+    for job in jobs {
+        assert!(
+            md.contains(&format!("### {job}\n")),
+            "no {job} table in:\n{md}"
+        );
+    }
+    for target in targets {
+        // One row per job: a rate, three latencies, two tenths, their ratio, RssAnon.
+        let rows: Vec<&str> = md
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {target} | ")))
+            .filter(|l| l.split('|').count() == 11)
+            .collect();
+        assert_eq!(rows.len(), jobs.len(), "{target} rows in:\n{md}");
+        for row in rows {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert!(
+                cells[2].parse::<f64>().is_ok_and(|v| v > 0.0),
+                "ops/s in {row:?}"
+            );
+            for latency in &cells[3..6] {
+                assert!(
+                    latency.ends_with(" µs") || latency.ends_with(" ms") || latency.ends_with(" s"),
+                    "latency in {row:?}"
+                );
+            }
+            assert!(cells[6].parse::<f64>().is_ok(), "first tenth in {row:?}");
+            assert!(cells[7].parse::<f64>().is_ok(), "last tenth in {row:?}");
+            if target == "tmpfs" {
+                assert_eq!(cells[9], "–", "{row:?}");
+            } else {
+                assert!(
+                    cells[9].parse::<f64>().is_ok_and(|v| v > 0.0),
+                    "RssAnon in {row:?}"
+                );
+            }
+        }
+    }
+    assert!(md.contains("| create | "), "create ratios in:\n{md}");
+    check_png(&out.join("chart-meta.png"));
 }
 
 fn bench_without(path: &Path, out: &Path) -> (i32, String) {
@@ -266,6 +355,8 @@ fn usage_errors() {
         &["--rounds", "0"],
         &["--numjobs", "0"],
         &["--size", "1k"],
+        &["--files", "0"],
+        &["--jobs", "create,mkdir"],
     ] {
         let (code, stderr) = run(bad);
         assert_eq!(code, 2, "pfnfs bench {bad:?}: {stderr}");

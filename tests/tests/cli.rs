@@ -273,8 +273,39 @@ fn daemon_mount_stat_umount() {
         text.contains(s(&pool)) && text.contains("64.0 MiB"),
         "stat MOUNTPOINT:\n{text}"
     );
+    // The daemon's memory, measured: the process holding the pool, its /proc/PID/status.
+    let daemon_pid = holders(&pool)[0];
+    assert!(
+        text.contains(&format!(
+            "daemon:       PID {daemon_pid} (pfnfs), measured: RssAnon "
+        )),
+        "stat MOUNTPOINT names the daemon and its measured RssAnon:\n{text}"
+    );
+    assert!(text.contains("VmHWM"), "{text}");
+    assert!(
+        text.contains("metadata RAM: ") && text.contains("estimated"),
+        "{text}"
+    );
     let json = ok(&["stat", s(&mnt), "--json"]);
     assert!(json.contains("\"mounted\": true"), "{json}");
+    let value: serde_json::Value = serde_json::from_str(&json).expect("stat --json is JSON");
+    assert_eq!(value["daemon"]["pid"], daemon_pid, "{json}");
+    let rss_anon_kib = value["daemon"]["rss_anon_kib"].as_u64().unwrap_or(0);
+    let status = fs::read_to_string(format!("/proc/{daemon_pid}/status")).unwrap();
+    let now_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("RssAnon in /proc/PID/status");
+    assert!(
+        rss_anon_kib > 0 && rss_anon_kib.abs_diff(now_kib) < 8 * 1024,
+        "stat's RssAnon {rss_anon_kib} KiB against {now_kib} KiB in /proc/{daemon_pid}/status"
+    );
+    assert!(
+        value["daemon"]["vm_hwm_kib"].as_u64().unwrap_or(0) >= rss_anon_kib,
+        "{json}"
+    );
+    assert!(value["metadata_pool_bytes_per_file"].is_null(), "{json}");
     ok(&["stat", s(&pool)]);
     let out = pfnfs(&["mount", s(&pool), s(&mnt)]);
     assert_eq!(code(&out), 1, "mounting a mounted pool again");
@@ -291,6 +322,10 @@ fn daemon_mount_stat_umount() {
     assert!(
         json.contains("\"mounted\": false") && json.contains("\"files\": 1"),
         "{json}"
+    );
+    assert!(
+        json.contains("\"daemon\": null"),
+        "no daemon once unmounted: {json}"
     );
     ok(&["mount", s(&pool), s(&mnt), "--mode", "buffered"]);
     assert_eq!(

@@ -6,25 +6,30 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use pfnfs_bench::{BenchError, JobId, TargetKind};
+use pfnfs_bench::{BenchError, JobName, TargetKind};
 
 use crate::Failure;
 use crate::size::parse_size;
 
-/// Benchmark pfnfs against tmpfs and bindfs with fio (needs fio; bindfs for the bindfs target).
+/// Benchmark pfnfs against tmpfs and bindfs with fio and metadata jobs (needs fio for the fio
+/// jobs; bindfs for the bindfs target).
 ///
 /// Runs fio (direct=1, psync with numjobs 1 and 2, and libaio at queue depth 16) on pfnfs in
 /// direct and in buffered mode, on tmpfs and on bindfs over tmpfs, each mounted afresh per
 /// round on a pool or backing store in /dev/shm; the targets with a page cache also run the
-/// psync jobs with direct=0 for reference. Writes results.json, results.md and chart.png to
-/// the results folder. Takes about 15 minutes; --quick about one.
+/// psync jobs with direct=0 for reference. Then, on each target mounted afresh again, the
+/// metadata jobs: create, stat, readdir and unlink of --files files of 100 bytes, 1,000 per
+/// directory, every operation timed. Writes results.json, results.md, chart.png and
+/// chart-meta.png to the results folder. The fio jobs take about 15 minutes, the metadata
+/// jobs at 1,000,000 files about as long per round; --quick about a minute.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Results folder (created if needed) [default: results/YYYYMMDD-HHMMSS (UTC)]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// Smoke run of about a minute: 1 round, 1 s per fio run, numjobs 2 only, 64 MiB files.
+    /// Smoke run of about a minute: 1 round, 1 s per fio run, numjobs 2 only, 64 MiB files,
+    /// 20,000 files for the metadata jobs.
     /// Not for figures.
     #[arg(long)]
     pub quick: bool,
@@ -45,9 +50,14 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
     pub targets: Vec<TargetKind>,
 
-    /// Jobs to run, comma-separated [default: all]
+    /// Jobs to run, comma-separated: fio jobs and metadata jobs (create, stat, readdir,
+    /// unlink) [default: all]
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
-    pub jobs: Vec<JobId>,
+    pub jobs: Vec<JobName>,
+
+    /// Files the metadata jobs make, 1,000 per directory [default: 1000000; --quick: 20000]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000), value_name = "N")]
+    pub files: Option<u64>,
 
     /// fio numjobs values, comma-separated [default: 1,2; --quick: 2]
     #[arg(long, value_delimiter = ',', value_name = "LIST",
@@ -96,6 +106,7 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 
 /// Runs the benchmark.
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
+    let (jobs, meta_jobs) = JobName::split(&args.jobs);
     let options = pfnfs_bench::Options {
         pfnfs: PathBuf::from("/proc/self/exe"),
         pfnfs_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -105,7 +116,9 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         runtime: args.runtime,
         size: args.size,
         targets: args.targets,
-        jobs: args.jobs,
+        jobs,
+        meta_jobs,
+        files: args.files,
         numjobs: args.numjobs,
         buffered_reference: !args.no_buffered_reference,
         job_dir: args.job_dir,

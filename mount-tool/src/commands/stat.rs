@@ -1,15 +1,22 @@
-//! `pfnfs stat POOL|MOUNTPOINT [--json]`: a pool's figures, mounted or not.
+//! `pfnfs stat POOL|MOUNTPOINT [--json]`: a pool's figures, mounted or not; for a mounted
+//! pool also the serving daemon's memory, measured from `/proc/PID/status`.
+//!
+//! The JSON output is the [`PoolReport`]'s fields, then `daemon` (null when no daemon holds
+//! the pool) and `metadata_pool_bytes_per_file` (null until the pool format reports it).
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use pfnfs_fs::PoolReport;
 use pfnfs_fs::mountinfo;
+use pfnfs_fs::procs::{self, MemStat};
+use serde::Serialize;
 
 use crate::Failure;
 use crate::size::format_size;
 
-/// Show a pool's size, usage, inode and extent counts. Reads the pool without writing to it.
+/// Show a pool's size, usage, inode and extent counts, and for a mounted pool its daemon's
+/// measured memory. Reads the pool without writing to it.
 #[derive(Debug, Args)]
 pub struct StatArgs {
     /// A pool file or device, or the mount point of a pfnfs mount.
@@ -20,16 +27,62 @@ pub struct StatArgs {
     pub json: bool,
 }
 
+/// The daemon that holds a pool, and its memory as the kernel counts it.
+#[derive(Clone, Debug, Serialize)]
+struct Daemon {
+    /// Its PID.
+    pid: u32,
+    /// Its command name.
+    comm: String,
+    /// `/proc/PID/status`, in KiB: `rss_anon_kib` is the daemon's own memory (heap, stacks,
+    /// buffers); `vm_hwm_kib` its peak resident set.
+    #[serde(flatten)]
+    memory: MemStat,
+}
+
+/// What `pfnfs stat` prints.
+#[derive(Clone, Debug, Serialize)]
+struct StatOutput {
+    #[serde(flatten)]
+    pool: PoolReport,
+    /// The daemon holding the pool, measured; None if no pfnfs process holds it.
+    daemon: Option<Daemon>,
+    /// Metadata bytes on the pool per file. Hook for pool format 2 (issue 14), whose
+    /// structures on the pool give this figure directly: fill it in from the [`PoolReport`]
+    /// there. Format 1 keeps a whole-image checkpoint plus a log, which has no per-file
+    /// figure of its own, so it stays None (`null`, and "not reported" in the text).
+    metadata_pool_bytes_per_file: Option<f64>,
+}
+
+/// The pfnfs daemon holding `pool`, if one does, with its memory.
+fn daemon_of(pool: &Path) -> Option<Daemon> {
+    procs::holders(pool, procs::Scan::Daemons)
+        .into_iter()
+        .find_map(|h| {
+            let pid = u32::try_from(h.pid).ok()?;
+            Some(Daemon {
+                pid,
+                comm: h.comm,
+                memory: procs::mem_stat(pid)?,
+            })
+        })
+}
+
 /// Prints the report.
 pub fn run(args: StatArgs) -> Result<(), Failure> {
     let pool = resolve_pool(&args.target)?;
     let report = pfnfs_fs::report(&pool).map_err(|e| Failure::about(&pool, e.to_string()))?;
+    let out = StatOutput {
+        daemon: daemon_of(&pool),
+        metadata_pool_bytes_per_file: None,
+        pool: report,
+    };
     if args.json {
-        let text = serde_json::to_string_pretty(&report)
+        let text = serde_json::to_string_pretty(&out)
             .map_err(|e| Failure::new(format!("{}: cannot encode JSON: {e}", pool.display())))?;
         println!("{text}");
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&out));
     }
     Ok(())
 }
@@ -70,9 +123,14 @@ fn sized(bytes: u64) -> String {
     format!("{} ({bytes} bytes)", format_size(bytes))
 }
 
+fn kib(kib: u64) -> String {
+    format_size(kib.saturating_mul(1024))
+}
+
 /// The text form of a report.
-fn render(r: &PoolReport) -> String {
-    let rows: Vec<(&str, String)> = vec![
+fn render(out: &StatOutput) -> String {
+    let r = &out.pool;
+    let mut rows: Vec<(&str, String)> = vec![
         ("pool", r.pool.clone()),
         ("uuid", r.uuid.clone()),
         (
@@ -120,16 +178,41 @@ fn render(r: &PoolReport) -> String {
         (
             "metadata",
             format!(
-                "{} in RAM, {} on the pool ({:.0} B and {:.0} B per GiB of data; \
+                "{} on the pool ({:.0} B per GiB of data; per file: {})",
+                format_size(r.metadata_pool_bytes),
+                r.metadata_pool_bytes_per_gib,
+                out.metadata_pool_bytes_per_file.map_or_else(
+                    || "not reported by this pool format".to_string(),
+                    |b| { format!("{b:.0} B") }
+                ),
+            ),
+        ),
+        (
+            "metadata RAM",
+            format!(
+                "{}, estimated from the loaded inodes, not measured ({:.0} B per GiB of data; \
                  struct page for this pool would be {})",
                 format_size(r.metadata_ram_bytes),
-                format_size(r.metadata_pool_bytes),
                 r.metadata_ram_bytes_per_gib,
-                r.metadata_pool_bytes_per_gib,
                 format_size(r.struct_page_bytes)
             ),
         ),
     ];
+    rows.push((
+        "daemon",
+        match &out.daemon {
+            Some(d) => format!(
+                "PID {} ({}), measured: RssAnon {}, VmHWM {}, VmRSS {} (/proc/{}/status)",
+                d.pid,
+                d.comm,
+                kib(d.memory.rss_anon_kib),
+                kib(d.memory.vm_hwm_kib),
+                kib(d.memory.vm_rss_kib),
+                d.pid
+            ),
+            None => "none holds the pool".to_string(),
+        },
+    ));
     rows.iter()
         .map(|(k, v)| format!("{:<14}{v}\n", format!("{k}:")))
         .collect()
@@ -162,7 +245,12 @@ mod tests {
             struct_page_bytes: 16 << 20,
             mounted: false,
         };
-        let text = render(&report);
+        let mut out = StatOutput {
+            pool: report,
+            daemon: None,
+            metadata_pool_bytes_per_file: None,
+        };
+        let text = render(&out);
         assert!(
             text.contains("size:         1.00 GiB (1073741824 bytes)"),
             "{text}"
@@ -173,6 +261,36 @@ mod tests {
         );
         assert!(text.contains("3 (1 files, 2 directories)"), "{text}");
         assert!(text.contains("50.0% of file data"), "{text}");
-        assert_eq!(text.lines().count(), 12);
+        assert!(
+            text.contains("metadata RAM: 4.00 KiB, estimated"),
+            "the estimate is labelled: {text}"
+        );
+        assert!(text.contains("per file: not reported"), "{text}");
+        assert!(text.contains("daemon:       none holds the pool"), "{text}");
+        assert_eq!(text.lines().count(), 14);
+        out.daemon = Some(Daemon {
+            pid: 77,
+            comm: "pfnfs".into(),
+            memory: MemStat {
+                rss_anon_kib: 3 * 1024,
+                vm_hwm_kib: 40 * 1024,
+                vm_rss_kib: 30 * 1024,
+                ..MemStat::default()
+            },
+        });
+        out.metadata_pool_bytes_per_file = Some(120.0);
+        let text = render(&out);
+        assert!(
+            text.contains("PID 77 (pfnfs), measured: RssAnon 3.00 MiB, VmHWM 40.0 MiB"),
+            "{text}"
+        );
+        assert!(text.contains("per file: 120 B"), "{text}");
+        let json = serde_json::to_value(&out).unwrap();
+        assert_eq!(json["daemon"]["rss_anon_kib"], 3072);
+        assert_eq!(
+            json["size_bytes"],
+            1u64 << 30,
+            "the report's fields stay at the top"
+        );
     }
 }
