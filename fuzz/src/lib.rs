@@ -52,7 +52,7 @@ use pfnfs_alloc::{
 use pfnfs_btree::format::Node;
 use pfnfs_btree::{Tree, Txn};
 use pfnfs_extent::ExtentMap;
-use pfnfs_fs::fsck::{FsckMode, FsckReport, check_volume, fsck_pool};
+use pfnfs_fs::fsck::{FsckMode, check_volume, fsck_pool};
 use pfnfs_fs::inode::{Directory, Kind, ROOT_INO};
 use pfnfs_fs::journal::{
     BodyImage, CheckpointHeader, CheckpointImage, LogId, Op, log_generation, max_log_generation,
@@ -447,13 +447,17 @@ fn exercise(vol: &Volume) -> bool {
 
 /// `pool` (format 2): byte 0 is flags (bit 0: reseal the checksums, see [`reseal`]), the rest
 /// a compact pool image. Its superblock slots are decoded (what decodes re-encodes to the same
-/// bytes); on a RAM pool it is opened, loaded, checked with `check_volume`, used everywhere
-/// ([`exercise`]), changed and unmounted, and a pool that checked clean and unmounted must load
-/// again and check clean; on a pool file it is given to `fsck -n` and `fsck -y`. Nothing may
-/// panic. What loads must pass fsck's checks or be reported by fsck: a pool `fsck -n` finds
-/// clean must load and check clean, and one whose loaded state `check_volume` faults must not
-/// pass `fsck -n`. A pool `fsck -y` repaired must then check clean, load, pass `check_volume`
-/// and unmount.
+/// bytes); a pool file holding it is checked with `fsck -n`; on a RAM pool it is opened,
+/// loaded, checked with `check_volume`, used everywhere ([`exercise`]), changed and unmounted;
+/// the pool file is then repaired with `fsck -y`. Nothing may panic, and what loads must pass
+/// fsck's checks or be reported by fsck: a pool `fsck -n` finds clean must load, check clean,
+/// read everywhere, and after the changes and the unmount load again, check clean and read
+/// everywhere; a pool `fsck -y` repaired must then check clean with `fsck -n`, load, pass
+/// `check_volume`, read everywhere and unmount.
+///
+/// (`check_volume` alone is not the reference: it checks the loaded volume, which reads the
+/// tree lazily through the readdir index, so a name index that disagrees with it is left to
+/// `fsck -n`, which decodes the whole tree.)
 pub fn pool(data: &[u8]) {
     let Some((&flags, image)) = data.split_first() else {
         return;
@@ -474,51 +478,49 @@ pub fn pool(data: &[u8]) {
             "a superblock re-encodes differently"
         );
     }
-    let image = compact(&mem);
-    // What the loaded volume's checks say: None when it does not load.
-    let mut loaded: Option<FsckReport> = None;
-    if let Ok(pool) = Pool::open_backend("fuzz", Box::new(mem.clone()), false)
-        && let Ok(vol) = Volume::load(Arc::new(pool))
-    {
-        let report = check_volume(&vol);
-        let used = exercise(&vol);
-        if let Ok(f) = vol.create(ROOT, ROOT_INO, b"fuzz-new", 0o644, true) {
-            let _ = vol.write(ROOT, f.ino, 0, &pattern(3, 10_000));
-            let _ = vol.setxattr(f.ino, b"user.fuzz", b"v", 0);
-        }
-        let _ = vol.mkdir(ROOT, ROOT_INO, b"fuzz-dir", 0o755);
-        let shut = vol.shutdown();
-        drop(vol);
-        if report.exit_code() == 0 && shut.is_ok() {
-            assert!(used, "a volume that checks clean fails a read");
-            let pool = Pool::open_backend("fuzz-again", Box::new(mem), false)
-                .expect("a clean pool reopens after use");
-            let vol = Volume::load(Arc::new(pool)).expect("a clean pool loads after use");
-            let again = check_volume(&vol);
-            assert_eq!(
-                again.exit_code(),
-                0,
-                "a clean pool checks dirty after use: {again:#?}"
-            );
-            assert!(exercise(&vol), "a clean pool fails a read after use");
-        }
-        loaded = Some(report);
-    }
     let path = &scratch_pool();
-    expand_to_file(&image, path).expect("write the scratch pool");
-    if let Ok(r) = fsck_pool(path, FsckMode::Check) {
-        match &loaded {
-            None => assert!(
-                r.exit_code() != 0,
-                "fsck -n finds nothing wrong but the pool does not load: {r:#?}"
-            ),
-            Some(checked) if r.exit_code() == 0 => assert_eq!(
-                checked.exit_code(),
-                0,
-                "fsck -n finds nothing wrong but the loaded volume checks dirty: {checked:#?}"
-            ),
-            Some(_) => {}
+    expand_to_file(&compact(&mem), path).expect("write the scratch pool");
+    let check = fsck_pool(path, FsckMode::Check);
+    let clean = matches!(&check, Ok(r) if r.exit_code() == 0);
+    let loaded = Pool::open_backend("fuzz", Box::new(mem.clone()), false)
+        .map_err(|e| e.to_string())
+        .and_then(|pool| Volume::load(Arc::new(pool)).map_err(|e| e.to_string()));
+    match loaded {
+        Ok(vol) => {
+            let report = check_volume(&vol);
+            let used = exercise(&vol);
+            if let Ok(f) = vol.create(ROOT, ROOT_INO, b"fuzz-new", 0o644, true) {
+                let _ = vol.write(ROOT, f.ino, 0, &pattern(3, 10_000));
+                let _ = vol.setxattr(f.ino, b"user.fuzz", b"v", 0);
+            }
+            let _ = vol.mkdir(ROOT, ROOT_INO, b"fuzz-dir", 0o755);
+            let shut = vol.shutdown();
+            drop(vol);
+            if clean {
+                assert_eq!(
+                    report.exit_code(),
+                    0,
+                    "fsck -n finds nothing wrong but the loaded volume checks dirty: \
+                     {report:#?}"
+                );
+                assert!(used, "fsck -n finds nothing wrong but a read fails");
+                shut.expect("a clean pool unmounts after use");
+                let pool = Pool::open_backend("fuzz-again", Box::new(mem), false)
+                    .expect("a clean pool reopens after use");
+                let vol = Volume::load(Arc::new(pool)).expect("a clean pool loads after use");
+                let again = check_volume(&vol);
+                assert_eq!(
+                    again.exit_code(),
+                    0,
+                    "a clean pool checks dirty after use: {again:#?}"
+                );
+                assert!(exercise(&vol), "a clean pool fails a read after use");
+            }
         }
+        Err(e) => assert!(
+            !clean,
+            "fsck -n finds nothing wrong but the pool does not load: {e}\n{check:#?}"
+        ),
     }
     if let Ok(r) = fsck_pool(path, FsckMode::Repair)
         && r.exit_code() <= 1
