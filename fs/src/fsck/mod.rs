@@ -177,6 +177,40 @@ const LIST_MAX: usize = 8;
 pub fn check_volume(vol: &Volume) -> FsckReport {
     let mut model = Model::of(vol);
     let mut findings = Vec::new();
+    // A directory is listed from its readdir index (the model) but looked up through its name
+    // index: every listed entry must be found by name, with the same cookie and inode.
+    for cell in vol.all_cells().unwrap_or_else(|_| vol.cells()) {
+        let inode = cell.inode.read();
+        let Some(dir) = inode.dir() else { continue };
+        let listed = match dir.all_entries() {
+            Ok(l) => l,
+            Err(e) => {
+                findings.push(Finding::new(
+                    "directory",
+                    format!("directory {}: its entries cannot be read: {e}", inode.ino),
+                    "none on a mounted volume: run pfnfs fsck on the pool",
+                ));
+                continue;
+            }
+        };
+        for (cookie, e) in listed {
+            let found = dir.get(&e.name).ok().flatten();
+            if found.as_ref().map(|(c, f)| (*c, f.ino)) != Some((cookie, e.ino)) {
+                findings.push(Finding::new(
+                    "directory",
+                    format!(
+                        "directory {}: {} is listed (cookie {cookie}, inode {}) but its name \
+                         finds {:?}",
+                        inode.ino,
+                        name_str(&e.name),
+                        e.ino,
+                        found.map(|(c, f)| (c, f.ino))
+                    ),
+                    "rebuild the directory's indexes (pfnfs fsck -y on the pool)",
+                ));
+            }
+        }
+    }
     let mut notes = Vec::new();
     let counts = analyze(&mut model, &mut findings, &mut notes, &|_, _, _| {});
     FsckReport {

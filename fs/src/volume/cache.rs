@@ -2,15 +2,15 @@
 //! again when clean, so that RAM holds what is in use, not what exists.
 //!
 //! A cell stays in the table while it is *pinned*: changed since the last commit (its
-//! number is in [`store::Dirty`]: the tree does not have it yet), open (per-open-file state),
+//! number is in `store::Dirty`: the tree does not have it yet), open (per-open-file state),
 //! or borrowed (someone holds its `Arc` or its lock). Everything else may be evicted once the
-//! table holds more than [`Cache::capacity`] cells, oldest loaded first; a later `cell()`
+//! table holds more than `Cache::capacity` cells, oldest loaded first; a later `cell()`
 //! reads it back from the tree. Kernel lookup references do not pin a cell: the kernel
 //! names inodes by number, and a number can always be read back from the tree, so the daemon
 //! keeps no per-reference state and an inode that loses its last name is reclaimed once no
 //! file handle holds it (DESIGN.md, section 3.5).
 //!
-//! The tree's nodes are read under [`TreeView`]'s read lock; a commit swaps the root and
+//! The tree's nodes are read under `TreeView`'s read lock; a commit swaps the root and
 //! frees the nodes it replaced under the write lock, so a reader never follows a pointer into
 //! a node that was freed (and possibly reused) under it.
 
