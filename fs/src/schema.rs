@@ -15,12 +15,14 @@ use pfnfs_extent::Extent;
 
 use crate::inode::{Attr, Kind, Time};
 
-/// Tag of the inode table: `[0x10][ino]` -> [`InodeRecord`].
+/// Tag of the inode table: `[0x10][ino]` -> [`InodeRecord`]; the inode's extents and xattrs
+/// follow it under the same prefix ([`SUB_EXTENT`], [`SUB_XATTR`]), so that one range scan
+/// reads an inode whole.
 pub const TAG_INODE: u8 = 0x10;
-/// Tag of the extent table: `[0x20][ino][file frame]` -> [`encode_extent`].
-pub const TAG_EXTENT: u8 = 0x20;
-/// Tag of the xattr table: `[0x30][ino][name]` -> the value's bytes.
-pub const TAG_XATTR: u8 = 0x30;
+/// Sub-tag of an extent: `[0x10][ino][0x20][file frame]` -> [`encode_extent`].
+pub const SUB_EXTENT: u8 = 0x20;
+/// Sub-tag of an extended attribute: `[0x10][ino][0x30][name]` -> the value's bytes.
+pub const SUB_XATTR: u8 = 0x30;
 /// Tag of the name index of directories: `[0x40][dir][name]` -> [`NameEntry`].
 pub const TAG_NAME: u8 = 0x40;
 /// Tag of the readdir index of directories: `[0x41][dir][cookie]` -> [`CookieEntry`].
@@ -36,38 +38,47 @@ pub const TAG_ORPHAN: u8 = 0x60;
 pub struct Table {
     /// The tag byte.
     pub tag: u8,
+    /// The sub-tag after the inode number, for the tables inside an inode's prefix.
+    pub sub: Option<u8>,
     /// The table's name as docs/DESIGN.md writes it.
     pub name: &'static str,
 }
 
-/// Every table, in tag order.
+/// Every table, in key order.
 pub const TABLES: [Table; 7] = [
     Table {
         tag: TAG_INODE,
+        sub: None,
         name: "inode",
     },
     Table {
-        tag: TAG_EXTENT,
+        tag: TAG_INODE,
+        sub: Some(SUB_EXTENT),
         name: "extent",
     },
     Table {
-        tag: TAG_XATTR,
+        tag: TAG_INODE,
+        sub: Some(SUB_XATTR),
         name: "xattr",
     },
     Table {
         tag: TAG_NAME,
+        sub: None,
         name: "name",
     },
     Table {
         tag: TAG_COOKIE,
+        sub: None,
         name: "cookie",
     },
     Table {
         tag: TAG_FREE,
+        sub: None,
         name: "free",
     },
     Table {
         tag: TAG_ORPHAN,
+        sub: None,
         name: "orphan",
     },
 ];
@@ -87,6 +98,15 @@ fn key3(tag: u8, a: u64, b: &[u8]) -> Vec<u8> {
     k
 }
 
+fn inode_sub_key(ino: u64, sub: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + rest.len());
+    k.push(TAG_INODE);
+    k.extend_from_slice(&ino.to_be_bytes());
+    k.push(sub);
+    k.extend_from_slice(rest);
+    k
+}
+
 /// Key of inode `ino`'s record.
 pub fn inode_key(ino: u64) -> Vec<u8> {
     key2(TAG_INODE, ino)
@@ -94,12 +114,12 @@ pub fn inode_key(ino: u64) -> Vec<u8> {
 
 /// Key of the extent of `ino` starting at logical frame `file_frame`.
 pub fn extent_key(ino: u64, file_frame: u64) -> Vec<u8> {
-    key3(TAG_EXTENT, ino, &file_frame.to_be_bytes())
+    inode_sub_key(ino, SUB_EXTENT, &file_frame.to_be_bytes())
 }
 
 /// Key of `ino`'s extended attribute `name`.
 pub fn xattr_key(ino: u64, name: &[u8]) -> Vec<u8> {
-    key3(TAG_XATTR, ino, name)
+    inode_sub_key(ino, SUB_XATTR, name)
 }
 
 /// Key of `name` in directory `dir`'s name index.
@@ -126,7 +146,7 @@ pub fn orphan_key(ino: u64) -> Vec<u8> {
 pub type KeyRange = (Vec<u8>, Option<Vec<u8>>);
 
 /// The key range `[start, end)` of everything in table `tag` whose first integer is `a`
-/// (one inode's extents or xattrs, one directory's names or cookies).
+/// (an inode whole: record, extents, xattrs; one directory's names or cookies).
 pub fn prefix_range(tag: u8, a: u64) -> KeyRange {
     let start = key2(tag, a);
     let end = match a.checked_add(1) {
@@ -136,9 +156,46 @@ pub fn prefix_range(tag: u8, a: u64) -> KeyRange {
     (start, Some(end))
 }
 
+/// The key range of inode `ino`'s entries of sub-table `sub` (its extents or xattrs).
+pub fn inode_sub_range(ino: u64, sub: u8) -> KeyRange {
+    (
+        inode_sub_key(ino, sub, &[]),
+        Some(inode_sub_key(ino, sub + 1, &[])),
+    )
+}
+
 /// The key range of a whole table.
 pub fn table_range(tag: u8) -> KeyRange {
     (vec![tag], Some(vec![tag + 1]))
+}
+
+/// What a key in the inode table is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InodeKey<'a> {
+    /// The inode's record.
+    Record(u64),
+    /// An extent at a file frame.
+    Extent(u64, u64),
+    /// An extended attribute.
+    Xattr(u64, &'a [u8]),
+}
+
+/// Parses a key of the inode table.
+pub fn inode_table_key(key: &[u8]) -> Result<InodeKey<'_>, SchemaError> {
+    if key.first() != Some(&TAG_INODE) {
+        return Err(bad("not an inode table key"));
+    }
+    let ino = key_id(key)?;
+    match (key.len(), key.get(9)) {
+        (9, _) => Ok(InodeKey::Record(ino)),
+        (18, Some(&SUB_EXTENT)) => {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&key[10..18]);
+            Ok(InodeKey::Extent(ino, u64::from_be_bytes(w)))
+        }
+        (n, Some(&SUB_XATTR)) if n > 10 => Ok(InodeKey::Xattr(ino, &key[10..])),
+        _ => Err(bad(format!("malformed inode table key {key:02x?}"))),
+    }
 }
 
 /// Why bytes read from the tree do not decode.

@@ -219,14 +219,9 @@ fn delete_range(txn: &mut Txn<'_>, range: (Vec<u8>, Option<Vec<u8>>)) {
 
 /// Writes inode `ino` (or its absence) with the schema's encoders, as a commit would.
 fn write_inode(txn: &mut Txn<'_>, ino: u64, inode: Option<&Inode>) {
-    txn.delete(&schema::inode_key(ino)).unwrap();
     txn.delete(&schema::orphan_key(ino)).unwrap();
-    for tag in [
-        schema::TAG_EXTENT,
-        schema::TAG_XATTR,
-        schema::TAG_NAME,
-        schema::TAG_COOKIE,
-    ] {
+    // The record, extents and xattrs share the inode's prefix.
+    for tag in [schema::TAG_INODE, schema::TAG_NAME, schema::TAG_COOKIE] {
         delete_range(txn, schema::prefix_range(tag, ino));
     }
     let Some(inode) = inode else { return };

@@ -45,14 +45,21 @@ fn design_doc_lists_every_table_with_its_tag() {
     {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         if cells.len() > 3 && cells[1].starts_with("`0x") {
-            let tag = u8::from_str_radix(cells[1].trim_matches('`').trim_start_matches("0x"), 16)
-                .unwrap();
-            found.push((tag, cells[2].trim_matches('`').to_string()));
+            found.push((
+                cells[1].trim_matches('`').to_string(),
+                cells[2].trim_matches('`').to_string(),
+            ));
         }
     }
-    let want: Vec<(u8, String)> = schema::TABLES
+    let want: Vec<(String, String)> = schema::TABLES
         .iter()
-        .map(|t| (t.tag, t.name.to_string()))
+        .map(|t| {
+            let code = match t.sub {
+                None => format!("0x{:02x}", t.tag),
+                Some(sub) => format!("0x{:02x}/0x{:02x}", t.tag, sub),
+            };
+            (code, t.name.to_string())
+        })
         .collect();
     assert_eq!(found, want, "DESIGN.md 3.5 and schema::TABLES disagree");
 }
@@ -62,11 +69,11 @@ fn keys_are_tag_then_big_endian_integers() {
     assert_eq!(hex(&schema::inode_key(0x0102)), "100000000000000102");
     assert_eq!(
         hex(&schema::extent_key(1, 0x10)),
-        "2000000000000000010000000000000010"
+        "100000000000000001200000000000000010"
     );
     assert_eq!(
         hex(&schema::xattr_key(2, b"user.a")),
-        "300000000000000002757365722e61"
+        "10000000000000000230757365722e61"
     );
     assert_eq!(hex(&schema::name_key(1, b"f")), "40000000000000000166");
     assert_eq!(
@@ -78,9 +85,27 @@ fn keys_are_tag_then_big_endian_integers() {
     // One inode's entries sort together and in numeric order.
     assert!(schema::extent_key(1, 255) < schema::extent_key(1, 256));
     assert!(schema::extent_key(1, u64::MAX) < schema::extent_key(2, 0));
-    let (start, end) = schema::prefix_range(schema::TAG_EXTENT, u64::MAX);
-    assert_eq!(end, Some(vec![schema::TAG_EXTENT + 1]));
+    // An inode's record, extents and xattrs are one prefix, in that order.
+    assert!(schema::inode_key(1) < schema::extent_key(1, 0));
+    assert!(schema::extent_key(1, u64::MAX) < schema::xattr_key(1, b"a"));
+    assert!(schema::xattr_key(1, &[0xff; 255]) < schema::inode_key(2));
+    let (start, end) = schema::prefix_range(schema::TAG_INODE, u64::MAX);
+    assert_eq!(end, Some(vec![schema::TAG_INODE + 1]));
     assert!(schema::extent_key(u64::MAX, 5) >= start);
+    assert_eq!(
+        schema::inode_table_key(&schema::extent_key(7, 9)),
+        Ok(schema::InodeKey::Extent(7, 9))
+    );
+    assert_eq!(
+        schema::inode_table_key(&schema::xattr_key(7, b"n")),
+        Ok(schema::InodeKey::Xattr(7, b"n"))
+    );
+    assert_eq!(
+        schema::inode_table_key(&schema::inode_key(7)),
+        Ok(schema::InodeKey::Record(7))
+    );
+    assert!(schema::inode_table_key(&schema::extent_key(7, 9)[..17]).is_err());
+    assert!(schema::inode_table_key(&schema::xattr_key(7, b"")).is_err());
 }
 
 #[test]
@@ -271,5 +296,6 @@ fn malformed_values_are_refused() {
         let _ = schema::key_id(&bytes);
         let _ = schema::key_second(&bytes);
         let _ = schema::key_tail(&bytes);
+        let _ = schema::inode_table_key(&bytes);
     }
 }

@@ -647,7 +647,10 @@ pub fn schema(data: &[u8]) {
         );
         assert_eq!(InodeRecord::decode(&r.encode()), Ok(r));
     }
-    let file_frame = schema::key_second(key).unwrap_or(0);
+    let file_frame = match schema::inode_table_key(key) {
+        Ok(schema::InodeKey::Extent(_, frame)) => frame,
+        _ => 0,
+    };
     if let Ok(e) = schema::decode_extent(file_frame, value) {
         assert!(
             schema::encode_extent(&e) == value,
@@ -690,13 +693,17 @@ pub fn schema(data: &[u8]) {
     if let Ok(second) = schema::key_second(key) {
         let id = schema::key_id(key).expect("a 17-byte key has an id");
         assert!(
-            schema::extent_key(id, second)[1..] == key[1..],
-            "key_second"
-        );
-        assert!(
             schema::cookie_key(id, second)[1..] == key[1..],
             "key_second"
         );
+    }
+    match schema::inode_table_key(key) {
+        Ok(schema::InodeKey::Record(ino)) => assert!(schema::inode_key(ino) == key),
+        Ok(schema::InodeKey::Extent(ino, frame)) => {
+            assert!(schema::extent_key(ino, frame) == key)
+        }
+        Ok(schema::InodeKey::Xattr(ino, name)) => assert!(schema::xattr_key(ino, name) == key),
+        Err(_) => {}
     }
 }
 
@@ -1158,8 +1165,10 @@ mod tests {
             let key = &input[1..1 + usize::from(input[0])];
             let value = &input[1 + key.len()..];
             let decoded = match key[0] {
-                schema::TAG_INODE => InodeRecord::decode(value).map(drop),
-                schema::TAG_EXTENT => schema::decode_extent(0, value).map(drop),
+                schema::TAG_INODE if key.len() == 9 => InodeRecord::decode(value).map(drop),
+                schema::TAG_INODE if key.get(9) == Some(&schema::SUB_EXTENT) => {
+                    schema::decode_extent(0, value).map(drop)
+                }
                 schema::TAG_NAME => NameEntry::decode(value).map(drop),
                 schema::TAG_COOKIE => CookieEntry::decode(value).map(drop),
                 schema::TAG_FREE => schema::decode_free(key, value).map(drop),

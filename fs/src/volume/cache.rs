@@ -94,15 +94,39 @@ impl DirStore for TreeView {
 }
 
 impl TreeView {
-    /// Inode `ino` as the tree has it, directories reading their entries through `view`.
+    /// Inode `ino` as the tree has it, directories reading their entries through `view`: its
+    /// record, extents and xattrs share one key prefix, so this is one range scan.
     pub(super) fn read_inode(view: &Arc<TreeView>, ino: u64) -> FsResult<Option<Inode>> {
         let pool = &*view.pool;
         let tree = view.tree.read();
-        let Some(rec) = tree.get(pool, &schema::inode_key(ino))? else {
+        let bad = |e: schema::SchemaError| corrupt(format!("inode {ino}: {e}"));
+        let (start, end) = schema::prefix_range(schema::TAG_INODE, ino);
+        let mut entries = tree.range(pool, &start, end.as_deref());
+        let Some(first) = entries.next() else {
             return Ok(None);
         };
-        let bad = |e: schema::SchemaError| corrupt(format!("inode {ino}: {e}"));
+        let (k, rec) = first?;
+        if schema::inode_table_key(&k).map_err(bad)? != schema::InodeKey::Record(ino) {
+            return Err(corrupt(format!("inode {ino}: entries without a record")));
+        }
         let record = InodeRecord::decode(&rec).map_err(bad)?;
+        let mut extents = Vec::new();
+        let mut xattrs = BTreeMap::new();
+        for item in entries {
+            let (k, v) = item?;
+            match schema::inode_table_key(&k).map_err(bad)? {
+                schema::InodeKey::Extent(_, frame) => {
+                    extents.push(schema::decode_extent(frame, &v).map_err(bad)?)
+                }
+                schema::InodeKey::Xattr(_, name) => {
+                    xattrs.insert(name.to_vec(), v);
+                }
+                schema::InodeKey::Record(_) => {
+                    return Err(corrupt(format!("inode {ino}: two records")));
+                }
+            }
+        }
+        let has_extents = !extents.is_empty();
         let body = match record.tail {
             InodeTail::Dir {
                 parent,
@@ -119,25 +143,16 @@ impl TreeView {
                 ))
             }
             InodeTail::Symlink(t) => Body::Symlink(t),
-            InodeTail::None if record.attr.kind() == Kind::File => {
-                let (start, end) = schema::prefix_range(schema::TAG_EXTENT, ino);
-                let mut extents = Vec::new();
-                for item in tree.range(pool, &start, end.as_deref()) {
-                    let (k, v) = item?;
-                    let frame = schema::key_second(&k).map_err(bad)?;
-                    extents.push(schema::decode_extent(frame, &v).map_err(bad)?);
-                }
-                let map = load::strict_map(extents, pool.data_region())
-                    .map_err(|e| corrupt(format!("inode {ino}: {e}")))?;
-                Body::File(map)
-            }
+            InodeTail::None if record.attr.kind() == Kind::File => Body::File(
+                load::strict_map(extents, pool.data_region())
+                    .map_err(|e| corrupt(format!("inode {ino}: {e}")))?,
+            ),
             InodeTail::None => Body::Special,
         };
-        let mut xattrs = BTreeMap::new();
-        let (start, end) = schema::prefix_range(schema::TAG_XATTR, ino);
-        for item in tree.range(pool, &start, end.as_deref()) {
-            let (k, v) = item?;
-            xattrs.insert(schema::key_tail(&k).map_err(bad)?.to_vec(), v);
+        if !extents_allowed(&body) && has_extents {
+            return Err(corrupt(format!(
+                "inode {ino}: extents on a file that is not regular"
+            )));
         }
         Ok(Some(Inode {
             ino,
@@ -146,6 +161,11 @@ impl TreeView {
             body,
         }))
     }
+}
+
+/// True for the inodes that may have extents (regular files).
+fn extents_allowed(body: &Body) -> bool {
+    matches!(body, Body::File(_))
 }
 
 /// The order cells were loaded in (oldest first) and how many may stay.
@@ -241,7 +261,11 @@ impl Volume {
             let (start, end) = schema::table_range(schema::TAG_INODE);
             for item in tree.range(&self.pool, &start, end.as_deref()) {
                 let (k, _) = item?;
-                inos.push(schema::key_id(&k).map_err(|e| corrupt(e.to_string()))?);
+                if let schema::InodeKey::Record(ino) =
+                    schema::inode_table_key(&k).map_err(|e| corrupt(e.to_string()))?
+                {
+                    inos.push(ino);
+                }
             }
         }
         inos.sort_unstable();

@@ -269,19 +269,67 @@ pub(crate) fn decode_metadata(
     // Inodes.
     let mut inodes: BTreeMap<u64, Inode> = BTreeMap::new();
     let mut dirs: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
+    // Extents, grouped by inode; the table is in inode order, and each inode's record comes
+    // before its extents and xattrs (they share its key prefix).
+    let mut extents: BTreeMap<u64, Vec<Extent>> = BTreeMap::new();
     for (key, value) in scan(schema::table_range(schema::TAG_INODE))? {
-        let ino = match schema::key_id(&key).ok().filter(|_| key.len() == 9) {
-            Some(ino) if ino >= ROOT_INO => ino,
-            _ => {
+        let parsed = match schema::inode_table_key(&key) {
+            Ok(k) => k,
+            Err(e) => {
                 tolerate(
                     &mut damage,
                     &name,
                     format!("inode key {key:02x?}"),
-                    "malformed".into(),
+                    e.to_string(),
                 )?;
                 continue;
             }
         };
+        let ino = match parsed {
+            schema::InodeKey::Record(ino) => ino,
+            schema::InodeKey::Extent(ino, frame) => {
+                let is_file = matches!(inodes.get(&ino).map(|i| &i.body), Some(Body::File(_)));
+                match schema::decode_extent(frame, &value) {
+                    Ok(e) if is_file => extents.entry(ino).or_default().push(e),
+                    Ok(_) => tolerate(
+                        &mut damage,
+                        &name,
+                        format!("extent of inode {ino}"),
+                        "no regular file has that number".into(),
+                    )?,
+                    Err(e) => tolerate(
+                        &mut damage,
+                        &name,
+                        format!("extent of inode {ino} at frame {frame}"),
+                        e.to_string(),
+                    )?,
+                }
+                continue;
+            }
+            schema::InodeKey::Xattr(ino, xname) => {
+                match inodes.get_mut(&ino) {
+                    Some(inode) => {
+                        inode.xattrs.insert(xname.to_vec(), value);
+                    }
+                    None => tolerate(
+                        &mut damage,
+                        &name,
+                        format!("xattr of inode {ino}"),
+                        "no inode has that number".into(),
+                    )?,
+                }
+                continue;
+            }
+        };
+        if ino < ROOT_INO {
+            tolerate(
+                &mut damage,
+                &name,
+                format!("inode {ino}"),
+                "invalid number".into(),
+            )?;
+            continue;
+        }
         let record = match InodeRecord::decode(&value) {
             Ok(r) => r,
             Err(e) => {
@@ -312,31 +360,6 @@ pub(crate) fn decode_metadata(
             },
         );
     }
-
-    // Extents, grouped by inode (the table is in inode, then file-frame order).
-    let mut extents: BTreeMap<u64, Vec<Extent>> = BTreeMap::new();
-    for (key, value) in scan(schema::table_range(schema::TAG_EXTENT))? {
-        let parsed = schema::key_id(&key)
-            .and_then(|ino| Ok((ino, schema::key_second(&key)?)))
-            .and_then(|(ino, frame)| Ok((ino, schema::decode_extent(frame, &value)?)));
-        match parsed {
-            Ok((ino, e)) if matches!(inodes.get(&ino).map(|i| &i.body), Some(Body::File(_))) => {
-                extents.entry(ino).or_default().push(e)
-            }
-            Ok((ino, _)) => tolerate(
-                &mut damage,
-                &name,
-                format!("extent of inode {ino}"),
-                "no regular file has that number".into(),
-            )?,
-            Err(e) => tolerate(
-                &mut damage,
-                &name,
-                format!("extent key {key:02x?}"),
-                e.to_string(),
-            )?,
-        }
-    }
     for (ino, list) in extents {
         let map = match damage.as_deref_mut() {
             None => strict_map(list, data).map_err(|e| refused(format!("inode {ino}: {e}")))?,
@@ -344,30 +367,6 @@ pub(crate) fn decode_metadata(
         };
         if let Some(inode) = inodes.get_mut(&ino) {
             inode.body = Body::File(map);
-        }
-    }
-
-    // Extended attributes.
-    for (key, value) in scan(schema::table_range(schema::TAG_XATTR))? {
-        let parsed = schema::key_id(&key).and_then(|ino| Ok((ino, schema::key_tail(&key)?)));
-        match parsed {
-            Ok((ino, xname)) if !xname.is_empty() && inodes.contains_key(&ino) => {
-                if let Some(inode) = inodes.get_mut(&ino) {
-                    inode.xattrs.insert(xname.to_vec(), value);
-                }
-            }
-            Ok((ino, _)) => tolerate(
-                &mut damage,
-                &name,
-                format!("xattr of inode {ino}"),
-                "no inode has that number, or the name is empty".into(),
-            )?,
-            Err(e) => tolerate(
-                &mut damage,
-                &name,
-                format!("xattr key {key:02x?}"),
-                e.to_string(),
-            )?,
         }
     }
 

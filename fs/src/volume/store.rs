@@ -162,19 +162,25 @@ impl Volume {
             if fresh {
                 return Ok(());
             }
-            txn.delete(&schema::inode_key(ino))?;
             if orphans.contains(&ino) {
                 txn.delete(&schema::orphan_key(ino))?;
             }
+            // The record, extents and xattrs: one prefix, one scan.
+            let had = scan(base, pool, schema::prefix_range(schema::TAG_INODE, ino))?;
+            let was_dir = had
+                .first()
+                .filter(|(k, _)| k.len() == 9)
+                .and_then(|(_, v)| InodeRecord::decode(v).ok())
+                .is_some_and(|r| matches!(r.tail, InodeTail::Dir { .. }));
+            for (k, _) in had {
+                txn.delete(&k)?;
+            }
             // A directory reclaimed after rmdir had no entries, but those it lost since the
             // last commit went with its cell: delete what the tree still lists.
-            for tag in [
-                schema::TAG_EXTENT,
-                schema::TAG_XATTR,
-                schema::TAG_NAME,
-                schema::TAG_COOKIE,
-            ] {
-                sync_range(txn, base, pool, schema::prefix_range(tag, ino), Vec::new())?;
+            if was_dir {
+                for tag in [schema::TAG_NAME, schema::TAG_COOKIE] {
+                    sync_range(txn, base, pool, schema::prefix_range(tag, ino), Vec::new())?;
+                }
             }
             return Ok(());
         };
@@ -203,7 +209,7 @@ impl Volume {
             txn,
             base,
             pool,
-            schema::prefix_range(schema::TAG_EXTENT, ino),
+            schema::inode_sub_range(ino, schema::SUB_EXTENT),
             extents,
         )?;
         let xattrs: Vec<(Vec<u8>, Vec<u8>)> = inode
@@ -215,7 +221,7 @@ impl Volume {
             txn,
             base,
             pool,
-            schema::prefix_range(schema::TAG_XATTR, ino),
+            schema::inode_sub_range(ino, schema::SUB_XATTR),
             xattrs,
         )?;
         if let Body::Dir(d) = &inode.body {
