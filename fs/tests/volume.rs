@@ -638,9 +638,9 @@ fn metadata_lives_in_the_tree_and_ram_holds_only_a_bounded_cache() {
         if i % 997 == 0 {
             v.checkpoint().unwrap();
         }
-        // Changed inodes are pinned until the next commit (at most 4096), nothing else.
+        // Changed inodes are pinned until the next commit (at most 1024), nothing else.
         assert!(
-            v.cached_inodes() <= 64 + 4096 + 64,
+            v.cached_inodes() <= 64 + 1024 + 64,
             "{} cached",
             v.cached_inodes()
         );
@@ -660,7 +660,7 @@ fn metadata_lives_in_the_tree_and_ram_holds_only_a_bounded_cache() {
     }
     // Reads moved atimes (relatime): those inodes are pinned until the next commit.
     assert!(
-        v.cached_inodes() <= 64 + 4096 + 64,
+        v.cached_inodes() <= 64 + 1024 + 64,
         "{} cached after reads",
         v.cached_inodes()
     );

@@ -32,7 +32,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 /// Inodes changed since the last commit after which the next operation commits: bounds the
 /// RAM pinned by changes, and the work (and pause) of one commit.
-pub const DIRTY_COMMIT_INODES: usize = 4096;
+pub const DIRTY_COMMIT_INODES: usize = 1024;
 
 /// The metadata tree as of the last commit, shared by the volume and by every directory
 /// (which reads its committed entries through it).

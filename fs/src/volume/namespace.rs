@@ -54,7 +54,12 @@ impl Volume {
 
     /// The kernel forgets `n` lookups of `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
-        let Ok(cell) = self.cell(ino) else { return };
+        // Only a cached inode can have anything to do: one the cache dropped is clean, and
+        // reading it back for this would turn the kernel's cache drop (a FORGET for every
+        // inode it held) into a read of all of them.
+        let Some(cell) = self.inodes.get(&ino).map(|c| c.value().clone()) else {
+            return;
+        };
         let prev = cell.lookups.fetch_sub(
             n.min(cell.lookups.load(Ordering::Acquire)),
             Ordering::AcqRel,
