@@ -7,11 +7,11 @@
 //! most `height` nodes long and a child pointing back at an ancestor is caught) and the key
 //! bounds the parent's separators give it (`lo <= key < hi`).
 //!
-//! Lookups, floor and the range cursor read nodes in place ([`NodeRef`] over a frame
+//! Lookups, floor and the range cursor read nodes in place (`NodeRef` over a frame
 //! buffer): nothing is allocated while descending or skipping entries, only the keys and
 //! values returned are copied out. `get` and `floor` read into frame buffers on the stack
 //! (one per level of a floor's descent); a [`Range`] holds one frame buffer per level and
-//! refills it. The separators bounding a node are copied into fixed buffers ([`Bound`]).
+//! refills it. The separators bounding a node are copied into fixed buffers (`Bound`).
 //! Only the walks and a transaction's copy-on-write build whole [`Node`]s.
 
 use std::borrow::Cow;
