@@ -303,23 +303,13 @@ impl Node {
     /// Decodes and checks node frame `frame`, read from `pfn`, of a tree in data region
     /// `data` (see the module header for every check). Never panics.
     pub fn decode(frame: &[u8], pfn: u64, data: PfnRange) -> Result<Node, TreeError> {
-        let view = NodeView::parse(frame, pfn, data)?;
-        let mut entries = Vec::with_capacity(view.count());
-        for i in 0..view.count() {
-            entries.push(Entry {
-                key: view.key(i).to_vec(),
-                value: view.value(i, data)?,
-            });
-        }
-        Ok(Node {
-            level: view.level(),
-            entries,
-        })
+        NodeView::parse(frame, pfn, data)?.to_node(data)
     }
 }
 
-/// A node frame that passed every check of [`Node::decode`], read in place: lookups use it
-/// to binary-search a node without building one.
+/// A node frame that passed every check of [`Node::decode`], read in place: every read
+/// (lookups, floor, the range cursor) uses it to search and step through a node without
+/// building one; only the keys and values a read returns are copied out.
 #[derive(Clone, Copy, Debug)]
 pub struct NodeView<'f> {
     frame: &'f [u8],
@@ -422,6 +412,34 @@ impl<'f> NodeView<'f> {
         })
     }
 
+    /// The view of `frame` (read from `pfn`), which [`NodeView::parse`] has accepted and
+    /// which has not changed since: nothing is checked again. Reads that keep a frame buffer
+    /// across calls (the range cursor) take their view back with it.
+    pub(crate) fn parsed(frame: &'f [u8], pfn: u64) -> NodeView<'f> {
+        debug_assert!(frame.len() == NODE_BYTES && frame[..8] == NODE_MAGIC);
+        NodeView {
+            frame,
+            pfn,
+            level: frame[field::LEVEL.offset],
+            count: usize::from(get_u16(frame, field::COUNT.offset)),
+        }
+    }
+
+    /// The node, built: every key and value copied out.
+    pub fn to_node(&self, data: PfnRange) -> Result<Node, TreeError> {
+        let mut entries = Vec::with_capacity(self.count);
+        for i in 0..self.count {
+            entries.push(Entry {
+                key: self.key(i).to_vec(),
+                value: self.value(i, data)?,
+            });
+        }
+        Ok(Node {
+            level: self.level,
+            entries,
+        })
+    }
+
     /// 0 for a leaf.
     pub fn level(&self) -> u8 {
         self.level
@@ -461,6 +479,17 @@ impl<'f> NodeView<'f> {
         } else {
             Value::Inline(bytes.to_vec())
         })
+    }
+
+    /// The bytes of leaf entry `i` (`i < count`) if its value is inline (`None` for an
+    /// overflow reference or a branch entry).
+    pub fn inline_value(&self, i: usize) -> Option<&'f [u8]> {
+        let (at, klen, vlen_raw) = self.entry(i);
+        if self.level > 0 || vlen_raw & VLEN_OVERFLOW != 0 {
+            return None;
+        }
+        let v = at + ENTRY_HEADER_BYTES + klen;
+        Some(&self.frame[v..v + usize::from(vlen_raw)])
     }
 
     /// The child of branch entry `i` (`i < count`).

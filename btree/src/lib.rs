@@ -14,7 +14,8 @@
 //!   the limits ([`MAX_KEY`], [`MAX_VALUE`], [`INLINE_VALUE_MAX`]) and the header tables
 //!   ([`format::FIELDS`], [`format::OVERFLOW_FIELDS`]) docs/DESIGN.md mirrors.
 //! - [`read`]: lookups, [`Range`] (a lazy cursor), floor, and the full walks behind
-//!   [`Tree::frames`] and [`Tree::check`]; every node read is validated.
+//!   [`Tree::frames`] and [`Tree::check`]; every node read is validated. Lookups, floor
+//!   and ranges read nodes in place ([`format::NodeView`]) and copy out only what they return.
 //! - [`txn`]: [`Txn`], a write transaction: dirty nodes in RAM, written by [`Txn::write`]
 //!   with one fence; [`Written`], its result.
 //! - [`error`]: the error type, [`TreeError`].
@@ -72,7 +73,16 @@ impl Tree {
                 format!("tree height {height} (1..={MAX_HEIGHT})"),
             ));
         }
-        read::load_from_pool(pool, pool.data_region(), root, height - 1, None, None)?;
+        let mut frame = [0u8; format::NODE_BYTES];
+        read::read_node(
+            pool,
+            pool.data_region(),
+            root,
+            height - 1,
+            None,
+            None,
+            &mut frame,
+        )?;
         Ok(Tree {
             root: Some(root),
             height,

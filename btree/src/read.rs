@@ -2,70 +2,220 @@
 //!
 //! Everything here goes through a `Store`: the committed tree on the pool (`PoolStore`) or
 //! a transaction, which answers from its dirty nodes first. Every node read from the pool is
-//! decoded with all checks of [`Node::decode`], then checked against what its parent says of
-//! it: its level (exactly one below the parent's, so any path is at most `height` nodes long
-//! and a child pointing back at an ancestor is caught) and the key bounds the parent's
-//! separators give it (`lo <= key < hi`).
+//! checked with all checks of [`NodeView::parse`] (those of [`Node::decode`]), then against
+//! what its parent says of it: its level (exactly one below the parent's, so any path is at
+//! most `height` nodes long and a child pointing back at an ancestor is caught) and the key
+//! bounds the parent's separators give it (`lo <= key < hi`).
+//!
+//! Lookups, floor and the range cursor read nodes in place (`NodeRef` over a frame
+//! buffer): nothing is allocated while descending or skipping entries, only the keys and
+//! values returned are copied out. `get` and `floor` read into frame buffers on the stack
+//! (one per level of a floor's descent); a [`Range`] holds one frame buffer per level and
+//! refills it. The separators bounding a node are copied into fixed buffers (`Bound`).
+//! Only the walks and a transaction's copy-on-write build whole [`Node`]s.
 
 use std::borrow::Cow;
 
 use pfnfs_alloc::{FRAME_SIZE, Pfn, PfnRange, Pool};
 
 use crate::error::TreeError;
-use crate::format::{Node, NodeView, OverflowRef, Value, decode_overflow};
+use crate::format::{MAX_KEY, NODE_BYTES, Node, NodeView, OverflowRef, Value, decode_overflow};
 
 /// A key and its value, as reads return them.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Where nodes and overflow values come from.
 pub(crate) trait Store {
-    /// The node at `pfn`, checked to be at `level` with keys in `[lo, hi)`.
+    /// The pool the committed nodes are read from.
+    fn pool(&self) -> &Pool;
+    /// The pool's data region: every node and overflow frame lies in it.
+    fn data(&self) -> PfnRange;
+    /// The node at `pfn` if the store holds it in RAM (a transaction's dirty node); it is
+    /// taken as it is, unchecked (it was built, not read).
+    fn dirty_node(&self, pfn: Pfn) -> Option<&Node>;
+    /// The bytes of a leaf value.
+    fn value(&self, v: &Value) -> Result<Vec<u8>, TreeError>;
+
+    /// The node at `pfn`, built, checked to be at `level` with keys in `[lo, hi)`.
     fn load(
         &self,
         pfn: Pfn,
         level: u8,
         lo: Option<&[u8]>,
         hi: Option<&[u8]>,
-    ) -> Result<Cow<'_, Node>, TreeError>;
-    /// The bytes of a leaf value.
-    fn value(&self, v: &Value) -> Result<Vec<u8>, TreeError>;
-    /// One step of a lookup of `key` in the node at `pfn` (checked as `load` does).
-    fn step(
-        &self,
+    ) -> Result<Cow<'_, Node>, TreeError> {
+        match self.dirty_node(pfn) {
+            Some(n) => Ok(Cow::Borrowed(n)),
+            None => load_from_pool(self.pool(), self.data(), pfn, level, lo, hi).map(Cow::Owned),
+        }
+    }
+
+    /// The node at `pfn` read in place, read into `frame` ([`NODE_BYTES`]) if it comes from
+    /// the pool, with every check of [`Store::load`].
+    fn node<'n>(
+        &'n self,
         pfn: Pfn,
         level: u8,
         lo: Option<&[u8]>,
         hi: Option<&[u8]>,
-        key: &[u8],
-    ) -> Result<Step, TreeError> {
-        let node = self.load(pfn, level, lo, hi)?;
-        if level == 0 {
-            return Ok(Step::Leaf(
-                node.entries
-                    .binary_search_by(|e| e.key.as_slice().cmp(key))
-                    .ok()
-                    .map(|i| node.entries[i].value.clone()),
-            ));
+        frame: &'n mut [u8],
+    ) -> Result<NodeRef<'n>, TreeError> {
+        match self.dirty_node(pfn) {
+            Some(n) => NodeRef::dirty(pfn, n),
+            None => {
+                read_node(self.pool(), self.data(), pfn, level, lo, hi, frame).map(NodeRef::Frame)
+            }
         }
-        let i = child_index(&node, key);
-        Ok(Step::Child {
-            child: node.entries[i].value.child(),
-            lo: (i > 0).then(|| node.entries[i].key.clone()),
-            hi: node.entries.get(i + 1).map(|e| e.key.clone()),
-        })
+    }
+
+    /// The bytes of the value of entry `i` of leaf `node`.
+    fn value_at(&self, node: NodeRef<'_>, i: usize) -> Result<Vec<u8>, TreeError> {
+        match node {
+            NodeRef::Frame(view) => match view.inline_value(i) {
+                Some(bytes) => Ok(bytes.to_vec()),
+                None => self.value(&view.value(i, self.data())?),
+            },
+            NodeRef::Dirty(n) => self.value(&n.entries[i].value),
+        }
     }
 }
 
-/// One step of a lookup.
-pub(crate) enum Step {
-    /// At the leaf: the key's value, if it is there.
-    Leaf(Option<Value>),
-    /// Go on to `child`; `lo`/`hi` are its bounds where they differ from the parent's.
-    Child {
-        child: Pfn,
-        lo: Option<Vec<u8>>,
-        hi: Option<Vec<u8>>,
-    },
+/// A node as reads see it: a checked frame read in place, or a transaction's dirty node.
+#[derive(Clone, Copy)]
+pub(crate) enum NodeRef<'n> {
+    Frame(NodeView<'n>),
+    Dirty(&'n Node),
+}
+
+impl<'n> NodeRef<'n> {
+    /// A dirty node; `Corrupt` for a branch without entries (never left by a finished
+    /// change), so that no read indexes an empty branch.
+    fn dirty(pfn: Pfn, node: &'n Node) -> Result<NodeRef<'n>, TreeError> {
+        if node.level > 0 && node.entries.is_empty() {
+            return Err(TreeError::corrupt(pfn.0, "branch without entries"));
+        }
+        Ok(NodeRef::Dirty(node))
+    }
+
+    fn level(self) -> u8 {
+        match self {
+            NodeRef::Frame(v) => v.level(),
+            NodeRef::Dirty(n) => n.level,
+        }
+    }
+
+    fn count(self) -> usize {
+        match self {
+            NodeRef::Frame(v) => v.count(),
+            NodeRef::Dirty(n) => n.entries.len(),
+        }
+    }
+
+    /// The key of entry `i` (`i < count`).
+    fn key(self, i: usize) -> &'n [u8] {
+        match self {
+            NodeRef::Frame(v) => v.key(i),
+            NodeRef::Dirty(n) => &n.entries[i].key,
+        }
+    }
+
+    /// The child of branch entry `i` (`i < count`).
+    fn child(self, i: usize) -> Pfn {
+        match self {
+            NodeRef::Frame(v) => v.child(i),
+            NodeRef::Dirty(n) => n.entries[i].value.child(),
+        }
+    }
+
+    /// Index of the leaf entry with key `key`.
+    fn find(self, key: &[u8]) -> Option<usize> {
+        match self {
+            NodeRef::Frame(v) => v.search(key).ok(),
+            NodeRef::Dirty(n) => n
+                .entries
+                .binary_search_by(|e| e.key.as_slice().cmp(key))
+                .ok(),
+        }
+    }
+
+    /// Leaf entries with a key `< key` (`strict`) or `<= key`.
+    fn count_below(self, key: &[u8], strict: bool) -> usize {
+        match self {
+            NodeRef::Frame(v) => match v.search(key) {
+                Ok(i) => i + usize::from(!strict),
+                Err(i) => i,
+            },
+            NodeRef::Dirty(n) => n.entries.partition_point(|e| {
+                let k = e.key.as_slice();
+                if strict { k < key } else { k <= key }
+            }),
+        }
+    }
+
+    /// Index of the child of a branch whose key range holds `key`.
+    fn child_index(self, key: &[u8]) -> usize {
+        match self {
+            NodeRef::Frame(v) => v.child_index(key),
+            NodeRef::Dirty(n) => child_index(n, key),
+        }
+    }
+
+    /// The bounds of child `i` of this branch, whose own bounds are `lo`, `hi`.
+    fn child_bounds<'k>(
+        self,
+        i: usize,
+        lo: Option<&'k [u8]>,
+        hi: Option<&'k [u8]>,
+    ) -> (Option<&'k [u8]>, Option<&'k [u8]>)
+    where
+        'n: 'k,
+    {
+        let clo = if i == 0 { lo } else { Some(self.key(i)) };
+        let chi = if i + 1 < self.count() {
+            Some(self.key(i + 1))
+        } else {
+            hi
+        };
+        (clo, chi)
+    }
+}
+
+/// A key bound (a separator copied out of a node), kept without allocating.
+struct Bound {
+    len: Option<usize>,
+    bytes: [u8; MAX_KEY],
+}
+
+impl Bound {
+    fn none() -> Bound {
+        Bound {
+            len: None,
+            bytes: [0; MAX_KEY],
+        }
+    }
+
+    fn get(&self) -> Option<&[u8]> {
+        self.len.map(|n| &self.bytes[..n])
+    }
+
+    /// Sets the bound to `key`, a separator of the node at `pfn` (at most [`MAX_KEY`] bytes:
+    /// `parse` checks it of a frame, `Txn::put` of a dirty node).
+    fn set(&mut self, pfn: Pfn, key: Option<&[u8]>) -> Result<(), TreeError> {
+        self.len = match key {
+            None => None,
+            Some(k) => {
+                let Some(to) = self.bytes.get_mut(..k.len()) else {
+                    return Err(TreeError::corrupt(
+                        pfn.0,
+                        format!("separator of {} bytes", k.len()),
+                    ));
+                };
+                to.copy_from_slice(k);
+                Some(k.len())
+            }
+        };
+        Ok(())
+    }
 }
 
 /// The committed tree on the pool.
@@ -75,57 +225,16 @@ pub(crate) struct PoolStore<'a> {
 }
 
 impl Store for PoolStore<'_> {
-    /// Reads the node in place ([`NodeView`]): all checks, no node built.
-    fn step(
-        &self,
-        pfn: Pfn,
-        level: u8,
-        lo: Option<&[u8]>,
-        hi: Option<&[u8]>,
-        key: &[u8],
-    ) -> Result<Step, TreeError> {
-        if !self.data.contains(pfn) {
-            return Err(TreeError::corrupt(
-                pfn.0,
-                format!("node outside the data region {}", self.data),
-            ));
-        }
-        let mut frame = [0u8; FRAME_SIZE as usize];
-        self.pool.read_into(pfn.byte_offset(), &mut frame)?;
-        let view = NodeView::parse(&frame, pfn.0, self.data)?;
-        if view.level() != level {
-            return Err(TreeError::corrupt(
-                pfn.0,
-                format!("node of level {}, expected {level}", view.level()),
-            ));
-        }
-        let skip = usize::from(level > 0);
-        if view.count() > skip {
-            let (first, last) = (view.key(skip), view.key(view.count() - 1));
-            check_bounds(pfn, level, first, last, lo, hi)?;
-        }
-        if level == 0 {
-            return match view.search(key) {
-                Ok(i) => Ok(Step::Leaf(Some(view.value(i, self.data)?))),
-                Err(_) => Ok(Step::Leaf(None)),
-            };
-        }
-        let i = view.child_index(key);
-        Ok(Step::Child {
-            child: view.child(i),
-            lo: (i > 0).then(|| view.key(i).to_vec()),
-            hi: (i + 1 < view.count()).then(|| view.key(i + 1).to_vec()),
-        })
+    fn pool(&self) -> &Pool {
+        self.pool
     }
 
-    fn load(
-        &self,
-        pfn: Pfn,
-        level: u8,
-        lo: Option<&[u8]>,
-        hi: Option<&[u8]>,
-    ) -> Result<Cow<'_, Node>, TreeError> {
-        load_from_pool(self.pool, self.data, pfn, level, lo, hi).map(Cow::Owned)
+    fn data(&self) -> PfnRange {
+        self.data
+    }
+
+    fn dirty_node(&self, _: Pfn) -> Option<&Node> {
+        None
     }
 
     fn value(&self, v: &Value) -> Result<Vec<u8>, TreeError> {
@@ -137,6 +246,46 @@ impl Store for PoolStore<'_> {
     }
 }
 
+/// Reads the node at `pfn` into `frame` ([`NODE_BYTES`]) and checks it in place: every check
+/// of [`NodeView::parse`], then its level and its keys against `[lo, hi)`.
+pub(crate) fn read_node<'f>(
+    pool: &Pool,
+    data: PfnRange,
+    pfn: Pfn,
+    level: u8,
+    lo: Option<&[u8]>,
+    hi: Option<&[u8]>,
+    frame: &'f mut [u8],
+) -> Result<NodeView<'f>, TreeError> {
+    if !data.contains(pfn) {
+        return Err(TreeError::corrupt(
+            pfn.0,
+            format!("node outside the data region {data}"),
+        ));
+    }
+    pool.read_into(pfn.byte_offset(), frame)?;
+    let view = NodeView::parse(frame, pfn.0, data)?;
+    if view.level() != level {
+        return Err(TreeError::corrupt(
+            pfn.0,
+            format!("node of level {}, expected {level}", view.level()),
+        ));
+    }
+    // Keys are in order (parse checked it): the first and last real key bound them all.
+    let skip = usize::from(level > 0);
+    if view.count() > skip {
+        check_bounds(
+            pfn,
+            level,
+            view.key(skip),
+            view.key(view.count() - 1),
+            lo,
+            hi,
+        )?;
+    }
+    Ok(view)
+}
+
 /// Reads, decodes and checks the node at `pfn` (see the module header).
 pub(crate) fn load_from_pool(
     pool: &Pool,
@@ -146,39 +295,8 @@ pub(crate) fn load_from_pool(
     lo: Option<&[u8]>,
     hi: Option<&[u8]>,
 ) -> Result<Node, TreeError> {
-    if !data.contains(pfn) {
-        return Err(TreeError::corrupt(
-            pfn.0,
-            format!("node outside the data region {data}"),
-        ));
-    }
-    let mut frame = vec![0u8; FRAME_SIZE as usize];
-    pool.read_into(pfn.byte_offset(), &mut frame)?;
-    let node = Node::decode(&frame, pfn.0, data)?;
-    check_place(&node, pfn, level, lo, hi)?;
-    Ok(node)
-}
-
-/// Checks that `node` (at `pfn`) is at `level` with its keys in `[lo, hi)`.
-pub(crate) fn check_place(
-    node: &Node,
-    pfn: Pfn,
-    level: u8,
-    lo: Option<&[u8]>,
-    hi: Option<&[u8]>,
-) -> Result<(), TreeError> {
-    if node.level != level {
-        return Err(TreeError::corrupt(
-            pfn.0,
-            format!("node of level {}, expected {level}", node.level),
-        ));
-    }
-    // Keys are in order (decode checked it): the first and last real key bound them all.
-    let skip = usize::from(level > 0);
-    match (node.entries.get(skip), node.entries.last()) {
-        (Some(first), Some(last)) => check_bounds(pfn, level, &first.key, &last.key, lo, hi),
-        _ => Ok(()),
-    }
+    let mut frame = [0u8; NODE_BYTES];
+    read_node(pool, data, pfn, level, lo, hi, &mut frame)?.to_node(data)
 }
 
 /// Checks that a node's first and last real keys (entry 1 on in a branch) lie in `[lo, hi)`
@@ -251,42 +369,51 @@ pub(crate) fn get(
     height: u8,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, TreeError> {
-    match lookup(store, root, height, key)? {
-        Some(v) => store.value(&v).map(Some),
-        None => Ok(None),
-    }
+    lookup(store, root, height, key, |node, i| store.value_at(node, i))
 }
 
-/// The undecoded value of `key` (an overflow run not read).
-pub(crate) fn lookup(
+/// Whether `key` is in the tree (no value read).
+pub(crate) fn contains(
     store: &impl Store,
     root: Option<Pfn>,
     height: u8,
     key: &[u8],
-) -> Result<Option<Value>, TreeError> {
+) -> Result<bool, TreeError> {
+    lookup(store, root, height, key, |_, _| Ok(())).map(|found| found.is_some())
+}
+
+/// Finds `key` and answers `found(leaf, index)` for it. Reads every node on the path into
+/// one frame buffer on the stack, the bounds the path gives into two [`Bound`]s.
+fn lookup<R>(
+    store: &impl Store,
+    root: Option<Pfn>,
+    height: u8,
+    key: &[u8],
+    found: impl FnOnce(NodeRef<'_>, usize) -> Result<R, TreeError>,
+) -> Result<Option<R>, TreeError> {
     let Some(mut pfn) = root else {
         return Ok(None);
     };
     let mut level = height.saturating_sub(1);
-    let mut lo: Option<Vec<u8>> = None;
-    let mut hi: Option<Vec<u8>> = None;
+    let mut frame = [0u8; NODE_BYTES];
+    let (mut lo, mut hi) = (Bound::none(), Bound::none());
     loop {
-        match store.step(pfn, level, lo.as_deref(), hi.as_deref(), key)? {
-            Step::Leaf(v) => return Ok(v),
-            Step::Child {
-                child,
-                lo: clo,
-                hi: chi,
-            } => {
-                if level == 0 {
-                    return Err(TreeError::corrupt(pfn.0, "a leaf with children"));
-                }
-                lo = clo.or(lo);
-                hi = chi.or(hi);
-                pfn = child;
-                level -= 1;
-            }
+        let node = store.node(pfn, level, lo.get(), hi.get(), &mut frame)?;
+        if level == 0 {
+            return match node.find(key) {
+                Some(i) => found(node, i).map(Some),
+                None => Ok(None),
+            };
         }
+        let i = node.child_index(key);
+        if i > 0 {
+            lo.set(pfn, Some(node.key(i)))?;
+        }
+        if i + 1 < node.count() {
+            hi.set(pfn, Some(node.key(i + 1)))?;
+        }
+        pfn = node.child(i);
+        level -= 1;
     }
 }
 
@@ -300,13 +427,12 @@ pub(crate) fn floor(
     let Some(root) = root else {
         return Ok(None);
     };
-    match floor_rec(store, root, height.saturating_sub(1), None, None, Some(key))? {
-        Some((k, v)) => Ok(Some((k, store.value(&v)?))),
-        None => Ok(None),
-    }
+    floor_rec(store, root, height.saturating_sub(1), None, None, Some(key))
 }
 
-/// The last entry `<= key` (`None`: the last entry) of the subtree at `pfn`.
+/// The last entry `<= key` (`None`: the last entry) of the subtree at `pfn`. Each level
+/// reads its node into a frame buffer on its own stack frame, so the bounds of a child are
+/// slices of its parent.
 fn floor_rec(
     store: &impl Store,
     pfn: Pfn,
@@ -314,27 +440,27 @@ fn floor_rec(
     lo: Option<&[u8]>,
     hi: Option<&[u8]>,
     key: Option<&[u8]>,
-) -> Result<Option<(Vec<u8>, Value)>, TreeError> {
-    let node = store.load(pfn, level, lo, hi)?;
+) -> Result<Option<KeyValue>, TreeError> {
+    let mut frame = [0u8; NODE_BYTES];
+    let node = store.node(pfn, level, lo, hi, &mut frame)?;
     if level == 0 {
         let n = match key {
-            Some(key) => node.entries.partition_point(|e| e.key.as_slice() <= key),
-            None => node.entries.len(),
+            Some(key) => node.count_below(key, false),
+            None => node.count(),
         };
-        return Ok(n
-            .checked_sub(1)
-            .map(|i| (node.entries[i].key.clone(), node.entries[i].value.clone())));
+        return match n.checked_sub(1) {
+            Some(i) => Ok(Some((node.key(i).to_vec(), store.value_at(node, i)?))),
+            None => Ok(None),
+        };
     }
     let top = match key {
-        Some(key) => child_index(&node, key),
-        None => node.entries.len() - 1,
+        Some(key) => node.child_index(key),
+        None => node.count() - 1,
     };
     for j in (0..=top).rev() {
-        let (clo, chi) = child_bounds(&node, j, lo, hi);
+        let (clo, chi) = node.child_bounds(j, lo, hi);
         let k = if j == top { key } else { None };
-        if let Some(found) =
-            floor_rec(store, node.entries[j].value.child(), level - 1, clo, chi, k)?
-        {
+        if let Some(found) = floor_rec(store, node.child(j), level - 1, clo, chi, k)? {
             return Ok(Some(found));
         }
     }
@@ -439,18 +565,33 @@ enum Src<'a> {
     Txn(&'a crate::txn::Txn<'a>),
 }
 
-impl Store for Src<'_> {
-    fn load(
-        &self,
-        pfn: Pfn,
-        level: u8,
-        lo: Option<&[u8]>,
-        hi: Option<&[u8]>,
-    ) -> Result<Cow<'_, Node>, TreeError> {
-        match self {
-            Src::Pool(s) => s.load(pfn, level, lo, hi),
-            Src::Txn(t) => t.load(pfn, level, lo, hi),
+impl<'a> Src<'a> {
+    /// As [`Store::dirty_node`], for as long as the source lives.
+    fn dirty_for(&self, pfn: Pfn) -> Option<&'a Node> {
+        match *self {
+            Src::Pool(_) => None,
+            Src::Txn(t) => t.dirty_node(pfn),
         }
+    }
+}
+
+impl Store for Src<'_> {
+    fn pool(&self) -> &Pool {
+        match self {
+            Src::Pool(s) => s.pool,
+            Src::Txn(t) => t.pool(),
+        }
+    }
+
+    fn data(&self) -> PfnRange {
+        match self {
+            Src::Pool(s) => s.data,
+            Src::Txn(t) => t.data(),
+        }
+    }
+
+    fn dirty_node(&self, pfn: Pfn) -> Option<&Node> {
+        self.dirty_for(pfn)
     }
 
     fn value(&self, v: &Value) -> Result<Vec<u8>, TreeError> {
@@ -461,24 +602,74 @@ impl Store for Src<'_> {
     }
 }
 
-/// One node on the cursor's path.
-struct Level {
-    node: Node,
+/// One node on the cursor's path, read in place.
+struct Level<'a> {
+    /// The frame of the node when it was read from the pool: allocated at the level's first
+    /// read, refilled by every later one, and valid ([`NodeView::parse`] accepted it) while
+    /// `dirty` is `None` and the level is on the path.
+    frame: Vec<u8>,
+    /// The node when it is a transaction's dirty node.
+    dirty: Option<&'a Node>,
+    pfn: Pfn,
     /// Leaf: the next entry to return. Branch: the child being visited.
     idx: usize,
-    lo: Option<Vec<u8>>,
-    hi: Option<Vec<u8>>,
+    lo: Bound,
+    hi: Bound,
+}
+
+impl<'a> Level<'a> {
+    fn new() -> Level<'a> {
+        Level {
+            frame: Vec::new(),
+            dirty: None,
+            pfn: Pfn(0),
+            idx: 0,
+            lo: Bound::none(),
+            hi: Bound::none(),
+        }
+    }
+
+    /// The node on this level (read by a successful `fill`).
+    fn node(&self) -> NodeRef<'_> {
+        match self.dirty {
+            Some(n) => NodeRef::Dirty(n),
+            None => NodeRef::Frame(NodeView::parsed(&self.frame, self.pfn.0)),
+        }
+    }
+
+    /// Makes the node at `pfn`, checked to be at `level` with keys in this level's bounds
+    /// (set by the caller), this level's node, visited from entry 0.
+    fn fill(&mut self, src: &Src<'a>, pfn: Pfn, level: u8) -> Result<(), TreeError> {
+        self.pfn = pfn;
+        self.idx = 0;
+        if let Some(n) = src.dirty_for(pfn) {
+            NodeRef::dirty(pfn, n)?;
+            self.dirty = Some(n);
+            return Ok(());
+        }
+        self.dirty = None;
+        if self.frame.len() != NODE_BYTES {
+            self.frame = vec![0; NODE_BYTES];
+        }
+        let (lo, hi) = (self.lo.get(), self.hi.get());
+        read_node(src.pool(), src.data(), pfn, level, lo, hi, &mut self.frame)?;
+        Ok(())
+    }
 }
 
 /// A cursor over the entries `start <= key < end` in key order: it holds one root-to-leaf
-/// path of decoded nodes, never the range. The first item that is an `Err` is also the last.
+/// path of nodes read in place (a frame buffer per level, refilled as it moves), never the
+/// range. The first item that is an `Err` is also the last.
 pub struct Range<'a> {
     src: Src<'a>,
     root: Option<Pfn>,
     height: u8,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
-    stack: Vec<Level>,
+    /// One per level of the tree, the root first (made by the first `next`); the path is
+    /// `levels[..depth]`.
+    levels: Vec<Level<'a>>,
+    depth: usize,
     started: bool,
     /// Set for a poisoned transaction: the first item is `Err(Poisoned)`.
     poisoned: bool,
@@ -532,127 +723,106 @@ impl<'a> Range<'a> {
             height,
             start: start.to_vec(),
             end: end.map(<[u8]>::to_vec),
-            stack: Vec::new(),
+            levels: Vec::new(),
+            depth: 0,
             started: false,
             poisoned: false,
             done: false,
         }
     }
 
-    /// Pushes the path from the root to the leaf where `start` belongs.
+    /// Makes `levels[d + 1]` child `idx` of the branch `levels[d]`.
+    fn load_child(&mut self, d: usize, idx: usize) -> Result<(), TreeError> {
+        let (upper, lower) = self.levels.split_at_mut(d + 1);
+        let parent = &upper[d];
+        let node = parent.node();
+        let (Some(child), Some(level)) = (lower.first_mut(), node.level().checked_sub(1)) else {
+            return Err(TreeError::corrupt(
+                parent.pfn.0,
+                "path longer than the tree's height",
+            ));
+        };
+        let (lo, hi) = node.child_bounds(idx, parent.lo.get(), parent.hi.get());
+        child.lo.set(parent.pfn, lo)?;
+        child.hi.set(parent.pfn, hi)?;
+        child.fill(&self.src, node.child(idx), level)
+    }
+
+    /// Makes the path from the root to the leaf where `start` belongs.
     fn seek(&mut self) -> Result<(), TreeError> {
-        let Some(mut pfn) = self.root else {
+        let Some(root) = self.root else {
             return Ok(());
         };
-        let mut level = self.height.saturating_sub(1);
-        let mut lo: Option<Vec<u8>> = None;
-        let mut hi: Option<Vec<u8>> = None;
+        self.levels = (0..self.height.max(1)).map(|_| Level::new()).collect();
+        self.levels[0].fill(&self.src, root, self.height.saturating_sub(1))?;
+        let mut d = 0;
         loop {
-            let node = self
-                .src
-                .load(pfn, level, lo.as_deref(), hi.as_deref())?
-                .into_owned();
-            if level == 0 {
-                let idx = node
-                    .entries
-                    .partition_point(|e| e.key.as_slice() < self.start.as_slice());
-                self.stack.push(Level { node, idx, lo, hi });
+            self.depth = d + 1;
+            let node = self.levels[d].node();
+            if node.level() == 0 {
+                self.levels[d].idx = node.count_below(&self.start, true);
                 return Ok(());
             }
-            let idx = child_index(&node, &self.start);
-            let (clo, chi) = child_bounds(&node, idx, lo.as_deref(), hi.as_deref());
-            let (clo, chi) = (clo.map(<[u8]>::to_vec), chi.map(<[u8]>::to_vec));
-            pfn = node.entries[idx].value.child();
-            self.stack.push(Level { node, idx, lo, hi });
-            (lo, hi) = (clo, chi);
-            level -= 1;
+            let idx = node.child_index(&self.start);
+            self.levels[d].idx = idx;
+            self.load_child(d, idx)?;
+            d += 1;
         }
     }
 
-    /// The next entry (key and undecoded value), loading nodes as needed.
-    fn advance(&mut self) -> Result<Option<(Vec<u8>, Value)>, TreeError> {
-        loop {
-            let Some(top) = self.stack.last_mut() else {
-                return Ok(None);
-            };
-            if top.node.level == 0 && top.idx < top.node.entries.len() {
-                let e = &top.node.entries[top.idx];
-                top.idx += 1;
-                if self.end.as_ref().is_some_and(|end| e.key >= *end) {
+    /// The next entry, reading nodes as needed.
+    fn advance(&mut self) -> Result<Option<KeyValue>, TreeError> {
+        while let Some(d) = self.depth.checked_sub(1) {
+            let top = &self.levels[d];
+            let (node, idx) = (top.node(), top.idx);
+            if idx < node.count() {
+                if node.level() > 0 {
+                    // Unreachable in practice: a branch on top always has its child above it.
+                    return Err(TreeError::corrupt(top.pfn.0, "range cursor lost its path"));
+                }
+                let key = node.key(idx);
+                if self.end.as_deref().is_some_and(|end| key >= end) {
                     return Ok(None);
                 }
-                return Ok(Some((e.key.clone(), e.value.clone())));
+                let kv = (key.to_vec(), self.src.value_at(node, idx)?);
+                self.levels[d].idx += 1;
+                return Ok(Some(kv));
             }
-            if top.node.level == 0 || top.idx >= top.node.entries.len() {
-                self.stack.pop();
-                if let Some(parent) = self.stack.last_mut() {
-                    parent.idx += 1;
-                    // Visit the parent's next child (below), unless it is exhausted.
-                    if parent.idx < parent.node.entries.len() {
-                        let (p, level, lo, hi) = {
-                            let (clo, chi) = child_bounds(
-                                &parent.node,
-                                parent.idx,
-                                parent.lo.as_deref(),
-                                parent.hi.as_deref(),
-                            );
-                            if let (Some(end), Some(clo)) = (&self.end, clo)
-                                && clo >= end.as_slice()
-                            {
-                                return Ok(None);
-                            }
-                            (
-                                parent.node.entries[parent.idx].value.child(),
-                                parent.node.level - 1,
-                                clo.map(<[u8]>::to_vec),
-                                chi.map(<[u8]>::to_vec),
-                            )
-                        };
-                        let node = self
-                            .src
-                            .load(p, level, lo.as_deref(), hi.as_deref())?
-                            .into_owned();
-                        // A branch pushed here is visited from its child 0.
-                        self.stack.push(Level {
-                            node,
-                            idx: 0,
-                            lo,
-                            hi,
-                        });
-                        self.descend_first()?;
-                    }
-                }
+            // This node is done: visit the parent's next child, unless it is done too.
+            self.depth = d;
+            let Some(p) = d.checked_sub(1) else {
                 continue;
+            };
+            self.levels[p].idx += 1;
+            let next = self.levels[p].idx;
+            let parent = self.levels[p].node();
+            if next < parent.count() {
+                if self
+                    .end
+                    .as_deref()
+                    .is_some_and(|end| parent.key(next) >= end)
+                {
+                    return Ok(None);
+                }
+                self.load_child(p, next)?;
+                self.depth = p + 2;
+                self.descend_first()?;
             }
-            // Unreachable in practice: a branch on top always has its child above it.
-            return Err(TreeError::corrupt(0, "range cursor lost its path"));
         }
+        Ok(None)
     }
 
-    /// Extends the path from the branch on top down its child 0s to a leaf.
+    /// Extends the path from the node on top down its child 0s to a leaf.
     fn descend_first(&mut self) -> Result<(), TreeError> {
-        loop {
-            let Some(top) = self.stack.last() else {
-                return Ok(());
-            };
-            if top.node.level == 0 {
-                return Ok(());
+        while let Some(d) = self.depth.checked_sub(1) {
+            if self.levels[d].node().level() == 0 {
+                break;
             }
-            let (clo, chi) = child_bounds(&top.node, 0, top.lo.as_deref(), top.hi.as_deref());
-            let (lo, hi) = (clo.map(<[u8]>::to_vec), chi.map(<[u8]>::to_vec));
-            let pfn = top.node.entries[0].value.child();
-            let level = top.node.level - 1;
-            let node = self
-                .src
-                .load(pfn, level, lo.as_deref(), hi.as_deref())?
-                .into_owned();
-            self.stack.push(Level {
-                node,
-                idx: 0,
-                lo,
-                hi,
-            });
+            self.levels[d].idx = 0;
+            self.load_child(d, 0)?;
+            self.depth = d + 2;
         }
+        Ok(())
     }
 }
 
@@ -672,10 +842,7 @@ impl Iterator for Range<'_> {
                 self.started = true;
                 self.seek()?;
             }
-            match self.advance()? {
-                Some((k, v)) => Ok(Some((k, self.src.value(&v)?))),
-                None => Ok(None),
-            }
+            self.advance()
         })();
         match step {
             Ok(Some(kv)) => Some(Ok(kv)),

@@ -31,7 +31,6 @@
 //! the transaction half changed: it is *poisoned*, every later call returns
 //! [`TreeError::Poisoned`], and dropping it gives every allocated frame back.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use pfnfs_alloc::{ExtentAllocator, FRAME_SIZE, Frames, Pfn, PfnRange, Pool};
@@ -153,8 +152,8 @@ impl<'a> Txn<'a> {
         if self.poisoned {
             return Err(TreeError::Poisoned);
         }
-        // Whether it is there, without reading an overflow value.
-        if read::lookup(self, self.root, self.height, key)?.is_none() {
+        // Whether it is there, read in place, without reading an overflow value.
+        if !read::contains(self, self.root, self.height, key)? {
             return Ok(false);
         }
         self.guard(|t| t.delete_inner(key))?;
@@ -707,17 +706,16 @@ fn split_point(entries: &[Entry], append: bool) -> Option<usize> {
 }
 
 impl Store for Txn<'_> {
-    fn load(
-        &self,
-        pfn: Pfn,
-        level: u8,
-        lo: Option<&[u8]>,
-        hi: Option<&[u8]>,
-    ) -> Result<Cow<'_, Node>, TreeError> {
-        match self.dirty.get(&pfn.0) {
-            Some(n) => Ok(Cow::Borrowed(n)),
-            None => load_from_pool(self.pool, self.data, pfn, level, lo, hi).map(Cow::Owned),
-        }
+    fn pool(&self) -> &Pool {
+        self.pool
+    }
+
+    fn data(&self) -> PfnRange {
+        self.data
+    }
+
+    fn dirty_node(&self, pfn: Pfn) -> Option<&Node> {
+        self.dirty.get(&pfn.0)
     }
 
     fn value(&self, v: &Value) -> Result<Vec<u8>, TreeError> {
