@@ -236,33 +236,34 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
     };
     let mut mapped = 0u64;
     let mut huge = 0u64;
-    let mut ram = (stats.free_extents * 48) as usize;
+    // Reads every inode from the tree (one at a time: a report of a large pool costs time,
+    // not memory).
     for cell in vol.all_cells().map_err(ServeError::Load)? {
         let inode = cell.inode.read();
         r.inodes += 1;
-        ram += std::mem::size_of::<Inode>() + 64 + inode.xattr_bytes();
         match &inode.body {
             Body::File(m) => {
                 r.files += 1;
                 r.extents += m.len() as u64;
                 mapped += m.mapped_frames();
                 huge += m.huge_frames();
-                ram += m.heap_bytes() as usize;
             }
-            Body::Dir(d) => {
-                r.directories += 1;
-                ram += d.iter().map(|(_, e)| e.name.len() + 96).sum::<usize>();
-            }
-            Body::Symlink(t) => ram += t.len(),
-            Body::Special => {}
+            Body::Dir(_) => r.directories += 1,
+            Body::Symlink(_) | Body::Special => {}
         }
     }
+    // What a mount of this pool keeps in RAM: the free-set index and, at most, a full inode
+    // cache (`-o metadata_cache`, default size); nothing per file beyond that.
+    let cached = r
+        .inodes
+        .min(crate::volume::cache::DEFAULT_CACHE_BYTES / crate::volume::cache::CELL_BYTES);
+    let ram = stats.free_extents * 48 + cached * crate::volume::cache::CELL_BYTES;
     r.huge_extent_share = if mapped == 0 {
         0.0
     } else {
         huge as f64 / mapped as f64
     };
-    r.metadata_ram_bytes = ram as u64;
+    r.metadata_ram_bytes = ram;
     r.metadata_pool_bytes = vol.journal().used_bytes() + (sb.meta.tree_frames + 2) * FRAME_SIZE;
     let data_gib = (mapped * FRAME_SIZE) as f64 / (1u64 << 30) as f64;
     if data_gib > 0.0 {
@@ -272,5 +273,3 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
     r.struct_page_bytes = sb.pool_bytes / FRAME_SIZE * 64;
     Ok(r)
 }
-
-use crate::inode::Inode;

@@ -47,10 +47,8 @@ struct StatOutput {
     pool: PoolReport,
     /// The daemon holding the pool, measured; None if no pfnfs process holds it.
     daemon: Option<Daemon>,
-    /// Metadata bytes on the pool per file. Hook for pool format 2 (issue 14), whose
-    /// structures on the pool give this figure directly: fill it in from the [`PoolReport`]
-    /// there. Format 1 keeps a whole-image checkpoint plus a log, which has no per-file
-    /// figure of its own, so it stays None (`null`, and "not reported" in the text).
+    /// Metadata bytes on the pool per inode (the metadata tree and the log over the inode
+    /// count); None for a pool without inodes but the root.
     metadata_pool_bytes_per_file: Option<f64>,
 }
 
@@ -74,7 +72,8 @@ pub fn run(args: StatArgs) -> Result<(), Failure> {
     let report = pfnfs_fs::report(&pool).map_err(|e| Failure::about(&pool, e.to_string()))?;
     let out = StatOutput {
         daemon: daemon_of(&pool),
-        metadata_pool_bytes_per_file: None,
+        metadata_pool_bytes_per_file: (report.inodes > 1)
+            .then(|| report.metadata_pool_bytes as f64 / report.inodes as f64),
         pool: report,
     };
     if args.json {
@@ -190,8 +189,9 @@ fn render(out: &StatOutput) -> String {
         (
             "metadata RAM",
             format!(
-                "{}, estimated from the loaded inodes, not measured ({:.0} B per GiB of data; \
-                 struct page for this pool would be {})",
+                "{}, estimated for a mount of this pool (free-set index plus a full inode \
+                 cache), not measured ({:.0} B per GiB of data; struct page for this pool \
+                 would be {})",
                 format_size(r.metadata_ram_bytes),
                 r.metadata_ram_bytes_per_gib,
                 format_size(r.struct_page_bytes)
