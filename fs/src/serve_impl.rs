@@ -236,10 +236,55 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
     };
     let mut mapped = 0u64;
     let mut huge = 0u64;
-    // Reads every inode from the tree (one at a time: a report of a large pool costs time,
-    // not memory).
-    for cell in vol.all_cells().map_err(ServeError::Load)? {
+    // Streams the tree's inode table (a report of a large pool costs time, not memory); the
+    // inodes the log changed since the last commit (replayed into this volume) are counted
+    // from RAM instead.
+    let load = |e: crate::error::FsError| ServeError::Load(e);
+    let tree = vol.tree();
+    let (start, end) = crate::schema::table_range(crate::schema::TAG_INODE);
+    for item in tree.range(vol.pool(), &start, end.as_deref()) {
+        let (k, v) = item.map_err(|e| load(e.into()))?;
+        let key = crate::schema::inode_table_key(&k)
+            .map_err(|e| load(crate::error::corrupt(e.to_string())))?;
+        let ino = match key {
+            crate::schema::InodeKey::Record(ino)
+            | crate::schema::InodeKey::Extent(ino, _)
+            | crate::schema::InodeKey::Xattr(ino, _) => ino,
+        };
+        if vol.changed_since_commit(ino) {
+            continue;
+        }
+        match key {
+            crate::schema::InodeKey::Record(_) => {
+                let rec = crate::schema::InodeRecord::decode(&v)
+                    .map_err(|e| load(crate::error::corrupt(format!("inode {ino}: {e}"))))?;
+                r.inodes += 1;
+                match rec.attr.kind() {
+                    crate::inode::Kind::File => r.files += 1,
+                    crate::inode::Kind::Dir => r.directories += 1,
+                    _ => {}
+                }
+            }
+            crate::schema::InodeKey::Extent(_, frame) => {
+                let e = crate::schema::decode_extent(frame, &v)
+                    .map_err(|e| load(crate::error::corrupt(format!("inode {ino}: {e}"))))?;
+                r.extents += 1;
+                mapped += e.pfns.len;
+                // Whole 2 MiB-aligned runs inside the extent, as `ExtentMap::huge_frames`.
+                let huge_frames = pfnfs_alloc::HUGE_FRAMES;
+                if let Some(first) = e.pfns.start.0.checked_next_multiple_of(huge_frames) {
+                    let last = e.pfns.end().0 / huge_frames * huge_frames;
+                    huge += last.saturating_sub(first);
+                }
+            }
+            crate::schema::InodeKey::Xattr(..) => {}
+        }
+    }
+    for cell in vol.cells() {
         let inode = cell.inode.read();
+        if !vol.changed_since_commit(inode.ino) {
+            continue;
+        }
         r.inodes += 1;
         match &inode.body {
             Body::File(m) => {

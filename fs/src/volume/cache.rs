@@ -289,6 +289,12 @@ impl Volume {
         self.dirty.lock().inodes.extend(inos);
     }
 
+    /// True if `ino` changed since the last commit (created, changed or reclaimed): the tree
+    /// does not have it as it is.
+    pub fn changed_since_commit(&self, ino: u64) -> bool {
+        self.dirty.lock().inodes.contains(&ino)
+    }
+
     /// Cells in the table now.
     pub fn cached_inodes(&self) -> usize {
         self.inodes.len()
