@@ -582,13 +582,19 @@ impl Session {
     /// OPENDIR: only directories.
     pub fn opendir(&self, ino: u64) -> Answer<Opened> {
         match self.vol.getattr(ino)?.kind() {
-            Kind::Dir => Ok(Opened { fh: 0, flags: 0 }),
+            Kind::Dir => {
+                // An open directory, like an open file, outlives its last name: a directory
+                // renamed over or removed while open still answers fstat until RELEASEDIR.
+                self.vol.open(ino, false)?;
+                Ok(Opened { fh: 0, flags: 0 })
+            }
             _ => Err(error::not_directory("not a directory").into()),
         }
     }
 
-    /// RELEASEDIR: nothing to do.
-    pub fn releasedir(&self) -> Answer<()> {
+    /// RELEASEDIR: the handle OPENDIR counted goes.
+    pub fn releasedir(&self, ino: u64) -> Answer<()> {
+        self.vol.release(ino);
         Ok(())
     }
 

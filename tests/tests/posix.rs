@@ -328,6 +328,25 @@ fn unlink(m: &mut MountGuard) {
     let mut head = [0u8; 5];
     f.read_exact_at(&mut head, 0).unwrap();
     assert_eq!(&head, b"still");
+    // An open directory outlives its last name too: renamed over, and removed (xfstests
+    // generic/035).
+    let (a, b) = (m.join("dir-a"), m.join("dir-b"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&b).unwrap();
+    let open_b = File::open(&b).unwrap();
+    fs::rename(&a, &b).unwrap();
+    let st = open_b
+        .metadata()
+        .unwrap_or_else(|e| panic!("fstat of a directory renamed over: {e}"));
+    assert!(st.is_dir());
+    assert_eq!(st.nlink(), 0, "fstat nlink of a directory renamed over");
+    let open_a = File::open(&b).unwrap();
+    fs::remove_dir(&b).unwrap();
+    assert!(
+        open_a.metadata().unwrap().is_dir(),
+        "fstat of a removed open directory"
+    );
+    drop((open_a, open_b));
     drop(f);
     fs::create_dir(m.join("d")).unwrap();
     assert_eq!(

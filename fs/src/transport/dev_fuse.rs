@@ -571,12 +571,14 @@ impl Filesystem for DevFuse {
     fn releasedir(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.answer(req, Operation::Releasedir, reply, |s, _| s.releasedir());
+        self.answer(req, Operation::Releasedir, reply, |s, _| {
+            s.releasedir(ino.0)
+        });
     }
 
     fn fsyncdir(

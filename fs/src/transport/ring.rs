@@ -385,7 +385,7 @@ fn answer(s: &Session, req: &RingRequest<'_>, buf: &mut [u8]) -> RingReply {
             open_flags: o.flags,
             backing_id: 0,
         }),
-        Request::Releasedir => done(s.releasedir()),
+        Request::Releasedir => done(s.releasedir(ino)),
         Request::Destroy => RingReply::ok(0),
         Request::Setxattr { name, value, flags } => done(s.setxattr(c, ino, name, value, flags)),
         Request::Getxattr { name, size } => {
