@@ -761,6 +761,26 @@ pub struct SnapshotOptions {
     pub ctime: bool,
 }
 
+/// The name snapshots and manifests give a file type: file, dir, symlink, fifo, char, block
+/// or socket.
+pub fn kind_name(ft: std::fs::FileType) -> &'static str {
+    if ft.is_file() {
+        "file"
+    } else if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_char_device() {
+        "char"
+    } else if ft.is_block_device() {
+        "block"
+    } else {
+        "socket"
+    }
+}
+
 /// Every entry under `root` (not `root` itself), keyed by relative path.
 pub fn snapshot(root: &Path, opts: SnapshotOptions) -> BTreeMap<PathBuf, EntryInfo> {
     let mut out = BTreeMap::new();
@@ -776,21 +796,7 @@ pub fn snapshot(root: &Path, opts: SnapshotOptions) -> BTreeMap<PathBuf, EntryIn
             let meta = std::fs::symlink_metadata(&path)
                 .unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
             let ft = meta.file_type();
-            let kind = if ft.is_file() {
-                "file"
-            } else if ft.is_dir() {
-                "dir"
-            } else if ft.is_symlink() {
-                "symlink"
-            } else if ft.is_fifo() {
-                "fifo"
-            } else if ft.is_char_device() {
-                "char"
-            } else if ft.is_block_device() {
-                "block"
-            } else {
-                "socket"
-            };
+            let kind = kind_name(ft);
             if ft.is_dir() {
                 stack.push(path.clone());
             } else {

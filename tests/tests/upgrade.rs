@@ -18,7 +18,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -107,24 +107,6 @@ fn number_before(msg: &str, suffix: &str) -> u64 {
         .unwrap_or_else(|_| panic!("no number before {suffix:?} in {msg:?}"))
 }
 
-fn kind_of(ft: std::fs::FileType) -> &'static str {
-    if ft.is_file() {
-        "file"
-    } else if ft.is_dir() {
-        "dir"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else if ft.is_char_device() {
-        "char"
-    } else if ft.is_block_device() {
-        "block"
-    } else {
-        "socket"
-    }
-}
-
 /// Linux's `major()` and `minor()` of a `dev_t`.
 fn major_minor(dev: u64) -> (u32, u32) {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
@@ -190,7 +172,7 @@ fn compare(root: &Path, entries: &BTreeMap<Vec<u8>, Entry>, how: Compare) -> Vec
             rel,
             "kind",
             e.kind.clone(),
-            kind_of(meta.file_type()).into(),
+            pfnfs_tests::kind_name(meta.file_type()).into(),
         );
         field(
             rel,
