@@ -31,13 +31,17 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 pub mod error;
 pub mod format;
 pub mod read;
 pub mod txn;
 
+use std::sync::Arc;
+
 use pfnfs_alloc::{Pfn, PfnRange, Pool};
 
+pub use cache::{NodeCache, NodeCacheStats};
 pub use error::TreeError;
 pub use format::{INLINE_VALUE_MAX, MAX_HEIGHT, MAX_KEY, MAX_OVERFLOW_RANGES, MAX_VALUE};
 pub use read::{KeyValue, Range, TreeStats};
@@ -47,11 +51,23 @@ use read::PoolStore;
 
 /// A committed (or just written) tree: its root node and height. Reading it needs the pool
 /// it lives in.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+///
+/// A tree may carry a [`NodeCache`] ([`Tree::with_cache`]); the trees and transactions made
+/// from it share it. Two trees are equal when they have the same root and height.
+#[derive(Clone, Debug, Default)]
 pub struct Tree {
     root: Option<Pfn>,
     height: u8,
+    cache: Option<Arc<NodeCache>>,
 }
+
+impl PartialEq for Tree {
+    fn eq(&self, other: &Tree) -> bool {
+        (self.root, self.height) == (other.root, other.height)
+    }
+}
+
+impl Eq for Tree {}
 
 impl Tree {
     /// The empty tree (no frame).
@@ -59,8 +75,24 @@ impl Tree {
         Tree::default()
     }
 
-    pub(crate) fn from_parts(root: Option<Pfn>, height: u8) -> Tree {
-        Tree { root, height }
+    pub(crate) fn from_parts(root: Option<Pfn>, height: u8, cache: Option<Arc<NodeCache>>) -> Tree {
+        Tree {
+            root,
+            height,
+            cache,
+        }
+    }
+
+    /// This tree, reading through `cache` (shared with the trees and transactions made from
+    /// it).
+    pub fn with_cache(mut self, cache: Arc<NodeCache>) -> Tree {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The cache it reads through, if any.
+    pub fn cache(&self) -> Option<&Arc<NodeCache>> {
+        self.cache.as_ref()
     }
 
     /// The tree rooted at `root` with `height` levels, as a superblock names it. Validates
@@ -77,6 +109,7 @@ impl Tree {
         read::read_node(
             pool,
             pool.data_region(),
+            None,
             root,
             height - 1,
             None,
@@ -86,6 +119,7 @@ impl Tree {
         Ok(Tree {
             root: Some(root),
             height,
+            cache: None,
         })
     }
 
@@ -99,10 +133,11 @@ impl Tree {
         self.height
     }
 
-    fn store<'a>(&self, pool: &'a Pool) -> PoolStore<'a> {
+    fn store<'a>(&'a self, pool: &'a Pool) -> PoolStore<'a> {
         PoolStore {
             pool,
             data: pool.data_region(),
+            cache: self.cache.as_deref(),
         }
     }
 
@@ -114,7 +149,14 @@ impl Tree {
     /// The entries with `start <= key < end` (`end` `None`: to the last), in key order,
     /// read lazily.
     pub fn range<'a>(&'a self, pool: &'a Pool, start: &[u8], end: Option<&[u8]>) -> Range<'a> {
-        Range::on_pool(pool, self.root, self.height, start, end)
+        Range::on_pool(
+            pool,
+            self.cache.as_deref(),
+            self.root,
+            self.height,
+            start,
+            end,
+        )
     }
 
     /// The last entry with a key `<= key`.
@@ -131,7 +173,13 @@ impl Tree {
     /// The full structural check for fsck: every node (order within and across nodes,
     /// separators, uniform leaf depth, children in the region), every overflow run's header
     /// and crc, no frame used twice.
+    /// Reads every node from the pool, never from the cache.
     pub fn check(&self, pool: &Pool) -> Result<TreeStats, TreeError> {
-        read::walk(&self.store(pool), self.root, self.height, true).map(|(s, _)| s)
+        let store = PoolStore {
+            pool,
+            data: pool.data_region(),
+            cache: None,
+        };
+        read::walk(&store, self.root, self.height, true).map(|(s, _)| s)
     }
 }

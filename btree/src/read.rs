@@ -18,6 +18,7 @@ use std::borrow::Cow;
 
 use pfnfs_alloc::{FRAME_SIZE, Pfn, PfnRange, Pool};
 
+use crate::cache::NodeCache;
 use crate::error::TreeError;
 use crate::format::{MAX_KEY, NODE_BYTES, Node, NodeView, OverflowRef, Value, decode_overflow};
 
@@ -35,6 +36,8 @@ pub(crate) trait Store {
     fn dirty_node(&self, pfn: Pfn) -> Option<&Node>;
     /// The bytes of a leaf value.
     fn value(&self, v: &Value) -> Result<Vec<u8>, TreeError>;
+    /// Checked node frames kept across reads, if the tree has a cache.
+    fn cache(&self) -> Option<&NodeCache>;
 
     /// The node at `pfn`, built, checked to be at `level` with keys in `[lo, hi)`.
     fn load(
@@ -46,7 +49,8 @@ pub(crate) trait Store {
     ) -> Result<Cow<'_, Node>, TreeError> {
         match self.dirty_node(pfn) {
             Some(n) => Ok(Cow::Borrowed(n)),
-            None => load_from_pool(self.pool(), self.data(), pfn, level, lo, hi).map(Cow::Owned),
+            None => load_from_pool(self.pool(), self.data(), self.cache(), pfn, level, lo, hi)
+                .map(Cow::Owned),
         }
     }
 
@@ -62,9 +66,17 @@ pub(crate) trait Store {
     ) -> Result<NodeRef<'n>, TreeError> {
         match self.dirty_node(pfn) {
             Some(n) => NodeRef::dirty(pfn, n),
-            None => {
-                read_node(self.pool(), self.data(), pfn, level, lo, hi, frame).map(NodeRef::Frame)
-            }
+            None => read_node(
+                self.pool(),
+                self.data(),
+                self.cache(),
+                pfn,
+                level,
+                lo,
+                hi,
+                frame,
+            )
+            .map(NodeRef::Frame),
         }
     }
 
@@ -222,6 +234,7 @@ impl Bound {
 pub(crate) struct PoolStore<'a> {
     pub pool: &'a Pool,
     pub data: PfnRange,
+    pub cache: Option<&'a NodeCache>,
 }
 
 impl Store for PoolStore<'_> {
@@ -237,6 +250,10 @@ impl Store for PoolStore<'_> {
         None
     }
 
+    fn cache(&self) -> Option<&NodeCache> {
+        self.cache
+    }
+
     fn value(&self, v: &Value) -> Result<Vec<u8>, TreeError> {
         match v {
             Value::Inline(b) => Ok(b.clone()),
@@ -247,10 +264,13 @@ impl Store for PoolStore<'_> {
 }
 
 /// Reads the node at `pfn` into `frame` ([`NODE_BYTES`]) and checks it in place: every check
-/// of [`NodeView::parse`], then its level and its keys against `[lo, hi)`.
+/// of [`NodeView::parse`] (or none, when `cache` holds the frame, checked when it was kept),
+/// then its level and its keys against `[lo, hi)`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn read_node<'f>(
     pool: &Pool,
     data: PfnRange,
+    cache: Option<&NodeCache>,
     pfn: Pfn,
     level: u8,
     lo: Option<&[u8]>,
@@ -263,8 +283,20 @@ pub(crate) fn read_node<'f>(
             format!("node outside the data region {data}"),
         ));
     }
-    pool.read_into(pfn.byte_offset(), frame)?;
-    let view = NodeView::parse(frame, pfn.0, data)?;
+    let cached = match cache {
+        Some(c) => c.fetch(pool, pfn, frame)?,
+        None => false,
+    };
+    let view = if cached {
+        NodeView::parsed(frame, pfn.0)
+    } else {
+        pool.read_into(pfn.byte_offset(), frame)?;
+        NodeView::parse(frame, pfn.0, data)?;
+        if let Some(c) = cache {
+            c.keep(pfn, frame);
+        }
+        NodeView::parsed(frame, pfn.0)
+    };
     if view.level() != level {
         return Err(TreeError::corrupt(
             pfn.0,
@@ -290,13 +322,14 @@ pub(crate) fn read_node<'f>(
 pub(crate) fn load_from_pool(
     pool: &Pool,
     data: PfnRange,
+    cache: Option<&NodeCache>,
     pfn: Pfn,
     level: u8,
     lo: Option<&[u8]>,
     hi: Option<&[u8]>,
 ) -> Result<Node, TreeError> {
     let mut frame = [0u8; NODE_BYTES];
-    read_node(pool, data, pfn, level, lo, hi, &mut frame)?.to_node(data)
+    read_node(pool, data, cache, pfn, level, lo, hi, &mut frame)?.to_node(data)
 }
 
 /// Checks that a node's first and last real keys (entry 1 on in a branch) lie in `[lo, hi)`
@@ -594,6 +627,13 @@ impl Store for Src<'_> {
         self.dirty_for(pfn)
     }
 
+    fn cache(&self) -> Option<&NodeCache> {
+        match self {
+            Src::Pool(s) => s.cache,
+            Src::Txn(t) => t.cache(),
+        }
+    }
+
     fn value(&self, v: &Value) -> Result<Vec<u8>, TreeError> {
         match self {
             Src::Pool(s) => s.value(v),
@@ -652,7 +692,16 @@ impl<'a> Level<'a> {
             self.frame = vec![0; NODE_BYTES];
         }
         let (lo, hi) = (self.lo.get(), self.hi.get());
-        read_node(src.pool(), src.data(), pfn, level, lo, hi, &mut self.frame)?;
+        read_node(
+            src.pool(),
+            src.data(),
+            src.cache(),
+            pfn,
+            level,
+            lo,
+            hi,
+            &mut self.frame,
+        )?;
         Ok(())
     }
 }
@@ -679,6 +728,7 @@ pub struct Range<'a> {
 impl<'a> Range<'a> {
     pub(crate) fn on_pool(
         pool: &'a Pool,
+        cache: Option<&'a NodeCache>,
         root: Option<Pfn>,
         height: u8,
         start: &[u8],
@@ -686,7 +736,7 @@ impl<'a> Range<'a> {
     ) -> Range<'a> {
         let data = pool.data_region();
         Range::new(
-            Src::Pool(PoolStore { pool, data }),
+            Src::Pool(PoolStore { pool, data, cache }),
             root,
             height,
             start,

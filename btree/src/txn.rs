@@ -32,10 +32,12 @@
 //! [`TreeError::Poisoned`], and dropping it gives every allocated frame back.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use pfnfs_alloc::{ExtentAllocator, FRAME_SIZE, Frames, Pfn, PfnRange, Pool};
 
 use crate::Tree;
+use crate::cache::NodeCache;
 use crate::error::TreeError;
 use crate::format::{
     Entry, INLINE_VALUE_MAX, MAX_HEIGHT, MAX_KEY, MAX_OVERFLOW_RANGES, MAX_VALUE, MIN_FILL,
@@ -65,6 +67,9 @@ pub struct Txn<'a> {
     /// Where the last allocation ended: the goal of the next overflow run.
     last_end: Option<Pfn>,
     poisoned: bool,
+    /// The base tree's node cache: committed nodes are read through it, and the new tree
+    /// gets it.
+    cache: Option<Arc<NodeCache>>,
 }
 
 /// What [`Txn::write`] returns.
@@ -129,12 +134,13 @@ impl<'a> Txn<'a> {
             freed: Vec::new(),
             last_end: None,
             poisoned: false,
+            cache: base.cache().cloned(),
         }
     }
 
     /// The tree as this transaction has it now (not yet written: for inspection only).
     pub fn tree(&self) -> Tree {
-        Tree::from_parts(self.root, self.height)
+        Tree::from_parts(self.root, self.height, self.cache.clone())
     }
 
     /// Sets `key` to `value`.
@@ -233,13 +239,14 @@ impl<'a> Txn<'a> {
             freed,
             root,
             height,
+            cache,
             ..
         } = self;
         for (_, g) in owned {
             frames.absorb(g);
         }
         Ok(Written {
-            tree: Tree::from_parts(root, height),
+            tree: Tree::from_parts(root, height, cache),
             frames,
             freed,
         })
@@ -316,7 +323,15 @@ impl<'a> Txn<'a> {
         if let Some(node) = self.dirty.remove(&pfn.0) {
             return Ok((pfn, node));
         }
-        let node = load_from_pool(self.pool, self.data, pfn, level, lo, hi)?;
+        let node = load_from_pool(
+            self.pool,
+            self.data,
+            self.cache.as_deref(),
+            pfn,
+            level,
+            lo,
+            hi,
+        )?;
         let new = self.alloc_node(pfn)?;
         self.freed.push(PfnRange { start: pfn, len: 1 });
         Ok((new, node))
@@ -712,6 +727,10 @@ impl Store for Txn<'_> {
 
     fn data(&self) -> PfnRange {
         self.data
+    }
+
+    fn cache(&self) -> Option<&NodeCache> {
+        self.cache.as_deref()
     }
 
     fn dirty_node(&self, pfn: Pfn) -> Option<&Node> {

@@ -7,11 +7,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use proptest::prelude::*;
 
 use pfnfs_alloc::{MemBackend, PfnRange};
-use pfnfs_btree::{Tree, Txn};
+use pfnfs_btree::{NodeCache, Tree, Txn};
 
 use common::{assert_tiles, bytes, pool_on};
 
@@ -72,11 +73,16 @@ fn write_and_check(
     pool: &pfnfs_alloc::Pool,
     alloc: &pfnfs_alloc::ExtentAllocator,
     model: &Model,
+    cache: Option<&Arc<NodeCache>>,
 ) -> Tree {
     let w = txn.write().expect("write");
     let tree = match w.tree.root() {
         Some(root) => Tree::open(pool, root, w.tree.height()).expect("open the new root"),
         None => Tree::empty(),
+    };
+    let tree = match cache {
+        Some(c) => tree.with_cache(c.clone()),
+        None => tree,
     };
     assert_eq!(tree, w.tree);
     let stats = tree.check(pool).expect("check");
@@ -114,7 +120,8 @@ fn write_and_check(
     tree
 }
 
-fn run(txns: Vec<Vec<Op>>) {
+/// Runs `txns` against the model, reading through `cache` if given (each new tree gets it).
+fn run(txns: Vec<Vec<Op>>, cache: Option<Arc<NodeCache>>) {
     let (pool, alloc) = pool_on(Box::new(MemBackend::new(32 << 20)));
     let mut tree = Tree::empty();
     let mut model = Model::new();
@@ -156,7 +163,7 @@ fn run(txns: Vec<Vec<Op>>) {
         during.extend_from_slice(txn.freed());
         during.extend(alloc.free_extents());
         common::coalesce(during, "allocated + freed + free during the txn");
-        tree = write_and_check(txn, &pool, &alloc, &model);
+        tree = write_and_check(txn, &pool, &alloc, &model, cache.as_ref());
         for id in (0..300).step_by(37) {
             let k = key(id);
             assert_eq!(
@@ -172,7 +179,7 @@ fn run(txns: Vec<Vec<Op>>) {
         assert!(txn.delete(&k).expect("delete"));
         model.remove(&k);
     }
-    let tree = write_and_check(txn, &pool, &alloc, &model);
+    let tree = write_and_check(txn, &pool, &alloc, &model, cache.as_ref());
     assert_eq!(tree, Tree::empty());
     assert_eq!(alloc.free_extents(), vec![pool.data_region()]);
 }
@@ -182,7 +189,19 @@ proptest! {
 
     #[test]
     fn tree_matches_model(txns in proptest::collection::vec(proptest::collection::vec(op(), 1..150), 1..5)) {
-        run(txns);
+        run(txns, None);
+    }
+
+    /// The same through a node cache, small enough to evict (4 frames) or holding everything:
+    /// a frame freed by one transaction and reused by the next must never be answered from
+    /// the cache.
+    #[test]
+    fn tree_matches_model_through_a_node_cache(
+        txns in proptest::collection::vec(proptest::collection::vec(op(), 1..150), 1..5),
+        small in any::<bool>(),
+    ) {
+        let frames: u64 = if small { 4 } else { 4096 };
+        run(txns, Some(Arc::new(NodeCache::with_bytes(frames * 4096))));
     }
 }
 
@@ -206,7 +225,7 @@ fn grows_tall_and_shrinks_to_nothing() {
             txn.put(k, &v).unwrap();
             model.insert(k.clone(), v);
         }
-        tree = write_and_check(txn, &pool, &alloc, &model);
+        tree = write_and_check(txn, &pool, &alloc, &model, None);
     }
     assert!(tree.height() >= 3, "height {}", tree.height());
     keys.shuffle(&mut rng);
@@ -217,7 +236,7 @@ fn grows_tall_and_shrinks_to_nothing() {
         for k in chunk {
             assert_eq!(txn.delete(k).unwrap(), model.remove(k).is_some());
         }
-        tree = write_and_check(txn, &pool, &alloc, &model);
+        tree = write_and_check(txn, &pool, &alloc, &model, None);
         heights.push(tree.height());
         // Underfull nodes are merged: with a tenth of the entries left, at most a third of
         // the nodes are (leaves kept at a tenth full would keep them all).
@@ -245,7 +264,7 @@ fn sequential_inserts_fill_nodes() {
             txn.put(&key(i), &[7u8; 64]).unwrap();
             model.insert(key(i), vec![7u8; 64]);
         }
-        tree = write_and_check(txn, &pool, &alloc, &model);
+        tree = write_and_check(txn, &pool, &alloc, &model, None);
     }
     let stats = tree.check(&pool).unwrap();
     // 94 bytes per entry with its slot, 4064 per node: at least 90% full.
@@ -259,5 +278,31 @@ fn sequential_inserts_fill_nodes() {
         assert!(txn.delete(&key(i)).unwrap());
         model.remove(&key(i));
     }
-    write_and_check(txn, &pool, &alloc, &model);
+    write_and_check(txn, &pool, &alloc, &model, None);
+}
+
+/// Reads through a node cache are answered from it (hits), and a tree rewritten into the
+/// frames the old one freed is read as it is now: entries of 120 bytes so that every commit
+/// rewrites several nodes, each transaction changing every value.
+#[test]
+fn node_cache_answers_and_never_serves_a_reused_frame() {
+    let (pool, alloc) = pool_on(Box::new(MemBackend::new(32 << 20)));
+    let cache = Arc::new(NodeCache::with_bytes(1 << 20));
+    let mut tree = Tree::empty().with_cache(cache.clone());
+    let mut model = Model::new();
+    for g in 1..=6u64 {
+        let mut txn = Txn::new(&tree, &pool, &alloc, g);
+        for id in 0..400u16 {
+            let (k, v) = (key(id), bytes(g * 1000 + u64::from(id), 120));
+            txn.put(&k, &v).expect("put");
+            model.insert(k, v);
+        }
+        tree = write_and_check(txn, &pool, &alloc, &model, Some(&cache));
+        for (k, v) in &model {
+            assert_eq!(tree.get(&pool, k).expect("get").as_ref(), Some(v));
+        }
+    }
+    let stats = cache.stats();
+    assert!(stats.hits > 1000, "{stats:?}");
+    assert!(stats.cached <= stats.capacity);
 }

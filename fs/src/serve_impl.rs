@@ -299,10 +299,13 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
     }
     // What a mount of this pool keeps in RAM: the free-set index and, at most, a full inode
     // cache (`-o metadata_cache`, default size); nothing per file beyond that.
+    use crate::volume::cache::{CELL_BYTES, DEFAULT_CACHE_BYTES, inode_cache_bytes};
     let cached = r
         .inodes
-        .min(crate::volume::cache::DEFAULT_CACHE_BYTES / crate::volume::cache::CELL_BYTES);
-    let ram = stats.free_extents * 48 + cached * crate::volume::cache::CELL_BYTES;
+        .min(inode_cache_bytes(DEFAULT_CACHE_BYTES) / CELL_BYTES);
+    let ram = stats.free_extents * 48
+        + cached * CELL_BYTES
+        + (DEFAULT_CACHE_BYTES - inode_cache_bytes(DEFAULT_CACHE_BYTES));
     r.huge_extent_share = if mapped == 0 {
         0.0
     } else {

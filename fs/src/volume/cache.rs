@@ -30,6 +30,25 @@ pub const CELL_BYTES: u64 = 1024;
 /// Default size of the metadata cache (`-o metadata_cache=SIZE`).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
+/// The share of the metadata cache given to checked tree nodes (the rest holds inodes): one
+/// quarter, 16 MiB (4,096 nodes) by default, which holds every branch node of a tree of
+/// about 20 million inodes, so that a lookup reads only its leaf from the pool.
+pub const fn node_cache_bytes(cache_bytes: u64) -> u64 {
+    cache_bytes / 4
+}
+
+/// The share of the metadata cache given to inodes.
+pub const fn inode_cache_bytes(cache_bytes: u64) -> u64 {
+    cache_bytes - node_cache_bytes(cache_bytes)
+}
+
+/// A node cache for a metadata cache of `cache_bytes`.
+pub(super) fn node_cache(cache_bytes: u64) -> Arc<pfnfs_btree::NodeCache> {
+    Arc::new(pfnfs_btree::NodeCache::with_bytes(node_cache_bytes(
+        cache_bytes,
+    )))
+}
+
 /// Inodes changed since the last commit after which the next operation commits: bounds the
 /// RAM pinned by changes, and the work (and pause) of one commit.
 pub const DIRTY_COMMIT_INODES: usize = 1024;
@@ -97,35 +116,80 @@ impl TreeView {
     /// Inode `ino` as the tree has it, directories reading their entries through `view`: its
     /// record, extents and xattrs share one key prefix, so this is one range scan.
     pub(super) fn read_inode(view: &Arc<TreeView>, ino: u64) -> FsResult<Option<Inode>> {
+        let mut found = None;
+        TreeView::read_inodes(view, ino, ino, |inode| found = Some(inode))?;
+        Ok(found)
+    }
+
+    /// Every inode numbered `first..=last` that the tree has, in order, handed to `each`:
+    /// one range scan over the inode table (inodes created one after another are neighbours
+    /// in it, as are the children of a directory filled in one go).
+    pub(super) fn read_inodes(
+        view: &Arc<TreeView>,
+        first: u64,
+        last: u64,
+        mut each: impl FnMut(Inode),
+    ) -> FsResult<()> {
         let pool = &*view.pool;
         let tree = view.tree.read();
-        let bad = |e: schema::SchemaError| corrupt(format!("inode {ino}: {e}"));
-        let (start, end) = schema::prefix_range(schema::TAG_INODE, ino);
-        let mut entries = tree.range(pool, &start, end.as_deref());
-        let Some(first) = entries.next() else {
-            return Ok(None);
-        };
-        let (k, rec) = first?;
-        if schema::inode_table_key(&k).map_err(bad)? != schema::InodeKey::Record(ino) {
-            return Err(corrupt(format!("inode {ino}: entries without a record")));
-        }
-        let record = InodeRecord::decode(&rec).map_err(bad)?;
-        let mut extents = Vec::new();
-        let mut xattrs = BTreeMap::new();
-        for item in entries {
+        let start = schema::inode_key(first);
+        let (_, end) = schema::prefix_range(schema::TAG_INODE, last);
+        let mut group: Option<InodeEntries> = None;
+        for item in tree.range(pool, &start, end.as_deref()) {
             let (k, v) = item?;
-            match schema::inode_table_key(&k).map_err(bad)? {
+            let ino = schema::key_id(&k).map_err(|e| corrupt(format!("inode table: {e}")))?;
+            let bad = |e: schema::SchemaError| corrupt(format!("inode {ino}: {e}"));
+            let key = schema::inode_table_key(&k).map_err(bad)?;
+            if let schema::InodeKey::Record(_) = key {
+                if let Some(g) = group.take() {
+                    each(g.finish(view)?);
+                }
+                group = Some(InodeEntries {
+                    ino,
+                    record: InodeRecord::decode(&v).map_err(bad)?,
+                    extents: Vec::new(),
+                    xattrs: BTreeMap::new(),
+                });
+                continue;
+            }
+            let Some(g) = group.as_mut().filter(|g| g.ino == ino) else {
+                return Err(corrupt(format!("inode {ino}: entries without a record")));
+            };
+            match key {
                 schema::InodeKey::Extent(_, frame) => {
-                    extents.push(schema::decode_extent(frame, &v).map_err(bad)?)
+                    g.extents
+                        .push(schema::decode_extent(frame, &v).map_err(bad)?);
                 }
                 schema::InodeKey::Xattr(_, name) => {
-                    xattrs.insert(name.to_vec(), v);
+                    g.xattrs.insert(name.to_vec(), v);
                 }
-                schema::InodeKey::Record(_) => {
-                    return Err(corrupt(format!("inode {ino}: two records")));
-                }
+                schema::InodeKey::Record(_) => unreachable!("handled above"),
             }
         }
+        if let Some(g) = group {
+            each(g.finish(view)?);
+        }
+        Ok(())
+    }
+}
+
+/// One inode's entries of the inode table, as a scan collects them.
+struct InodeEntries {
+    ino: u64,
+    record: InodeRecord,
+    extents: Vec<Extent>,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl InodeEntries {
+    /// The inode, directories reading their entries through `view`.
+    fn finish(self, view: &Arc<TreeView>) -> FsResult<Inode> {
+        let InodeEntries {
+            ino,
+            record,
+            extents,
+            xattrs,
+        } = self;
         let has_extents = !extents.is_empty();
         let body = match record.tail {
             InodeTail::Dir {
@@ -144,7 +208,7 @@ impl TreeView {
             }
             InodeTail::Symlink(t) => Body::Symlink(t),
             InodeTail::None if record.attr.kind() == Kind::File => Body::File(
-                load::strict_map(extents, pool.data_region())
+                load::strict_map(extents, view.pool.data_region())
                     .map_err(|e| corrupt(format!("inode {ino}: {e}")))?,
             ),
             InodeTail::None => Body::Special,
@@ -154,12 +218,12 @@ impl TreeView {
                 "inode {ino}: extents on a file that is not regular"
             )));
         }
-        Ok(Some(Inode {
+        Ok(Inode {
             ino,
             attr: record.attr,
             xattrs,
             body,
-        }))
+        })
     }
 }
 
@@ -219,6 +283,15 @@ impl Volume {
         }
         let inode = TreeView::read_inode(&self.view, ino)?
             .ok_or_else(|| not_found(format!("no inode {ino}")))?;
+        let cell = self.admit(inode)?;
+        self.evict();
+        Ok(cell)
+    }
+
+    /// Puts `inode`, just read from the tree, into the table (unless a cell got there
+    /// first) and returns its cell.
+    fn admit(&self, inode: Inode) -> FsResult<Arc<InodeCell>> {
+        let ino = inode.ino;
         // A frame a file maps and the free set holds would be handed out again: refuse the
         // inode (fsck repairs it) rather than let that happen.
         if let Body::File(map) = &inode.body
@@ -230,7 +303,7 @@ impl Volume {
                 e.pfns
             )));
         }
-        let cell = match self.inodes.entry(ino) {
+        Ok(match self.inodes.entry(ino) {
             dashmap::Entry::Occupied(e) => e.get().clone(),
             dashmap::Entry::Vacant(v) => {
                 let c = new_cell(inode);
@@ -238,9 +311,50 @@ impl Volume {
                 self.cache.loaded(ino);
                 c
             }
+        })
+    }
+
+    /// Reads the inodes of `inos` that are not cached into the cache, neighbours with one
+    /// range scan (readdirplus: a directory's children were often created one after
+    /// another). Best effort: an inode that fails to read is left out, and the caller's own
+    /// read of it reports the error. At most the cache's capacity is read.
+    pub fn preload(&self, inos: &[u64]) {
+        /// Inode numbers between two wanted ones that a scan may read past rather than
+        /// start a new one.
+        const GAP: u64 = 16;
+        let mut want: Vec<u64> = {
+            let dirty = self.dirty.lock();
+            inos.iter()
+                .copied()
+                .filter(|i| !self.inodes.contains_key(i) && !dirty.inodes.contains(i))
+                .collect()
         };
+        want.sort_unstable();
+        want.dedup();
+        want.truncate(self.cache.capacity() / 2);
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for &ino in &want {
+            match runs.last_mut() {
+                Some((_, last)) if ino - *last <= GAP => *last = ino,
+                _ => runs.push((ino, ino)),
+            }
+        }
+        for (first, last) in runs {
+            // Admitted once the scan is done: it holds the tree's lock.
+            let mut read = Vec::new();
+            let scan = TreeView::read_inodes(&self.view, first, last, |inode| {
+                if want.binary_search(&inode.ino).is_ok() {
+                    read.push(inode);
+                }
+            });
+            if let Err(e) = scan {
+                tracing::debug!("preloading inodes {first}..={last}: {e}");
+            }
+            for inode in read {
+                let _ = self.admit(inode);
+            }
+        }
         self.evict();
-        Ok(cell)
     }
 
     /// Puts a new inode into the table (created, or recovered).
@@ -300,9 +414,15 @@ impl Volume {
         self.inodes.len()
     }
 
-    /// Sets the cache's size in bytes (`-o metadata_cache`).
+    /// Sets the cache's size in bytes (`-o metadata_cache`): a quarter for tree nodes, the
+    /// rest for inodes.
     pub fn set_cache_bytes(&self, bytes: u64) {
-        let cells = (bytes / CELL_BYTES).clamp(64, usize::MAX as u64 / 2) as usize;
+        {
+            let mut tree = self.view.tree.write();
+            *tree = tree.clone().with_cache(node_cache(bytes));
+        }
+        let cells =
+            (inode_cache_bytes(bytes) / CELL_BYTES).clamp(64, usize::MAX as u64 / 2) as usize;
         if self.cache.capacity() != usize::MAX {
             self.cache.capacity.store(cells, Ordering::Relaxed);
         }

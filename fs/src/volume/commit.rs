@@ -164,7 +164,11 @@ impl Volume {
             // Readers of the tree hold this lock for reading: none is inside a node that is
             // freed here.
             let mut tree = self.view.tree.write();
-            *tree = written.tree;
+            // A rebuilt tree starts from the empty one: it keeps the node cache all the same.
+            *tree = match current.cache() {
+                Some(c) if written.tree.cache().is_none() => written.tree.with_cache(c.clone()),
+                _ => written.tree,
+            };
             self.in_doubt.lock().retain(|r| !in_doubt.contains(r));
             for r in written.freed.into_iter().chain(old_frames).chain(in_doubt) {
                 self.alloc.free(r)?;

@@ -85,13 +85,15 @@ impl Volume {
             next_ino: sb.meta.next_ino.max(highest + 1),
             inode_count: sb.meta.inodes.max(1),
             orphans: orphans.iter().copied().collect(),
-            tree,
+            tree: tree.with_cache(cache::node_cache(cache::DEFAULT_CACHE_BYTES)),
             journal,
             dirty: store::Dirty {
                 rebuild: fresh,
                 ..Default::default()
             },
-            cache: cache::Cache::new((cache::DEFAULT_CACHE_BYTES / cache::CELL_BYTES) as usize),
+            cache: cache::Cache::new(
+                (cache::inode_cache_bytes(cache::DEFAULT_CACHE_BYTES) / cache::CELL_BYTES) as usize,
+            ),
             read_only,
         });
         // The free set as loaded is what the tree holds: only later changes are to be written.
