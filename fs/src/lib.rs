@@ -94,7 +94,7 @@ pub struct MountConfig {
     pub extra_options: Vec<String>,
     /// Serve over FUSE over io_uring (per-CPU queues) when the kernel offers it.
     pub io_uring: bool,
-    /// RAM the daemon may keep inodes in beyond those in use (`-o metadata_cache`).
+    /// RAM for inodes beyond those in use and for checked tree nodes (`-o metadata_cache`).
     pub metadata_cache_bytes: u64,
 }
 
