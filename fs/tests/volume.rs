@@ -759,3 +759,70 @@ fn removing_a_committed_directory_leaves_nothing_of_it_in_the_tree() {
     let report = pfnfs_fs::fsck::fsck_pool(&p, pfnfs_fs::fsck::FsckMode::Check).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// `preload` (READDIRPLUS's batched read) decodes runs of neighbouring inodes exactly as one
+/// inode at a time does: files with several extents and xattrs, a symlink, a subdirectory
+/// and removed inodes (gaps) inside a run, and numbers that never existed.
+#[test]
+fn preload_reads_runs_of_inodes_as_single_reads_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = make_pool(dir.path());
+    let v = load(&p);
+    let d = v.mkdir(ROOT, ROOT_INO, b"d", 0o755).unwrap().ino;
+    let mut inos = Vec::new();
+    for i in 0..120u64 {
+        let name = format!("f{i}");
+        let ino = match i % 10 {
+            7 => {
+                v.symlink(ROOT, d, name.as_bytes(), b"some/target")
+                    .unwrap()
+                    .ino
+            }
+            8 => v.mkdir(ROOT, d, name.as_bytes(), 0o700).unwrap().ino,
+            _ => {
+                let ino = v.create(ROOT, d, name.as_bytes(), 0o644, true).unwrap().ino;
+                v.write(ROOT, ino, 0, format!("file {i}").as_bytes())
+                    .unwrap();
+                if i % 5 == 0 {
+                    v.write(ROOT, ino, 1 << 20, b"second extent").unwrap();
+                }
+                if i % 3 == 0 {
+                    v.setxattr(ino, b"user.n", name.as_bytes(), 0).unwrap();
+                }
+                ino
+            }
+        };
+        inos.push(ino);
+    }
+    for i in (0..120u64).filter(|i| i % 10 == 4) {
+        v.remove(d, format!("f{i}").as_bytes(), false).unwrap();
+    }
+    v.shutdown().unwrap();
+    drop(v);
+    let describe = |v: &Volume, ino: u64| -> String {
+        let Ok(mut e) = v.stat(ino) else {
+            return "gone".into();
+        };
+        // Reads may move atime (relatime); everything else must be equal.
+        e.attr.atime = e.attr.mtime;
+        let body = match e.attr.mode & libc::S_IFMT {
+            libc::S_IFREG => format!("{:?}", read_all(v, ino)),
+            libc::S_IFLNK => format!("{:?}", v.readlink(ino).unwrap()),
+            _ => String::new(),
+        };
+        format!("{e:?} {body} {:?}", v.getxattr(ino, b"user.n").ok())
+    };
+    let one_by_one = load(&p);
+    let expected: Vec<String> = inos.iter().map(|&i| describe(&one_by_one, i)).collect();
+    drop(one_by_one);
+    let v = load(&p);
+    v.set_cache_bytes(1 << 20);
+    let mut asked = inos.clone();
+    asked.extend([inos[119] + 1000, inos[0] + 5000, u64::MAX - 1]);
+    v.preload(&asked);
+    let cached = v.cached_inodes();
+    assert!(cached >= inos.len() - 12, "{cached} cached after preload");
+    let got: Vec<String> = inos.iter().map(|&i| describe(&v, i)).collect();
+    assert_eq!(got, expected);
+    assert_eq!(got.iter().filter(|s| *s == "gone").count(), 12);
+}
