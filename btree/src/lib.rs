@@ -107,9 +107,11 @@ impl Tree {
         }
         let mut frame = [0u8; format::NODE_BYTES];
         read::read_node(
-            pool,
-            pool.data_region(),
-            None,
+            PoolStore {
+                pool,
+                data: pool.data_region(),
+                cache: None,
+            },
             root,
             height - 1,
             None,

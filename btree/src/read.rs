@@ -39,6 +39,15 @@ pub(crate) trait Store {
     /// Checked node frames kept across reads, if the tree has a cache.
     fn cache(&self) -> Option<&NodeCache>;
 
+    /// Where committed nodes are read from: the pool, its data region and the cache.
+    fn pool_store(&self) -> PoolStore<'_> {
+        PoolStore {
+            pool: self.pool(),
+            data: self.data(),
+            cache: self.cache(),
+        }
+    }
+
     /// The node at `pfn`, built, checked to be at `level` with keys in `[lo, hi)`.
     fn load(
         &self,
@@ -49,8 +58,7 @@ pub(crate) trait Store {
     ) -> Result<Cow<'_, Node>, TreeError> {
         match self.dirty_node(pfn) {
             Some(n) => Ok(Cow::Borrowed(n)),
-            None => load_from_pool(self.pool(), self.data(), self.cache(), pfn, level, lo, hi)
-                .map(Cow::Owned),
+            None => load_from_pool(self.pool_store(), pfn, level, lo, hi).map(Cow::Owned),
         }
     }
 
@@ -66,17 +74,7 @@ pub(crate) trait Store {
     ) -> Result<NodeRef<'n>, TreeError> {
         match self.dirty_node(pfn) {
             Some(n) => NodeRef::dirty(pfn, n),
-            None => read_node(
-                self.pool(),
-                self.data(),
-                self.cache(),
-                pfn,
-                level,
-                lo,
-                hi,
-                frame,
-            )
-            .map(NodeRef::Frame),
+            None => read_node(self.pool_store(), pfn, level, lo, hi, frame).map(NodeRef::Frame),
         }
     }
 
@@ -231,6 +229,7 @@ impl Bound {
 }
 
 /// The committed tree on the pool.
+#[derive(Clone, Copy)]
 pub(crate) struct PoolStore<'a> {
     pub pool: &'a Pool,
     pub data: PfnRange,
@@ -266,17 +265,15 @@ impl Store for PoolStore<'_> {
 /// Reads the node at `pfn` into `frame` ([`NODE_BYTES`]) and checks it in place: every check
 /// of [`NodeView::parse`] (or none, when `cache` holds the frame, checked when it was kept),
 /// then its level and its keys against `[lo, hi)`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn read_node<'f>(
-    pool: &Pool,
-    data: PfnRange,
-    cache: Option<&NodeCache>,
+    src: PoolStore<'_>,
     pfn: Pfn,
     level: u8,
     lo: Option<&[u8]>,
     hi: Option<&[u8]>,
     frame: &'f mut [u8],
 ) -> Result<NodeView<'f>, TreeError> {
+    let PoolStore { pool, data, cache } = src;
     if !data.contains(pfn) {
         return Err(TreeError::corrupt(
             pfn.0,
@@ -320,16 +317,14 @@ pub(crate) fn read_node<'f>(
 
 /// Reads, decodes and checks the node at `pfn` (see the module header).
 pub(crate) fn load_from_pool(
-    pool: &Pool,
-    data: PfnRange,
-    cache: Option<&NodeCache>,
+    src: PoolStore<'_>,
     pfn: Pfn,
     level: u8,
     lo: Option<&[u8]>,
     hi: Option<&[u8]>,
 ) -> Result<Node, TreeError> {
     let mut frame = [0u8; NODE_BYTES];
-    read_node(pool, data, cache, pfn, level, lo, hi, &mut frame)?.to_node(data)
+    read_node(src, pfn, level, lo, hi, &mut frame)?.to_node(src.data)
 }
 
 /// Checks that a node's first and last real keys (entry 1 on in a branch) lie in `[lo, hi)`
@@ -692,16 +687,7 @@ impl<'a> Level<'a> {
             self.frame = vec![0; NODE_BYTES];
         }
         let (lo, hi) = (self.lo.get(), self.hi.get());
-        read_node(
-            src.pool(),
-            src.data(),
-            src.cache(),
-            pfn,
-            level,
-            lo,
-            hi,
-            &mut self.frame,
-        )?;
+        read_node(src.pool_store(), pfn, level, lo, hi, &mut self.frame)?;
         Ok(())
     }
 }

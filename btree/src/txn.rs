@@ -323,15 +323,7 @@ impl<'a> Txn<'a> {
         if let Some(node) = self.dirty.remove(&pfn.0) {
             return Ok((pfn, node));
         }
-        let node = load_from_pool(
-            self.pool,
-            self.data,
-            self.cache.as_deref(),
-            pfn,
-            level,
-            lo,
-            hi,
-        )?;
+        let node = load_from_pool(self.pool_store(), pfn, level, lo, hi)?;
         let new = self.alloc_node(pfn)?;
         self.freed.push(PfnRange { start: pfn, len: 1 });
         Ok((new, node))
