@@ -74,6 +74,7 @@ pub mod image;
 
 pub use self::frames::Frames;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -202,6 +203,30 @@ pub struct ExtentAllocator {
     group_frames: u64,
     /// The groups, in PFN order, tiling `region`.
     groups: Box<[Group]>,
+    /// What stands behind the frames, if storage must be made to exist before a frame is
+    /// handed out (a sparse pool file): see [`Backing`].
+    backing: std::sync::OnceLock<Arc<dyn Backing>>,
+    /// Something was freed since free extents last gave their storage back.
+    freed_since_release: AtomicBool,
+}
+
+/// The storage behind a pool's frames, where it may be missing: a sparse pool file has no
+/// blocks (or tmpfs pages) behind frames never written, and a store into such a frame when
+/// the file's filesystem is full is a SIGBUS, not an error. The allocator makes storage
+/// exist behind every range before it hands the range out ([`ExtentAllocator::set_backing`]),
+/// so that a full backing store is an allocation error (ENOSPC for the writer).
+///
+/// Freed frames keep their storage (and their bytes: an older superblock's tree stays
+/// readable for fsck's roll-back) until an allocation finds the backing store full; then every
+/// free extent gives its storage back (a hole punched in the pool file) and the allocation is
+/// tried once more. Without that, the room held by deleted files would stay with frames the
+/// allocator might never pick again, and a full backing store would stay full after deletes.
+pub trait Backing: Send + Sync + std::fmt::Debug {
+    /// Makes storage exist behind `range` (for a pool file: `fallocate` of its bytes).
+    fn ensure_backed(&self, range: PfnRange) -> std::io::Result<()>;
+    /// Gives the storage behind `range`, which nothing references any more, back (for a
+    /// pool file: a hole punched, the file's size kept). Its bytes then read as zeros.
+    fn release(&self, range: PfnRange) -> std::io::Result<()>;
 }
 
 impl std::fmt::Debug for ExtentAllocator {
@@ -251,7 +276,42 @@ impl ExtentAllocator {
             base,
             group_frames,
             groups,
+            backing: std::sync::OnceLock::new(),
+            freed_since_release: AtomicBool::new(true),
         }
+    }
+
+    /// Gives the storage behind every free extent back to the backing store, if anything was
+    /// freed since the last time; true if it did. Each group's extents are released under
+    /// its lock, so no range being handed out meanwhile is touched: a range leaves the free
+    /// set (under the same lock) before anyone stores into it. Best effort: a range whose
+    /// storage cannot be given back keeps it, which costs only room.
+    fn release_free_backing(&self) -> bool {
+        let Some(backing) = self.backing.get() else {
+            return false;
+        };
+        if !self.freed_since_release.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        for group in self.groups.iter() {
+            let free = group.free.lock();
+            for (start, len) in free.iter() {
+                let r = PfnRange {
+                    start: Pfn(start),
+                    len,
+                };
+                if let Err(e) = backing.release(r) {
+                    tracing::debug!("cannot give the storage behind {r} back: {e}");
+                }
+            }
+        }
+        true
+    }
+
+    /// From now on, makes storage exist behind every range before handing it out, and gives
+    /// it back when the range is freed (see [`Backing`]). Set once; a second call is ignored.
+    pub fn set_backing(&self, backing: Arc<dyn Backing>) {
+        let _ = self.backing.set(backing);
     }
 
     /// An allocator over `data` with every frame free.
@@ -523,9 +583,53 @@ impl ExtentAllocator {
     ///
     /// They come in a [`Frames`] guard: dropped, it gives them back; the caller commits it
     /// once what references the frames is durable.
+    ///
+    /// With a [`Backing`], storage is made to exist behind every range first
+    /// ([`ensure_backed`](Self::ensure_backed)); if it cannot be (`NoBacking`: the backing
+    /// store is full), the frames go back and nothing is taken.
     pub fn allocate(&self, frames: u64, goal: Option<Pfn>) -> Result<Frames<'_>, AllocError> {
-        self.allocate_ranges(frames, goal)
-            .map(|ranges| Frames::new(self, ranges))
+        let guard = self.allocate_unbacked(frames, goal)?;
+        self.ensure_backed(guard.ranges())?;
+        Ok(guard)
+    }
+
+    /// [`allocate`](Self::allocate) without making storage exist behind the frames: for a
+    /// caller that stores into them later and calls [`ensure_backed`](Self::ensure_backed)
+    /// first (a tree transaction, which may still fail before it writes anything).
+    pub fn allocate_unbacked(
+        &self,
+        frames: u64,
+        goal: Option<Pfn>,
+    ) -> Result<Frames<'_>, AllocError> {
+        Ok(Frames::new(self, self.allocate_ranges(frames, goal)?))
+    }
+
+    /// Makes storage exist behind `ranges` (allocated, not free) before anything is stored
+    /// into them (see [`Backing`]). When the backing store is full, every free extent first
+    /// gives its storage back (if anything was freed since the last time) and it is tried
+    /// once more; then `NoBacking` with the OS's errno.
+    pub fn ensure_backed(&self, ranges: &[PfnRange]) -> Result<(), AllocError> {
+        let Some(backing) = self.backing.get() else {
+            return Ok(());
+        };
+        let mut released = false;
+        loop {
+            let Some((r, e)) = ranges
+                .iter()
+                .find_map(|r| backing.ensure_backed(*r).err().map(|e| (*r, e)))
+            else {
+                return Ok(());
+            };
+            if !released && e.raw_os_error() == Some(libc::ENOSPC) && self.release_free_backing() {
+                released = true;
+                continue;
+            }
+            return Err(AllocError::NoBacking {
+                range: r.to_string(),
+                errno: e.raw_os_error().unwrap_or(libc::EIO),
+                message: e.to_string(),
+            });
+        }
     }
 
     /// [`allocate`](Self::allocate) without the guard.
@@ -688,6 +792,7 @@ impl ExtentAllocator {
             }
             free.insert_coalesce(range.start.0, range.len);
             group.changed(&free);
+            self.freed_since_release.store(true, Ordering::Release);
             return Ok(());
         }
         let pieces: Vec<(usize, PfnRange)> = self.pieces(range).collect();
@@ -702,6 +807,7 @@ impl ExtentAllocator {
                 });
             }
         }
+        self.freed_since_release.store(true, Ordering::Release);
         for (guard, &(gi, p)) in guards.iter_mut().zip(&pieces) {
             guard.insert_coalesce(p.start.0, p.len);
             self.groups[gi].changed(guard);

@@ -118,6 +118,19 @@ pub trait PoolBackend: Send + Sync + Debug {
     /// Makes everything persisted so far durable on the backing store as well (msync of the
     /// range for a file mapping). A no-op where the memory itself is the persistence domain.
     fn sync(&self, offset: u64, len: u64) -> std::io::Result<()>;
+
+    /// Makes storage exist behind the range (blocks or pages of a sparse pool file), so that
+    /// no later store into it can fault for want of room; ENOSPC when the backing store is
+    /// full. A no-op where the storage always exists (devices, RAM).
+    fn ensure_backed(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// Gives the storage behind the range back to the backing store (a hole punched in a
+    /// pool file); the range then reads as zeros. A no-op where storage always exists.
+    fn release_backing(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
@@ -152,6 +165,12 @@ impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
     }
     fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {
         (**self).sync(offset, len)
+    }
+    fn ensure_backed(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        (**self).ensure_backed(offset, len)
+    }
+    fn release_backing(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        (**self).release_backing(offset, len)
     }
 }
 
@@ -733,5 +752,35 @@ impl PoolBackend for MmapBackend {
             return Ok(());
         }
         self.msync(offset, len)
+    }
+
+    /// fallocate (mode 0: allocate, keep the size) of the range of a pool file.
+    fn ensure_backed(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        if self.read_only || self.kind != BackingKind::File || len == 0 {
+            return Ok(());
+        }
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+        };
+        nix::fcntl::fallocate(
+            &self._file,
+            nix::fcntl::FallocateFlags::empty(),
+            offset,
+            len,
+        )
+        .map_err(std::io::Error::from)
+    }
+
+    /// fallocate(PUNCH_HOLE | KEEP_SIZE) of the range of a pool file.
+    fn release_backing(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        if self.read_only || self.kind != BackingKind::File || len == 0 {
+            return Ok(());
+        }
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+        };
+        let punch = nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+            | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        nix::fcntl::fallocate(&self._file, punch, offset, len).map_err(std::io::Error::from)
     }
 }

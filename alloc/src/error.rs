@@ -109,4 +109,12 @@ pub enum AllocError {
     /// An encoded free-set image failed to decode.
     #[error("free-set image is corrupt: {0}")]
     Corrupt(String),
+    /// Storage could not be made to exist behind frames (the pool file's filesystem is
+    /// full, typically: `errno` ENOSPC).
+    #[error("the pool's backing store has no room for frames {range}: {message}")]
+    NoBacking {
+        range: String,
+        errno: i32,
+        message: String,
+    },
 }

@@ -40,7 +40,7 @@ pub mod pfn;
 pub mod pool;
 pub mod superblock;
 
-pub use allocator::{AllocStats, ExtentAllocator, Frames};
+pub use allocator::{AllocStats, Backing, ExtentAllocator, Frames};
 pub use backend::{BackingKind, Durability, MemBackend, MmapBackend, PoolBackend};
 pub use crash_sim::{CrashMode, CrashReport, CrashSimBackend};
 pub use error::{AllocError, PoolError};

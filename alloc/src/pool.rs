@@ -89,6 +89,8 @@ pub struct Pool {
     /// `Msync`: superblock commits also msync (and report its errors). Backends given to
     /// `format_backend`/`open_backend` handle durability themselves: `CacheLines` there.
     durability: Durability,
+    /// Storage behind frames is left to chance ([`Pool::set_sparse_backing`]).
+    sparse: std::sync::atomic::AtomicBool,
 }
 
 /// The pool's view of its header, behind [`Pool`]'s one mutex.
@@ -430,6 +432,7 @@ impl Pool {
             }),
             read_only,
             durability: Durability::CacheLines,
+            sparse: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -1004,5 +1007,59 @@ impl Drop for RemoveOnDrop {
         if let Some(path) = self.0.take() {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+impl crate::allocator::Backing for Pool {
+    fn ensure_backed(&self, range: PfnRange) -> std::io::Result<()> {
+        if self.read_only || self.sparse.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.backend
+            .ensure_backed(range.start.byte_offset(), range.len_bytes())
+    }
+
+    fn release(&self, range: PfnRange) -> std::io::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.backend
+            .release_backing(range.start.byte_offset(), range.len_bytes())
+    }
+}
+
+impl Pool {
+    /// Makes storage exist behind the whole pool now (fallocate of a pool file), so that no
+    /// allocation can later find its backing store full. ENOSPC (named) when it is too small.
+    pub fn preallocate(&self) -> Result<(), PoolError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.backend
+            .ensure_backed(0, self.pool_bytes)
+            .map_err(io_err(&self.name, "fallocate the whole pool"))
+    }
+
+    /// Leaves storage behind the pool's frames to chance from now on (`-o backing=sparse`):
+    /// nothing is reserved, and a store into a frame the backing store has no room for
+    /// faults. For a pool far larger than its filesystem whose use is known to stay within
+    /// the room.
+    pub fn set_sparse_backing(&self) {
+        self.sparse
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes storage exist behind the superblocks and the metadata log (everything before
+    /// the data region), which are written from the first operation on.
+    pub fn ensure_metadata_backed(&self) -> Result<(), PoolError> {
+        if self.read_only || self.sparse.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.backend
+            .ensure_backed(0, self.data.start.byte_offset())
+            .map_err(io_err(
+                &self.name,
+                "fallocate the superblocks and metadata log",
+            ))
     }
 }

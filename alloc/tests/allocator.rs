@@ -729,3 +729,90 @@ fn overlaps_free_sees_any_free_frame_in_any_group() {
     assert!(a.overlaps_free(r(0, 1)));
     assert!(a.overlaps_free(r(5119, 2)));
 }
+
+/// A backing store with room for `room` frames: storage is counted per frame it made exist
+/// (a set, as a real file's block map would), and frames given back return their room.
+#[derive(Debug)]
+struct SmallStore {
+    room: u64,
+    backed: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    releases: std::sync::atomic::AtomicU64,
+}
+
+impl pfnfs_alloc::Backing for SmallStore {
+    fn ensure_backed(&self, range: PfnRange) -> std::io::Result<()> {
+        let mut backed = self.backed.lock().unwrap();
+        let new = (range.start.0..range.end().0)
+            .filter(|f| !backed.contains(f))
+            .count() as u64;
+        if backed.len() as u64 + new > self.room {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        backed.extend(range.start.0..range.end().0);
+        Ok(())
+    }
+
+    fn release(&self, range: PfnRange) -> std::io::Result<()> {
+        self.releases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut backed = self.backed.lock().unwrap();
+        for f in range.start.0..range.end().0 {
+            backed.remove(&f);
+        }
+        Ok(())
+    }
+}
+
+/// An allocation the backing store cannot hold fails with `NoBacking` (ENOSPC) and takes
+/// nothing; freed frames give their storage back when it is needed (not before), so that the
+/// same allocation then succeeds even where the allocator picks frames never used; and an
+/// allocation that cannot fit even then fails once, without looping.
+#[test]
+fn backing_store_room_is_reserved_and_given_back_when_needed() {
+    let data = PfnRange {
+        start: Pfn(512),
+        len: 64 * 1024,
+    };
+    let a = ExtentAllocator::new_empty(data);
+    let store = Arc::new(SmallStore {
+        room: 1000,
+        backed: Default::default(),
+        releases: Default::default(),
+    });
+    a.set_backing(store.clone());
+    let first = a.allocate(600, None).expect("600 frames fit");
+    let first_ranges = first.ranges().to_vec();
+    first.commit();
+    let free_before = a.free_frames();
+    match a.allocate(600, None) {
+        Err(AllocError::NoBacking { errno, .. }) => assert_eq!(errno, libc::ENOSPC),
+        other => panic!("expected NoBacking, got {other:?}"),
+    }
+    assert_eq!(
+        a.free_frames(),
+        free_before,
+        "a failed allocation takes nothing"
+    );
+    assert_eq!(store.backed.lock().unwrap().len(), 600);
+    // Free the first 600 (their storage stays until needed), then ask for 900 elsewhere.
+    for r in first_ranges {
+        a.free(r).unwrap();
+    }
+    assert_eq!(
+        store.backed.lock().unwrap().len(),
+        600,
+        "freeing gives nothing back"
+    );
+    let goal = Pfn(512 + 32 * 1024);
+    let second = a
+        .allocate(900, Some(goal))
+        .expect("fits once freed frames give room back");
+    assert!(store.releases.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    second.commit();
+    // More than the store can ever hold: one failure, no loop.
+    assert!(matches!(
+        a.allocate(200, None),
+        Err(AllocError::NoBacking { .. })
+    ));
+    a.check_consistency().unwrap();
+}

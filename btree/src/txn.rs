@@ -204,6 +204,14 @@ impl<'a> Txn<'a> {
         if self.poisoned {
             return Err(TreeError::Poisoned);
         }
+        let frames: Vec<PfnRange> = self
+            .owned
+            .values()
+            .flat_map(|g| g.ranges().iter().copied())
+            .collect();
+        self.alloc
+            .ensure_backed(&frames)
+            .map_err(TreeError::NoSpace)?;
         let mut nodes: Vec<(&u64, &Node)> = self.dirty.iter().collect();
         nodes.sort_unstable_by_key(|(p, _)| **p);
         for (&pfn, node) in nodes {
@@ -270,7 +278,12 @@ impl<'a> Txn<'a> {
 
     /// Allocates `n` frames near `goal`, held by a guard kept under the first PFN.
     fn alloc_frames(&mut self, n: u64, goal: Option<Pfn>) -> Result<Vec<PfnRange>, TreeError> {
-        let guard = self.alloc.allocate(n, goal).map_err(TreeError::NoSpace)?;
+        // Storage behind the frames is made to exist in `write`, before anything is stored:
+        // a transaction that fails before (a damaged node read on the way) touches nothing.
+        let guard = self
+            .alloc
+            .allocate_unbacked(n, goal)
+            .map_err(TreeError::NoSpace)?;
         let ranges = guard.ranges().to_vec();
         let first = ranges
             .first()

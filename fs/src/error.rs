@@ -154,6 +154,10 @@ impl From<AllocError> for FsError {
     fn from(e: AllocError) -> FsError {
         match e {
             AllocError::NoSpace { .. } => no_space(e.to_string()),
+            AllocError::NoBacking { errno, .. } if errno == libc::ENOSPC => no_space(e.to_string()),
+            AllocError::NoBacking { errno, .. } => {
+                FsError::new(ErrorKind::Os(errno), e.to_string())
+            }
             other => corrupt(other.to_string()),
         }
     }

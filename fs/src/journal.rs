@@ -358,6 +358,10 @@ pub struct Journal {
     region_offset: u64,
     region_bytes: u64,
     tail: Mutex<Tail>,
+    /// Storage behind the log region (and the superblocks) has been made to exist: done
+    /// before the first append, so that a pool mount refuses is never written, not even by
+    /// an fallocate (DESIGN 4, "Room behind the pool").
+    backed: std::sync::atomic::AtomicBool,
 }
 
 thread_local! {
@@ -387,6 +391,7 @@ impl Journal {
                 nonce: log.nonce.unwrap_or_else(new_nonce),
                 refusing: None,
             }),
+            backed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -416,6 +421,12 @@ impl Journal {
         let mut tail = self.tail.lock();
         if let Some((kind, why)) = &tail.refusing {
             return Err(AppendError::refused(refusal(*kind, why)));
+        }
+        if !self.backed.load(std::sync::atomic::Ordering::Acquire) {
+            pool.ensure_metadata_backed()
+                .map_err(|e| AppendError::refused(e.into()))?;
+            self.backed
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         if tail.offset + total > self.region_bytes {
             return Err(AppendError::refused(no_space(

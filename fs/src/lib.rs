@@ -96,6 +96,10 @@ pub struct MountConfig {
     pub io_uring: bool,
     /// RAM for inodes beyond those in use and for checked tree nodes (`-o metadata_cache`).
     pub metadata_cache_bytes: u64,
+    /// Leave storage behind a pool file's frames to chance (`-o backing=sparse`): a store
+    /// into a frame its filesystem has no room for then faults. Off by default: storage is
+    /// reserved as frames are used (docs/DESIGN.md 4, "Room behind the pool").
+    pub sparse_backing: bool,
 }
 
 /// Why a pool could not be mounted, served or reported on.

@@ -41,6 +41,9 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Ser
             durability: config.durability,
         },
     )?;
+    if config.sparse_backing {
+        pool.set_sparse_backing();
+    }
     let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(ServeError::Load)?);
     vol.set_cache_bytes(config.metadata_cache_bytes);
     let has = |o: &str| config.extra_options.iter().any(|x| x == o);

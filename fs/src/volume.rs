@@ -330,6 +330,12 @@ struct Parts {
 
 impl Volume {
     fn assemble(p: Parts) -> Volume {
+        if !p.read_only {
+            // Storage is made to exist behind every frame before anything is stored into it,
+            // so a full backing store is ENOSPC, not a fault (DESIGN 4, "Room behind the
+            // pool"), unless the pool was opened for sparse backing.
+            p.alloc.set_backing(p.pool.clone());
+        }
         Volume {
             view: Arc::new(cache::TreeView {
                 pool: p.pool.clone(),

@@ -16,6 +16,7 @@
 mod commands;
 mod daemon;
 mod options;
+mod room;
 mod size;
 
 use std::ffi::OsString;

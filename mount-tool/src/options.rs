@@ -93,6 +93,9 @@ pub struct MountOptions {
     /// `metadata_cache=SIZE`: RAM for inodes beyond those in use (three quarters) and for
     /// checked tree nodes (one quarter).
     pub metadata_cache_bytes: Option<u64>,
+    /// `backing=sparse` (true) / `backing=reserved` (false, the default): whether storage
+    /// behind a pool file's frames is left to chance instead of reserved as they are used.
+    pub sparse_backing: Option<bool>,
     /// `io_uring` / `no_io_uring`: whether to serve over FUSE over io_uring when the kernel
     /// offers it (the default).
     pub io_uring: Option<bool>,
@@ -128,6 +131,11 @@ pub fn parse(lists: &[String]) -> Result<MountOptions, String> {
                 opts.threads = Some(n);
             }
             ("durability", Some(v)) => opts.durability = Some(parse_durability(v)?),
+            ("backing", Some("reserved")) => opts.sparse_backing = Some(false),
+            ("backing", Some("sparse")) => opts.sparse_backing = Some(true),
+            ("backing", Some(v)) => {
+                return Err(format!("-o backing={v}: expected reserved or sparse"));
+            }
             ("size", Some(v)) => {
                 opts.size_bytes = Some(parse_size(v).map_err(|e| format!("-o size: {e}"))?)
             }
@@ -157,7 +165,7 @@ pub fn parse(lists: &[String]) -> Result<MountOptions, String> {
                 }
             }
             _ if IGNORED_PREFIXES.iter().any(|p| option.starts_with(p)) => {}
-            ("mode" | "threads" | "durability" | "size" | "metadata_cache", None) => {
+            ("mode" | "threads" | "durability" | "size" | "metadata_cache" | "backing", None) => {
                 return Err(format!("-o {key}: needs a value ({key}=...)"));
             }
             _ => opts.unknown.push(option.to_string()),

@@ -51,6 +51,7 @@ fn tree_err(e: pfnfs_btree::TreeError) -> FsError {
     match e {
         // A failed read, store or persist keeps the OS's errno.
         pfnfs_btree::TreeError::Pool(p) => p.into(),
+        pfnfs_btree::TreeError::NoSpace(a @ pfnfs_alloc::AllocError::NoBacking { .. }) => a.into(),
         pfnfs_btree::TreeError::NoSpace(_) | pfnfs_btree::TreeError::Fragmented { .. } => {
             no_space(e.to_string())
         }

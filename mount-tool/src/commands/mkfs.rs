@@ -1,4 +1,4 @@
-//! `pfnfs mkfs POOL --size SIZE [--force]`: format a pool file or device.
+//! `pfnfs mkfs POOL --size SIZE [--force] [--prealloc]`: format a pool file or device.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use clap::Args;
 use pfnfs_alloc::{CreateOptions, Pool};
 
 use crate::Failure;
+use crate::room::Room;
 use crate::size::{format_size, parse_size};
 
 /// Create (format) a pool in a file or on a block/DAX device.
@@ -23,6 +24,11 @@ pub struct MkfsArgs {
     /// Overwrite an existing pool or a non-empty file.
     #[arg(long, short = 'f')]
     pub force: bool,
+
+    /// Reserve storage for the whole pool file now (fallocate), instead of as frames are
+    /// first used: a full filesystem can then never cut a write short.
+    #[arg(long)]
+    pub prealloc: bool,
 }
 
 /// Formats the pool.
@@ -39,11 +45,30 @@ pub fn run(args: MkfsArgs) -> Result<(), Failure> {
     };
     check_not_mounted(&args.pool)?;
     let pool = create_pool(&args.pool, size_bytes, args.force)?;
+    if args.prealloc {
+        pool.preallocate()
+            .map_err(|e| Failure::new(format!("--prealloc: {e}")))?;
+    }
     println!(
         "{}: created a pfnfs pool of {}",
         args.pool.display(),
         format_size(pool.len_bytes())
     );
+    if let Some(room) = Room::of(&args.pool) {
+        println!(
+            "{}: storage reserved for {} of it{}",
+            args.pool.display(),
+            format_size(room.allocated_bytes),
+            if args.prealloc {
+                ""
+            } else {
+                " (the rest as frames are first used)"
+            }
+        );
+        if let Some(w) = room.warning(&args.pool) {
+            eprintln!("{w}");
+        }
+    }
     Ok(())
 }
 

@@ -245,6 +245,10 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<Prepared, Failure> {
         );
     }
 
+    if !read_only && let Some(w) = crate::room::Room::of(pool).and_then(|r| r.warning(pool)) {
+        eprintln!("{w}");
+    }
+
     let threads = args
         .threads
         .map(usize::from)
@@ -259,6 +263,7 @@ fn prepare(args: &MountArgs, opts: &MountOptions) -> Result<Prepared, Failure> {
         default_permissions: true,
         threads,
         durability: opts.durability.unwrap_or_default(),
+        sparse_backing: opts.sparse_backing.unwrap_or(false),
         extra_options: opts.extra.clone(),
         io_uring: opts.io_uring.unwrap_or(false),
         metadata_cache_bytes: opts

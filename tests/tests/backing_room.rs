@@ -1,0 +1,197 @@
+//! A pool file larger than the room its filesystem has (a 1 GiB pool on a 64 MiB tmpfs), both
+//! modes: `mkfs` and `mount` warn; writes, fallocate, copy_file_range and stores through a
+//! shared mapping that need more room fail with ENOSPC (EIO where the kernel reports a failed
+//! write-back so) while the mount stays up; deleting files makes room again; the daemon exits
+//! cleanly at unmount, `fsck -n` finds the pool clean, and every fully written file is intact
+//! after a remount. Before storage was reserved as frames are handed out, the first write
+//! past the room killed the daemon with SIGBUS.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pfnfs_tests::sys::{self, errno};
+use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_bin, read_all, skip_without_fuse};
+
+const MIB: usize = 1 << 20;
+
+/// A tmpfs of a given size mounted on a temp dir; unmounted (lazily if busy) when dropped.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn new(bytes: usize) -> SmallTmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("pfnfs-room-")
+            .tempdir()
+            .expect("tempdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallTmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+fn pfnfs(args: &[&str], pool: &Path) -> std::process::Output {
+    Command::new(pfnfs_bin())
+        .args(args)
+        .arg(pool)
+        .output()
+        .expect("run pfnfs")
+}
+
+/// True for the errors a write that found no room may give: ENOSPC, or EIO where the kernel
+/// reports a failed page-cache write-back that way.
+fn no_room(e: &io::Error) -> bool {
+    matches!(errno(e), libc::ENOSPC | libc::EIO)
+}
+
+/// Writes 1 MiB chunks of `seed`'s pattern to a new file until a write (or the fsync after
+/// the last one) fails; returns that error and the bytes written before it.
+fn fill(path: &Path, seed: u64) -> (io::Error, usize) {
+    let mut f = File::create(path).expect("create a file to fill");
+    let data = pattern(seed, 200 * MIB);
+    let mut written = 0;
+    for chunk in data.chunks(MIB) {
+        match f.write_all(chunk) {
+            Ok(()) => written += chunk.len(),
+            Err(e) => return (e, written),
+        }
+        if written % (16 * MIB) == 0
+            && let Err(e) = f.sync_all()
+        {
+            return (e, written);
+        }
+    }
+    match f.sync_all() {
+        Err(e) => (e, written),
+        Ok(()) => panic!("{} MiB fit on a 64 MiB tmpfs", written / MIB),
+    }
+}
+
+fn run(mode: Mode) {
+    if skip_without_fuse() {
+        return;
+    }
+    let tmpfs = SmallTmpfs::new(64 * MIB);
+    let pool: PathBuf = tmpfs.path().join("test.pool");
+    let out = pfnfs(&["mkfs", "--size", "1G"], &pool);
+    assert!(out.status.success(), "{out:?}");
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warning.contains("warning") && warning.contains("ENOSPC"),
+        "mkfs must warn that the pool is larger than its filesystem's room: {warning:?}"
+    );
+
+    let mut g = MountGuard::try_existing(&pool, mode, None).expect("mount");
+    // A file that fits, written whole.
+    let kept = pattern(1, 20 * MIB);
+    fs::write(g.join("kept"), &kept).unwrap();
+    File::open(g.join("kept")).unwrap().sync_all().unwrap();
+
+    // Writes until the backing store is full: ENOSPC, and the mount stays up.
+    let (e, written) = fill(&g.join("filler"), 2);
+    assert!(no_room(&e), "filling: {e} after {} MiB", written / MIB);
+    assert!(written >= 16 * MIB, "only {} MiB fit", written / MIB);
+    assert_eq!(
+        read_all(&g.join("kept")),
+        kept,
+        "a fully written file changed"
+    );
+
+    // fallocate, copy_file_range and stores through a shared mapping find no room either.
+    let f = File::create(g.join("reserved")).unwrap();
+    let e = sys::fallocate(&f, 0, 0, 32 * MIB as i64).expect_err("fallocate on a full store");
+    assert_eq!(errno(&e), libc::ENOSPC, "fallocate: {e}");
+    let src = File::open(g.join("kept")).unwrap();
+    let dst = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(g.join("copy"))
+        .unwrap();
+    let copied = (0..20)
+        .map(|i| sys::copy_file_range(&src, i * MIB as i64, &dst, i * MIB as i64, MIB))
+        .find_map(|r| r.err());
+    let copied = copied.or_else(|| dst.sync_all().err());
+    assert!(
+        copied.as_ref().is_some_and(no_room),
+        "copy_file_range onto a full store: {copied:?}"
+    );
+    let mapped = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(g.join("mapped"))
+        .unwrap();
+    mapped.set_len(8 * MIB as u64).unwrap();
+    let mut map = sys::SharedMapping::new(&mapped, 8 * MIB).unwrap();
+    map.as_mut_slice().fill(0x5a);
+    let synced = map.msync();
+    assert!(
+        synced.as_ref().is_err_and(no_room),
+        "stores through a mapping onto a full store: {synced:?}"
+    );
+    drop(map);
+    drop((f, src, dst, mapped));
+
+    // Deleting makes room again.
+    for name in ["filler", "reserved", "copy", "mapped"] {
+        fs::remove_file(g.join(name)).unwrap();
+    }
+    let after = pattern(3, 24 * MIB);
+    let f = File::create(g.join("after")).unwrap();
+    f.write_all_at(&after, 0).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    g.unmount().expect("the daemon exits cleanly");
+    drop(g);
+
+    let out = pfnfs(&["fsck", "-n"], &pool);
+    assert!(out.status.success(), "fsck -n: {out:?}");
+    let mut g = MountGuard::try_existing(&pool, mode, None).expect("remount");
+    assert_eq!(read_all(&g.join("kept")), kept);
+    assert_eq!(read_all(&g.join("after")), after);
+    g.unmount().expect("clean unmount after the remount");
+}
+
+#[test]
+fn full_backing_store_is_enospc_direct() {
+    run(Mode::Direct);
+}
+
+#[test]
+fn full_backing_store_is_enospc_buffered() {
+    run(Mode::Buffered);
+}
