@@ -11,7 +11,7 @@ use crate::size::format_size;
 
 /// A pool file's size, the bytes its filesystem has given it, and what that filesystem has
 /// free.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Room {
     pub pool_bytes: u64,
     pub allocated_bytes: u64,

@@ -13,6 +13,7 @@ use pfnfs_fs::procs::{self, MemStat};
 use serde::Serialize;
 
 use crate::Failure;
+use crate::room::Room;
 use crate::size::format_size;
 
 /// Show a pool's size, usage, inode and extent counts, and for a mounted pool its daemon's
@@ -50,6 +51,9 @@ struct StatOutput {
     /// Metadata bytes on the pool per inode (the metadata tree and the log over the inode
     /// count); None for a pool without inodes but the root.
     metadata_pool_bytes_per_file: Option<f64>,
+    /// For a pool file: the storage its filesystem has given it and what it has free; None
+    /// for a device.
+    backing: Option<Room>,
 }
 
 /// The pfnfs daemon holding `pool`, if one does, with its memory.
@@ -71,6 +75,7 @@ pub fn run(args: StatArgs) -> Result<(), Failure> {
     let pool = resolve_pool(&args.target)?;
     let report = pfnfs_fs::report(&pool).map_err(|e| Failure::about(&pool, e.to_string()))?;
     let out = StatOutput {
+        backing: Room::of(&pool),
         daemon: daemon_of(&pool),
         metadata_pool_bytes_per_file: (report.inodes > 1)
             .then(|| report.metadata_pool_bytes as f64 / report.inodes as f64),
@@ -187,6 +192,22 @@ fn render(out: &StatOutput) -> String {
             ),
         ),
         (
+            "backing",
+            match &out.backing {
+                None => "a device: all of it exists".to_string(),
+                Some(b) => format!(
+                    "{} reserved, {} free on its filesystem{}",
+                    format_size(b.allocated_bytes),
+                    format_size(b.available_bytes),
+                    if b.available_bytes < b.missing_bytes() {
+                        " (less than the rest of the pool: writes beyond it get ENOSPC)"
+                    } else {
+                        ""
+                    }
+                ),
+            },
+        ),
+        (
             "metadata RAM",
             format!(
                 "{}, estimated for a mount of this pool (free-set index plus a full inode \
@@ -249,6 +270,7 @@ mod tests {
             pool: report,
             daemon: None,
             metadata_pool_bytes_per_file: None,
+            backing: None,
         };
         let text = render(&out);
         assert!(
@@ -267,7 +289,8 @@ mod tests {
         );
         assert!(text.contains("per file: not reported"), "{text}");
         assert!(text.contains("daemon:       none holds the pool"), "{text}");
-        assert_eq!(text.lines().count(), 14);
+        assert!(text.contains("backing:      a device"), "{text}");
+        assert_eq!(text.lines().count(), 15);
         out.daemon = Some(Daemon {
             pid: 77,
             comm: "pfnfs".into(),
@@ -279,7 +302,16 @@ mod tests {
             },
         });
         out.metadata_pool_bytes_per_file = Some(120.0);
+        out.backing = Some(Room {
+            pool_bytes: 1 << 30,
+            allocated_bytes: 300 << 20,
+            available_bytes: 100 << 20,
+        });
         let text = render(&out);
+        assert!(
+            text.contains("300 MiB reserved, 100 MiB free on its filesystem (less than the rest"),
+            "{text}"
+        );
         assert!(
             text.contains("PID 77 (pfnfs), measured: RssAnon 3.00 MiB, VmHWM 40.0 MiB"),
             "{text}"
@@ -287,6 +319,7 @@ mod tests {
         assert!(text.contains("per file: 120 B"), "{text}");
         let json = serde_json::to_value(&out).unwrap();
         assert_eq!(json["daemon"]["rss_anon_kib"], 3072);
+        assert_eq!(json["backing"]["allocated_bytes"], 300u64 << 20);
         assert_eq!(
             json["size_bytes"],
             1u64 << 30,
