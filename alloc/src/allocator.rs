@@ -309,7 +309,8 @@ impl ExtentAllocator {
     }
 
     /// From now on, makes storage exist behind every range before handing it out, and gives
-    /// it back when the range is freed (see [`Backing`]). Set once; a second call is ignored.
+    /// free extents' storage back when the backing store runs full (see [`Backing`]). Set
+    /// once; a second call is ignored.
     pub fn set_backing(&self, backing: Arc<dyn Backing>) {
         let _ = self.backing.set(backing);
     }

@@ -525,6 +525,25 @@ pub struct MmapBackend {
     _file: File,
 }
 
+impl MmapBackend {
+    /// fallocate(2) of a range of a writable pool file with `flags`; nothing for devices,
+    /// read-only pools or an empty range.
+    fn fallocate(
+        &self,
+        flags: nix::fcntl::FallocateFlags,
+        offset: u64,
+        len: u64,
+    ) -> std::io::Result<()> {
+        if self.read_only || self.kind != BackingKind::File || len == 0 {
+            return Ok(());
+        }
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+        };
+        nix::fcntl::fallocate(&self._file, flags, offset, len).map_err(std::io::Error::from)
+    }
+}
+
 impl Debug for MmapBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MmapBackend")
@@ -756,31 +775,13 @@ impl PoolBackend for MmapBackend {
 
     /// fallocate (mode 0: allocate, keep the size) of the range of a pool file.
     fn ensure_backed(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        if self.read_only || self.kind != BackingKind::File || len == 0 {
-            return Ok(());
-        }
-        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-            return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
-        };
-        nix::fcntl::fallocate(
-            &self._file,
-            nix::fcntl::FallocateFlags::empty(),
-            offset,
-            len,
-        )
-        .map_err(std::io::Error::from)
+        self.fallocate(nix::fcntl::FallocateFlags::empty(), offset, len)
     }
 
     /// fallocate(PUNCH_HOLE | KEEP_SIZE) of the range of a pool file.
     fn release_backing(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        if self.read_only || self.kind != BackingKind::File || len == 0 {
-            return Ok(());
-        }
-        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-            return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
-        };
         let punch = nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
             | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
-        nix::fcntl::fallocate(&self._file, punch, offset, len).map_err(std::io::Error::from)
+        self.fallocate(punch, offset, len)
     }
 }

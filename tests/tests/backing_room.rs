@@ -98,6 +98,17 @@ fn fill(path: &Path, seed: u64) -> (io::Error, usize) {
     }
 }
 
+/// A new empty file at `path`, open for reading and writing.
+fn create_rw(path: &Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
+}
+
 fn run(mode: Mode) {
     if skip_without_fuse() {
         return;
@@ -133,13 +144,7 @@ fn run(mode: Mode) {
     let e = sys::fallocate(&f, 0, 0, 32 * MIB as i64).expect_err("fallocate on a full store");
     assert_eq!(errno(&e), libc::ENOSPC, "fallocate: {e}");
     let src = File::open(g.join("kept")).unwrap();
-    let dst = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(g.join("copy"))
-        .unwrap();
+    let dst = create_rw(&g.join("copy"));
     let copied = (0..20)
         .map(|i| sys::copy_file_range(&src, i * MIB as i64, &dst, i * MIB as i64, MIB))
         .find_map(|r| r.err());
@@ -148,13 +153,7 @@ fn run(mode: Mode) {
         copied.as_ref().is_some_and(no_room),
         "copy_file_range onto a full store: {copied:?}"
     );
-    let mapped = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(g.join("mapped"))
-        .unwrap();
+    let mapped = create_rw(&g.join("mapped"));
     mapped.set_len(8 * MIB as u64).unwrap();
     let mut map = sys::SharedMapping::new(&mapped, 8 * MIB).unwrap();
     map.as_mut_slice().fill(0x5a);

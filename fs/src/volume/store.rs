@@ -51,10 +51,10 @@ fn tree_err(e: pfnfs_btree::TreeError) -> FsError {
     match e {
         // A failed read, store or persist keeps the OS's errno.
         pfnfs_btree::TreeError::Pool(p) => p.into(),
-        pfnfs_btree::TreeError::NoSpace(a @ pfnfs_alloc::AllocError::NoBacking { .. }) => a.into(),
-        pfnfs_btree::TreeError::NoSpace(_) | pfnfs_btree::TreeError::Fragmented { .. } => {
-            no_space(e.to_string())
-        }
+        // The allocator's own error: ENOSPC for no free frames, the backing store's errno
+        // for no storage behind them.
+        pfnfs_btree::TreeError::NoSpace(a) => a.into(),
+        pfnfs_btree::TreeError::Fragmented { .. } => no_space(e.to_string()),
         other => corrupt(format!("metadata tree: {other}")),
     }
 }
