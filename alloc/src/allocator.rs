@@ -80,6 +80,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use parking_lot::{Mutex, MutexGuard};
 
 use self::extents::FreeExtents;
+use crate::bad_frames::BadFrames;
 use crate::error::AllocError;
 use crate::pfn::{HUGE_FRAMES, Pfn, PfnRange};
 
@@ -206,6 +207,8 @@ pub struct ExtentAllocator {
     /// What stands behind the frames, if storage must be made to exist before a frame is
     /// handed out (a sparse pool file): see [`Backing`].
     backing: std::sync::OnceLock<Arc<dyn Backing>>,
+    /// Frames never to be freed into the free set ([`ExtentAllocator::set_bad_frames`]).
+    bad: std::sync::OnceLock<Arc<BadFrames>>,
     /// Something was freed since free extents last gave their storage back.
     freed_since_release: AtomicBool,
 }
@@ -277,6 +280,7 @@ impl ExtentAllocator {
             group_frames,
             groups,
             backing: std::sync::OnceLock::new(),
+            bad: std::sync::OnceLock::new(),
             freed_since_release: AtomicBool::new(true),
         }
     }
@@ -313,6 +317,13 @@ impl ExtentAllocator {
     /// once; a second call is ignored.
     pub fn set_backing(&self, backing: Arc<dyn Backing>) {
         let _ = self.backing.set(backing);
+    }
+
+    /// From now on, frees only the frames of a range that `bad` does not list: a bad frame
+    /// given back by its owner leaves the pool's use for good instead of joining the free set
+    /// (the pool's list, [`crate::Pool::bad_frames`]). Set once; a second call is ignored.
+    pub fn set_bad_frames(&self, bad: Arc<BadFrames>) {
+        let _ = self.bad.set(bad);
     }
 
     /// An allocator over `data` with every frame free.
@@ -779,8 +790,39 @@ impl ExtentAllocator {
     /// `OutOfRegion` if any frame lies outside the data region, `DoubleFree` if any frame is
     /// free already; either way nothing changes. A range crossing group boundaries is split
     /// per group and checked whole before anything is inserted.
+    ///
+    /// Frames listed bad ([`ExtentAllocator::set_bad_frames`]) are left out: they are dropped
+    /// from the allocator's use, not freed.
     pub fn free(&self, range: PfnRange) -> Result<(), AllocError> {
         self.check_in_region(range)?;
+        if let Some(bad) = self.bad.get()
+            && bad.first_in(range).is_some()
+        {
+            let good = bad.good_parts(range);
+            tracing::info!("frames of {range} are bad: not returned to the free set");
+            for part in &good {
+                self.check_not_free(*part)?;
+            }
+            for part in good {
+                self.free_checked(part)?;
+            }
+            return Ok(());
+        }
+        self.free_checked(range)
+    }
+
+    /// `DoubleFree` unless no frame of `range` (in the region) is free.
+    fn check_not_free(&self, range: PfnRange) -> Result<(), AllocError> {
+        if self.overlaps_free(range) {
+            return Err(AllocError::DoubleFree {
+                range: range.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// [`ExtentAllocator::free`] of a range in the region, bad frames not considered.
+    fn free_checked(&self, range: PfnRange) -> Result<(), AllocError> {
         let first = self.group_index(range.start.0);
         let last = self.group_index(range.end().0 - 1);
         if first == last {

@@ -15,9 +15,11 @@
 //! docs/DESIGN.md, section 6).
 //!
 //! Concurrency and soundness: every method takes `&self`, and pool memory is shared by all
-//! threads. The safe accesses (`read_into`, `write`, `zero`) are word-atomic (`alloc/src/mem.rs`):
-//! whatever safe callers do at the same time, they never race in the language's sense (racing
-//! copies give unspecified bytes, not undefined behaviour). The two plain fast paths are
+//! threads. The safe accesses (`read_into`, `write`, `zero`, `flush`) go through the assembly
+//! routines of [`crate::guarded`]: opaque to the language, so whatever safe callers do at the
+//! same time they never race in the language's sense (racing copies give unspecified bytes,
+//! not undefined behaviour), and fault-safe (a lost page is a [`MediaError`], not a SIGBUS).
+//! The two plain fast paths are
 //! `unsafe` and carry their contract to the caller: [`PoolBackend::borrow`] hands out a
 //! reference into pool memory (no store to the range while it lives), and
 //! [`PoolBackend::write_flushed`] stores with non-temporal instructions (no other access to the
@@ -39,6 +41,7 @@ use std::sync::Arc;
 
 use crate::cpu_flush::{self, FlushInstr};
 use crate::error::PoolError;
+use crate::guarded;
 
 /// How hard `persist` works for a file-backed pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,7 +60,7 @@ pub enum Durability {
 /// so implementations may assume `offset + len <= len_bytes()` (and panic otherwise).
 ///
 /// The safe methods are sound whatever other threads do meanwhile: `read_into`, `write` and
-/// `zero` never race with each other (implementations make them word-atomic, or serialise
+/// `zero` never race with each other (implementations use [`crate::guarded`], or serialise
 /// them). The plain fast paths, `borrow` and `write_flushed`, are `unsafe`: their callers
 /// promise the exclusion the language needs (see each).
 pub trait PoolBackend: Send + Sync + Debug {
@@ -65,28 +68,42 @@ pub trait PoolBackend: Send + Sync + Debug {
     fn len_bytes(&self) -> u64;
 
     /// Copies `buf.len()` bytes at `offset` into `buf`. A store racing with it leaves
-    /// unspecified bytes in `buf`, nothing worse.
-    fn read_into(&self, offset: u64, buf: &mut [u8]);
+    /// unspecified bytes in `buf`, nothing worse. [`MediaError`] if the memory faulted.
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError>;
 
     /// A copy of `len` bytes at `offset` ([`read_into`](PoolBackend::read_into) a new vector).
-    fn read_vec(&self, offset: u64, len: usize) -> Vec<u8> {
+    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>, MediaError> {
         let mut buf = vec![0u8; len];
-        self.read_into(offset, &mut buf);
-        buf
+        self.read_into(offset, &mut buf)?;
+        Ok(buf)
     }
 
-    /// Borrows `len` bytes at `offset` for reading: no copy.
+    /// Borrows `len` bytes at `offset` for reading: no copy. Call
+    /// [`probe`](PoolBackend::probe) first: a borrowed slice is read by plain loads, which
+    /// nothing guards.
     ///
     /// # Safety
     /// No store may be made to `[offset, offset + len)` (by any thread, through any method of
     /// this backend) while the returned slice is alive.
     unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8];
 
+    /// Where the pool's memory starts in this process, for turning the address of a fault in
+    /// a borrowed slice back into a pool offset. Default: not memory-mapped.
+    fn base_addr(&self) -> Option<usize> {
+        None
+    }
+
+    /// Loads one byte of every page of the range: `Ok` if all of them are there (see
+    /// [`crate::guarded`]). Default: nothing to check.
+    fn probe(&self, _offset: u64, _len: u64) -> Result<(), MediaError> {
+        Ok(())
+    }
+
     /// Stores `data` at `offset`. Not durable until flushed and fenced.
-    fn write(&self, offset: u64, data: &[u8]);
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError>;
 
     /// Stores zeros over `len` bytes at `offset`. Not durable until flushed and fenced.
-    fn zero(&self, offset: u64, len: u64);
+    fn zero(&self, offset: u64, len: u64) -> Result<(), MediaError>;
 
     /// Stores `data` at `offset` such that it is durable after the next
     /// [`fence`](PoolBackend::fence), with no separate flush: the hardware backends use
@@ -95,14 +112,14 @@ pub trait PoolBackend: Send + Sync + Debug {
     /// # Safety
     /// No other access to `[offset, offset + data.len())` may happen during the call: no load
     /// or store by another thread, and no live slice from [`borrow`](PoolBackend::borrow).
-    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
-        self.write(offset, data);
-        self.flush(offset, data.len() as u64);
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
+        self.write(offset, data)?;
+        self.flush(offset, data.len() as u64)
     }
 
     /// Starts write-back of every cache line overlapping the range (CLWB/CLFLUSHOPT), without
     /// waiting; a later [`fence`](PoolBackend::fence) makes it durable.
-    fn flush(&self, offset: u64, len: u64);
+    fn flush(&self, offset: u64, len: u64) -> Result<(), MediaError>;
 
     /// Orders and completes all earlier flushes (SFENCE): a persist point. An error means the
     /// flushed stores may or may not be durable; what was stored must not be acknowledged.
@@ -111,7 +128,7 @@ pub trait PoolBackend: Send + Sync + Debug {
     /// `flush(range)` then `fence()`: the range is durable when this returns `Ok`. An error
     /// (with the OS's errno) means it may or may not be.
     fn persist(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.flush(offset, len);
+        self.flush(offset, len)?;
         self.fence()
     }
 
@@ -137,24 +154,30 @@ impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
     fn len_bytes(&self) -> u64 {
         (**self).len_bytes()
     }
-    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError> {
         (**self).read_into(offset, buf)
     }
     unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
         // SAFETY: the same contract, passed on.
         unsafe { (**self).borrow(offset, len) }
     }
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn probe(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        (**self).probe(offset, len)
+    }
+    fn base_addr(&self) -> Option<usize> {
+        (**self).base_addr()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
         (**self).write(offset, data)
     }
-    fn zero(&self, offset: u64, len: u64) {
+    fn zero(&self, offset: u64, len: u64) -> Result<(), MediaError> {
         (**self).zero(offset, len)
     }
-    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
         // SAFETY: the same contract, passed on.
         unsafe { (**self).write_flushed(offset, data) }
     }
-    fn flush(&self, offset: u64, len: u64) {
+    fn flush(&self, offset: u64, len: u64) -> Result<(), MediaError> {
         (**self).flush(offset, len)
     }
     fn fence(&self) -> std::io::Result<()> {
@@ -171,6 +194,96 @@ impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
     }
     fn release_backing(&self, offset: u64, len: u64) -> std::io::Result<()> {
         (**self).release_backing(offset, len)
+    }
+}
+
+/// A backend access met memory that is not there: storage taken away under a pool file's
+/// mapping, or a media error (SIGBUS, caught by [`crate::guarded`]). `offset` is the pool byte
+/// offset of the first byte that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("memory error (SIGBUS) at pool byte {offset:#x}")]
+pub struct MediaError {
+    /// Byte offset in the pool of the faulting byte.
+    pub offset: u64,
+}
+
+impl From<MediaError> for std::io::Error {
+    /// An EIO-kind error carrying the [`MediaError`] (the pool finds it again by downcast).
+    fn from(e: MediaError) -> std::io::Error {
+        std::io::Error::other(e)
+    }
+}
+
+/// Pool memory at `base`, `len_bytes` long: the accesses of the two memory backends, every one
+/// through [`crate::guarded`]. Callers check ranges with [`span`] first.
+#[derive(Clone, Copy, Debug)]
+struct Memory {
+    base: *mut u8,
+    len_bytes: u64,
+    flush: FlushInstr,
+}
+
+impl Memory {
+    fn fault(&self, f: guarded::MediaFault) -> MediaError {
+        MediaError {
+            offset: (f.addr as u64).wrapping_sub(self.base as u64),
+        }
+    }
+
+    /// # Safety
+    /// `base` points to `len_bytes` bytes of memory mapped for as long as `self` is used.
+    unsafe fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        let (offset, len) = span(self.len_bytes, offset, buf.len() as u64);
+        // SAFETY: the range lies inside the memory (checked by `span`; the caller's contract
+        // keeps it mapped); `buf` is caller memory, not pool memory (a `&mut` cannot alias a
+        // live borrow of the pool). Racing stores are guarded copies too (module docs).
+        unsafe { guarded::copy_raw(buf.as_mut_ptr(), self.base.add(offset), len) }
+            .map_err(|f| self.fault(f))
+    }
+
+    /// # Safety
+    /// As [`Memory::read_into`].
+    unsafe fn probe(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        let (offset, len) = span(self.len_bytes, offset, len);
+        // SAFETY: the range lies inside the mapped memory (checked by `span`).
+        unsafe { guarded::probe(self.base.add(offset), len) }.map_err(|f| self.fault(f))
+    }
+
+    /// # Safety
+    /// As [`Memory::read_into`], and the memory is writable.
+    unsafe fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
+        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
+        // SAFETY: the destination lies inside the writable memory (checked by `span`); `data`
+        // is not a borrow of this range (that borrow would forbid this store).
+        unsafe { guarded::copy_raw(self.base.add(offset), data.as_ptr(), len) }
+            .map_err(|f| self.fault(f))
+    }
+
+    /// # Safety
+    /// As [`Memory::write`].
+    unsafe fn zero(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        let (offset, len) = span(self.len_bytes, offset, len);
+        // SAFETY: as for `write`.
+        unsafe { guarded::zero_raw(self.base.add(offset), len) }.map_err(|f| self.fault(f))
+    }
+
+    /// # Safety
+    /// As [`Memory::write`], and no other access to the range during the call.
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
+        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
+        // SAFETY: the destination lies inside the writable memory (checked by `span`); the
+        // caller guarantees no other access to it, so it is not `data` either; the flush
+        // instruction was detected on this CPU.
+        unsafe { cpu_flush::copy_flushed(self.flush, self.base.add(offset), data.as_ptr(), len) }
+            .map_err(|f| self.fault(f))
+    }
+
+    /// # Safety
+    /// As [`Memory::read_into`].
+    unsafe fn flush(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        let (offset, len) = span(self.len_bytes, offset, len);
+        // SAFETY: the range lies inside the memory; `self.flush` was detected on this CPU.
+        unsafe { guarded::flush(self.flush, self.base.add(offset), len) }.map_err(|f| self.fault(f))
     }
 }
 
@@ -200,7 +313,8 @@ fn span(len_bytes: u64, offset: u64, len: u64) -> (usize, usize) {
 /// # Soundness
 /// The bytes live in one mapping owned by the backend (page-aligned, whole pages), reached only
 /// through a raw pointer; no `&mut` to them is ever formed. Through `&self`, from any thread,
-/// the safe methods access them only word-atomically (`alloc/src/mem.rs`), which never races; the
+/// the safe methods access them only through [`crate::guarded`]'s routines, which never race in
+/// the language's sense; the
 /// plain accesses are the `unsafe` methods `borrow` (a shared slice, no store while it lives)
 /// and `write_flushed` (no other access during the call), whose callers guarantee that
 /// exclusion. That is what makes sharing the backend between threads (`Send + Sync`) sound.
@@ -218,7 +332,7 @@ pub struct MemBackend {
 // default, and it points into that owned mapping.
 unsafe impl Send for MemBackend {}
 // SAFETY: shared use from several threads: the safe `&self` methods access the memory only
-// word-atomically (no data race whatever the callers do), and the plain accesses are behind
+// through the guarded routines (no data race whatever the callers do), and the plain accesses are behind
 // `unsafe` methods whose callers guarantee exclusion (see the type's documentation).
 unsafe impl Sync for MemBackend {}
 
@@ -237,6 +351,7 @@ impl MemBackend {
 
     /// A zero-filled RAM pool of `len_bytes` bytes, or an error if it cannot be mapped.
     pub fn try_new(len_bytes: u64) -> std::io::Result<MemBackend> {
+        guarded::install();
         let flush = cpu_flush::detected();
         let size = usize::try_from(len_bytes)
             .ok()
@@ -266,6 +381,14 @@ impl MemBackend {
         })
     }
 
+    fn memory(&self) -> Memory {
+        Memory {
+            base: self.ptr.as_ptr(),
+            len_bytes: self.len_bytes,
+            flush: self.flush,
+        }
+    }
+
     /// A RAM pool holding a copy of `image`.
     pub fn from_bytes(image: &[u8]) -> MemBackend {
         let mut backend = MemBackend::new(image.len() as u64);
@@ -288,9 +411,13 @@ impl MemBackend {
     }
 
     /// A copy of the whole pool.
+    ///
+    /// # Panics
+    /// If the memory faults (RAM does not).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut image = vec![0u8; self.len_bytes as usize];
-        self.read_into(0, &mut image);
+        self.read_into(0, &mut image)
+            .expect("a RAM pool's memory faulted");
         image
     }
 }
@@ -309,13 +436,11 @@ impl PoolBackend for MemBackend {
         self.len_bytes
     }
 
-    fn read_into(&self, offset: u64, buf: &mut [u8]) {
-        let (offset, _) = span(self.len_bytes, offset, buf.len() as u64);
-        // SAFETY: the range lies inside the mapping (checked by `span`), a page-aligned mapping
-        // of whole pages that lives as long as `self`, so every word overlapping the range does
-        // too; stores through `&self` are word-atomic, and plain ones (`write_flushed`) exclude
-        // any other access by their contract.
-        unsafe { crate::mem::load(self.ptr.as_ptr().add(offset), buf) }
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        // SAFETY: (and for each method below) `memory()` describes the backend's own mapping, which lives
+        // as long as `self`, is writable, and is accessed only through `Memory`'s guarded
+        // routines, `borrow` and `write_flushed` (their callers keep the exclusion).
+        unsafe { self.memory().read_into(offset, buf) }
     }
 
     unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
@@ -326,41 +451,33 @@ impl PoolBackend for MemBackend {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) }
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
-        let (offset, _) = span(self.len_bytes, offset, data.len() as u64);
-        // SAFETY: the destination lies inside the writable mapping (checked by `span`; whole
-        // pages, so every overlapping word too); the stores are word-atomic, plain accesses
-        // (`write_flushed`) exclude ours by their contract, and a live borrow of the range
-        // would break `borrow`'s contract, not this call's. `data` is not pool memory borrowed
-        // from this range (that borrow would forbid this store).
-        unsafe { crate::mem::store(self.ptr.as_ptr().add(offset), data) };
+    fn probe(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        // SAFETY: as for `read_into`.
+        unsafe { self.memory().probe(offset, len) }
     }
 
-    fn zero(&self, offset: u64, len: u64) {
-        let (offset, len) = span(self.len_bytes, offset, len);
-        // SAFETY: as for `write`.
-        unsafe { crate::mem::store_zeros(self.ptr.as_ptr().add(offset), len) };
+    fn base_addr(&self) -> Option<usize> {
+        Some(self.memory().base as usize)
     }
 
-    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
-        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
-        // SAFETY: the destination lies inside the mapping (checked by `span`); the caller
-        // guarantees no other access to it during the call, so it is not `data` either; the
-        // flush instruction was detected on this CPU.
-        unsafe {
-            cpu_flush::copy_flushed(
-                self.flush,
-                self.ptr.as_ptr().add(offset),
-                data.as_ptr(),
-                len,
-            )
-        };
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
+        // SAFETY: as for `read_into`.
+        unsafe { self.memory().write(offset, data) }
     }
 
-    fn flush(&self, offset: u64, len: u64) {
-        let (offset, len) = span(self.len_bytes, offset, len);
-        // SAFETY: the range lies inside the mapping; `self.flush` was detected on this CPU.
-        unsafe { cpu_flush::flush_range(self.flush, self.ptr.as_ptr().add(offset), len) };
+    fn zero(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        // SAFETY: as for `read_into`.
+        unsafe { self.memory().zero(offset, len) }
+    }
+
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
+        // SAFETY: as for `read_into`; the caller guarantees no other access to the range.
+        unsafe { self.memory().write_flushed(offset, data) }
+    }
+
+    fn flush(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        // SAFETY: as for `read_into`.
+        unsafe { self.memory().flush(offset, len) }
     }
 
     fn fence(&self) -> std::io::Result<()> {
@@ -508,7 +625,7 @@ pub(crate) fn open_target(path: &Path, read_only: bool) -> Result<Target, PoolEr
 ///
 /// # Soundness
 /// The mapping is `MAP_SHARED` (page-aligned, whole pages) and reached only through a raw
-/// pointer; as for [`MemBackend`], the safe methods are word-atomic and the plain ones
+/// pointer; as for [`MemBackend`], the safe methods are guarded copies and the plain ones
 /// (`borrow`, `write_flushed`) are `unsafe` with the caller guaranteeing exclusion, so `&self`
 /// access from any thread is sound. `MmapRaw` is `Send + Sync` itself. pfnfs assumes it owns
 /// the pool: another process that writes or truncates the file while it is mapped breaks that
@@ -593,6 +710,7 @@ impl MmapBackend {
         read_only: bool,
         durability: Durability,
     ) -> Result<MmapBackend, PoolError> {
+        guarded::install();
         let Target {
             file,
             kind,
@@ -662,6 +780,14 @@ impl MmapBackend {
         self.flush
     }
 
+    fn memory(&self) -> Memory {
+        Memory {
+            base: self.map.as_mut_ptr(),
+            len_bytes: self.len_bytes,
+            flush: self.flush,
+        }
+    }
+
     fn msync(&self, offset: u64, len: u64) -> std::io::Result<()> {
         let (offset, len) = span(self.len_bytes, offset, len);
         if len == 0 {
@@ -685,23 +811,12 @@ impl PoolBackend for MmapBackend {
         self.len_bytes
     }
 
-    fn read_into(&self, offset: u64, buf: &mut [u8]) {
-        let (offset, len) = span(self.len_bytes, offset, buf.len() as u64);
-        if self.read_only {
-            // SAFETY: the range lies inside the mapping (checked by `span`), which lives as
-            // long as `self` and is always initialised; a read-only mapping is never stored
-            // to (`write`, `zero` and `write_flushed` panic before they store), so a plain
-            // copy cannot race; `buf` is caller memory, not the mapping.
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), buf.as_mut_ptr(), len)
-            };
-            return;
-        }
-        // SAFETY: the range lies inside the writable mapping (checked by `span`), a
-        // page-aligned mapping of whole pages that lives as long as `self`, so every
-        // overlapping word does too; stores through `&self` are word-atomic, and plain ones
-        // (`write_flushed`) exclude any other access by their contract.
-        unsafe { crate::mem::load(self.map.as_ptr().add(offset), buf) }
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        // SAFETY: (and for each method below) `memory()` describes this backend's mapping, which lives as
+        // long as `self` and is accessed only through `Memory`'s guarded routines, `borrow`
+        // and `write_flushed` (their callers keep the exclusion). Stores are made only to a
+        // writable mapping (`assert_writable` first).
+        unsafe { self.memory().read_into(offset, buf) }
     }
 
     unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
@@ -712,43 +827,36 @@ impl PoolBackend for MmapBackend {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) }
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
-        self.assert_writable();
-        let (offset, _) = span(self.len_bytes, offset, data.len() as u64);
-        // SAFETY: the destination lies inside a writable mapping of whole pages (checked
-        // above), so every overlapping word does too; the stores are word-atomic, plain
-        // accesses (`write_flushed`) exclude ours by their contract, and `data` is not a
-        // borrow of this range (that borrow would forbid this store).
-        unsafe { crate::mem::store(self.map.as_mut_ptr().add(offset), data) };
+    fn probe(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        // SAFETY: as for `read_into`.
+        unsafe { self.memory().probe(offset, len) }
     }
 
-    fn zero(&self, offset: u64, len: u64) {
+    fn base_addr(&self) -> Option<usize> {
+        Some(self.memory().base as usize)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
         self.assert_writable();
-        let (offset, len) = span(self.len_bytes, offset, len);
+        // SAFETY: as for `read_into`; the mapping is writable.
+        unsafe { self.memory().write(offset, data) }
+    }
+
+    fn zero(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        self.assert_writable();
         // SAFETY: as for `write`.
-        unsafe { crate::mem::store_zeros(self.map.as_mut_ptr().add(offset), len) };
+        unsafe { self.memory().zero(offset, len) }
     }
 
-    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
         self.assert_writable();
-        let (offset, len) = span(self.len_bytes, offset, data.len() as u64);
-        // SAFETY: the destination lies inside a writable mapping (checked above); the caller
-        // guarantees no other access to it during the call, so it is not `data` either; the
-        // flush instruction was detected on this CPU.
-        unsafe {
-            cpu_flush::copy_flushed(
-                self.flush,
-                self.map.as_mut_ptr().add(offset),
-                data.as_ptr(),
-                len,
-            )
-        };
+        // SAFETY: as for `write`; the caller guarantees no other access to the range.
+        unsafe { self.memory().write_flushed(offset, data) }
     }
 
-    fn flush(&self, offset: u64, len: u64) {
-        let (offset, len) = span(self.len_bytes, offset, len);
-        // SAFETY: the range lies inside the mapping; `self.flush` was detected on this CPU.
-        unsafe { cpu_flush::flush_range(self.flush, self.map.as_ptr().add(offset), len) };
+    fn flush(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        // SAFETY: as for `read_into`.
+        unsafe { self.memory().flush(offset, len) }
     }
 
     fn fence(&self) -> std::io::Result<()> {
@@ -757,7 +865,7 @@ impl PoolBackend for MmapBackend {
     }
 
     fn persist(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.flush(offset, len);
+        self.flush(offset, len)?;
         self.fence()?;
         if self.durability == Durability::Msync && !self.read_only {
             // The error msync returned, errno included: the caller fails the operation.

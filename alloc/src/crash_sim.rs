@@ -58,7 +58,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::backend::{MemBackend, PoolBackend};
+use crate::backend::{MediaError, MemBackend, PoolBackend};
 
 /// Bytes per word: the unit of atomicity of the medium.
 const WORD_BYTES: u64 = 8;
@@ -468,8 +468,12 @@ impl PoolBackend for CrashSimBackend {
         self.len_bytes
     }
 
-    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError> {
         self.live.read_into(offset, buf)
+    }
+
+    fn base_addr(&self) -> Option<usize> {
+        self.live.base_addr()
     }
 
     unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
@@ -478,26 +482,28 @@ impl PoolBackend for CrashSimBackend {
         unsafe { self.live.borrow(offset, len) }
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
         let mut s = self.state.lock();
-        self.live.write(offset, data);
+        let stored = self.live.write(offset, data);
         if s.crash.is_none() {
             self.mark_dirty(&mut s, offset, data.len() as u64);
         }
+        stored
     }
 
-    fn zero(&self, offset: u64, len: u64) {
+    fn zero(&self, offset: u64, len: u64) -> Result<(), MediaError> {
         let mut s = self.state.lock();
-        self.live.zero(offset, len);
+        let stored = self.live.zero(offset, len);
         if s.crash.is_none() {
             self.mark_dirty(&mut s, offset, len);
         }
+        stored
     }
 
-    fn flush(&self, offset: u64, len: u64) {
+    fn flush(&self, offset: u64, len: u64) -> Result<(), MediaError> {
         let mut s = self.state.lock();
         if s.crash.is_some() || len == 0 {
-            return;
+            return Ok(());
         }
         let first_line = offset / LINE_BYTES * LINE_BYTES;
         let end = offset.saturating_add(len).min(self.len_bytes);
@@ -524,6 +530,7 @@ impl PoolBackend for CrashSimBackend {
         if let Some(range) = touched {
             pending_chunks.push(range);
         }
+        Ok(())
     }
 
     fn fence(&self) -> std::io::Result<()> {
@@ -573,10 +580,10 @@ mod tests {
     #[test]
     fn store_is_durable_only_after_flush_and_fence() {
         let b = CrashSimBackend::new(LEN);
-        b.write(128, &[7u8; 16]);
+        b.write(128, &[7u8; 16]).unwrap();
         assert_eq!(at(&b.crash_image(), 128, 16), &[0u8; 16]);
-        assert_eq!(b.read_vec(128, 16), &[7u8; 16]);
-        b.flush(128, 16);
+        assert_eq!(b.read_vec(128, 16).unwrap(), &[7u8; 16]);
+        b.flush(128, 16).unwrap();
         assert_eq!(at(&b.crash_image(), 128, 16), &[0u8; 16], "flush alone");
         b.fence().unwrap();
         assert_eq!(at(&b.crash_image(), 128, 16), &[7u8; 16]);
@@ -601,9 +608,9 @@ mod tests {
     #[test]
     fn fork_starts_from_the_crash_image() {
         let b = CrashSimBackend::new(LEN);
-        b.write(5000, &[1u8; 8]);
+        b.write(5000, &[1u8; 8]).unwrap();
         b.persist(5000, 8).unwrap();
-        b.write(9000, &[2u8; 8]);
+        b.write(9000, &[2u8; 8]).unwrap();
         b.crash_now(CrashMode::Clean);
         let mut pages = Vec::new();
         b.for_each_durable_page(|offset, page| pages.push((offset, page.len())));
@@ -613,13 +620,13 @@ mod tests {
         assert_eq!(f.live_image(), b.crash_image());
         assert_eq!(f.crashed(), None);
         assert_eq!(f.persist_points(), 0);
-        assert_eq!(f.read_vec(9000, 8), &[0u8; 8]);
+        assert_eq!(f.read_vec(9000, 8).unwrap(), &[0u8; 8]);
     }
 
     #[test]
     fn fence_without_flush_persists_nothing() {
         let b = CrashSimBackend::new(LEN);
-        b.write(0, &[1u8; 64]);
+        b.write(0, &[1u8; 64]).unwrap();
         b.fence().unwrap();
         assert_eq!(at(&b.crash_image(), 0, 64), &[0u8; 64]);
         assert_eq!(b.unpersisted_words(), 8);
@@ -628,7 +635,7 @@ mod tests {
     #[test]
     fn flush_covers_whole_lines_only() {
         let b = CrashSimBackend::new(LEN);
-        b.write(0, &[1u8; 200]);
+        b.write(0, &[1u8; 200]).unwrap();
         // Bytes 70..71 lie in line 64..128: that whole line goes, not lines 0..64 or 128..192.
         b.persist(70, 1).unwrap();
         let img = b.crash_image();
@@ -640,7 +647,7 @@ mod tests {
     #[test]
     fn zero_is_a_store() {
         let b = CrashSimBackend::from_image(&vec![0xAAu8; LEN as usize]);
-        b.zero(8, 8);
+        b.zero(8, 8).unwrap();
         assert_eq!(at(&b.crash_image(), 8, 8), &[0xAA; 8]);
         b.persist(8, 8).unwrap();
         assert_eq!(at(&b.crash_image(), 0, 24), {
@@ -654,18 +661,21 @@ mod tests {
     fn clean_crash_drops_the_armed_fence_and_everything_after() {
         let b = CrashSimBackend::new(LEN);
         b.arm_crash(2, CrashMode::Clean);
-        b.write(0, &[1u8; 8]);
+        b.write(0, &[1u8; 8]).unwrap();
         b.persist(0, 8).unwrap(); // fence 1: durable
-        b.write(8, &[2u8; 8]);
+        b.write(8, &[2u8; 8]).unwrap();
         b.persist(8, 8).unwrap(); // fence 2: the crash, not durable
-        b.write(16, &[3u8; 8]);
+        b.write(16, &[3u8; 8]).unwrap();
         b.persist(16, 8).unwrap(); // after the crash: never durable
         let r = b.crashed().expect("crashed");
         assert_eq!(r.fences_completed, 1);
         assert_eq!(r.words_dropped, 1);
         let img = b.crash_image();
         assert_eq!(at(&img, 0, 24), [[1u8; 8], [0; 8], [0; 8]].concat());
-        assert_eq!(b.read_vec(0, 24), [[1u8; 8], [2; 8], [3; 8]].concat());
+        assert_eq!(
+            b.read_vec(0, 24).unwrap(),
+            [[1u8; 8], [2; 8], [3; 8]].concat()
+        );
         assert_eq!(b.persist_points(), 3);
     }
 
@@ -675,7 +685,7 @@ mod tests {
             let b = CrashSimBackend::new(LEN);
             b.arm_crash(1, CrashMode::Torn { seed });
             let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8 | 1).collect();
-            b.write(4096, &data);
+            b.write(4096, &data).unwrap();
             b.persist(4096, 4096).unwrap();
             let r = b.crashed().unwrap();
             assert_eq!(r.words_kept + r.words_dropped, 512);
@@ -699,12 +709,12 @@ mod tests {
     #[test]
     fn crash_now_and_unarmed_image() {
         let b = CrashSimBackend::new(LEN);
-        b.write(0, &[9u8; 8]);
+        b.write(0, &[9u8; 8]).unwrap();
         b.persist(0, 8).unwrap();
-        b.write(8, &[9u8; 8]);
+        b.write(8, &[9u8; 8]).unwrap();
         assert_eq!(at(&b.crash_image(), 0, 16), [[9u8; 8], [0; 8]].concat());
         b.crash_now(CrashMode::Clean);
-        b.write(0, &[5u8; 8]);
+        b.write(0, &[5u8; 8]).unwrap();
         b.persist(0, 8).unwrap();
         assert_eq!(at(&b.crash_image(), 0, 16), [[9u8; 8], [0; 8]].concat());
         assert_eq!(b.crashed().unwrap().fences_completed, 1);
@@ -713,9 +723,9 @@ mod tests {
     #[test]
     fn store_after_flush_rides_with_the_fence_but_stays_unpersisted() {
         let b = CrashSimBackend::new(LEN);
-        b.write(0, &[1u8; 8]);
-        b.flush(0, 8);
-        b.write(0, &[2u8; 8]);
+        b.write(0, &[1u8; 8]).unwrap();
+        b.flush(0, 8).unwrap();
+        b.write(0, &[2u8; 8]).unwrap();
         b.fence().unwrap();
         assert_eq!(at(&b.crash_image(), 0, 8), &[2u8; 8]);
         assert_eq!(

@@ -89,6 +89,20 @@ pub enum PoolError {
         len: u64,
         header_bytes: u64,
     },
+    /// The pool's memory faulted (SIGBUS, caught: [`crate::guarded`]): its storage was taken
+    /// away (a pool file truncated or its filesystem unable to provide a page) or the medium
+    /// failed. The frame is recorded as bad ([`crate::BadFrames`]).
+    #[error(
+        "{path}: memory error at pool byte {offset:#x} (frame {frame}): the pool's storage is gone there or its medium failed; the frame is recorded as bad",
+        frame = offset / crate::FRAME_SIZE
+    )]
+    Media { path: PathBuf, offset: u64 },
+    /// The range overlaps frames recorded as bad: refused without touching them.
+    #[error("{path}: frames {range} are recorded as bad (a memory error was met there)")]
+    BadFrames {
+        path: PathBuf,
+        range: crate::PfnRange,
+    },
 }
 
 /// Why the allocator could not satisfy or accept a request.

@@ -10,6 +10,10 @@
 //! - `fence()` (a persist point with no range: the data path's) matches only a fault with no
 //!   range.
 //!
+//! [`FaultyBackend::lose`] simulates memory that is gone (a media error, a pool file's storage
+//! taken away): accesses to the range return [`MediaError`] as the memory backends do when
+//! [`crate::guarded`] catches a SIGBUS.
+//!
 //! Whether the failed point's stores still reach the medium is the fault's `reached`: `true`
 //! passes the call on and then reports the failure (the write-back happened, its report
 //! failed), `false` reports the failure without passing it on (the stores stay where the
@@ -21,7 +25,7 @@ use std::ops::Range;
 
 use parking_lot::Mutex;
 
-use crate::backend::PoolBackend;
+use crate::backend::{MediaError, PoolBackend};
 
 /// Which persist points fail, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +52,8 @@ pub struct FaultyBackend<B> {
 struct State {
     fault: Option<Fault>,
     injected: u64,
+    /// Byte ranges whose memory is gone ([`FaultyBackend::lose`]).
+    lost: Vec<Range<u64>>,
 }
 
 impl<B: PoolBackend> FaultyBackend<B> {
@@ -72,6 +78,46 @@ impl<B: PoolBackend> FaultyBackend<B> {
     /// Lets every persist point succeed again.
     pub fn disarm(&self) {
         self.state.lock().fault = None;
+    }
+
+    /// Makes the memory of `range` fault from now on, as a pool file's storage taken away or
+    /// a media error would: every access overlapping it (load, store, flush, probe) returns
+    /// [`MediaError`] at the first lost byte, and a store stops there (bytes before it are
+    /// stored). Persist points of other ranges are unaffected.
+    pub fn lose(&self, range: Range<u64>) {
+        self.state.lock().lost.push(range);
+    }
+
+    /// The first lost byte of `[offset, offset + len)`, as the error an access there gets.
+    fn lost(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        let end = offset.saturating_add(len);
+        let s = self.state.lock();
+        match s
+            .lost
+            .iter()
+            .filter(|l| l.start < end && offset < l.end)
+            .map(|l| l.start.max(offset))
+            .min()
+        {
+            Some(first) => Err(MediaError { offset: first }),
+            None => Ok(()),
+        }
+    }
+
+    /// A store of `len` bytes at `offset` through `store`, stopped at the first lost byte.
+    fn store_until_lost(
+        &self,
+        offset: u64,
+        len: u64,
+        store: impl FnOnce(u64) -> Result<(), MediaError>,
+    ) -> Result<(), MediaError> {
+        match self.lost(offset, len) {
+            Ok(()) => store(len),
+            Err(e) => {
+                store(e.offset - offset)?;
+                Err(e)
+            }
+        }
     }
 
     /// Persist points failed so far.
@@ -115,8 +161,13 @@ impl<B: PoolBackend> PoolBackend for FaultyBackend<B> {
         self.inner.len_bytes()
     }
 
-    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        self.lost(offset, buf.len() as u64)?;
         self.inner.read_into(offset, buf)
+    }
+
+    fn base_addr(&self) -> Option<usize> {
+        self.inner.base_addr()
     }
 
     unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
@@ -124,20 +175,30 @@ impl<B: PoolBackend> PoolBackend for FaultyBackend<B> {
         unsafe { self.inner.borrow(offset, len) }
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
-        self.inner.write(offset, data)
+    fn probe(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        self.lost(offset, len)?;
+        self.inner.probe(offset, len)
     }
 
-    fn zero(&self, offset: u64, len: u64) {
-        self.inner.zero(offset, len)
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
+        self.store_until_lost(offset, data.len() as u64, |n| {
+            self.inner.write(offset, &data[..n as usize])
+        })
     }
 
-    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
-        // SAFETY: the same contract, passed on.
-        unsafe { self.inner.write_flushed(offset, data) }
+    fn zero(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        self.store_until_lost(offset, len, |n| self.inner.zero(offset, n))
     }
 
-    fn flush(&self, offset: u64, len: u64) {
+    unsafe fn write_flushed(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
+        self.store_until_lost(offset, data.len() as u64, |n| {
+            // SAFETY: the same contract, passed on, for a prefix of the range.
+            unsafe { self.inner.write_flushed(offset, &data[..n as usize]) }
+        })
+    }
+
+    fn flush(&self, offset: u64, len: u64) -> Result<(), MediaError> {
+        self.lost(offset, len)?;
         self.inner.flush(offset, len)
     }
 
@@ -154,6 +215,7 @@ impl<B: PoolBackend> PoolBackend for FaultyBackend<B> {
     }
 
     fn persist(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.lost(offset, len)?;
         match self.strike(Some(offset..offset.saturating_add(len))) {
             None => self.inner.persist(offset, len),
             Some((errno, reached)) => {
@@ -181,7 +243,7 @@ mod tests {
     fn an_armed_fault_fails_the_matching_persist_points_with_its_errno() {
         let sim = Arc::new(CrashSimBackend::new(1 << 16));
         let b = FaultyBackend::new(sim.clone());
-        b.write(0, &[1u8; 8]);
+        b.write(0, &[1u8; 8]).unwrap();
         b.persist(0, 8).unwrap();
         b.arm(Fault {
             errno: libc::ENOSPC,
@@ -189,10 +251,10 @@ mod tests {
             count: 1,
             reached: false,
         });
-        b.write(64, &[2u8; 8]);
+        b.write(64, &[2u8; 8]).unwrap();
         b.persist(64, 8).unwrap();
         b.fence().unwrap();
-        b.write(5000, &[3u8; 8]);
+        b.write(5000, &[3u8; 8]).unwrap();
         let e = b.persist(5000, 8).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         assert_eq!(
@@ -208,7 +270,7 @@ mod tests {
             count: 2,
             reached: true,
         });
-        b.write(6000, &[4u8; 8]);
+        b.write(6000, &[4u8; 8]).unwrap();
         assert_eq!(
             b.persist(6000, 8).unwrap_err().raw_os_error(),
             Some(libc::EIO)

@@ -30,10 +30,12 @@
 //! own).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::backend::{BackingKind, Durability, MmapBackend, PoolBackend, io_err};
+use crate::backend::{BackingKind, Durability, MediaError, MmapBackend, PoolBackend, io_err};
+use crate::bad_frames::BadFrames;
 use crate::error::PoolError;
 use crate::layout::{HEADER_BYTES, POOL_ALIGN_BYTES, POOL_BYTES_MIN, SUPERBLOCK_BYTES};
 use crate::pfn::{FRAME_SIZE, Pfn, PfnRange};
@@ -71,7 +73,7 @@ pub struct OpenOptions {
 /// bytes mean belongs to their owners (module docs): only [`Pool::commit_superblock`] and mkfs
 /// write the header, the filesystem's journal the log, and a data frame is written by whoever
 /// the allocator gave it to. Locking: one mutex, the superblock's, held across a whole commit;
-/// every other method locks nothing (the backend's safe accesses are word-atomic, its fast
+/// every other method locks nothing (the backend's safe accesses are guarded copies, its fast
 /// paths `unsafe` with their own contracts: [`Pool::borrow`], [`Pool::write_flushed`]).
 #[derive(Debug)]
 pub struct Pool {
@@ -91,6 +93,8 @@ pub struct Pool {
     durability: Durability,
     /// Storage behind frames is left to chance ([`Pool::set_sparse_backing`]).
     sparse: std::sync::atomic::AtomicBool,
+    /// Frames whose memory faulted: never accessed again ([`Pool::bad_frames`]).
+    bad: Arc<BadFrames>,
 }
 
 /// The pool's view of its header, behind [`Pool`]'s one mutex.
@@ -299,8 +303,8 @@ impl Pool {
         } else {
             (2 * FRAME_SIZE, FRAME_SIZE)
         };
-        be.zero(0, header);
-        be.zero(log_off, log);
+        persisted(be.zero(0, header).map_err(Into::into))?;
+        persisted(be.zero(log_off, log).map_err(Into::into))?;
         persisted(be.persist(0, header))?;
         persisted(be.persist(log_off, log))?;
         debug_assert_eq!(sb.slot(), Slot::B);
@@ -312,7 +316,7 @@ impl Pool {
         // slots, seq 1 in B and 2 in A).
         for expected in [&slot_b, &sb] {
             let slot = expected.slot();
-            match Superblock::decode(&read_slot(be.as_ref(), slot)) {
+            match read_slot(be.as_ref(), slot).and_then(|b| Superblock::decode(&b)) {
                 Ok(got) if got == *expected => {}
                 other => {
                     return Err(PoolError::BadSuperblock {
@@ -350,7 +354,12 @@ impl Pool {
         if backend.len_bytes() < Slot::B.offset() + FRAME_SIZE {
             let len = backend.len_bytes();
             let mut head = vec![0u8; len.min(SUPERBLOCK_BYTES as u64) as usize];
-            backend.read_into(0, &mut head);
+            backend
+                .read_into(0, &mut head)
+                .map_err(|e| PoolError::Media {
+                    path: PathBuf::from(name),
+                    offset: e.offset,
+                })?;
             return Err(refuse_tiny_bytes(Path::new(name), &head, len));
         }
         Pool::open_on(PathBuf::from(name), backend, opts)
@@ -363,7 +372,7 @@ impl Pool {
         opts: &OpenOptions,
     ) -> Result<Pool, PoolError> {
         let decode = |slot: Slot| -> SlotResult {
-            let sb = AnySuperblock::decode(&read_slot(backend.as_ref(), slot))?;
+            let sb = AnySuperblock::decode(&read_slot(backend.as_ref(), slot)?)?;
             if sb.slot() != slot {
                 return Err(SuperblockError::BadField {
                     field: "seq",
@@ -433,6 +442,7 @@ impl Pool {
             read_only,
             durability: Durability::CacheLines,
             sparse: std::sync::atomic::AtomicBool::new(false),
+            bad: Arc::new(BadFrames::new()),
         }
     }
 
@@ -607,7 +617,7 @@ impl Pool {
                 .sync(slot.offset(), SUPERBLOCK_BYTES as u64)
                 .map_err(io_err(&self.name, "msync the superblock"))?;
         }
-        match Superblock::decode(&read_slot(self.backend.as_ref(), slot)) {
+        match read_slot(self.backend.as_ref(), slot).and_then(|b| Superblock::decode(&b)) {
             Ok(back) if back == *sb => Ok(()),
             other => Err(PoolError::BadSuperblock {
                 path: self.name.clone(),
@@ -648,6 +658,7 @@ impl Pool {
     /// Checks a range for writing: inside the pool, outside the header, pool writable.
     fn check_write(&self, offset: u64, len: u64) -> Result<(), PoolError> {
         self.check(offset, len)?;
+        self.check_bad(offset, len)?;
         if self.read_only {
             return Err(PoolError::ReadOnly {
                 path: self.name.clone(),
@@ -664,14 +675,56 @@ impl Pool {
         Ok(())
     }
 
+    /// The frames whose memory faulted (shared with the allocator, kept on the pool by the
+    /// filesystem). Every access that overlaps one fails with [`PoolError::BadFrames`] before
+    /// it touches memory.
+    pub fn bad_frames(&self) -> &Arc<BadFrames> {
+        &self.bad
+    }
+
+    /// Refuses a byte range that overlaps a bad frame (one relaxed load when there is none).
+    fn check_bad(&self, offset: u64, len: u64) -> Result<(), PoolError> {
+        if self.bad.is_empty() || len == 0 {
+            return Ok(());
+        }
+        let first = offset / FRAME_SIZE;
+        let end = offset.saturating_add(len).div_ceil(FRAME_SIZE);
+        let frames = PfnRange {
+            start: Pfn(first),
+            len: end - first,
+        };
+        match self.bad.first_in(frames) {
+            Some(range) => Err(PoolError::BadFrames {
+                path: self.name.clone(),
+                range,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the frame of a fault as bad and says what happened.
+    fn media(&self, e: MediaError) -> PoolError {
+        let pfn = Pfn(e.offset / FRAME_SIZE);
+        if self.bad.add(PfnRange { start: pfn, len: 1 }) > 0 {
+            tracing::error!(pool = %self.name.display(), "memory error at pool byte {:#x}: frame {} is now recorded as bad and will not be used again", e.offset, pfn.0);
+        }
+        PoolError::Media {
+            path: self.name.clone(),
+            offset: e.offset,
+        }
+    }
+
     /// Copies `buf.len()` bytes at byte `offset` into `buf`. Safe whatever other threads
     /// store meanwhile (a racing store leaves unspecified bytes in `buf`): the metadata
     /// readers' way in (journal, checkpoint, superblock, fsck, stat).
     pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), PoolError> {
         let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
         self.check(offset, len)?;
+        self.check_bad(offset, len)?;
         if !buf.is_empty() {
-            self.backend.read_into(offset, buf);
+            self.backend
+                .read_into(offset, buf)
+                .map_err(|e| self.media(e))?;
         }
         Ok(())
     }
@@ -690,7 +743,11 @@ impl Pool {
         self.read_vec(offset, len)
     }
 
-    /// Borrows `len` bytes at byte `offset`: the zero-copy read path.
+    /// Borrows `len` bytes at byte `offset`: the zero-copy read path. The range is probed
+    /// first (one load per page, [`crate::guarded`]): a page that is gone is an error here,
+    /// not a SIGBUS in whoever reads the slice. A page lost after the probe still faults
+    /// whoever reads the slice: copy out of it with [`crate::guarded::copy`], or hand it to
+    /// the kernel (which turns the fault into EFAULT).
     ///
     /// # Safety
     /// No store may be made to `[offset, offset + len)` (through this pool, by any thread)
@@ -699,12 +756,29 @@ impl Pool {
     pub unsafe fn borrow(&self, offset: u64, len: usize) -> Result<&[u8], PoolError> {
         let len64 = u64::try_from(len).unwrap_or(u64::MAX);
         self.check(offset, len64)?;
+        self.check_bad(offset, len64)?;
         if len == 0 {
             return Ok(&[]);
         }
+        self.backend
+            .probe(offset, len64)
+            .map_err(|e| self.media(e))?;
         // SAFETY: the range lies in the pool (checked); the caller's contract is the
         // backend's.
         Ok(unsafe { self.backend.borrow(offset, len) })
+    }
+
+    /// Copies a slice borrowed from this pool ([`Pool::borrow`]) into `dst` (equal lengths)
+    /// with [`crate::guarded::copy`]: a page lost since the borrow is an error (and recorded
+    /// bad), not a SIGBUS.
+    pub fn copy_borrowed(&self, dst: &mut [u8], src: &[u8]) -> Result<(), PoolError> {
+        crate::guarded::copy(dst, src).map_err(|f| {
+            let offset = match self.backend.base_addr() {
+                Some(base) => (f.addr as u64).wrapping_sub(base as u64),
+                None => 0,
+            };
+            self.media(MediaError { offset })
+        })
     }
 
     /// Borrows the bytes of a frame range.
@@ -740,7 +814,9 @@ impl Pool {
         let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
         self.check_write(offset, len)?;
         if !data.is_empty() {
-            self.backend.write(offset, data);
+            self.backend
+                .write(offset, data)
+                .map_err(|e| self.media(e))?;
         }
         Ok(())
     }
@@ -760,7 +836,7 @@ impl Pool {
         if !data.is_empty() {
             // SAFETY: the range lies in the pool, outside the header (checked); the caller's
             // contract is the backend's.
-            unsafe { self.backend.write_flushed(offset, data) };
+            unsafe { self.backend.write_flushed(offset, data) }.map_err(|e| self.media(e))?;
         }
         Ok(())
     }
@@ -769,7 +845,7 @@ impl Pool {
     pub fn zero(&self, offset: u64, len: u64) -> Result<(), PoolError> {
         self.check_write(offset, len)?;
         if len > 0 {
-            self.backend.zero(offset, len);
+            self.backend.zero(offset, len).map_err(|e| self.media(e))?;
         }
         Ok(())
     }
@@ -777,8 +853,9 @@ impl Pool {
     /// Starts write-back of the cache lines of a byte range (no fence).
     pub fn flush(&self, offset: u64, len: u64) -> Result<(), PoolError> {
         self.check(offset, len)?;
+        self.check_bad(offset, len)?;
         if len > 0 && !self.read_only {
-            self.backend.flush(offset, len);
+            self.backend.flush(offset, len).map_err(|e| self.media(e))?;
         }
         Ok(())
     }
@@ -790,10 +867,11 @@ impl Pool {
     }
 
     /// Flush + fence of a byte range (plus msync with [`Durability::Msync`]). An error
-    /// ([`PoolError::Io`], keeping the OS's errno) means the range may or may not be durable:
-    /// what it holds must not be acknowledged.
+    /// ([`PoolError::Io`], keeping the OS's errno; [`PoolError::Media`] for a fault) means
+    /// the range may or may not be durable: what it holds must not be acknowledged.
     pub fn persist(&self, offset: u64, len: u64) -> Result<(), PoolError> {
         self.check(offset, len)?;
+        self.check_bad(offset, len)?;
         if self.read_only {
             return Ok(());
         }
@@ -802,7 +880,10 @@ impl Pool {
         } else {
             self.backend.fence()
         };
-        result.map_err(io_err(&self.name, "persist"))
+        result.map_err(|e| match media_of(&e) {
+            Some(m) => self.media(m),
+            None => io_err(&self.name, "persist")(e),
+        })
     }
 
     /// msync-style durability of a byte range on the backing store (fsync path).
@@ -830,18 +911,28 @@ impl Pool {
     }
 }
 
+/// The [`MediaError`] inside an error a backend's `persist` returned, if it is one.
+fn media_of(e: &std::io::Error) -> Option<MediaError> {
+    e.get_ref()?.downcast_ref::<MediaError>().copied()
+}
+
 /// A copy of the superblock bytes of `slot`.
-fn read_slot(backend: &dyn PoolBackend, slot: Slot) -> [u8; SUPERBLOCK_BYTES] {
+fn read_slot(
+    backend: &dyn PoolBackend,
+    slot: Slot,
+) -> Result<[u8; SUPERBLOCK_BYTES], SuperblockError> {
     let mut bytes = [0u8; SUPERBLOCK_BYTES];
-    backend.read_into(slot.offset(), &mut bytes);
-    bytes
+    backend
+        .read_into(slot.offset(), &mut bytes)
+        .map_err(|e| SuperblockError::Unreadable { offset: e.offset })?;
+    Ok(bytes)
 }
 
 /// Encodes `sb` (format 2) into its slot and persists it (the rest of the slot's frame stays
 /// zero).
 fn write_slot(backend: &dyn PoolBackend, sb: &Superblock) -> std::io::Result<()> {
     let offset = sb.slot().offset();
-    backend.write(offset, &sb.encode());
+    backend.write(offset, &sb.encode())?;
     backend.persist(offset, SUPERBLOCK_BYTES as u64)
 }
 
@@ -961,7 +1052,12 @@ fn probe_pool_file(file: &std::fs::File, len_bytes: u64) -> Option<()> {
 fn check_device_unused(path: &Path, backend: &MmapBackend) -> Result<(), PoolError> {
     let len = backend.len_bytes();
     let mut probe = vec![0u8; len.min(DEVICE_PROBE_BYTES) as usize];
-    backend.read_into(0, &mut probe);
+    backend
+        .read_into(0, &mut probe)
+        .map_err(|e| PoolError::Media {
+            path: path.to_path_buf(),
+            offset: e.offset,
+        })?;
     for slot in [Slot::A, Slot::B] {
         let off = slot.offset() as usize;
         if probe.get(off..off + MAGIC.len()) == Some(&MAGIC[..]) {

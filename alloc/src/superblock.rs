@@ -292,6 +292,9 @@ pub enum SuperblockError {
     /// The checksum is right but a field is out of range or inconsistent with another.
     #[error("field {field}: {why}")]
     BadField { field: &'static str, why: String },
+    /// The slot's memory faulted when read (storage gone or a media error).
+    #[error("unreadable: memory error (SIGBUS) at pool byte {offset:#x}")]
+    Unreadable { offset: u64 },
 }
 
 /// One of the two superblock slots.

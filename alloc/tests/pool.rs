@@ -715,7 +715,7 @@ fn mem_backend_allows_parallel_disjoint_writes() {
             s.spawn(move || {
                 let base = u64::from(t) * MIB;
                 for i in 0..256u64 {
-                    mem.write(base + i * 4096, &[t + 1; 4096]);
+                    mem.write(base + i * 4096, &[t + 1; 4096]).unwrap();
                     mem.persist(base + i * 4096, 4096).unwrap();
                 }
             });
@@ -729,8 +729,8 @@ fn mem_backend_allows_parallel_disjoint_writes() {
                 .all(|&b| b == t as u8 + 1)
         );
     }
-    mem.zero(10, 100);
-    assert!(mem.read_vec(10, 100).iter().all(|&b| b == 0));
+    mem.zero(10, 100).unwrap();
+    assert!(mem.read_vec(10, 100).unwrap().iter().all(|&b| b == 0));
     assert_eq!(
         MemBackend::from_bytes(&image[..4096]).to_vec(),
         &image[..4096]
@@ -1080,7 +1080,7 @@ fn v1_mem_pool() -> (Arc<MemBackend>, SuperblockV1) {
     let (mem, pool) = mem_pool(32 * MIB);
     let sb = pool.superblock();
     drop(pool);
-    let v1 = make_v1(&sb, 5, |off, bytes| mem.write(off, bytes));
+    let v1 = make_v1(&sb, 5, |off, bytes| mem.write(off, bytes).unwrap());
     (mem, v1)
 }
 
@@ -1164,11 +1164,11 @@ fn format1_pool_can_only_be_upgraded() {
     );
     // Both slots hold it (seq 6 in the other slot).
     assert_eq!(
-        Superblock::decode(&mem.read_vec(Slot::B.offset(), SUPERBLOCK_BYTES)),
+        Superblock::decode(&mem.read_vec(Slot::B.offset(), SUPERBLOCK_BYTES).unwrap()),
         Ok(up.clone())
     );
     assert_eq!(
-        Superblock::decode(&mem.read_vec(Slot::A.offset(), SUPERBLOCK_BYTES)),
+        Superblock::decode(&mem.read_vec(Slot::A.offset(), SUPERBLOCK_BYTES).unwrap()),
         Ok(Superblock {
             seq: 6,
             ..up.clone()
@@ -1216,7 +1216,7 @@ fn mixed_format_slots_open_by_seq() {
     v2.version = FORMAT_VERSION;
     v2.seq = v1.common.seq + 1;
     v2.mounted = false;
-    mem.write(v2.slot().offset(), &v2.encode());
+    mem.write(v2.slot().offset(), &v2.encode()).unwrap();
     let pool = Pool::open_backend("mixed", Box::new(mem.clone()), true).unwrap();
     assert_eq!(pool.superblock(), v2);
     assert_eq!(
@@ -1233,7 +1233,8 @@ fn mixed_format_slots_open_by_seq() {
         },
         ..v1
     };
-    mem.write(v1_newer.common.slot().offset(), &v1_newer.encode());
+    mem.write(v1_newer.common.slot().offset(), &v1_newer.encode())
+        .unwrap();
     let err = Pool::open_backend("mixed", Box::new(mem), true).unwrap_err();
     assert!(
         matches!(err, PoolError::OldFormat { version: 1, .. }),
@@ -1341,8 +1342,9 @@ fn commit_crash_at_each_persist_point() {
             assert_eq!((now.meta, now.mounted), (next.meta, true));
             let be = pool.into_backend();
             for slot in [Slot::A, Slot::B] {
-                let got = Superblock::decode(&be.read_vec(slot.offset(), SUPERBLOCK_BYTES))
-                    .unwrap_or_else(|e| panic!("point {point} {mode}: slot {slot}: {e}"));
+                let got =
+                    Superblock::decode(&be.read_vec(slot.offset(), SUPERBLOCK_BYTES).unwrap())
+                        .unwrap_or_else(|e| panic!("point {point} {mode}: slot {slot}: {e}"));
                 assert_eq!(
                     Superblock {
                         seq: now.seq,
@@ -1448,7 +1450,7 @@ fn mkfs_writes_the_same_content_to_both_slots() {
         sb.meta.log_nonce, 0,
         "mkfs draws the first generation's nonce"
     );
-    let b = Superblock::decode(&mem.read_vec(Slot::B.offset(), SUPERBLOCK_BYTES)).unwrap();
+    let b = Superblock::decode(&mem.read_vec(Slot::B.offset(), SUPERBLOCK_BYTES).unwrap()).unwrap();
     assert_eq!(Superblock { seq: 2, ..b }, sb);
     assert_eq!(pool.damaged_slot(), None);
 }

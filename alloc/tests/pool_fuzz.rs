@@ -22,14 +22,14 @@ fn header() -> &'static (Vec<u8>, Superblock) {
         pool.commit_superblock(sb).unwrap();
         let sb = pool.superblock();
         assert_eq!(sb.seq, 4);
-        (mem.read_vec(0, 2 * FRAME_SIZE as usize), sb)
+        (mem.read_vec(0, 2 * FRAME_SIZE as usize).unwrap(), sb)
     })
 }
 
 /// A pool image with `head` as its first two frames (the rest zero, as after mkfs).
 fn backend_with(head: &[u8]) -> Box<dyn PoolBackend> {
     let mem = MemBackend::new(POOL_BYTES_MIN);
-    mem.write(0, head);
+    mem.write(0, head).unwrap();
     Box::new(mem)
 }
 

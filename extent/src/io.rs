@@ -280,7 +280,7 @@ pub fn read_into(
             .ok_or(ExtentIoError::Overflow)?;
         let dst = buf.get_mut(at..end).ok_or(ExtentIoError::Overflow)?;
         match segment {
-            ReadSegment::Pool(src) => dst.copy_from_slice(src),
+            ReadSegment::Pool(src) => pool.copy_borrowed(dst, src)?,
             ReadSegment::Zeros(_) => dst.fill(0),
         }
         at = end;

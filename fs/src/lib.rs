@@ -186,6 +186,9 @@ pub struct PoolReport {
     pub struct_page_bytes: u64,
     /// True if the pool is marked mounted (in use, or not cleanly unmounted).
     pub mounted: bool,
+    /// Frames recorded as bad (their memory failed), as `[start PFN, frames]` ranges: never
+    /// used again (docs/DESIGN.md section 2, "When pool memory fails").
+    pub bad_frames: Vec<[u64; 2]>,
 }
 
 /// Reads a pool read-only (replaying its log in memory) and reports its figures.

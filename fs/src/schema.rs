@@ -33,6 +33,10 @@ pub const TAG_FREE: u8 = 0x50;
 /// still open at the commit; reclaimed at the next mount.
 pub const TAG_ORPHAN: u8 = 0x60;
 
+/// Tag of the bad-frame table: `[0x70][start pfn]` -> frames, u64. Frames whose memory
+/// failed (a SIGBUS on the pool): never allocated again, listed by `pfnfs stat` and fsck.
+pub const TAG_BAD: u8 = 0x70;
+
 /// One table of the tree, for the document check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Table {
@@ -45,7 +49,7 @@ pub struct Table {
 }
 
 /// Every table, in key order.
-pub const TABLES: [Table; 7] = [
+pub const TABLES: [Table; 8] = [
     Table {
         tag: TAG_INODE,
         sub: None,
@@ -80,6 +84,11 @@ pub const TABLES: [Table; 7] = [
         tag: TAG_ORPHAN,
         sub: None,
         name: "orphan",
+    },
+    Table {
+        tag: TAG_BAD,
+        sub: None,
+        name: "bad",
     },
 ];
 
@@ -135,6 +144,11 @@ pub fn cookie_key(dir: u64, cookie: u64) -> Vec<u8> {
 /// Key of the free extent starting at `start`.
 pub fn free_key(start: Pfn) -> Vec<u8> {
     key2(TAG_FREE, start.0)
+}
+
+/// Key of the bad-frame range starting at `start`.
+pub fn bad_key(start: Pfn) -> Vec<u8> {
+    key2(TAG_BAD, start.0)
 }
 
 /// Key of `ino`'s orphan entry.
@@ -503,6 +517,19 @@ impl CookieEntry {
 /// A free extent's value: its length in frames.
 pub fn encode_free(frames: u64) -> Vec<u8> {
     frames.to_le_bytes().to_vec()
+}
+
+/// The value of a bad-frame entry: its length in frames (the layout of a free extent's).
+pub fn encode_bad(frames: u64) -> Vec<u8> {
+    encode_free(frames)
+}
+
+/// The bad frames a bad-table entry describes.
+pub fn decode_bad(key: &[u8], value: &[u8]) -> Result<PfnRange, SchemaError> {
+    if key.first() != Some(&TAG_BAD) {
+        return Err(bad("not a bad-frame key"));
+    }
+    decode_free(key, value).map_err(|_| bad("malformed bad-frame range"))
 }
 
 /// The free extent a free-table entry describes.

@@ -235,6 +235,13 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
         free_extents: stats.free_extents,
         largest_free_bytes: stats.largest_free_frames * FRAME_SIZE,
         mounted: sb.mounted,
+        bad_frames: vol
+            .pool()
+            .bad_frames()
+            .list()
+            .iter()
+            .map(|r| [r.start.0, r.len])
+            .collect(),
         ..Default::default()
     };
     let mut mapped = 0u64;

@@ -336,6 +336,9 @@ impl Volume {
             // pool"), unless the pool was opened for sparse backing.
             p.alloc.set_backing(p.pool.clone());
         }
+        // A frame whose memory failed is never freed into the free set (DESIGN 2, "When
+        // pool memory fails").
+        p.alloc.set_bad_frames(p.pool.bad_frames().clone());
         Volume {
             view: Arc::new(cache::TreeView {
                 pool: p.pool.clone(),

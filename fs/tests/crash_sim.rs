@@ -841,24 +841,25 @@ mod harness {
         fn len_bytes(&self) -> u64 {
             self.0.len_bytes()
         }
-        fn read_into(&self, offset: u64, buf: &mut [u8]) {
+        fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), pfnfs_alloc::MediaError> {
             self.0.read_into(offset, buf)
         }
         unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
             // SAFETY: the same contract, passed on.
             unsafe { self.0.borrow(offset, len) }
         }
-        fn write(&self, offset: u64, data: &[u8]) {
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), pfnfs_alloc::MediaError> {
             self.0.write(offset, data)
         }
-        fn zero(&self, offset: u64, len: u64) {
+        fn zero(&self, offset: u64, len: u64) -> Result<(), pfnfs_alloc::MediaError> {
             self.0.zero(offset, len)
         }
-        fn flush(&self, offset: u64, len: u64) {
+        fn flush(&self, offset: u64, len: u64) -> Result<(), pfnfs_alloc::MediaError> {
             let log = LOG_START_PFN * FRAME_SIZE..(LOG_START_PFN + LOG_FRAMES_MIN) * FRAME_SIZE;
-            if !log.contains(&offset) {
-                self.0.flush(offset, len)
+            if log.contains(&offset) {
+                return Ok(());
             }
+            self.0.flush(offset, len)
         }
         fn fence(&self) -> std::io::Result<()> {
             self.0.fence()
@@ -918,7 +919,7 @@ mod lifecycle {
                 drop(Volume::load(Arc::new(pool)).unwrap());
                 b.crash_now(mode);
                 let mem = MemBackend::new(POOL_BYTES);
-                b.for_each_durable_page(|offset, page| mem.write(offset, page));
+                b.for_each_durable_page(|offset, page| mem.write(offset, page).unwrap());
                 let ctx = format!("point {point} of {total} (mkfs: 1..={mkfs_points}), {mode}");
                 let pool = match Pool::open_backend("crashed", Box::new(mem), false) {
                     Ok(pool) => pool,

@@ -82,6 +82,14 @@ fn keys_are_tag_then_big_endian_integers() {
     );
     assert_eq!(hex(&schema::free_key(Pfn(0x600))), "500000000000000600");
     assert_eq!(hex(&schema::orphan_key(9)), "600000000000000009");
+    assert_eq!(hex(&schema::bad_key(Pfn(0x601))), "700000000000000601");
+    assert_eq!(hex(&schema::encode_bad(3)), "0300000000000000");
+    assert_eq!(
+        schema::decode_bad(&schema::bad_key(Pfn(0x601)), &schema::encode_bad(3)),
+        Ok(PfnRange::new(Pfn(0x601), 3).unwrap())
+    );
+    assert!(schema::decode_bad(&schema::free_key(Pfn(1)), &schema::encode_bad(1)).is_err());
+    assert!(schema::decode_bad(&schema::bad_key(Pfn(1)), &schema::encode_bad(0)).is_err());
     // One inode's entries sort together and in numeric order.
     assert!(schema::extent_key(1, 255) < schema::extent_key(1, 256));
     assert!(schema::extent_key(1, u64::MAX) < schema::extent_key(2, 0));

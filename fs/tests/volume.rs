@@ -456,24 +456,28 @@ fn fsync_syncs_what_the_inode_depends_on() {
         fn len_bytes(&self) -> u64 {
             self.mem.len_bytes()
         }
-        fn read_into(&self, offset: u64, buf: &mut [u8]) {
+        fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), pfnfs_alloc::MediaError> {
             self.mem.read_into(offset, buf)
         }
         unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
             // SAFETY: the same contract, passed on.
             unsafe { self.mem.borrow(offset, len) }
         }
-        fn write(&self, offset: u64, data: &[u8]) {
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), pfnfs_alloc::MediaError> {
             self.mem.write(offset, data)
         }
-        fn zero(&self, offset: u64, len: u64) {
+        fn zero(&self, offset: u64, len: u64) -> Result<(), pfnfs_alloc::MediaError> {
             self.mem.zero(offset, len)
         }
-        unsafe fn write_flushed(&self, offset: u64, data: &[u8]) {
+        unsafe fn write_flushed(
+            &self,
+            offset: u64,
+            data: &[u8],
+        ) -> Result<(), pfnfs_alloc::MediaError> {
             // SAFETY: the same contract, passed on.
             unsafe { self.mem.write_flushed(offset, data) }
         }
-        fn flush(&self, offset: u64, len: u64) {
+        fn flush(&self, offset: u64, len: u64) -> Result<(), pfnfs_alloc::MediaError> {
             self.mem.flush(offset, len)
         }
         fn fence(&self) -> std::io::Result<()> {

@@ -127,7 +127,8 @@ pub fn build(checkpoint: bool, log: bool) -> Format1 {
                 unwritten: true,
             },
         ];
-        mem.write(at(4).0 * FRAME_SIZE, &pattern(7, 2 * FRAME_SIZE as usize));
+        mem.write(at(4).0 * FRAME_SIZE, &pattern(7, 2 * FRAME_SIZE as usize))
+            .expect("RAM does not fault");
         let free = vec![PfnRange::from_bounds(at(7), data.end()).expect("rest")];
         let alloc = ExtentAllocator::from_free_extents(data, free).expect("free set");
         let dir = |mode_perm: u32, nlink: u32| attr(libc::S_IFDIR | mode_perm, nlink, 0);
@@ -189,8 +190,10 @@ pub fn build(checkpoint: bool, log: bool) -> Format1 {
             ranges: vec![range(0, 4)],
         };
         out.header = header.encode();
-        mem.write(at(0).0 * FRAME_SIZE, &out.header);
-        mem.write(at(1).0 * FRAME_SIZE, &body);
+        mem.write(at(0).0 * FRAME_SIZE, &out.header)
+            .expect("RAM does not fault");
+        mem.write(at(1).0 * FRAME_SIZE, &body)
+            .expect("RAM does not fault");
         reference = CheckpointRefV1 {
             head_pfn: at(0).0,
             len_bytes: header.body_len,
@@ -252,11 +255,12 @@ pub fn build(checkpoint: bool, log: bool) -> Format1 {
                 },
             ]);
         }
-        mem.write(at(7).0 * FRAME_SIZE, &pattern(8, 5000));
+        mem.write(at(7).0 * FRAME_SIZE, &pattern(8, 5000))
+            .expect("RAM does not fault");
         out.log = encode_log(generation, &ops);
         let pool = Pool::open_backend("format1", Box::new(mem.clone()), false).expect("open");
         let (log_at, _) = pool.log_region();
-        mem.write(log_at, &out.log);
+        mem.write(log_at, &out.log).expect("RAM does not fault");
     }
     // Slot B (seq 3) and slot A (seq 4, current) in format 1, naming the same checkpoint.
     for seq in [3, 4] {
@@ -269,7 +273,8 @@ pub fn build(checkpoint: bool, log: bool) -> Format1 {
             },
             checkpoint: reference,
         };
-        mem.write(v1.common.slot().offset(), &v1.encode());
+        mem.write(v1.common.slot().offset(), &v1.encode())
+            .expect("RAM does not fault");
     }
     out
 }

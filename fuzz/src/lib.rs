@@ -103,7 +103,8 @@ pub fn expand(input: &[u8]) -> Arc<MemBackend> {
     let mem = Arc::new(MemBackend::new(POOL_BYTES));
     for (from, to, len) in parts(input.len(), data_offset()) {
         if len > 0 {
-            mem.write(to, &input[from..from + len]);
+            mem.write(to, &input[from..from + len])
+                .expect("RAM does not fault");
         }
     }
     mem
@@ -126,7 +127,7 @@ pub fn expand_to_file(input: &[u8], path: &Path) -> std::io::Result<()> {
 pub fn compact(mem: &MemBackend) -> Vec<u8> {
     let mut out = Vec::new();
     for (_, from, len) in parts(usize::MAX, data_offset()) {
-        out.extend_from_slice(&mem.read_vec(from, len));
+        out.extend_from_slice(&mem.read_vec(from, len).expect("RAM does not fault"));
     }
     while out.last() == Some(&0) {
         out.pop();
@@ -189,11 +190,19 @@ pub fn seed_pools() -> Vec<(&'static str, Arc<MemBackend>)> {
         }
         v.symlink(ROOT, many, b"long-link", &pattern(b'a', 300))
             .expect("symlink");
+        // A frame whose memory failed (free, inside the compact image): the bad-frame table.
+        let last = (data_offset() + DATA_MAX as u64) / FRAME_SIZE - 1;
+        v.pool().bad_frames().add(pfnfs_alloc::PfnRange {
+            start: pfnfs_alloc::Pfn(last),
+            len: 1,
+        });
         v.checkpoint().expect("checkpoint");
         v.shutdown().expect("shutdown");
     }
     let crashed = Arc::new(MemBackend::new(POOL_BYTES));
-    crashed.write(0, &clean.to_vec());
+    crashed
+        .write(0, &clean.to_vec())
+        .expect("RAM does not fault");
     {
         let v = open_volume(&crashed);
         // Open, then unlinked and committed: the orphan list holds it.
@@ -269,7 +278,10 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         if end > 0 {
             let mut input = vec![0u8];
             input.extend_from_slice(&sb.meta.log_nonce.to_le_bytes());
-            input.extend(mem.read_vec(log_at, end as usize));
+            input.extend(
+                mem.read_vec(log_at, end as usize)
+                    .expect("RAM does not fault"),
+            );
             out.push(("log_record", format!("seed-{name}-log"), input.clone()));
             input[0] = 2;
             out.push(("log_record", format!("seed-{name}-log-resealed"), input));
@@ -467,7 +479,7 @@ pub fn pool(data: &[u8]) {
         reseal::reseal_pool(&mem);
     }
     for slot in [0, FRAME_SIZE] {
-        let bytes = mem.read_vec(slot, 256);
+        let bytes = mem.read_vec(slot, 256).expect("RAM does not fault");
         let encoded = match AnySuperblock::decode(&bytes) {
             Ok(AnySuperblock::V2(sb)) => sb.encode(),
             Ok(AnySuperblock::V1(sb)) => sb.encode(),

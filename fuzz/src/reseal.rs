@@ -34,13 +34,13 @@ pub fn reseal_pool(mem: &MemBackend) {
     // (seq, log generation, nonce) of the newest slot.
     let mut current: Option<(u64, u64, u64)> = None;
     for slot in [0, FRAME_SIZE] {
-        let mut sb = mem.read_vec(slot, SB_BYTES);
+        let mut sb = mem.read_vec(slot, SB_BYTES).expect("RAM does not fault");
         if sb[..8] != SB_MAGIC[..] {
             continue;
         }
         let crc = crc32c::crc32c(&sb[..SB_CRC]);
         sb[SB_CRC..].copy_from_slice(&crc.to_le_bytes());
-        mem.write(slot, &sb);
+        mem.write(slot, &sb).expect("RAM does not fault");
         let seq = u64_at(&sb, SB_SEQ);
         if current.is_none_or(|(s, _, _)| seq > s) {
             current = Some((seq, u64_at(&sb, SB_GENERATION), u64_at(&sb, SB_NONCE)));
@@ -48,18 +48,21 @@ pub fn reseal_pool(mem: &MemBackend) {
     }
     let at = data_offset();
     for i in 0..(DATA_MAX as u64 / FRAME_SIZE) {
-        let mut frame = mem.read_vec(at + i * FRAME_SIZE, FRAME_SIZE as usize);
+        let mut frame = mem
+            .read_vec(at + i * FRAME_SIZE, FRAME_SIZE as usize)
+            .expect("RAM does not fault");
         if frame[..8] == NODE_MAGIC {
             let crc = node_crc(&frame);
             frame[24..28].copy_from_slice(&crc.to_le_bytes());
-            mem.write(at + i * FRAME_SIZE, &frame);
+            mem.write(at + i * FRAME_SIZE, &frame)
+                .expect("RAM does not fault");
         }
     }
     let log_at = LOG_START_PFN * FRAME_SIZE;
-    let mut log = mem.read_vec(log_at, LOG_PART);
+    let mut log = mem.read_vec(log_at, LOG_PART).expect("RAM does not fault");
     if let Some((_, generation, nonce)) = current {
         reseal_log(&mut log, generation, Some(nonce));
-        mem.write(log_at, &log);
+        mem.write(log_at, &log).expect("RAM does not fault");
     }
 }
 

@@ -31,6 +31,8 @@ pub(super) struct Model {
     pub(super) relocations: Vec<(u64, u64, u64)>,
     /// Orphans to reclaim on repair.
     pub(super) orphans: Vec<u64>,
+    /// Frames recorded as bad (sorted, disjoint): neither free nor leaked.
+    pub(super) bad: Vec<(u64, u64)>,
     pub(super) now: Time,
 }
 
@@ -78,6 +80,13 @@ impl Model {
             alloc_consistency: alloc.check_consistency(),
             relocations: Vec::new(),
             orphans: Vec::new(),
+            bad: vol
+                .pool()
+                .bad_frames()
+                .list()
+                .iter()
+                .map(|r| (r.start.0, r.end().0))
+                .collect(),
             now: Time::now(),
         }
     }
@@ -133,6 +142,7 @@ pub(super) fn analyze(
     let loaded_refs = m.referenced();
     let extents = check_inodes(m, findings, progress);
     check_frames(m, findings, progress);
+    check_bad_frames(m, findings);
     check_allocator(m, &loaded_refs, findings);
     check_namespace(m, findings, notes, progress);
     check_next_ino(m, findings);
@@ -437,6 +447,42 @@ fn check_frames(m: &mut Model, findings: &mut Vec<Finding>, progress: Progress<'
     m.relocations = merged;
 }
 
+/// Files whose data lies on frames recorded as bad (their memory failed): reported, and
+/// detached in the model (the file reads zeros there; the frames stay on the bad list and
+/// are never freed).
+fn check_bad_frames(m: &mut Model, findings: &mut Vec<Finding>) {
+    if m.bad.is_empty() {
+        return;
+    }
+    for inode in m.inodes.values_mut() {
+        let Body::File(map) = &mut inode.body else {
+            continue;
+        };
+        let mut hits: Vec<(u64, u64, u64)> = Vec::new();
+        for e in map.iter() {
+            let ext = [(e.pfns.start.0, e.pfns.end().0)];
+            for (s, end) in intersect(&ext, &m.bad) {
+                hits.push((e.file_frame + (s - e.pfns.start.0), s, end));
+            }
+        }
+        for (file_frame, s, e) in hits {
+            // What punch returns is not freed: those frames stay on the bad list.
+            map.punch(file_frame, e - s);
+            findings.push(Finding::new(
+                "bad-frames",
+                format!(
+                    "inode {} has file frames {file_frame}..{} (bytes {}..{}) on pool frames                      {s}..{e}, whose memory failed",
+                    inode.ino,
+                    file_frame + (e - s),
+                    file_frame * FRAME_SIZE,
+                    (file_frame + (e - s)) * FRAME_SIZE
+                ),
+                "detach them from the file, which then reads zeros there (a hole); the frames                  stay on the bad list and are never used again",
+            ));
+        }
+    }
+}
+
 /// Free set vs references, and the allocator's own invariants.
 fn check_allocator(m: &Model, loaded_refs: &[(u64, u64)], findings: &mut Vec<Finding>) {
     let refs = clip(loaded_refs, m.data);
@@ -455,8 +501,24 @@ fn check_allocator(m: &Model, loaded_refs: &[(u64, u64)], findings: &mut Vec<Fin
             .safe(),
         );
     }
+    let bad_free = intersect(&m.free, &m.bad);
+    if !bad_free.is_empty() {
+        findings.push(
+            Finding::new(
+                "bad-and-free",
+                format!(
+                    "{} frame(s) recorded as bad are in the free set: {}",
+                    frames_of(&bad_free),
+                    list_ranges(&bad_free)
+                ),
+                "take them out of the free set",
+            )
+            .safe(),
+        );
+    }
     let mut covered = m.free.clone();
     covered.extend(refs.iter().copied());
+    covered.extend(m.bad.iter().copied());
     let leaked = complement(m.data, &union(covered));
     if !leaked.is_empty() {
         findings.push(

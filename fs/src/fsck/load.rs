@@ -186,6 +186,8 @@ fn decode_metadata(pool: &Pool, findings: &mut Vec<Finding>) -> Result<MetadataP
     for d in damage {
         findings.push(damage_finding(d));
     }
+    // The pool refuses the bad frames from here on, and the checks read the list from it.
+    pool.bad_frames().set(m.bad.iter().copied());
     let inodes = m.inodes;
     let alloc = match m.alloc {
         Some(a) => a,

@@ -6,7 +6,7 @@ use pfnfs_alloc::{ExtentAllocator, Pfn, PfnRange, Pool};
 use pfnfs_extent::{Extent, Mapping};
 
 use super::checks::{Model, body_kind, kind_name};
-use super::{Finding, Progress, clip, complement, to_pfn_ranges};
+use super::{Finding, Progress, clip, complement, to_pfn_ranges, union};
 use crate::inode::{Body, DirEntry, Directory, Inode, Kind, ROOT_INO};
 use crate::journal::max_log_generation;
 use crate::volume::Volume;
@@ -150,8 +150,10 @@ pub(super) fn install(
     progress: Progress<'_>,
 ) -> Result<(), String> {
     let pool = vol.pool().clone();
-    let refs = clip(&m.referenced(), m.data);
-    let free = complement(m.data, &refs);
+    let mut refs = clip(&m.referenced(), m.data);
+    // Bad frames are never free (they stay on the bad list the new checkpoint writes).
+    refs.extend(clip(&m.bad, m.data));
+    let free = complement(m.data, &union(refs));
     let alloc = ExtentAllocator::from_free_extents(m.data, to_pfn_ranges(&free))
         .map_err(|e| format!("cannot rebuild the allocator: {e}"))?;
     let total = m.relocations.len() as u64;

@@ -348,12 +348,15 @@ fn answer(s: &Session, req: &RingRequest<'_>, buf: &mut [u8]) -> RingReply {
         }),
         Request::Read { offset, size } => {
             let size = (size as usize).min(buf.len()) as u32;
+            // The bytes may be pool memory borrowed in place: copied with the guarded copy,
+            // so a page lost under the pool is EIO for this read, not a SIGBUS.
             let r = s.read(ino, offset, size, |bytes| {
                 let n = bytes.len().min(buf.len());
-                buf[..n].copy_from_slice(&bytes[..n]);
-                n
+                pfnfs_alloc::guarded::copy(&mut buf[..n], &bytes[..n])
+                    .map(|()| n)
+                    .map_err(|_| Errno(libc::EIO))
             });
-            r.map_or_else(err, RingReply::ok)
+            r.and_then(|copied| copied).map_or_else(err, RingReply::ok)
         }
         Request::Write {
             offset,

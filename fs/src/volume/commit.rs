@@ -103,6 +103,7 @@ impl Volume {
         let mut extra_free = in_doubt.clone();
         extra_free.extend(old_frames.iter().copied());
         self.store_free_set(&mut txn, &base, &extra_free, rebuild)?;
+        self.store_bad_set(&mut txn, &base)?;
         // Persist point 4: every new node, flushed and fenced; a failure here leaves nothing
         // durable naming them, and dropping the transaction's guard gives them back.
         let written = txn.write()?;

@@ -137,12 +137,10 @@ impl Volume {
             let mut buf = g.borrow_mut();
             buf.clear();
             extent_io::for_each_segment(&self.pool, map, offset, len, |s| {
-                match s {
-                    ReadSegment::Pool(b) => buf.extend_from_slice(b),
-                    ReadSegment::Zeros(n) => {
-                        let at = buf.len();
-                        buf.resize(at + n, 0)
-                    }
+                let at = buf.len();
+                buf.resize(at + s.len(), 0);
+                if let ReadSegment::Pool(b) = s {
+                    self.pool.copy_borrowed(&mut buf[at..], b)?;
                 }
                 Ok(())
             })?;
@@ -616,7 +614,9 @@ impl Volume {
             };
             extent_io::for_each_segment(&self.pool, map, off_in + done, n, |segment| {
                 if let ReadSegment::Pool(bytes) = segment {
-                    buf.extend_from_slice(bytes);
+                    let at = buf.len();
+                    buf.resize(at + bytes.len(), 0);
+                    self.pool.copy_borrowed(&mut buf[at..], bytes)?;
                 }
                 runs.push((matches!(segment, ReadSegment::Pool(_)), segment.len()));
                 Ok(())

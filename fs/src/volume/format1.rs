@@ -89,6 +89,7 @@ pub(crate) fn decode_checkpoint(pool: &Pool) -> Result<DecodedMetadata, Metadata
         inodes,
         alloc: Some(alloc),
         next_ino: image.next_ino.max(highest + 1),
+        bad: Vec::new(),
     })
 }
 

@@ -17,6 +17,16 @@ use pfnfs_btree::KeyValue;
 /// The tree the superblock names, its root checked, and the allocator its free set
 /// describes (read whole: RAM proportional to free extents, not to files). Nothing else is
 /// read: inodes come from the tree when first needed.
+/// `free` without the frames the pool lists as bad.
+fn without_bad(pool: &Pool, free: Vec<PfnRange>) -> Vec<PfnRange> {
+    if pool.bad_frames().is_empty() {
+        return free;
+    }
+    free.into_iter()
+        .flat_map(|r| pool.bad_frames().good_parts(r))
+        .collect()
+}
+
 /// Also the highest inode number the tree holds, and its orphan list.
 fn load_tree(pool: &Pool) -> FsResult<(ExtentAllocator, Tree, u64, Vec<u64>)> {
     let name = pool.name().display().to_string();
@@ -40,6 +50,18 @@ fn load_tree(pool: &Pool) -> FsResult<(ExtentAllocator, Tree, u64, Vec<u64>)> {
             .ok_or_else(|| corrupt(format!("{name}: malformed free extent {k:02x?}")))?;
         free.push(r);
     }
+    // Bad frames: the pool refuses them from now on, and they never count as free.
+    let mut bad = Vec::new();
+    let (start, end) = schema::table_range(schema::TAG_BAD);
+    for item in tree.range(pool, &start, end.as_deref()) {
+        let (k, v) = item.map_err(|e| corrupt(format!("{name}: metadata tree: {e}")))?;
+        bad.push(
+            schema::decode_bad(&k, &v)
+                .map_err(|e| corrupt(format!("{name}: bad-frame table: {e}")))?,
+        );
+    }
+    pool.bad_frames().set(bad);
+    let free = without_bad(pool, free);
     let alloc = ExtentAllocator::from_free_extents(data, free)
         .map_err(|e| corrupt(format!("{name}: free set: {e}")))?;
     let highest = tree
@@ -237,6 +259,8 @@ pub(crate) struct DecodedMetadata {
     pub(crate) alloc: Option<ExtentAllocator>,
     /// Next inode number to hand out: above every inode, whatever the superblock says.
     pub(crate) next_ino: u64,
+    /// The bad-frame table, sorted and coalesced (frames whose memory failed).
+    pub(crate) bad: Vec<PfnRange>,
 }
 
 /// Reads the metadata tree the superblock names and decodes all of it: inode records,
@@ -519,6 +543,25 @@ pub(crate) fn decode_metadata(
             }
         }
     }
+    let mut bad = Vec::new();
+    for (key, value) in scan(schema::table_range(schema::TAG_BAD))? {
+        match schema::decode_bad(&key, &value) {
+            Ok(r) => bad.push(r),
+            Err(e) => tolerate(
+                &mut damage,
+                &name,
+                format!("bad-frame entry {key:02x?}"),
+                e.to_string(),
+            )?,
+        }
+    }
+    let listed = pfnfs_alloc::BadFrames::new();
+    listed.set(bad.iter().copied());
+    let bad = listed.list();
+    let free: Vec<PfnRange> = free
+        .into_iter()
+        .flat_map(|r| listed.good_parts(r))
+        .collect();
     let alloc = match free_damage {
         None => ExtentAllocator::from_free_extents(data, free).map_err(|e| e.to_string()),
         Some(w) => Err(w),
@@ -557,6 +600,7 @@ pub(crate) fn decode_metadata(
         inodes,
         alloc,
         next_ino,
+        bad,
     })
 }
 

@@ -331,8 +331,10 @@ impl Volume {
                         free.push(piece);
                     }
                 }
+                let bad = self.pool.bad_frames();
                 let want: Vec<(Vec<u8>, Vec<u8>)> = coalesce(free)
                     .into_iter()
+                    .flat_map(|r| bad.good_parts(r))
                     .map(|r| (schema::free_key(r.start), schema::encode_free(r.len)))
                     .collect();
                 let range = (
@@ -351,6 +353,22 @@ impl Volume {
         Err(corrupt(
             "the free set did not settle while committing metadata",
         ))
+    }
+}
+
+impl Volume {
+    /// Writes the pool's bad-frame list into the bad-frame table where it differs (one
+    /// descent when it does not: the list is short and rarely changes).
+    pub(super) fn store_bad_set(&self, txn: &mut Txn<'_>, base: &Tree) -> FsResult<()> {
+        let want: Vec<(Vec<u8>, Vec<u8>)> = self
+            .pool
+            .bad_frames()
+            .list()
+            .into_iter()
+            .map(|r| (schema::bad_key(r.start), schema::encode_bad(r.len)))
+            .collect();
+        let have = scan(base, &self.pool, schema::table_range(schema::TAG_BAD))?;
+        sync_lists(txn, have, &want)
     }
 }
 

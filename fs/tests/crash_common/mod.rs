@@ -1699,20 +1699,20 @@ impl PoolBackend for FenceCounter {
     fn len_bytes(&self) -> u64 {
         self.inner.len_bytes()
     }
-    fn read_into(&self, offset: u64, buf: &mut [u8]) {
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), pfnfs_alloc::MediaError> {
         self.inner.read_into(offset, buf)
     }
     unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
         // SAFETY: the same contract, passed on.
         unsafe { self.inner.borrow(offset, len) }
     }
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), pfnfs_alloc::MediaError> {
         self.inner.write(offset, data)
     }
-    fn zero(&self, offset: u64, len: u64) {
+    fn zero(&self, offset: u64, len: u64) -> Result<(), pfnfs_alloc::MediaError> {
         self.inner.zero(offset, len)
     }
-    fn flush(&self, offset: u64, len: u64) {
+    fn flush(&self, offset: u64, len: u64) -> Result<(), pfnfs_alloc::MediaError> {
         self.inner.flush(offset, len)
     }
     fn fence(&self) -> std::io::Result<()> {

@@ -192,6 +192,23 @@ fn render(out: &StatOutput) -> String {
             ),
         ),
         (
+            "bad frames",
+            if r.bad_frames.is_empty() {
+                "none".to_string()
+            } else {
+                let frames: u64 = r.bad_frames.iter().map(|[_, n]| n).sum();
+                let listed: Vec<String> = r
+                    .bad_frames
+                    .iter()
+                    .map(|[s, n]| format!("{s}..{}", s + n))
+                    .collect();
+                format!(
+                    "{frames} (memory failed there; never used again): PFNs {}",
+                    listed.join(", ")
+                )
+            },
+        ),
+        (
             "backing",
             match &out.backing {
                 None => "a device: all of it exists".to_string(),
@@ -246,6 +263,7 @@ mod tests {
     #[test]
     fn renders_every_field() {
         let report = PoolReport {
+            bad_frames: vec![[4096, 2]],
             pool: "/var/tmp/p.pool".into(),
             uuid: "ab".into(),
             size_bytes: 1 << 30,
@@ -290,7 +308,13 @@ mod tests {
         assert!(text.contains("per file: not reported"), "{text}");
         assert!(text.contains("daemon:       none holds the pool"), "{text}");
         assert!(text.contains("backing:      a device"), "{text}");
-        assert_eq!(text.lines().count(), 15);
+        assert!(
+            text.contains(
+                "bad frames:   2 (memory failed there; never used again): PFNs 4096..4098"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 16);
         out.daemon = Some(Daemon {
             pid: 77,
             comm: "pfnfs".into(),
