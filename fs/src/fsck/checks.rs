@@ -471,13 +471,15 @@ fn check_bad_frames(m: &mut Model, findings: &mut Vec<Finding>) {
             findings.push(Finding::new(
                 "bad-frames",
                 format!(
-                    "inode {} has file frames {file_frame}..{} (bytes {}..{}) on pool frames                      {s}..{e}, whose memory failed",
+                    "inode {} has file frames {file_frame}..{} (bytes {}..{}) on pool frames \
+                     {s}..{e}, whose memory failed",
                     inode.ino,
                     file_frame + (e - s),
                     file_frame * FRAME_SIZE,
                     (file_frame + (e - s)) * FRAME_SIZE
                 ),
-                "detach them from the file, which then reads zeros there (a hole); the frames                  stay on the bad list and are never used again",
+                "detach them from the file, which then reads zeros there (a hole); the frames \
+                 stay on the bad list and are never used again",
             ));
         }
     }

@@ -14,9 +14,6 @@ use super::*;
 use crate::schema::{self, CookieEntry, InodeRecord, InodeTail, KeyRange, NameEntry};
 use pfnfs_btree::KeyValue;
 
-/// The tree the superblock names, its root checked, and the allocator its free set
-/// describes (read whole: RAM proportional to free extents, not to files). Nothing else is
-/// read: inodes come from the tree when first needed.
 /// `free` without the frames the pool lists as bad.
 fn without_bad(pool: &Pool, free: Vec<PfnRange>) -> Vec<PfnRange> {
     if pool.bad_frames().is_empty() {
@@ -27,6 +24,9 @@ fn without_bad(pool: &Pool, free: Vec<PfnRange>) -> Vec<PfnRange> {
         .collect()
 }
 
+/// The tree the superblock names, its root checked, and the allocator its free set
+/// describes (read whole: RAM proportional to free extents, not to files). Nothing else is
+/// read: inodes come from the tree when first needed.
 /// Also the highest inode number the tree holds, and its orphan list.
 fn load_tree(pool: &Pool) -> FsResult<(ExtentAllocator, Tree, u64, Vec<u64>)> {
     let name = pool.name().display().to_string();
