@@ -772,13 +772,40 @@ impl Pool {
     /// with [`crate::guarded::copy`]: a page lost since the borrow is an error (and recorded
     /// bad), not a SIGBUS.
     pub fn copy_borrowed(&self, dst: &mut [u8], src: &[u8]) -> Result<(), PoolError> {
-        crate::guarded::copy(dst, src).map_err(|f| {
-            let offset = match self.backend.base_addr() {
-                Some(base) => (f.addr as u64).wrapping_sub(base as u64),
-                None => 0,
-            };
-            self.media(MediaError { offset })
-        })
+        crate::guarded::copy(dst, src).map_err(|f| self.borrowed_fault(f))
+    }
+
+    /// Appends a slice borrowed from this pool to `dst`, as [`Pool::copy_borrowed`] copies it
+    /// (without first zeroing the room it copies into). On a fault `dst` is left as it was.
+    pub fn extend_from_borrowed(&self, dst: &mut Vec<u8>, src: &[u8]) -> Result<(), PoolError> {
+        dst.reserve(src.len());
+        let at = dst.len();
+        // SAFETY: `reserve` made room for `src.len()` bytes after `at`, which the spare
+        // capacity is valid for writes of; `src` is a valid slice and cannot overlap the
+        // spare capacity of a vector borrowed `&mut`.
+        let copied =
+            unsafe { crate::guarded::copy_raw(dst.as_mut_ptr().add(at), src.as_ptr(), src.len()) };
+        copied.map_err(|f| self.borrowed_fault(f))?;
+        // SAFETY: the copy initialised the `src.len()` bytes after `at`, within capacity.
+        unsafe { dst.set_len(at + src.len()) };
+        Ok(())
+    }
+
+    /// What a fault in a borrowed slice is: a media error at its pool offset (and the frame
+    /// recorded bad) where the backend says where its memory starts; otherwise an I/O error
+    /// that records nothing (only the tests' wrapping backends say nothing, and RAM does not
+    /// fault).
+    fn borrowed_fault(&self, f: crate::guarded::MediaFault) -> PoolError {
+        match self.backend.base_addr() {
+            Some(base) => self.media(MediaError {
+                offset: (f.addr as u64).wrapping_sub(base as u64),
+            }),
+            None => PoolError::Io {
+                path: self.name.clone(),
+                op: "copy out of pool memory",
+                source: std::io::Error::other(f),
+            },
+        }
     }
 
     /// Borrows the bytes of a frame range.

@@ -656,6 +656,15 @@ pub fn holders(file: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Runs `pfnfs ARGS POOL` (the pool path last) to completion.
+pub fn pfnfs_on(args: &[&str], pool: &Path) -> std::process::Output {
+    Command::new(pfnfs_bin())
+        .args(args)
+        .arg(pool)
+        .output()
+        .expect("run pfnfs")
+}
+
 /// Deterministic test data: `len` bytes seeded by `seed` (xorshift).
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pfnfs_tests::sys::{self, errno};
-use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_bin, read_all, skip_without_fuse};
+use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_on, read_all, skip_without_fuse};
 
 const MIB: usize = 1 << 20;
 
@@ -59,14 +59,6 @@ impl Drop for SmallTmpfs {
                 .status();
         }
     }
-}
-
-fn pfnfs(args: &[&str], pool: &Path) -> std::process::Output {
-    Command::new(pfnfs_bin())
-        .args(args)
-        .arg(pool)
-        .output()
-        .expect("run pfnfs")
 }
 
 /// True for the errors a write that found no room may give: ENOSPC, or EIO where the kernel
@@ -115,7 +107,7 @@ fn run(mode: Mode) {
     }
     let tmpfs = SmallTmpfs::new(64 * MIB);
     let pool: PathBuf = tmpfs.path().join("test.pool");
-    let out = pfnfs(&["mkfs", "--size", "1G"], &pool);
+    let out = pfnfs_on(&["mkfs", "--size", "1G"], &pool);
     assert!(out.status.success(), "{out:?}");
     let warning = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -177,7 +169,7 @@ fn run(mode: Mode) {
     g.unmount().expect("the daemon exits cleanly");
     drop(g);
 
-    let out = pfnfs(&["fsck", "-n"], &pool);
+    let out = pfnfs_on(&["fsck", "-n"], &pool);
     assert!(out.status.success(), "fsck -n: {out:?}");
     let mut g = MountGuard::try_existing(&pool, mode, None).expect("remount");
     assert_eq!(read_all(&g.join("kept")), kept);

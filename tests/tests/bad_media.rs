@@ -12,22 +12,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
 use pfnfs_tests::sys::errno;
-use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_bin, read_all, skip_without_fuse};
+use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_on, read_all, skip_without_fuse};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 const PAGE: usize = 4 * KIB;
-
-fn pfnfs(args: &[&str], pool: &Path) -> std::process::Output {
-    Command::new(pfnfs_bin())
-        .args(args)
-        .arg(pool)
-        .output()
-        .expect("run pfnfs")
-}
 
 /// Drops the kernel's clean cached pages of the file (buffered mode would otherwise answer
 /// reads from its page cache without asking the daemon).
@@ -68,7 +59,7 @@ fn run(mode: Mode) {
         .tempdir()
         .unwrap();
     let pool = dir.path().join("test.pool");
-    let out = pfnfs(&["mkfs", "--size", "64M"], &pool);
+    let out = pfnfs_on(&["mkfs", "--size", "64M"], &pool);
     assert!(out.status.success(), "{out:?}");
     let pool_len = fs::metadata(&pool).unwrap().len();
 
@@ -138,7 +129,7 @@ fn run(mode: Mode) {
         .unwrap();
     g.unmount().expect("the daemon exits cleanly");
     drop(g);
-    let out = pfnfs(&["stat"], &pool);
+    let out = pfnfs_on(&["stat"], &pool);
     let stat = String::from_utf8_lossy(&out.stdout);
     let bad_pfn = lost / PAGE;
     assert!(
@@ -149,17 +140,17 @@ fn run(mode: Mode) {
         "pfnfs stat lists the bad frame: {out:?}"
     );
 
-    let out = pfnfs(&["fsck", "-n"], &pool);
+    let out = pfnfs_on(&["fsck", "-n"], &pool);
     let report =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "fsck -n: {report}");
     assert!(report.contains("bad-frames"), "fsck -n: {report}");
-    let out = pfnfs(&["fsck", "-y"], &pool);
+    let out = pfnfs_on(&["fsck", "-y"], &pool);
     assert!(
         out.status.code().is_some_and(|c| c <= 1),
         "fsck -y: {out:?}"
     );
-    let out = pfnfs(&["fsck", "-n"], &pool);
+    let out = pfnfs_on(&["fsck", "-n"], &pool);
     assert!(out.status.success(), "fsck -n after -y: {out:?}");
 
     let mut g = MountGuard::try_existing(&pool, mode, None).expect("remount");
@@ -191,7 +182,7 @@ fn run(mode: Mode) {
         image[lost..lost + PAGE].iter().all(|&b| b == 0),
         "the bad frame was used again"
     );
-    let out = pfnfs(&["fsck", "-n"], &pool);
+    let out = pfnfs_on(&["fsck", "-n"], &pool);
     assert!(out.status.success(), "fsck -n at the end: {out:?}");
 }
 

@@ -137,10 +137,12 @@ impl Volume {
             let mut buf = g.borrow_mut();
             buf.clear();
             extent_io::for_each_segment(&self.pool, map, offset, len, |s| {
-                let at = buf.len();
-                buf.resize(at + s.len(), 0);
-                if let ReadSegment::Pool(b) = s {
-                    self.pool.copy_borrowed(&mut buf[at..], b)?;
+                match s {
+                    ReadSegment::Pool(b) => self.pool.extend_from_borrowed(&mut buf, b)?,
+                    ReadSegment::Zeros(n) => {
+                        let at = buf.len();
+                        buf.resize(at + n, 0)
+                    }
                 }
                 Ok(())
             })?;
@@ -614,9 +616,7 @@ impl Volume {
             };
             extent_io::for_each_segment(&self.pool, map, off_in + done, n, |segment| {
                 if let ReadSegment::Pool(bytes) = segment {
-                    let at = buf.len();
-                    buf.resize(at + bytes.len(), 0);
-                    self.pool.copy_borrowed(&mut buf[at..], bytes)?;
+                    self.pool.extend_from_borrowed(&mut buf, bytes)?;
                 }
                 runs.push((matches!(segment, ReadSegment::Pool(_)), segment.len()));
                 Ok(())
