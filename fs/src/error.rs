@@ -141,6 +141,10 @@ impl From<PoolError> for FsError {
     fn from(e: PoolError) -> FsError {
         match &e {
             PoolError::ReadOnly { .. } => read_only(e.to_string()),
+            // Memory that failed under the pool: an I/O error, not an inconsistency.
+            PoolError::Media { .. } | PoolError::BadFrames { .. } => {
+                FsError::new(ErrorKind::Os(libc::EIO), e.to_string())
+            }
             PoolError::Io { source, .. } => match source.raw_os_error() {
                 Some(errno) => FsError::new(ErrorKind::Os(errno), e.to_string()),
                 None => corrupt(e.to_string()),

@@ -445,7 +445,9 @@ impl Journal {
         };
         buf[24..28].copy_from_slice(&crc.to_le_bytes());
         let at = self.region_offset + tail.offset;
-        // `write` checks the range and stores nothing if it fails.
+        // `write` checks the range and stores nothing if that fails; a memory error stops
+        // it partway, leaving a prefix of the record, which replay takes for a torn record
+        // (its CRC does not match) and the tail does not move past.
         pool.write(at, buf)
             .map_err(|e| AppendError::refused(e.into()))?;
         if let Err(e) = pool.persist(at, buf.len() as u64) {

@@ -6,6 +6,8 @@
 //! refuse further records until a checkpoint (which the next operation writes), and a reload
 //! of what is durable must not show it either (once the checkpoint superseded the log; before
 //! that a reload may find the record whole, as after a crash with the operation in flight).
+//! Memory that fails under the log or under a checkpoint's new nodes (`FaultyBackend::lose`)
+//! fails the commit the same way, with EIO, and leaves the last commit durable.
 //! Everything is checked with fsck, the allocator's consistency check and an exact cover of
 //! the data region.
 
@@ -96,13 +98,21 @@ fn check(vol: &Volume) {
     let mut all: Vec<PfnRange> = vol.allocator().free_extents();
     all.extend(vol.tree_frames().unwrap());
     all.extend(vol.frames_in_doubt());
+    // Frames whose memory failed are neither free nor used: the bad list covers them.
+    let data = vol.pool().data_region();
+    all.extend(
+        vol.pool()
+            .bad_frames()
+            .list()
+            .into_iter()
+            .filter(|r| data.covers(r)),
+    );
     for cell in vol.all_cells().unwrap() {
         if let Some(map) = cell.inode.read().file_map() {
             all.extend(map.iter().map(|e| e.pfns));
         }
     }
     all.sort_by_key(|r| r.start);
-    let data = vol.pool().data_region();
     let mut cursor = data.start;
     for r in all {
         assert_eq!(
@@ -342,4 +352,91 @@ fn a_failed_checkpoint_commit_keeps_both_checkpoints_and_the_log_refuses() {
         check(vol);
         assert!(rig.reload().lookup(ROOT_INO, b"n").is_ok());
     }
+}
+
+/// The memory of the log past its last record fails (a media error, storage gone): the
+/// append that meets it fails with EIO and is not done, the frame is refused from then on,
+/// what is durable is the last commit, and a checkpoint (which starts the log over at its
+/// start) lets operations go through again.
+#[test]
+fn a_memory_error_in_the_log_fails_the_append_and_leaves_the_last_commit() {
+    let rig = Rig::new();
+    let vol = &rig.vol;
+    let log = rig.log();
+    // Lost from the log's next frame on; records go in until one meets it.
+    let tail = log.start + vol.journal().used_bytes();
+    rig.faulty.lose(tail.next_multiple_of(4096)..log.end);
+    let mut made = 0;
+    let failed = loop {
+        let name = format!("new-{made}");
+        match vol.create(ROOT, ROOT_INO, name.as_bytes(), 0o644, true) {
+            Ok(_) => made += 1,
+            Err(e) => {
+                assert_eq!(errno_of::<()>(Err(e)), libc::EIO);
+                break name;
+            }
+        }
+        assert!(made < 1000, "no append met the lost frame");
+    };
+    assert!(made > 0);
+    assert!(
+        vol.lookup(ROOT_INO, failed.as_bytes()).is_err(),
+        "not done in RAM"
+    );
+    assert_eq!(vol.pool().bad_frames().frames(), 1, "the frame is recorded");
+    // Refused at once now, without touching the frame.
+    let r = vol.mkdir(ROOT, ROOT_INO, b"d", 0o755);
+    assert_eq!(errno_of(r), libc::EIO);
+    assert_eq!(vol.pool().bad_frames().frames(), 1);
+    let reloaded = rig.reload();
+    assert!(reloaded.lookup(ROOT_INO, failed.as_bytes()).is_err());
+    let last = format!("new-{}", made - 1);
+    assert!(
+        reloaded.lookup(ROOT_INO, last.as_bytes()).is_ok(),
+        "the last commit"
+    );
+    let f = reloaded.lookup(ROOT_INO, b"f").unwrap().ino;
+    assert_eq!(read(&reloaded, f), vec![7u8; 10_000]);
+    // A checkpoint writes the tree elsewhere and starts the log at its (intact) start.
+    vol.checkpoint().unwrap();
+    vol.create(ROOT, ROOT_INO, b"after", 0o644, true).unwrap();
+    check(vol);
+    let reloaded = rig.reload();
+    assert!(reloaded.lookup(ROOT_INO, b"after").is_ok());
+    assert!(
+        reloaded.pool().bad_frames().is_empty(),
+        "a log frame is not kept on the pool's bad list (only data frames are)"
+    );
+}
+
+/// The memory of every free data frame fails: a checkpoint's new tree nodes meet it, the
+/// checkpoint fails with EIO before its commit point, and the pool still holds the last
+/// commit plus its log, which a reload replays. The frame met is never handed out again.
+#[test]
+fn a_memory_error_under_a_checkpoint_fails_it_before_the_commit_point() {
+    let rig = Rig::new();
+    let vol = &rig.vol;
+    let d = vol.mkdir(ROOT, ROOT_INO, b"d", 0o755).unwrap().ino;
+    let seq = vol.pool().superblock().seq;
+    for r in vol.allocator().free_extents() {
+        rig.faulty
+            .lose(r.start.byte_offset()..r.end().byte_offset());
+    }
+    let e = vol.checkpoint().expect_err("a checkpoint onto lost memory");
+    assert_eq!(errno_of::<()>(Err(e)), libc::EIO);
+    assert_eq!(vol.pool().superblock().seq, seq, "no superblock commit");
+    let bad = vol.pool().bad_frames().list();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        !vol.allocator().overlaps_free(bad[0]),
+        "a bad frame went back to the free set"
+    );
+    let reloaded = rig.reload();
+    assert_eq!(
+        reloaded.lookup(ROOT_INO, b"d").unwrap().ino,
+        d,
+        "the log replays"
+    );
+    let f = reloaded.lookup(ROOT_INO, b"f").unwrap().ino;
+    assert_eq!(read(&reloaded, f), vec![7u8; 10_000]);
 }

@@ -8,6 +8,7 @@
 //! and filling the pool never puts data on the bad frame again. Before the SIGBUS handler,
 //! the first read killed the daemon.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -36,14 +37,6 @@ fn drop_cached(path: &Path) {
     assert_eq!(rc, 0, "posix_fadvise");
 }
 
-/// The byte offset of `page` in the pool file, searched at page boundaries.
-fn find_page(pool_image: &[u8], page: &[u8]) -> Option<usize> {
-    pool_image
-        .chunks_exact(PAGE)
-        .position(|p| p == page)
-        .map(|i| i * PAGE)
-}
-
 fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     File::open(path)?.read_exact_at(&mut buf, offset)?;
@@ -66,24 +59,45 @@ fn run(mode: Mode) {
     let mut g = MountGuard::try_existing(&pool, mode, None).expect("mount");
     let good = pattern(1, MIB);
     let victim = pattern(2, 4 * MIB);
+    // A MiB at a time, each made durable before the next: in buffered mode the kernel's
+    // write-back of a larger write may take the pages in any order, and the frames follow.
     for (name, data) in [("good", &good), ("victim", &victim)] {
         let mut f = File::create(g.join(name)).unwrap();
-        f.write_all(data).unwrap();
-        f.sync_all().unwrap();
+        for chunk in data.chunks(MIB) {
+            f.write_all(chunk).unwrap();
+            f.sync_all().unwrap();
+        }
     }
-    // Where the page 2 MiB into the victim is (pattern pages are unique): the pool file is
-    // cut there. The good file and the victim's first MiB must lie before the cut.
+    // The cut: the lowest pool page of the victim's last 3 MiB that lies above every page of
+    // the good file and of the victim's first MiB (write-back may place pages out of order).
     let image = fs::read(&pool).unwrap();
-    let lost = find_page(&image, &victim[2 * MIB..2 * MIB + PAGE]).expect("the victim's page");
-    for (what, page) in [
-        ("the good file", &good[..PAGE]),
-        ("the good file's end", &good[MIB - PAGE..]),
-        ("the victim's first page", &victim[..PAGE]),
-        ("the victim's first MiB", &victim[MIB - PAGE..MIB]),
-    ] {
-        let at = find_page(&image, page).unwrap_or_else(|| panic!("{what} in the pool"));
-        assert!(at < lost, "{what} lies past the cut ({at} >= {lost})");
-    }
+    let at_of: HashMap<&[u8], usize> = image
+        .chunks_exact(PAGE)
+        .enumerate()
+        .map(|(i, p)| (p, i * PAGE))
+        .collect();
+    let pages = |data: &[u8]| -> Vec<usize> {
+        data.chunks_exact(PAGE)
+            .map(|p| {
+                *at_of
+                    .get(p)
+                    .expect("every page of the files is in the pool")
+            })
+            .collect()
+    };
+    let keep = pages(&good)
+        .into_iter()
+        .chain(pages(&victim[..MIB]))
+        .max()
+        .unwrap();
+    let (lost, lost_at) = pages(&victim[MIB..])
+        .into_iter()
+        .enumerate()
+        .map(|(i, at)| (at, (MIB + i * PAGE) as u64))
+        .filter(|&(at, _)| at > keep)
+        .min()
+        .expect("a page of the victim above the pages kept");
+    drop(at_of);
     drop(image);
 
     // Storage taken away: everything from that page on.
@@ -95,7 +109,7 @@ fn run(mode: Mode) {
         .unwrap();
     drop_cached(&g.join("victim"));
     for attempt in ["first", "second"] {
-        let e = read_at(&g.join("victim"), 2 * MIB as u64, PAGE)
+        let e = read_at(&g.join("victim"), lost_at, PAGE)
             .expect_err("a read of lost storage succeeded");
         assert_eq!(errno(&e), libc::EIO, "{attempt} read of lost storage: {e}");
     }
@@ -105,7 +119,7 @@ fn run(mode: Mode) {
         .open(g.join("victim"))
         .unwrap();
     let wrote = f
-        .write_all_at(&[7u8; PAGE], 2 * MIB as u64)
+        .write_all_at(&[7u8; PAGE], lost_at)
         .and_then(|()| f.sync_all());
     let e = wrote.expect_err("a write onto a bad frame succeeded");
     assert_eq!(errno(&e), libc::EIO, "write onto a bad frame: {e}");
@@ -129,15 +143,38 @@ fn run(mode: Mode) {
         .unwrap();
     g.unmount().expect("the daemon exits cleanly");
     drop(g);
-    let out = pfnfs_on(&["stat"], &pool);
-    let stat = String::from_utf8_lossy(&out.stdout);
-    let bad_pfn = lost / PAGE;
+    // `pfnfs stat` lists the frames met: the lost page's (a direct read meets exactly it;
+    // buffered reads ahead, and may meet other pages past the cut as well).
+    let out = pfnfs_on(&["stat", "--json"], &pool);
+    assert!(out.status.success(), "pfnfs stat: {out:?}");
+    let stat: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bad: Vec<(usize, usize)> = stat["bad_frames"]
+        .as_array()
+        .expect("bad_frames in pfnfs stat --json")
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_u64().unwrap() as usize,
+                r[1].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    assert!(!bad.is_empty(), "no bad frame listed: {stat}");
     assert!(
-        out.status.success()
-            && stat.contains(&format!(
-                "1 (memory failed there; never used again): PFNs {bad_pfn}.."
-            )),
-        "pfnfs stat lists the bad frame: {out:?}"
+        bad.iter().all(|&(start, _)| start * PAGE >= lost),
+        "a bad frame before the cut: {bad:?}"
+    );
+    if mode == Mode::Direct {
+        assert_eq!(
+            bad,
+            vec![(lost / PAGE, 1)],
+            "direct mode meets the one page read"
+        );
+    }
+    let text = pfnfs_on(&["stat"], &pool);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("(memory failed there; never used again)"),
+        "{text:?}"
     );
 
     let out = pfnfs_on(&["fsck", "-n"], &pool);
@@ -158,7 +195,9 @@ fn run(mode: Mode) {
     assert_eq!(back.len(), victim.len());
     assert_eq!(&back[..MIB], &victim[..MIB], "the victim before the cut");
     assert!(
-        back[2 * MIB..2 * MIB + PAGE].iter().all(|&b| b == 0),
+        back[lost_at as usize..lost_at as usize + PAGE]
+            .iter()
+            .all(|&b| b == 0),
         "the detached frame reads as a hole"
     );
     assert_eq!(read_all(&g.join("good")), good);
@@ -178,10 +217,14 @@ fn run(mode: Mode) {
     g.unmount().expect("clean unmount after the refill");
     drop(g);
     let image = fs::read(&pool).unwrap();
-    assert!(
-        image[lost..lost + PAGE].iter().all(|&b| b == 0),
-        "the bad frame was used again"
-    );
+    for &(start, frames) in &bad {
+        assert!(
+            image[start * PAGE..(start + frames) * PAGE]
+                .iter()
+                .all(|&b| b == 0),
+            "bad frames {start}+{frames} were used again"
+        );
+    }
     let out = pfnfs_on(&["fsck", "-n"], &pool);
     assert!(out.status.success(), "fsck -n at the end: {out:?}");
 }

@@ -57,7 +57,9 @@ fn load_tree(pool: &Pool) -> FsResult<(ExtentAllocator, Tree, u64, Vec<u64>)> {
         let (k, v) = item.map_err(|e| corrupt(format!("{name}: metadata tree: {e}")))?;
         bad.push(
             schema::decode_bad(&k, &v)
-                .map_err(|e| corrupt(format!("{name}: bad-frame table: {e}")))?,
+                .ok()
+                .filter(|r| data.covers(r))
+                .ok_or_else(|| corrupt(format!("{name}: malformed bad-frame range {k:02x?}")))?,
         );
     }
     pool.bad_frames().set(bad);
@@ -546,7 +548,13 @@ pub(crate) fn decode_metadata(
     let mut bad = Vec::new();
     for (key, value) in scan(schema::table_range(schema::TAG_BAD))? {
         match schema::decode_bad(&key, &value) {
-            Ok(r) => bad.push(r),
+            Ok(r) if data.covers(&r) => bad.push(r),
+            Ok(r) => tolerate(
+                &mut damage,
+                &name,
+                format!("bad-frame entry {r}"),
+                "outside the data region".into(),
+            )?,
             Err(e) => tolerate(
                 &mut damage,
                 &name,

@@ -358,13 +358,17 @@ impl Volume {
 
 impl Volume {
     /// Writes the pool's bad-frame list into the bad-frame table where it differs (one
-    /// descent when it does not: the list is short and rarely changes).
+    /// descent when it does not: the list is short and rarely changes). Only data frames are
+    /// kept: a bad frame of the header or the log cannot be avoided by allocating elsewhere,
+    /// and if its memory still fails at the next mount, that mount meets it again.
     pub(super) fn store_bad_set(&self, txn: &mut Txn<'_>, base: &Tree) -> FsResult<()> {
+        let data = self.pool.data_region();
         let want: Vec<(Vec<u8>, Vec<u8>)> = self
             .pool
             .bad_frames()
             .list()
             .into_iter()
+            .filter_map(|r| intersect(&r, &data))
             .map(|r| (schema::bad_key(r.start), schema::encode_bad(r.len)))
             .collect();
         let have = scan(base, &self.pool, schema::table_range(schema::TAG_BAD))?;
