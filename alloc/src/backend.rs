@@ -87,6 +87,12 @@ pub trait PoolBackend: Send + Sync + Debug {
     /// this backend) while the returned slice is alive.
     unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8];
 
+    /// Says more about a fault this backend reported, where it can (a pool file tells a page
+    /// its filesystem had no room for from one past its end). Default: as reported.
+    fn refine_fault(&self, e: MediaError) -> MediaError {
+        e
+    }
+
     /// Where the pool's memory starts in this process, for turning the address of a fault in
     /// a borrowed slice back into a pool offset. Default: not memory-mapped.
     fn base_addr(&self) -> Option<usize> {
@@ -167,6 +173,9 @@ impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
     fn base_addr(&self) -> Option<usize> {
         (**self).base_addr()
     }
+    fn refine_fault(&self, e: MediaError) -> MediaError {
+        (**self).refine_fault(e)
+    }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {
         (**self).write(offset, data)
     }
@@ -197,14 +206,32 @@ impl<T: PoolBackend + ?Sized> PoolBackend for Arc<T> {
     }
 }
 
-/// A backend access met memory that is not there: storage taken away under a pool file's
-/// mapping, or a media error (SIGBUS, caught by [`crate::guarded`]). `offset` is the pool byte
-/// offset of the first byte that faulted.
+/// A backend access met memory that is not there (SIGBUS, caught by [`crate::guarded`]):
+/// where, and why as far as the backend can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("memory error (SIGBUS) at pool byte {offset:#x}")]
+#[error("memory error (SIGBUS) at pool byte {offset:#x}: {cause}")]
 pub struct MediaError {
     /// Byte offset in the pool of the faulting byte.
     pub offset: u64,
+    /// Why the page was not there.
+    pub cause: FaultCause,
+}
+
+/// Why a page of pool memory faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FaultCause {
+    /// The hardware reported a memory error (poison): the frame is bad for good.
+    #[error("the medium failed")]
+    Poison,
+    /// The page's storage is gone (past the end of a truncated pool file, or a frame a test
+    /// declared lost): bad for good.
+    #[error("the storage behind it is gone")]
+    Gone,
+    /// The page lies inside the pool file, whose filesystem could not provide it (no room:
+    /// a sparse pool on a full filesystem). Not the frame's fault: it works once there is
+    /// room.
+    #[error("the pool file's filesystem has no room for it")]
+    NoRoom,
 }
 
 impl From<MediaError> for std::io::Error {
@@ -227,6 +254,11 @@ impl Memory {
     fn fault(&self, f: guarded::MediaFault) -> MediaError {
         MediaError {
             offset: (f.addr as u64).wrapping_sub(self.base as u64),
+            cause: if f.is_poison() {
+                FaultCause::Poison
+            } else {
+                FaultCause::Gone
+            },
         }
     }
 
@@ -639,7 +671,7 @@ pub struct MmapBackend {
     flush: FlushInstr,
     path: PathBuf,
     /// Kept open for the mapping's lifetime (and to hold the O_EXCL claim on a device).
-    _file: File,
+    file: File,
 }
 
 impl MmapBackend {
@@ -657,7 +689,7 @@ impl MmapBackend {
         let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
             return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
         };
-        nix::fcntl::fallocate(&self._file, flags, offset, len).map_err(std::io::Error::from)
+        nix::fcntl::fallocate(&self.file, flags, offset, len).map_err(std::io::Error::from)
     }
 }
 
@@ -756,7 +788,7 @@ impl MmapBackend {
             read_only,
             flush: cpu_flush::detected(),
             path: path.to_path_buf(),
-            _file: file,
+            file,
         })
     }
 
@@ -834,6 +866,18 @@ impl PoolBackend for MmapBackend {
 
     fn base_addr(&self) -> Option<usize> {
         Some(self.memory().base as usize)
+    }
+
+    /// A page inside the pool file that faulted without a hardware error is one its
+    /// filesystem had no room for; one past the file's end is gone.
+    fn refine_fault(&self, mut e: MediaError) -> MediaError {
+        if e.cause == FaultCause::Gone
+            && self.kind == BackingKind::File
+            && self.file.metadata().is_ok_and(|m| m.len() > e.offset)
+        {
+            e.cause = FaultCause::NoRoom;
+        }
+        e
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), MediaError> {

@@ -476,6 +476,10 @@ impl PoolBackend for CrashSimBackend {
         self.live.base_addr()
     }
 
+    fn refine_fault(&self, e: MediaError) -> MediaError {
+        self.live.refine_fault(e)
+    }
+
     unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {
         // SAFETY: the same contract, passed on: every store to the live image goes through
         // this backend's `write`/`zero`.

@@ -97,6 +97,12 @@ pub enum PoolError {
         frame = offset / crate::FRAME_SIZE
     )]
     Media { path: PathBuf, offset: u64 },
+    /// A page of a pool file faulted because its filesystem had no room for it (a sparse
+    /// pool, `backing=sparse`, on a full filesystem): the frame is not bad.
+    #[error(
+        "{path}: the pool file's filesystem has no room for the page at pool byte {offset:#x} (the pool is sparse and its filesystem is full)"
+    )]
+    NoRoom { path: PathBuf, offset: u64 },
     /// The range overlaps frames recorded as bad: refused without touching them.
     #[error("{path}: frames {range} are recorded as bad (a memory error was met there)")]
     BadFrames {

@@ -99,7 +99,10 @@ impl<B: PoolBackend> FaultyBackend<B> {
             .map(|l| l.start.max(offset))
             .min()
         {
-            Some(first) => Err(MediaError { offset: first }),
+            Some(first) => Err(MediaError {
+                offset: first,
+                cause: crate::backend::FaultCause::Gone,
+            }),
             None => Ok(()),
         }
     }
@@ -168,6 +171,10 @@ impl<B: PoolBackend> PoolBackend for FaultyBackend<B> {
 
     fn base_addr(&self) -> Option<usize> {
         self.inner.base_addr()
+    }
+
+    fn refine_fault(&self, e: MediaError) -> MediaError {
+        self.inner.refine_fault(e)
     }
 
     unsafe fn borrow(&self, offset: u64, len: usize) -> &[u8] {

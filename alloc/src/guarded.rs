@@ -13,9 +13,9 @@
 //! leaf function that uses no stack and no callee-saved register, returns 0 in RAX when it
 //! completes, and ends with a `ret`. A SIGBUS handler, installed once per process by
 //! [`install`], looks at the interrupted instruction pointer: if it lies inside that block,
-//! it writes the faulting address into RAX and moves the instruction pointer to a `ret` (the
-//! *fixup*), so the routine returns the address to its caller as if it had finished, and the
-//! access fails with [`MediaFault`]. A SIGBUS anywhere else goes to the handler that was
+//! it writes the faulting address into RAX and the signal's `si_code` into RDX and moves the
+//! instruction pointer to a `ret` (the *fixup*), so the routine returns both (a 16-byte return
+//! value) to its caller as if it had finished, and the access fails with [`MediaFault`]. A SIGBUS anywhere else goes to the handler that was
 //! installed before (Rust's, which tells a stack overflow apart) or to the default action.
 //!
 //! Limits, and where they are handled:
@@ -38,16 +38,36 @@
 use std::fmt;
 
 /// An access to pool memory ran into memory that is not there (SIGBUS): the address of the
-/// first byte that faulted, as the kernel reported it.
+/// first byte that faulted and the signal's `si_code`, as the kernel reported them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MediaFault {
     /// The faulting address in this process (inside the range that was accessed).
     pub addr: usize,
+    /// `si_code` of the SIGBUS: `BUS_MCEERR_AR`/`BUS_MCEERR_AO` for a media error (poison),
+    /// `BUS_ADRERR` for a page its file cannot provide (past its end, or no room for it).
+    pub code: i32,
+}
+
+impl MediaFault {
+    /// True if the kernel reported a hardware memory error (machine check: poison), not a
+    /// page its backing file could not provide.
+    pub fn is_poison(&self) -> bool {
+        self.code == libc::BUS_MCEERR_AR || self.code == libc::BUS_MCEERR_AO
+    }
 }
 
 impl fmt::Display for MediaFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "memory error (SIGBUS) at address {:#x}", self.addr)
+        let what = if self.is_poison() {
+            "media error"
+        } else {
+            "no page"
+        };
+        write!(
+            f,
+            "memory error (SIGBUS, {what}) at address {:#x}",
+            self.addr
+        )
     }
 }
 
@@ -70,11 +90,23 @@ pub fn install() {
     imp::install();
 }
 
-fn result(ret: usize) -> Result<(), MediaFault> {
-    if ret == 0 {
+/// What a guarded routine returns: RAX (0, or the faulting address) and RDX (the fault's
+/// `si_code`, meaningful only with an address), the two registers of a 16-byte return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Ret {
+    addr: usize,
+    code: usize,
+}
+
+fn result(ret: Ret) -> Result<(), MediaFault> {
+    if ret.addr == 0 {
         Ok(())
     } else {
-        Err(MediaFault { addr: ret })
+        Err(MediaFault {
+            addr: ret.addr,
+            code: ret.code as i32,
+        })
     }
 }
 
@@ -169,14 +201,16 @@ mod imp {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    use super::Ret;
     use crate::cpu_flush::FlushInstr;
 
     pub(super) static FAULTS: AtomicU64 = AtomicU64::new(0);
 
     // The block of guarded instructions. Every routine follows the System V calling
-    // convention (arguments in RDI, RSI, RDX; result in RAX), is a leaf, touches neither the
-    // stack nor a callee-saved register, and sets RAX to 0 before its first access: so the
-    // handler can end any of them at any access by setting RAX and jumping to a `ret`.
+    // convention (arguments in RDI, RSI, RDX; result in RAX, and RDX, which only a fault's
+    // fixup makes meaningful), is a leaf, touches neither the stack nor a callee-saved
+    // register, and sets RAX to 0 before its first access: so the handler can end any of them
+    // at any access by setting RAX and RDX and jumping to a `ret`.
     // Labels made only of 0s and 1s are avoided (Intel syntax reads `1b` as binary).
     std::arch::global_asm!(
         ".pushsection .text.pfnfs_guarded,\"ax\",@progbits",
@@ -266,7 +300,7 @@ mod imp {
         "sub rdx, 16",
         "jnz 2b",
         "ret",
-        // The fixup of everything above: RAX already holds the faulting address.
+        // The fixup of everything above: RAX and RDX already hold the fault.
         ".globl pfnfs_guarded_fixup",
         ".hidden pfnfs_guarded_fixup",
         "pfnfs_guarded_fixup:",
@@ -301,14 +335,14 @@ mod imp {
     );
 
     unsafe extern "C" {
-        fn pfnfs_guarded_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
-        fn pfnfs_guarded_zero(dst: *mut u8, len: usize) -> usize;
-        fn pfnfs_guarded_probe(ptr: *const u8, len: usize) -> usize;
-        fn pfnfs_guarded_clwb(start: usize, end: usize) -> usize;
-        fn pfnfs_guarded_clflushopt(start: usize, end: usize) -> usize;
-        fn pfnfs_guarded_clflush(start: usize, end: usize) -> usize;
-        fn pfnfs_guarded_stream_sse2(dst: *mut u8, src: *const u8, len: usize) -> usize;
-        fn pfnfs_guarded_stream_avx512(dst: *mut u8, src: *const u8, len: usize) -> usize;
+        fn pfnfs_guarded_copy(dst: *mut u8, src: *const u8, len: usize) -> Ret;
+        fn pfnfs_guarded_zero(dst: *mut u8, len: usize) -> Ret;
+        fn pfnfs_guarded_probe(ptr: *const u8, len: usize) -> Ret;
+        fn pfnfs_guarded_clwb(start: usize, end: usize) -> Ret;
+        fn pfnfs_guarded_clflushopt(start: usize, end: usize) -> Ret;
+        fn pfnfs_guarded_clflush(start: usize, end: usize) -> Ret;
+        fn pfnfs_guarded_stream_sse2(dst: *mut u8, src: *const u8, len: usize) -> Ret;
+        fn pfnfs_guarded_stream_avx512(dst: *mut u8, src: *const u8, len: usize) -> Ret;
         static pfnfs_guarded_start: u8;
         static pfnfs_guarded_fixup: u8;
         static pfnfs_guarded_avx_start: u8;
@@ -318,7 +352,7 @@ mod imp {
 
     /// # Safety
     /// As `super::copy_raw`, with `len > 0`.
-    pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> usize {
+    pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Ret {
         // SAFETY: the routine moves `len` bytes between ranges the caller vouches for, uses
         // no stack and preserves the callee-saved registers (see the block's comment).
         unsafe { pfnfs_guarded_copy(dst, src, len) }
@@ -326,21 +360,21 @@ mod imp {
 
     /// # Safety
     /// As `super::zero_raw`, with `len > 0`.
-    pub(super) unsafe fn zero(dst: *mut u8, len: usize) -> usize {
+    pub(super) unsafe fn zero(dst: *mut u8, len: usize) -> Ret {
         // SAFETY: as for `copy`, for a store of `len` zeros.
         unsafe { pfnfs_guarded_zero(dst, len) }
     }
 
     /// # Safety
     /// As `super::probe`, with `len > 0`.
-    pub(super) unsafe fn probe(ptr: *const u8, len: usize) -> usize {
+    pub(super) unsafe fn probe(ptr: *const u8, len: usize) -> Ret {
         // SAFETY: loads one byte per page of a range the caller vouches for.
         unsafe { pfnfs_guarded_probe(ptr, len) }
     }
 
     /// # Safety
     /// `[start, end)` lies in mapped memory, `start` is line-aligned, `instr` is supported.
-    pub(super) unsafe fn flush(instr: FlushInstr, start: usize, end: usize) -> usize {
+    pub(super) unsafe fn flush(instr: FlushInstr, start: usize, end: usize) -> Ret {
         // The flush instructions write nothing visible and touch only lines of the caller's
         // range; the caller guarantees the CPU has the instruction.
         match instr {
@@ -350,13 +384,13 @@ mod imp {
             FlushInstr::Clflushopt => unsafe { pfnfs_guarded_clflushopt(start, end) },
             // SAFETY: as above, for CLFLUSH.
             FlushInstr::Clflush => unsafe { pfnfs_guarded_clflush(start, end) },
-            FlushInstr::None => 0,
+            FlushInstr::None => Ret { addr: 0, code: 0 },
         }
     }
 
     /// # Safety
     /// As `super::stream_lines`, with `len > 0`.
-    pub(super) unsafe fn stream(dst: *mut u8, src: *const u8, len: usize) -> usize {
+    pub(super) unsafe fn stream(dst: *mut u8, src: *const u8, len: usize) -> Ret {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F; the caller's contract covers the ranges,
             // alignment and length.
@@ -418,6 +452,7 @@ mod imp {
                 // A zero address would read as success: report at least 1.
                 let addr = ((*info).si_addr() as usize).max(1);
                 gregs[libc::REG_RAX as usize] = addr as i64;
+                gregs[libc::REG_RDX as usize] = i64::from((*info).si_code);
                 gregs[libc::REG_RIP as usize] = fixup as i64;
                 FAULTS.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -452,36 +487,37 @@ mod imp {
     //! Plain accesses: no fault is caught on this platform.
     use std::sync::atomic::AtomicU64;
 
+    use super::Ret;
     use crate::cpu_flush::FlushInstr;
 
     pub(super) static FAULTS: AtomicU64 = AtomicU64::new(0);
 
     pub(super) fn install() {}
 
-    pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> usize {
+    pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Ret {
         // SAFETY: the caller's contract (`super::copy_raw`).
         unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
-        0
+        Ret { addr: 0, code: 0 }
     }
 
-    pub(super) unsafe fn zero(dst: *mut u8, len: usize) -> usize {
+    pub(super) unsafe fn zero(dst: *mut u8, len: usize) -> Ret {
         // SAFETY: the caller's contract (`super::zero_raw`).
         unsafe { std::ptr::write_bytes(dst, 0, len) };
-        0
+        Ret { addr: 0, code: 0 }
     }
 
-    pub(super) unsafe fn probe(_ptr: *const u8, _len: usize) -> usize {
-        0
+    pub(super) unsafe fn probe(_ptr: *const u8, _len: usize) -> Ret {
+        Ret { addr: 0, code: 0 }
     }
 
-    pub(super) unsafe fn flush(_instr: FlushInstr, _start: usize, _end: usize) -> usize {
-        0
+    pub(super) unsafe fn flush(_instr: FlushInstr, _start: usize, _end: usize) -> Ret {
+        Ret { addr: 0, code: 0 }
     }
 
-    pub(super) unsafe fn stream(dst: *mut u8, src: *const u8, len: usize) -> usize {
+    pub(super) unsafe fn stream(dst: *mut u8, src: *const u8, len: usize) -> Ret {
         // SAFETY: the caller's contract (`super::stream_lines`).
         unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
-        0
+        Ret { addr: 0, code: 0 }
     }
 }
 
@@ -550,6 +586,8 @@ mod tests {
         // SAFETY: the range lies inside the live 3-page mapping; `buf` has 8192 bytes.
         let e = unsafe { copy_raw(buf.as_mut_ptr(), base, 8192) }.unwrap_err();
         assert_eq!(e.addr & !4095, lost, "{e}");
+        assert_eq!(e.code, libc::BUS_ADRERR, "a page past the file's end: {e}");
+        assert!(!e.is_poison());
         assert!(
             buf[..4096].iter().all(|&b| b == 1),
             "bytes before the fault are copied"

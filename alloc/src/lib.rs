@@ -47,7 +47,9 @@ pub mod pool;
 pub mod superblock;
 
 pub use allocator::{AllocStats, Backing, ExtentAllocator, Frames};
-pub use backend::{BackingKind, Durability, MediaError, MemBackend, MmapBackend, PoolBackend};
+pub use backend::{
+    BackingKind, Durability, FaultCause, MediaError, MemBackend, MmapBackend, PoolBackend,
+};
 pub use bad_frames::BadFrames;
 pub use crash_sim::{CrashMode, CrashReport, CrashSimBackend};
 pub use error::{AllocError, PoolError};

@@ -34,7 +34,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::backend::{BackingKind, Durability, MediaError, MmapBackend, PoolBackend, io_err};
+use crate::backend::{
+    BackingKind, Durability, FaultCause, MediaError, MmapBackend, PoolBackend, io_err,
+};
 use crate::bad_frames::BadFrames;
 use crate::error::PoolError;
 use crate::layout::{HEADER_BYTES, POOL_ALIGN_BYTES, POOL_BYTES_MIN, SUPERBLOCK_BYTES};
@@ -702,8 +704,16 @@ impl Pool {
         }
     }
 
-    /// Records the frame of a fault as bad and says what happened.
+    /// Records the frame of a fault as bad and says what happened; a page the pool file's
+    /// filesystem had no room for is no fault of the frame's: not recorded, [`PoolError::NoRoom`].
     fn media(&self, e: MediaError) -> PoolError {
+        let e = self.backend.refine_fault(e);
+        if e.cause == FaultCause::NoRoom {
+            return PoolError::NoRoom {
+                path: self.name.clone(),
+                offset: e.offset,
+            };
+        }
         let pfn = Pfn(e.offset / FRAME_SIZE);
         if self.bad.add(PfnRange { start: pfn, len: 1 }) > 0 {
             tracing::error!(pool = %self.name.display(), "memory error at pool byte {:#x}: frame {} is now recorded as bad and will not be used again", e.offset, pfn.0);
@@ -799,6 +809,11 @@ impl Pool {
         match self.backend.base_addr() {
             Some(base) => self.media(MediaError {
                 offset: (f.addr as u64).wrapping_sub(base as u64),
+                cause: if f.is_poison() {
+                    FaultCause::Poison
+                } else {
+                    FaultCause::Gone
+                },
             }),
             None => PoolError::Io {
                 path: self.name.clone(),

@@ -145,6 +145,7 @@ impl From<PoolError> for FsError {
             PoolError::Media { .. } | PoolError::BadFrames { .. } => {
                 FsError::new(ErrorKind::Os(libc::EIO), e.to_string())
             }
+            PoolError::NoRoom { .. } => no_space(e.to_string()),
             PoolError::Io { source, .. } => match source.raw_os_error() {
                 Some(errno) => FsError::new(ErrorKind::Os(errno), e.to_string()),
                 None => corrupt(e.to_string()),

@@ -343,6 +343,16 @@ impl MountGuard {
         mode: Mode,
         limit_bytes: Option<u64>,
     ) -> Result<MountGuard, MountFailure> {
+        MountGuard::try_existing_with_options(pool, mode, limit_bytes, &[])
+    }
+
+    /// [`MountGuard::try_existing`] with extra `-o` options.
+    pub fn try_existing_with_options(
+        pool: &Path,
+        mode: Mode,
+        limit_bytes: Option<u64>,
+        options: &[&str],
+    ) -> Result<MountGuard, MountFailure> {
         let dir = tempfile::Builder::new()
             .prefix("pfnfs-test-")
             .tempdir()
@@ -355,7 +365,7 @@ impl MountGuard {
             pool: pool.to_path_buf(),
             mountpoint,
             mode,
-            options: Vec::new(),
+            options: options.iter().map(|s| s.to_string()).collect(),
             child: None,
             limit_kib: limit_bytes.map(|b| b / 1024),
         };

@@ -186,3 +186,57 @@ fn full_backing_store_is_enospc_direct() {
 fn full_backing_store_is_enospc_buffered() {
     run(Mode::Buffered);
 }
+
+/// `-o backing=sparse` reserves nothing: a store that the full filesystem under the pool
+/// cannot take faults in the daemon. That is ENOSPC for the writer and no fault of the
+/// frame's: nothing is recorded as bad, the mount stays up, and once there is room again
+/// (here: a file beside the pool, which filled its filesystem, deleted) writes go through,
+/// the unmount is clean and everything written is intact after a remount.
+#[test]
+fn sparse_backing_out_of_room_is_enospc_and_marks_nothing_bad() {
+    if skip_without_fuse() {
+        return;
+    }
+    let tmpfs = SmallTmpfs::new(64 * MIB);
+    let pool: PathBuf = tmpfs.path().join("test.pool");
+    let out = pfnfs_on(&["mkfs", "--size", "1G"], &pool);
+    assert!(out.status.success(), "{out:?}");
+    let mut g =
+        MountGuard::try_existing_with_options(&pool, Mode::Direct, None, &["backing=sparse"])
+            .expect("mount");
+    let kept = pattern(1, 8 * MIB);
+    fs::write(g.join("kept"), &kept).unwrap();
+    // Fill the filesystem under the pool from beside it.
+    let ballast = tmpfs.path().join("ballast");
+    let mut b = File::create(&ballast).unwrap();
+    let chunk = vec![1u8; MIB];
+    while b.write_all(&chunk).is_ok() {}
+    drop(b);
+    let e = fs::write(g.join("filler"), pattern(2, 8 * MIB)).expect_err("a write with no room");
+    assert_eq!(errno(&e), libc::ENOSPC, "{e}");
+    assert_eq!(
+        read_all(&g.join("kept")),
+        kept,
+        "the mount is up, the file intact"
+    );
+    // Room again: the frames that faulted are not bad, and writes go through.
+    fs::remove_file(&ballast).unwrap();
+    let after = pattern(3, 8 * MIB);
+    fs::write(g.join("after"), &after).unwrap();
+    g.unmount().expect("the daemon exits cleanly");
+    drop(g);
+    let out = pfnfs_on(&["stat", "--json"], &pool);
+    assert!(out.status.success(), "pfnfs stat: {out:?}");
+    let stat: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        stat["bad_frames"].as_array().map(Vec::len),
+        Some(0),
+        "no room is not a bad frame: {stat}"
+    );
+    let out = pfnfs_on(&["fsck", "-n"], &pool);
+    assert!(out.status.success(), "fsck -n: {out:?}");
+    let mut g = MountGuard::try_existing(&pool, Mode::Direct, None).expect("remount");
+    assert_eq!(read_all(&g.join("kept")), kept);
+    assert_eq!(read_all(&g.join("after")), after);
+    g.unmount().expect("clean unmount after the remount");
+}
