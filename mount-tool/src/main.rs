@@ -236,6 +236,38 @@ mod tests {
         }
     }
 
+    /// mount(8) runs `/sbin/mount.fuse.pfnfs POOL MOUNTPOINT [-sfnv] [-N NS] [-o OPTS]
+    /// [-t TYPE]`; every flag of that convention parses.
+    #[test]
+    fn helper_takes_mount8s_flags() {
+        let m = parse_mount_command(args(&[
+            "/sbin/mount.fuse.pfnfs",
+            "/p.pool",
+            "/mnt",
+            "-s",
+            "-f",
+            "-n",
+            "-v",
+            "-o",
+            "ro,remount",
+            "-t",
+            "fuse.pfnfs",
+        ]))
+        .expect("parses as mount");
+        assert!(m.fake && m.no_mtab && m.sloppy && m.verbose);
+        assert_eq!(m.fstype.as_deref(), Some("fuse.pfnfs"));
+        assert_eq!(m.options, ["ro,remount"]);
+        let m = parse_mount_command(args(&[
+            "mount.fuse.pfnfs",
+            "/p",
+            "/m",
+            "-N",
+            "/proc/1/ns/mnt",
+        ]))
+        .expect("parses as mount");
+        assert_eq!(m.namespace.as_deref(), Some("/proc/1/ns/mnt"));
+    }
+
     #[test]
     fn cli_is_consistent() {
         use clap::CommandFactory;
