@@ -8,8 +8,10 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error; `fsck` uses fsck(8) codes.
 //!
-//! Mount-helper form: mount(8) runs `mount.fuse3`, which runs `pfnfs POOL MOUNTPOINT -o OPTS`
-//! without a subcommand. [`helper_args`] turns that into `pfnfs mount POOL MOUNTPOINT -o OPTS`.
+//! Mount-helper form: for type `fuse.pfnfs` mount(8) runs `/sbin/mount.fuse.pfnfs POOL
+//! MOUNTPOINT -o OPTS` (this binary under that name) or, without it, `mount.fuse3`, which runs
+//! `pfnfs POOL MOUNTPOINT -o OPTS`; neither names a subcommand. [`helper_args`] turns both
+//! into `pfnfs mount POOL MOUNTPOINT -o OPTS`.
 
 #![forbid(unsafe_code)]
 
@@ -121,7 +123,8 @@ fn is_subcommand(name: &str) -> bool {
 }
 
 /// Rewrites the mount-helper form into the `mount` subcommand: if the first argument is
-/// neither a subcommand nor a flag, or the program is called as `mount.pfnfs`, insert `mount`.
+/// neither a subcommand nor a flag, or the program is called as `mount.*` (`mount.fuse.pfnfs`),
+/// insert `mount`.
 pub(crate) fn helper_args(mut args: Vec<OsString>) -> Vec<OsString> {
     let called_as_helper = args
         .first()

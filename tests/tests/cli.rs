@@ -162,6 +162,29 @@ fn usage_errors_exit_2() {
     );
 }
 
+/// The flags mount(8) gives a helper: a type other than pfnfs's and another mount namespace
+/// are usage errors that name the flag; `-f` (fake) succeeds and touches nothing.
+#[test]
+fn mount8_helper_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("never.pool");
+    let mnt = dir.path();
+    let out = pfnfs(&[s(&pool), s(mnt), "-t", "ext4", "-o", "rw"]);
+    assert_eq!(code(&out), 2, "-t ext4: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("-t ext4") && stderr(&out).contains("fuse.pfnfs"),
+        "{}",
+        stderr(&out)
+    );
+    let out = pfnfs(&[s(&pool), s(mnt), "-N", "/proc/1/ns/mnt"]);
+    assert_eq!(code(&out), 2, "-N: {}", stderr(&out));
+    assert!(stderr(&out).contains("namespace"), "{}", stderr(&out));
+    let out = pfnfs(&[s(&pool), s(mnt), "-f", "-n", "-s", "-v", "-t", "fuse.pfnfs"]);
+    assert_eq!(code(&out), 0, "-f: {}", stderr(&out));
+    assert!(!pool.exists(), "a fake mount creates no pool");
+    assert!(!is_mounted(mnt), "a fake mount mounts nothing");
+}
+
 #[test]
 fn help_on_every_subcommand() {
     let top = ok(&["--help"]);
