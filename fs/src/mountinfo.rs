@@ -32,9 +32,9 @@ pub struct MountEntry {
 }
 
 impl MountEntry {
-    /// True for a pfnfs mount: type `fuse` (what pfnfs mounts as, so that `df -T` matches
-    /// xfstests' FSTYP=fuse) or `fuse.pfnfs`, whose source names an existing pool file or
-    /// device.
+    /// True for a pfnfs mount: type `fuse.pfnfs` (what pfnfs mounts as), or type `fuse` with a
+    /// source that names an existing file or device: a daemon of a pfnfs build before the
+    /// subtype mounted as plain `fuse`, and `pfnfs umount` and `remount` still find it.
     pub fn is_pfnfs(&self) -> bool {
         self.fstype == PFNFS_FSTYPE
             || (self.fstype == "fuse"

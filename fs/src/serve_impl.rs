@@ -56,6 +56,7 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Ser
     });
     let mut options = vec![
         MountOption::FSName(config.pool.display().to_string()),
+        MountOption::Subtype("pfnfs".into()),
         if config.read_only {
             MountOption::RO
         } else {
@@ -153,10 +154,13 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Ser
     Ok(())
 }
 
-/// Mounts /dev/fuse at the mountpoint as type `fuse` with the pool as its source, as
-/// mount(8), `umount POOL` and xfstests expect (xfstests compares `df -T`'s type with
-/// FSTYP=fuse; mount(8) still finds the helper through `-t fuse.pfnfs`); returns the FUSE
-/// device.
+/// Mounts /dev/fuse at the mountpoint as type `fuse.pfnfs` (FUSE with the subtype `pfnfs`:
+/// the kernel's `fuse` filesystem, named `fuse.pfnfs` in /proc/self/mountinfo, `findmnt` and
+/// `df -T`) with the pool as its source (what `umount POOL` and `pfnfs umount POOL` need);
+/// returns the FUSE device. The subtype is what makes mount(8) hand a later `mount -o
+/// remount MOUNTPOINT` to pfnfs (`mount.fuse.pfnfs`, or `mount.fuse3` running `pfnfs`):
+/// under plain `fuse`, mount.fuse3 would take the source, the pool path, for the program to
+/// run.
 fn mount_fuse_pfnfs(config: &MountConfig) -> std::io::Result<std::os::fd::OwnedFd> {
     use nix::mount::MsFlags;
     use std::os::unix::fs::PermissionsExt;
@@ -203,10 +207,13 @@ fn mount_fuse_pfnfs(config: &MountConfig) -> std::io::Result<std::os::fd::OwnedF
     if has("sync") {
         flags |= MsFlags::MS_SYNCHRONOUS;
     }
+    if has("nosymfollow") {
+        flags |= MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW);
+    }
     nix::mount::mount(
         Some(config.pool.as_os_str()),
         &config.mountpoint,
-        Some("fuse"),
+        Some(crate::mountinfo::PFNFS_FSTYPE),
         flags,
         Some(data.as_str()),
     )

@@ -8,8 +8,10 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error; `fsck` uses fsck(8) codes.
 //!
-//! Mount-helper form: mount(8) runs `mount.fuse3`, which runs `pfnfs POOL MOUNTPOINT -o OPTS`
-//! without a subcommand. [`helper_args`] turns that into `pfnfs mount POOL MOUNTPOINT -o OPTS`.
+//! Mount-helper form: for type `fuse.pfnfs` mount(8) runs `/sbin/mount.fuse.pfnfs POOL
+//! MOUNTPOINT -o OPTS` (this binary under that name) or, without it, `mount.fuse3`, which runs
+//! `pfnfs POOL MOUNTPOINT -o OPTS`; neither names a subcommand. [`helper_args`] turns both
+//! into `pfnfs mount POOL MOUNTPOINT -o OPTS`.
 
 #![forbid(unsafe_code)]
 
@@ -121,7 +123,8 @@ fn is_subcommand(name: &str) -> bool {
 }
 
 /// Rewrites the mount-helper form into the `mount` subcommand: if the first argument is
-/// neither a subcommand nor a flag, or the program is called as `mount.pfnfs`, insert `mount`.
+/// neither a subcommand nor a flag, or the program is called as `mount.*` (`mount.fuse.pfnfs`),
+/// insert `mount`.
 pub(crate) fn helper_args(mut args: Vec<OsString>) -> Vec<OsString> {
     let called_as_helper = args
         .first()
@@ -234,6 +237,38 @@ mod tests {
             let line = args(&["pfnfs", sub.get_name(), "/p"]);
             assert_eq!(helper_args(line.clone()), line, "{}", sub.get_name());
         }
+    }
+
+    /// mount(8) runs `/sbin/mount.fuse.pfnfs POOL MOUNTPOINT [-sfnv] [-N NS] [-o OPTS]
+    /// [-t TYPE]`; every flag of that convention parses.
+    #[test]
+    fn helper_takes_mount8s_flags() {
+        let m = parse_mount_command(args(&[
+            "/sbin/mount.fuse.pfnfs",
+            "/p.pool",
+            "/mnt",
+            "-s",
+            "-f",
+            "-n",
+            "-v",
+            "-o",
+            "ro,remount",
+            "-t",
+            "fuse.pfnfs",
+        ]))
+        .expect("parses as mount");
+        assert!(m.fake && m.no_mtab && m.sloppy && m.verbose);
+        assert_eq!(m.fstype.as_deref(), Some("fuse.pfnfs"));
+        assert_eq!(m.options, ["ro,remount"]);
+        let m = parse_mount_command(args(&[
+            "mount.fuse.pfnfs",
+            "/p",
+            "/m",
+            "-N",
+            "/proc/1/ns/mnt",
+        ]))
+        .expect("parses as mount");
+        assert_eq!(m.namespace.as_deref(), Some("/proc/1/ns/mnt"));
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! `-o` mount options: the ones pfnfs understands, the kernel flags it passes through, and the
 //! generic ones mount(8) and mount.fuse3 hand to every helper, which are accepted and ignored.
+//!
+//! For `mount -o remount,... MOUNTPOINT` mount(8) adds the options the kernel shows for the
+//! mount in /proc/self/mountinfo (`user_id=0,group_id=0,default_permissions,max_read=1048576`,
+//! ...), so every option FUSE reports must be known here: [`KERNEL_REPORTED`].
 
 use pfnfs_fs::{Durability, Mode};
 
@@ -21,6 +25,8 @@ pub const PASSED_THROUGH: &[&str] = &[
     "dirsync",
     "sync",
     "async",
+    "nosymfollow",
+    "symfollow",
 ];
 
 /// Options accepted and ignored at mount time: userspace options of mount(8), fstab-only
@@ -57,6 +63,18 @@ const IGNORED: &[&str] = &[
     "rbind",
 ];
 
+/// Options the kernel's FUSE shows for a mount (`fuse_show_options` in fs/fuse/inode.c) that
+/// pfnfs sets itself when it mounts; mount(8) hands them back on a remount. Accepted and
+/// ignored: they describe the mount being changed, and none can change on a remount.
+pub const KERNEL_REPORTED: &[&str] = &[
+    "user_id=",
+    "group_id=",
+    "rootmode=",
+    "max_read=",
+    "blksize=",
+    "fd=",
+];
+
 /// Prefixes of ignored `key=value` options.
 const IGNORED_PREFIXES: &[&str] = &[
     "x-",
@@ -70,9 +88,6 @@ const IGNORED_PREFIXES: &[&str] = &[
     "uhelper=",
     "helper=",
     "setuid=",
-    "user_id=",
-    "group_id=",
-    "rootmode=",
 ];
 
 /// What `-o` asked for. `None` means "not given": flags and defaults decide.
@@ -164,7 +179,10 @@ pub fn parse(lists: &[String]) -> Result<MountOptions, String> {
                     opts.flags.push(k.to_string());
                 }
             }
-            _ if IGNORED_PREFIXES.iter().any(|p| option.starts_with(p)) => {}
+            _ if IGNORED_PREFIXES
+                .iter()
+                .chain(KERNEL_REPORTED)
+                .any(|p| option.starts_with(p)) => {}
             ("mode" | "threads" | "durability" | "size" | "metadata_cache" | "backing", None) => {
                 return Err(format!("-o {key}: needs a value ({key}=...)"));
             }
@@ -209,6 +227,8 @@ pub fn remount_flag(option: &str) -> Option<(libc::c_ulong, bool)> {
         "nostrictatime" => (libc::MS_STRICTATIME, false),
         "lazytime" => (libc::MS_LAZYTIME, true),
         "nolazytime" => (libc::MS_LAZYTIME, false),
+        "nosymfollow" => (libc::MS_NOSYMFOLLOW, true),
+        "symfollow" => (libc::MS_NOSYMFOLLOW, false),
         _ => return None,
     })
 }
@@ -289,6 +309,27 @@ mod tests {
         );
         let o = parse_one("frobnicate,,").unwrap();
         assert_eq!(o.unknown, ["frobnicate"]);
+    }
+
+    /// What mount(8) passed to the helper for `mount -o remount,ro MOUNTPOINT` (util-linux
+    /// 2.38, through mount.fuse3, which appends `dev,suid`): the kernel's own options for the
+    /// mount come back and must be understood, not warned about.
+    #[test]
+    fn options_the_kernel_reports_are_understood() {
+        let o = parse_one(
+            "ro,relatime,remount,user_id=0,group_id=0,default_permissions,allow_other,\
+             max_read=1048576,blksize=4096,rootmode=40000,dev,suid",
+        )
+        .unwrap();
+        assert!(o.unknown.is_empty(), "{:?}", o.unknown);
+        assert!(o.remount);
+        assert_eq!(o.flags, ["ro", "relatime", "dev", "suid"]);
+        let f = remount_flags("rw,nosuid,nodev,nosymfollow,relatime", &o.flags);
+        assert_eq!(
+            f,
+            libc::MS_RDONLY | libc::MS_NOSYMFOLLOW | libc::MS_RELATIME,
+            "the mount's nosymfollow is kept; dev and suid as asked"
+        );
     }
 
     #[test]

@@ -162,6 +162,29 @@ fn usage_errors_exit_2() {
     );
 }
 
+/// The flags mount(8) gives a helper: a type other than pfnfs's and another mount namespace
+/// are usage errors that name the flag; `-f` (fake) succeeds and touches nothing.
+#[test]
+fn mount8_helper_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path().join("never.pool");
+    let mnt = dir.path();
+    let out = pfnfs(&[s(&pool), s(mnt), "-t", "ext4", "-o", "rw"]);
+    assert_eq!(code(&out), 2, "-t ext4: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("-t ext4") && stderr(&out).contains("fuse.pfnfs"),
+        "{}",
+        stderr(&out)
+    );
+    let out = pfnfs(&[s(&pool), s(mnt), "-N", "/proc/1/ns/mnt"]);
+    assert_eq!(code(&out), 2, "-N: {}", stderr(&out));
+    assert!(stderr(&out).contains("namespace"), "{}", stderr(&out));
+    let out = pfnfs(&[s(&pool), s(mnt), "-f", "-n", "-s", "-v", "-t", "fuse.pfnfs"]);
+    assert_eq!(code(&out), 0, "-f: {}", stderr(&out));
+    assert!(!pool.exists(), "a fake mount creates no pool");
+    assert!(!is_mounted(mnt), "a fake mount mounts nothing");
+}
+
 #[test]
 fn help_on_every_subcommand() {
     let top = ok(&["--help"]);
@@ -258,8 +281,8 @@ fn daemon_mount_stat_umount() {
         "mount source is the pool path as given"
     );
     assert_eq!(
-        line.fstype, "fuse",
-        "filesystem type (xfstests compares df -T with FSTYP=fuse)"
+        line.fstype, "fuse.pfnfs",
+        "filesystem type: FUSE with the subtype pfnfs"
     );
     assert_eq!(
         fs::metadata(&pool).unwrap().len(),
@@ -569,10 +592,20 @@ fn one_pool_on_two_mount_points() {
     ok(&["umount", s(&first)]);
 }
 
-/// mount(8) finds helpers through mount.fuse3, which runs `pfnfs` with a minimal PATH, so the
-/// binary must be in /usr/local/bin. To test that without installing anything, the test runs
-/// in a private mount namespace with a directory holding the fresh binary bound over
-/// /usr/local/bin.
+/// mount(8) as a user would drive it. The kernel lists a pfnfs mount as type `fuse.pfnfs`, so
+/// mount(8) hands `mount -o remount,ro MOUNTPOINT` (no `-t`) to `mount.fuse.pfnfs` when that
+/// helper is installed and otherwise to `mount.fuse3`, which runs `pfnfs` from a minimal
+/// PATH (so the binary must be in /usr/local/bin). Both routes are run, each for a mount made
+/// by `pfnfs mount`, by `mount -t fuse.pfnfs` and from an fstab line: remount read-only and
+/// back without `-t` (with the pool's mode 0755, so a helper that took the pool for a program
+/// would run it and fail), no warning about the options mount(8) hands back, `findmnt -t
+/// fuse.pfnfs`, `df -T`, `umount -a -t fuse.pfnfs` (with `--fake`: it would end every pfnfs
+/// mount on the machine) and `umount -t fuse.pfnfs`.
+///
+/// Nothing is installed: the script runs in a private mount namespace, with a directory
+/// holding the fresh binary bound over /usr/local/bin and an overlay on /usr/sbin in which
+/// `mount.fuse.pfnfs` is first removed and then added (a script that logs its arguments and
+/// execs the binary under that name).
 #[test]
 fn mount8_with_type_fuse_pfnfs_and_fstab() {
     if skip_without_fuse() {
@@ -590,11 +623,13 @@ fn mount8_with_type_fuse_pfnfs_and_fstab() {
         return;
     }
     let c = Cleanup::new();
-    let bin = c.dir.path().join("bin");
+    let dir = c.dir.path();
+    let bin = dir.join("bin");
     fs::create_dir(&bin).unwrap();
     fs::copy(pfnfs_bin(), bin.join("pfnfs")).unwrap();
     fs::set_permissions(bin.join("pfnfs"), fs::Permissions::from_mode(0o755)).unwrap();
-    let fstab = c.dir.path().join("fstab");
+    fs::create_dir(dir.join("sbin-upper")).unwrap();
+    let fstab = dir.join("fstab");
     let (pool, mnt) = (s(&c.pool), s(c.mnt()));
     fs::write(
         &fstab,
@@ -604,24 +639,81 @@ fn mount8_with_type_fuse_pfnfs_and_fstab() {
     let script = format!(
         r#"
 set -euo pipefail
-trap 'umount -l {mnt} 2>/dev/null || true' EXIT
+trap 'umount -l {mnt} 2>/dev/null || true; umount -l /usr/sbin 2>/dev/null || true' EXIT
 mount --bind {bin} /usr/local/bin
-mount -t fuse.pfnfs -o mode=direct,size=64M {pool} {mnt}
-grep -q " {mnt} .* - fuse {pool} " /proc/self/mountinfo
-echo data > {mnt}/file
-mount -t fuse.pfnfs -o remount,ro {mnt}
-grep " {mnt} " /proc/self/mountinfo | grep -q " ro,"
-if echo x > {mnt}/other 2>/dev/null; then echo "write succeeded on a read-only remount"; exit 1; fi
-mount -t fuse.pfnfs -o remount,rw {mnt}
-echo more > {mnt}/other
-umount {pool}
-if grep -q " {mnt} " /proc/self/mountinfo; then echo "still mounted after umount POOL"; exit 1; fi
-mount --fstab {fstab} {mnt}
-grep -q " {mnt} .* - fuse {pool} " /proc/self/mountinfo
-test "$(cat {mnt}/file {mnt}/other)" = "$(printf 'data\nmore')"
+mount -t tmpfs tmpfs {dir}/sbin-upper
+mkdir {dir}/sbin-upper/u {dir}/sbin-upper/w
+mount -t overlay overlay -o lowerdir=/usr/sbin,upperdir={dir}/sbin-upper/u,workdir={dir}/sbin-upper/w /usr/sbin
+
+fail() {{ echo "FAIL ($route, $how): $*"; exit 1; }}
+mounted_as_pfnfs() {{
+    test "$(findmnt -n -t fuse.pfnfs -o SOURCE,FSTYPE {mnt})" = "{pool} fuse.pfnfs" \
+        || fail "findmnt -t fuse.pfnfs: $(findmnt -n {mnt} || true)"
+    test "$(df -T -P {mnt} | awk 'NR == 2 {{ print $2 }}')" = fuse.pfnfs \
+        || fail "df -T: $(df -T {mnt})"
+}}
+# mount -o remount,ro|rw MOUNTPOINT: no -t, no warning, the kernel's ro flag follows.
+remount_ro_and_back() {{
+    local extra=("$@")
+    mount "${{extra[@]}}" -o remount,ro {mnt} 2>{dir}/err || fail "remount,ro: $(cat {dir}/err)"
+    test ! -s {dir}/err || fail "remount,ro said: $(cat {dir}/err)"
+    grep " {mnt} " /proc/self/mountinfo | grep -q " ro," || fail "not read-only after remount,ro"
+    if echo x > {mnt}/ro-write 2>/dev/null; then fail "write succeeded after remount,ro"; fi
+    mount "${{extra[@]}}" -o remount,rw {mnt} 2>{dir}/err || fail "remount,rw: $(cat {dir}/err)"
+    test ! -s {dir}/err || fail "remount,rw said: $(cat {dir}/err)"
+    grep " {mnt} " /proc/self/mountinfo | grep -q " rw," || fail "not read-write after remount,rw"
+    echo "$how" > {mnt}/"$how-$route"
+}}
+rounds() {{
+    how="pfnfs mount"
+    /usr/local/bin/pfnfs mount {pool} {mnt} --size 64M
+    chmod 0755 {pool}
+    mounted_as_pfnfs
+    remount_ro_and_back
+    umount -t fuse.pfnfs {mnt}
+    if grep -q " {mnt} " /proc/self/mountinfo; then fail "still mounted after umount -t fuse.pfnfs"; fi
+
+    how="mount -t fuse.pfnfs"
+    mount -t fuse.pfnfs -o mode=direct,nosuid {pool} {mnt}
+    mounted_as_pfnfs
+    remount_ro_and_back
+    remount_ro_and_back -t fuse.pfnfs
+    grep " {mnt} " /proc/self/mountinfo | grep -q "nosuid" || fail "remount lost nosuid"
+    umount {pool}
+    if grep -q " {mnt} " /proc/self/mountinfo; then fail "still mounted after umount POOL"; fi
+
+    how="fstab"
+    mount --fstab {fstab} {mnt}
+    mounted_as_pfnfs
+    remount_ro_and_back
+    remount_ro_and_back --fstab {fstab}
+    umount --fake -v -a -t fuse.pfnfs > {dir}/fake
+    grep -q "^{mnt} *: successfully unmounted" {dir}/fake || fail "umount -a -t fuse.pfnfs does not find it: $(cat {dir}/fake)"
+    grep -q " {mnt} " /proc/self/mountinfo || fail "umount --fake unmounted it"
+    umount -t fuse.pfnfs {mnt}
+}}
+
+route=mount.fuse3
+rm -f /usr/sbin/mount.fuse.pfnfs
+rounds
+test ! -e {dir}/helper.log || fail "mount.fuse.pfnfs ran although it was removed"
+
+route=mount.fuse.pfnfs
+printf '#!/bin/bash\necho "$*" >> {dir}/helper.log\nexec -a "$0" /usr/local/bin/pfnfs "$@"\n' > /usr/sbin/mount.fuse.pfnfs
+chmod 0755 /usr/sbin/mount.fuse.pfnfs
+rounds
+test "$(grep -c remount {dir}/helper.log)" = 10 || fail "mount.fuse.pfnfs did not do every remount: $(cat {dir}/helper.log)"
+
+/usr/local/bin/pfnfs mount {pool} {mnt}
+for f in "pfnfs mount" "mount -t fuse.pfnfs" fstab; do
+    for r in mount.fuse3 mount.fuse.pfnfs; do
+        test "$(cat "{mnt}/$f-$r")" = "$f" || fail "{mnt}/$f-$r"
+    done
+done
 umount {mnt}
 "#,
         bin = s(&bin),
+        dir = s(dir),
         fstab = s(&fstab),
     );
     let out = Command::new("unshare")

@@ -1,14 +1,17 @@
 #!/bin/sh
-# Builds the pfnfs binary and installs it as /usr/local/bin/pfnfs, where mount(8)'s
-# helper mount.fuse3 finds it for `mount -t fuse.pfnfs` (the way xfstests mounts with
-# FSTYP=fuse FUSE_SUBTYP=.pfnfs). Builds nothing else: xfstests is yours to build.
+# Builds the pfnfs binary, installs it as /usr/local/bin/pfnfs and links
+# /sbin/mount.fuse.pfnfs to it: mount(8) runs that helper for `mount -t fuse.pfnfs` (the way
+# xfstests mounts with FSTYP=fuse FUSE_SUBTYP=.pfnfs) and for `mount -o remount MOUNTPOINT`
+# of a pfnfs mount; without it mount(8) falls back to mount.fuse3, which runs pfnfs from
+# /usr/local/bin. Builds nothing else: xfstests is yours to build.
 #
 # usage: tests/xfstests/install-helper.sh [--worktree] [--root DIR]
 #
 #   default     build a clean export of the repository's HEAD commit (git archive), so
 #               uncommitted edits in the checkout are not what you test
 #   --worktree  build the checkout as it is, uncommitted edits included
-#   --root DIR  install into DIR/bin instead of /usr/local/bin
+#   --root DIR  install into DIR/bin instead of /usr/local/bin (and leave /sbin alone:
+#               the command to link the helper is printed)
 #
 # Environment: CARGO_TARGET_DIR (default /tmp/pfnfs-target) keeps this build apart from
 # the checkout's target/; PFNFS_SRC_DIR (default /tmp/pfnfs-src) is where HEAD is exported.
@@ -43,7 +46,10 @@ fi
 
 cargo install --locked --path "$src/mount-tool" --root "$root" --force
 
-if ! command -v mount.fuse3 >/dev/null 2>&1 && [ ! -x /sbin/mount.fuse3 ]; then
-    echo "install-helper: warning: mount.fuse3 not found; install fuse3 (apt-get install fuse3)" >&2
-fi
 echo "install-helper: installed $root/bin/pfnfs"
+if [ "$root" = /usr/local ]; then
+    ln -sf "$root/bin/pfnfs" /sbin/mount.fuse.pfnfs
+    echo "install-helper: linked /sbin/mount.fuse.pfnfs -> $root/bin/pfnfs"
+else
+    echo "install-helper: to make it mount(8)'s helper: ln -sf $root/bin/pfnfs /sbin/mount.fuse.pfnfs"
+fi

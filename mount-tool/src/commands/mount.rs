@@ -6,6 +6,12 @@
 //! `MS_REMOUNT`. FUSE accepts ro/rw and the per-mount flags (nosuid, nodev, noexec, atime
 //! modes) that way; the kernel then enforces read-only itself. Options the running daemon
 //! cannot change (mode, threads, durability, size) are ignored on remount.
+//!
+//! The kernel lists a pfnfs mount as type `fuse.pfnfs`, so mount(8) hands a remount, or any
+//! mount naming that type, to the helper `mount.fuse.pfnfs` (this binary under that name) if
+//! it is installed, and otherwise to `mount.fuse3`, which runs `pfnfs POOL MOUNTPOINT -o
+//! OPTS`. The helper calling convention adds `-t TYPE`, `-n`, `-s`, `-v`, `-f` and `-N NS`
+//! (mount.fuse(8), "external helpers" in mount(8)); [`MountArgs`] takes them.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -84,6 +90,31 @@ pub struct MountArgs {
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 
+    /// The filesystem type, as mount(8) gives it to a helper: `fuse.pfnfs` (or `pfnfs`).
+    #[arg(short = 't', value_name = "TYPE")]
+    pub fstype: Option<String>,
+
+    /// mount(8) helper convention: do everything but the mount itself (`mount -f`).
+    #[arg(short = 'f', long = "fake", hide = true)]
+    pub fake: bool,
+
+    /// mount(8) helper convention: do not write /etc/mtab. Ignored (there is none).
+    #[arg(short = 'n', hide = true)]
+    pub no_mtab: bool,
+
+    /// mount(8) helper convention: sloppy options. Ignored: pfnfs never fails on an unknown
+    /// option.
+    #[arg(short = 's', hide = true)]
+    pub sloppy: bool,
+
+    /// mount(8) helper convention: verbose. Ignored (see --log-level).
+    #[arg(short = 'v', hide = true)]
+    pub verbose: bool,
+
+    /// mount(8) helper convention: the mount namespace to mount in. Not supported.
+    #[arg(short = 'N', hide = true, value_name = "NS")]
+    pub namespace: Option<String>,
+
     /// Internal: this process is the detached daemon, re-executed by `pfnfs mount`; it
     /// reports on stdout when the mount is live (see `crate::daemon`).
     #[arg(long = "daemon-child", hide = true)]
@@ -100,9 +131,14 @@ enum Prepared {
 
 /// Mounts, or remounts with `-o remount`.
 pub fn run(args: MountArgs) -> Result<(), Failure> {
+    check_helper_args(&args)?;
     let opts = options::parse(&args.options).map_err(Failure::usage)?;
     for unknown in &opts.unknown {
         tracing::warn!("ignoring unknown mount option {unknown:?}");
+    }
+    if args.fake {
+        // `mount -f`: mount(8) only records the mount; pfnfs has nothing to record.
+        return Ok(());
     }
     if opts.remount {
         return remount(&args, &opts);
@@ -133,6 +169,28 @@ pub fn run(args: MountArgs) -> Result<(), Failure> {
         .skip(1)
         .collect();
     spawn_daemon(&argv, args.log_file.as_deref())
+}
+
+/// Refuses a type other than pfnfs's own and a mount namespace (`-N`), which pfnfs does not
+/// enter.
+fn check_helper_args(args: &MountArgs) -> Result<(), Failure> {
+    if let Some(t) = &args.fstype
+        && t != mountinfo::PFNFS_FSTYPE
+        && t != "pfnfs"
+    {
+        return Err(Failure::usage(format!(
+            "-t {t}: pfnfs mounts only type {} (mount -t {} POOL MOUNTPOINT)",
+            mountinfo::PFNFS_FSTYPE,
+            mountinfo::PFNFS_FSTYPE
+        )));
+    }
+    if let Some(ns) = &args.namespace {
+        return Err(Failure::usage(format!(
+            "-N {ns}: mounting in another mount namespace is not supported; run the mount \
+             inside it instead (nsenter --mount=... mount ...)"
+        )));
+    }
+    Ok(())
 }
 
 /// Bind-mounts `existing` (a live mount of the pool) onto `mountpoint`, read-only if asked.
