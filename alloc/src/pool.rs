@@ -535,10 +535,11 @@ impl Pool {
         let mut fixed = sb.clone();
         fixed.meta = current.meta;
         fixed.mounted = current.mounted;
+        fixed.bad_frames = current.bad_frames;
         fixed.seq = current.seq;
         if fixed != *current {
             return Err(bad(format!(
-                "commit may change only the metadata root and the mounted flag: {sb:?} vs current {current:?}"
+                "commit may change only the metadata root and the mounted and bad-frames flags: {sb:?} vs current {current:?}"
             )));
         }
         sb.seq = first_seq;

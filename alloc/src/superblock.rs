@@ -270,8 +270,12 @@ pub const FIELDS_V1: [Field; 18] = [
 
 /// `flags` bit 0: the pool is mounted read-write (cleared by a clean unmount).
 pub const FLAG_MOUNTED: u32 = 1;
+/// `flags` bit 1 (format 2): the metadata tree holds a bad-frame table (frames whose memory
+/// failed, never to be used again). A build that does not know the bit refuses the pool
+/// ("unknown flag bits") rather than open it and hand those frames out.
+pub const FLAG_BAD_FRAMES: u32 = 1 << 1;
 /// Every flag bit this version knows; others must be zero.
-pub const FLAGS_KNOWN: u32 = FLAG_MOUNTED;
+pub const FLAGS_KNOWN: u32 = FLAG_MOUNTED | FLAG_BAD_FRAMES;
 
 /// Why a superblock slot did not decode. Checks run in this order: length, magic, version,
 /// checksum, then fields.
@@ -435,6 +439,8 @@ pub struct Superblock {
     pub meta: MetaRoot,
     /// Set while mounted read-write; cleared by a clean unmount.
     pub mounted: bool,
+    /// The metadata tree holds a bad-frame table ([`FLAG_BAD_FRAMES`]).
+    pub bad_frames: bool,
     /// mkfs time, seconds since the epoch.
     pub created_secs: u64,
 }
@@ -542,7 +548,8 @@ fn encode_common(sb: &Superblock, version: u32) -> [u8; SUPERBLOCK_BYTES] {
         &sb.data_start_pfn.to_le_bytes(),
     );
     put(&mut buf, field::DATA_FRAMES, &sb.data_frames.to_le_bytes());
-    let flags = if sb.mounted { FLAG_MOUNTED } else { 0 };
+    let flags =
+        if sb.mounted { FLAG_MOUNTED } else { 0 } | if sb.bad_frames { FLAG_BAD_FRAMES } else { 0 };
     put(&mut buf, field::FLAGS, &flags.to_le_bytes());
     put(
         &mut buf,
@@ -572,6 +579,7 @@ fn decode_common(buf: &[u8; SUPERBLOCK_BYTES], flags: u32) -> Superblock {
         data_frames: get_u64(buf, field::DATA_FRAMES),
         meta: MetaRoot::EMPTY,
         mounted: flags & FLAG_MOUNTED != 0,
+        bad_frames: flags & FLAG_BAD_FRAMES != 0,
         created_secs: get_u64(buf, field::CREATED_SECS),
     }
 }
@@ -599,6 +607,7 @@ impl Superblock {
             data_frames: pool_frames.saturating_sub(data_start_pfn),
             meta: MetaRoot::EMPTY,
             mounted: false,
+            bad_frames: false,
             created_secs,
         };
         sb.validate()?;

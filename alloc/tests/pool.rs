@@ -951,6 +951,7 @@ fn golden_superblock() -> Superblock {
             inodes: 0xabcd,
         },
         mounted: true,
+        bad_frames: false,
         created_secs: 1_700_000_000,
     }
 }
@@ -1022,6 +1023,23 @@ fn golden_bytes_format2() {
     let expected = with_crc(GOLDEN_V2, GOLDEN_V2_CRC);
     assert_eq!(sb.encode().to_vec(), expected);
     assert_eq!(Superblock::decode(&expected), Ok(sb));
+}
+
+/// The bad-frames flag is bit 1 of the flags word (byte 100); nothing else moves.
+#[test]
+fn golden_bytes_bad_frames_flag() {
+    let mut sb = golden_superblock();
+    sb.bad_frames = true;
+    let bytes = sb.encode();
+    let golden = with_crc(GOLDEN_V2, GOLDEN_V2_CRC);
+    assert_eq!(
+        &bytes[100..104],
+        &[3, 0, 0, 0],
+        "flags: mounted | bad frames"
+    );
+    assert_eq!(&bytes[..100], &golden[..100]);
+    assert_eq!(&bytes[104..252], &golden[104..252]);
+    assert_eq!(Superblock::decode(&bytes), Ok(sb));
 }
 
 #[test]

@@ -138,6 +138,7 @@ impl Volume {
             Commit::Normal => {
                 let mut sb = self.pool.superblock();
                 sb.meta = meta;
+                sb.bad_frames = self.bad_table_entries() > 0;
                 self.pool.commit_superblock(sb)
             }
             Commit::Upgrade { .. } => self.pool.upgrade_superblock(meta),

@@ -357,18 +357,30 @@ impl Volume {
 }
 
 impl Volume {
+    /// What the bad-frame table holds: the pool's bad frames inside the data region.
+    fn bad_table(&self) -> Vec<PfnRange> {
+        let data = self.pool.data_region();
+        self.pool
+            .bad_frames()
+            .list()
+            .into_iter()
+            .filter_map(|r| intersect(&r, &data))
+            .collect()
+    }
+
+    /// Entries of the bad-frame table (what the superblock's bad-frames flag says).
+    pub(super) fn bad_table_entries(&self) -> usize {
+        self.bad_table().len()
+    }
+
     /// Writes the pool's bad-frame list into the bad-frame table where it differs (one
     /// descent when it does not: the list is short and rarely changes). Only data frames are
     /// kept: a bad frame of the header or the log cannot be avoided by allocating elsewhere,
     /// and if its memory still fails at the next mount, that mount meets it again.
     pub(super) fn store_bad_set(&self, txn: &mut Txn<'_>, base: &Tree) -> FsResult<()> {
-        let data = self.pool.data_region();
         let want: Vec<(Vec<u8>, Vec<u8>)> = self
-            .pool
-            .bad_frames()
-            .list()
+            .bad_table()
             .into_iter()
-            .filter_map(|r| intersect(&r, &data))
             .map(|r| (schema::bad_key(r.start), schema::encode_bad(r.len)))
             .collect();
         let have = scan(base, &self.pool, schema::table_range(schema::TAG_BAD))?;
