@@ -1090,7 +1090,7 @@ mod tests {
         ));
 
         let mut b = buf;
-        put(&mut b, field::FLAGS, &3u32.to_le_bytes());
+        put(&mut b, field::FLAGS, &(FLAG_MOUNTED | 1 << 2).to_le_bytes());
         seal(&mut b);
         assert!(matches!(
             Superblock::decode(&b),
