@@ -253,6 +253,13 @@ pub struct Volume {
     inodes: DashMap<u64, Arc<InodeCell>>,
     journal: Journal,
     next_ino: AtomicU64,
+    /// The generation of every inode created by this mount: random, drawn when the volume is
+    /// assembled. Inode numbers are never reused (the next-inode counter only grows and is
+    /// kept above every inode a load finds), so a generation is only a second guard: a pool
+    /// rolled back to an older copy of itself hands numbers out again, and a file handle an
+    /// NFS server kept for the lost file then names a different generation and resolves to
+    /// ESTALE, not to the new file (DESIGN 10, "File handles and NFS export").
+    generation: u32,
     gate: RwLock<()>,
     ns: Mutex<()>,
     /// The metadata tree as of the last commit (format 2): the durable state the log's
@@ -312,6 +319,18 @@ fn check_name(name: &[u8]) -> FsResult<()> {
     Ok(())
 }
 
+/// A random inode generation for a mount: nonzero (generation 0 is the kernel's own root
+/// inode's) and within 32 bits, the width the kernel keeps (`i_generation`) and puts in a
+/// file handle.
+fn new_generation() -> u32 {
+    loop {
+        let g: u32 = rand::random();
+        if g != 0 {
+            return g;
+        }
+    }
+}
+
 /// What a volume is built from (mount, fsck, upgrade).
 struct Parts {
     pool: Arc<Pool>,
@@ -349,6 +368,7 @@ impl Volume {
             inodes: p.inodes,
             journal: p.journal,
             next_ino: AtomicU64::new(p.next_ino),
+            generation: new_generation(),
             inode_count: AtomicU64::new(p.inode_count),
             orphans: Mutex::new(p.orphans),
             gate: RwLock::new(()),

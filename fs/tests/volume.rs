@@ -830,3 +830,51 @@ fn preload_reads_runs_of_inodes_as_single_reads_do() {
     assert_eq!(got, expected);
     assert_eq!(got.iter().filter(|s| *s == "gone").count(), 12);
 }
+
+/// What FUSE export support (NFS file handles) asks of the volume: LOOKUP of "." by inode
+/// number for any kind of inode, ".." of a directory, ENOENT (ESTALE to the handle) for an
+/// inode without names even while it is open, and a generation that an inode keeps across
+/// remounts while inodes made by another mount get another one.
+#[test]
+fn file_handle_lookups_and_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = make_pool(dir.path());
+    let (d, f, g1) = {
+        let v = load(&p);
+        let d = v.mkdir(ROOT, ROOT_INO, b"dir", 0o755).unwrap();
+        let f = v.create(ROOT, d.ino, b"file", 0o644, true).unwrap();
+        assert_ne!(f.attr.generation, 0);
+        assert!(f.attr.generation <= u64::from(u32::MAX), "the kernel keeps 32 bits");
+        assert_eq!(d.attr.generation, f.attr.generation, "one generation per mount");
+        v.shutdown().unwrap();
+        (d.ino, f.ino, f.attr.generation)
+    };
+    let v = load(&p);
+    let dot = v.lookup(f, b".").unwrap();
+    assert_eq!((dot.ino, dot.attr.generation), (f, g1), "kept across a remount");
+    assert_eq!(v.lookup(d, b".").unwrap().ino, d);
+    assert_eq!(v.lookup(d, b"..").unwrap().ino, ROOT_INO);
+    assert_eq!(
+        v.lookup(f, b"..").unwrap_err().kind,
+        pfnfs_fs::error::ErrorKind::NotDirectory
+    );
+    let h = v.create(ROOT, d, b"new", 0o644, true).unwrap();
+    assert_ne!(h.attr.generation, g1, "another mount, another generation");
+    // Gone from the namespace but still open: a handle to it is stale.
+    v.open(h.ino, false).unwrap();
+    v.remove(d, b"new", false).unwrap();
+    assert_eq!(
+        v.lookup(h.ino, b".").unwrap_err().kind,
+        pfnfs_fs::error::ErrorKind::NotFound
+    );
+    v.release(h.ino);
+    assert_eq!(
+        v.lookup(h.ino, b".").unwrap_err().kind,
+        pfnfs_fs::error::ErrorKind::NotFound
+    );
+    // A number never handed out.
+    assert_eq!(
+        v.lookup(h.ino + 1000, b".").unwrap_err().kind,
+        pfnfs_fs::error::ErrorKind::NotFound
+    );
+}

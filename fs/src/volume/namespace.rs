@@ -40,9 +40,15 @@ impl Volume {
             }
         };
         let cell = self.cell(ino)?;
+        let inode = cell.inode.read();
+        if name == b"." && inode.attr.nlink == 0 {
+            // A file handle to a file that is gone from the namespace (still open somewhere,
+            // or not yet reclaimed) resolves to ESTALE, as on a local filesystem; the kernel
+            // turns this ENOENT into it.
+            return Err(not_found("inode has no names left"));
+        }
         cell.lookups.fetch_add(1, Ordering::AcqRel);
-        let entry = Entry::of(&cell.inode.read());
-        Ok(entry)
+        Ok(Entry::of(&inode))
     }
 
     /// Counts a lookup reference for an inode handed to the kernel by create/mkdir/readdirplus.
@@ -119,7 +125,7 @@ impl Volume {
             ctime: now,
             crtime: now,
             rdev,
-            generation: 1,
+            generation: u64::from(self.generation),
         }
     }
 

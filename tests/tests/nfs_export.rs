@@ -1,0 +1,612 @@
+//! A pfnfs mount exported over NFS by nfs-ganesha (FSAL_VFS) on the loopback, driven by a
+//! real NFS client (nfs-rs, a userspace client: this kernel has no NFS client) over NFSv3,
+//! NFSv4.0 and NFSv4.1: files from 3 bytes to 64 MiB byte-identical both ways, mkdir,
+//! rename, link, unlink, setattr, a 10,000-entry directory, permissions for a non-root
+//! uid, file handles that survive a restart of ganesha and of the pfnfs daemon (with the
+//! kernel's caches dropped) and are stale, never another file, once their file is gone;
+//! fsck clean at the end. docs/NFS.md is the deployment this checks.
+//!
+//! Needs `nfs-ganesha`, `nfs-ganesha-vfs` and `rpcbind` (the README's test command and CI
+//! install them). Ganesha runs as this test's child on ports of its own; rpcbind, which
+//! ganesha needs to register NFSv3, is used if one runs and otherwise started (and stopped)
+//! by the test. Only processes the test started are ended, by PID.
+
+use std::collections::BTreeSet;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use nfs_rs::Mount;
+use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_on, send_signal, skip_without_fuse};
+
+/// The switch that lets this test pass as skipped where nfs-ganesha is not installed.
+const SKIP_SWITCH: &str = "PFNFS_SKIP_WITHOUT_GANESHA";
+
+/// A non-root user and group for the permission checks.
+const USER: u32 = 4321;
+
+/// Why the NFS test cannot run here, if it cannot.
+fn ganesha_missing() -> Option<String> {
+    let on_path = |bin: &str| {
+        ["/usr/bin", "/usr/sbin", "/sbin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(bin).is_file())
+    };
+    if !on_path("ganesha.nfsd") || !on_path("rpcbind") || vfs_fsal().is_none() {
+        return Some(
+            "nfs-ganesha with its VFS FSAL and rpcbind are not installed \
+             (apt-get install nfs-ganesha nfs-ganesha-vfs rpcbind)"
+                .into(),
+        );
+    }
+    None
+}
+
+/// Where ganesha's VFS FSAL is, if installed.
+fn vfs_fsal() -> Option<PathBuf> {
+    ["/usr/lib/x86_64-linux-gnu/ganesha", "/usr/lib/ganesha", "/usr/lib64/ganesha"]
+        .iter()
+        .map(|d| Path::new(d).join("libfsalvfs.so"))
+        .find(|p| p.is_file())
+}
+
+fn skip_without_ganesha() -> bool {
+    let Some(why) = ganesha_missing() else {
+        return false;
+    };
+    if std::env::var(SKIP_SWITCH).is_ok_and(|v| v == "1") {
+        eprintln!("SKIP: {why}");
+        return true;
+    }
+    panic!("{why}; set {SKIP_SWITCH}=1 to skip the NFS export test instead");
+}
+
+/// A free TCP port on the loopback (taken again by ganesha a moment later).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "{what}: not ready after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill_and_wait(child: &mut Child, what: &str) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    send_signal(child.id() as i32, "TERM");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("{what} {} ignored SIGTERM; killing it", child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// rpcbind: the one already running, or one this guard started and stops.
+struct Rpcbind {
+    child: Option<Child>,
+}
+
+impl Rpcbind {
+    fn running() -> bool {
+        TcpStream::connect(("127.0.0.1", 111)).is_ok()
+    }
+
+    fn ensure() -> Rpcbind {
+        if Rpcbind::running() {
+            return Rpcbind { child: None };
+        }
+        let child = Command::new("rpcbind")
+            .arg("-f")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rpcbind");
+        let rpcbind = Rpcbind { child: Some(child) };
+        wait_for("rpcbind", Duration::from_secs(10), Rpcbind::running);
+        rpcbind
+    }
+}
+
+impl Drop for Rpcbind {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            kill_and_wait(child, "rpcbind");
+        }
+    }
+}
+
+/// nfs-ganesha serving one path, in the foreground as this guard's child.
+struct Ganesha {
+    dir: tempfile::TempDir,
+    nfs_port: u16,
+    mnt_port: u16,
+    child: Option<Child>,
+}
+
+/// The export's NFSv4 pseudo path.
+const PSEUDO: &str = "/pfnfs";
+
+impl Ganesha {
+    fn start(export: &Path) -> Ganesha {
+        let dir = tempfile::Builder::new()
+            .prefix("pfnfs-ganesha-")
+            .tempdir()
+            .expect("tempdir");
+        let mut g = Ganesha {
+            nfs_port: free_port(),
+            mnt_port: free_port(),
+            dir,
+            child: None,
+        };
+        let config = ganesha_config(export, g.nfs_port, g.mnt_port, &g.dir.path().join("recovery"));
+        std::fs::write(g.dir.path().join("ganesha.conf"), config).expect("write ganesha.conf");
+        g.run();
+        g
+    }
+
+    fn run(&mut self) {
+        let d = self.dir.path();
+        let child = Command::new("ganesha.nfsd")
+            .arg("-F")
+            .arg("-L")
+            .arg(d.join("ganesha.log"))
+            .arg("-f")
+            .arg(d.join("ganesha.conf"))
+            .arg("-p")
+            .arg(d.join("ganesha.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ganesha.nfsd");
+        self.child = Some(child);
+        let port = self.nfs_port;
+        let start = Instant::now();
+        loop {
+            if self.log().contains("NFS SERVER INITIALIZED")
+                && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("ganesha.nfsd exited with {status}; its log:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "ganesha.nfsd did not start serving; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_wait(&mut child, "ganesha.nfsd");
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ganesha.log")).unwrap_or_default()
+    }
+
+    /// The client URL of the export over NFS `version` as `uid`/`gid`.
+    fn url(&self, export: &Path, version: &str, uid: u32) -> String {
+        let path = if version == "3" {
+            export.display().to_string()
+        } else {
+            PSEUDO.to_string()
+        };
+        format!(
+            "nfs://127.0.0.1{path}?version={version}&nfsport={}&mountport={}&uid={uid}&gid={uid}",
+            self.nfs_port, self.mnt_port
+        )
+    }
+}
+
+impl Drop for Ganesha {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The configuration docs/NFS.md gives, on the test's own ports and recovery directory,
+/// without a grace period (no client state to reclaim here).
+fn ganesha_config(export: &Path, nfs_port: u16, mnt_port: u16, recovery: &Path) -> String {
+    format!(
+        r#"NFS_CORE_PARAM {{
+    Protocols = 3, 4;
+    Bind_Addr = 127.0.0.1;
+    NFS_Port = {nfs_port};
+    MNT_Port = {mnt_port};
+    Enable_NLM = false;
+    Enable_RQUOTA = false;
+}}
+NFSv4 {{
+    Graceless = true;
+    RecoveryRoot = {recovery};
+}}
+EXPORT {{
+    Export_Id = 1;
+    Path = {export};
+    Pseudo = {PSEUDO};
+    Access_Type = RW;
+    Squash = No_Root_Squash;
+    Protocols = 3, 4;
+    Transports = TCP;
+    SecType = sys;
+    FSAL {{ Name = VFS; fsid_type = Major64; }}
+}}
+LOG {{ Default_Log_Level = EVENT; }}
+"#,
+        recovery = recovery.display(),
+        export = export.display(),
+    )
+}
+
+async fn mount(url: &str) -> Box<dyn Mount> {
+    match nfs_rs::parse_url_and_mount(url).await {
+        Ok(m) => m,
+        Err(e) => panic!("NFS mount of {url}: {e}"),
+    }
+}
+
+/// Writes `data` to a new file `path` through the export, and closes it.
+async fn put(m: &dyn Mount, path: &str, data: &[u8]) -> Bytes {
+    let f = m.create_path(path, Some(0o644)).await.expect("create");
+    let n = nfs_rs::write_all(m, f.fh.clone(), 0, Bytes::copy_from_slice(data))
+        .await
+        .unwrap_or_else(|e| panic!("write {path}: {e}"));
+    assert_eq!(n, data.len() as u64, "{path}: bytes written");
+    m.close(f.fh.clone()).await.expect("close");
+    f.fh
+}
+
+/// The whole file behind `fh`, read in chunks of the mount's read size.
+async fn get(m: &dyn Mount, fh: &Bytes) -> Vec<u8> {
+    let chunk = m.get_max_read_size();
+    let mut out = Vec::new();
+    loop {
+        let b = m
+            .read(fh.clone(), out.len() as u64, chunk)
+            .await
+            .unwrap_or_else(|e| panic!("read at {}: {e}", out.len()));
+        if b.is_empty() {
+            return out;
+        }
+        out.extend_from_slice(&b);
+    }
+}
+
+async fn get_path(m: &dyn Mount, path: &str) -> Vec<u8> {
+    let f = m.open_path(path, nfs_rs::OPEN_READ).await.expect("open");
+    let data = get(m, &f.fh).await;
+    m.close(f.fh).await.expect("close");
+    data
+}
+
+/// Whether `e` is the NFS status `name` (`STALE`, `ACCES`, ...) of either protocol.
+fn is_status(e: &nfs_rs::NfsError, name: &str) -> bool {
+    use nfs_rs::NfsError::{Nfs3, Nfs4};
+    match e {
+        Nfs3(code) => format!("{code:?}") == format!("NFS3ERR_{name}"),
+        Nfs4(code) => format!("{code:?}") == format!("NFS4ERR_{name}"),
+        _ => false,
+    }
+}
+
+fn is_stale(e: &nfs_rs::NfsError) -> bool {
+    is_status(e, "STALE")
+}
+
+fn is_denied(e: &nfs_rs::NfsError) -> bool {
+    is_status(e, "ACCES") || is_status(e, "PERM")
+}
+
+/// Sizes moved through the export: a few bytes to 64 MiB, crossing page and RPC sizes.
+const SIZES: [usize; 6] = [3, 4096, 65_536 + 17, 1 << 20, (3 << 20) + 5, 64 << 20];
+
+/// Files of every size written and read back over one NFS version, checked against the
+/// bytes the pfnfs mount itself has.
+async fn data_both_ways(m: &dyn Mount, local: &Path, tag: &str) {
+    m.mkdir_path(tag, 0o755).await.expect("mkdir");
+    for (i, &size) in SIZES.iter().enumerate() {
+        let name = format!("{tag}/f{size}");
+        let data = pattern(i as u64 + 1, size);
+        let fh = put(m, &name, &data).await;
+        assert!(
+            std::fs::read(local.join(&name)).expect("local read") == data,
+            "{name}: the pfnfs mount has other bytes than the client wrote"
+        );
+        assert!(get(m, &fh).await == data, "{name}: read back differs");
+        // And a file written on the pfnfs mount, read through the export.
+        let local_name = format!("{tag}/l{size}");
+        let data = pattern(100 + i as u64, size);
+        std::fs::write(local.join(&local_name), &data).expect("local write");
+        assert!(
+            get_path(m, &local_name).await == data,
+            "{local_name}: the export serves other bytes than the pfnfs mount has"
+        );
+    }
+    // The room goes back when the client deletes.
+    let before = pfnfs_free_bytes(local);
+    for name in [format!("{tag}/f{}", 64 << 20), format!("{tag}/l{}", 64 << 20)] {
+        m.remove_path(&name).await.expect("unlink");
+        assert!(!local.join(&name).exists());
+    }
+    assert!(pfnfs_free_bytes(local) >= before + (128 << 20), "unlinked space is free again");
+}
+
+/// Free bytes of the filesystem at `path` (statvfs, through `df`, so that the test needs no
+/// `unsafe`).
+fn pfnfs_free_bytes(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .expect("run df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df prints the free bytes")
+}
+
+/// mkdir, rename, link, setattr, unlink and rmdir, each checked on the pfnfs mount.
+async fn namespace_ops(m: &dyn Mount, local: &Path, tag: &str) {
+    let d = format!("{tag}-ns");
+    m.mkdir_path(&d, 0o750).await.expect("mkdir");
+    assert!(local.join(&d).is_dir());
+    assert_eq!(std::fs::metadata(local.join(&d)).unwrap().mode() & 0o7777, 0o750);
+    put(m, &format!("{d}/a"), b"contents of a").await;
+    m.mkdir_path(&format!("{d}/sub"), 0o755).await.expect("mkdir sub");
+    m.rename_path(&format!("{d}/a"), &format!("{d}/sub/b"))
+        .await
+        .expect("rename");
+    assert!(!local.join(&d).join("a").exists());
+    assert_eq!(std::fs::read(local.join(&d).join("sub/b")).unwrap(), b"contents of a");
+    m.link_path(&format!("{d}/sub/b"), &format!("{d}/c"))
+        .await
+        .expect("link");
+    let meta = std::fs::metadata(local.join(&d).join("c")).unwrap();
+    assert_eq!(meta.nlink(), 2);
+    assert_eq!(meta.ino(), std::fs::metadata(local.join(&d).join("sub/b")).unwrap().ino());
+    m.setattr_path(&format!("{d}/c"), false, Some(0o600), None, None, Some(8), None, None)
+        .await
+        .expect("setattr");
+    let meta = std::fs::metadata(local.join(&d).join("sub/b")).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.len()), (0o600, 8));
+    assert_eq!(std::fs::read(local.join(&d).join("sub/b")).unwrap(), b"contents");
+    let a = m.getattr_path(&format!("{d}/sub/b")).await.expect("getattr");
+    assert_eq!((a.file_mode & 0o7777, a.filesize, a.nlink), (0o600, 8, 2));
+    m.setattr_path(&format!("{d}/c"), false, None, Some(USER), Some(USER), None, None, None)
+        .await
+        .expect("chown");
+    let meta = std::fs::metadata(local.join(&d).join("c")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (USER, USER));
+    let err = m.rmdir_path(&format!("{d}/sub")).await.unwrap_err();
+    assert!(is_status(&err, "NOTEMPTY"), "rmdir of a full directory: {err:?}");
+    m.remove_path(&format!("{d}/sub/b")).await.expect("unlink");
+    assert_eq!(std::fs::metadata(local.join(&d).join("c")).unwrap().nlink(), 1);
+    m.remove_path(&format!("{d}/c")).await.expect("unlink");
+    m.rmdir_path(&format!("{d}/sub")).await.expect("rmdir");
+    m.rmdir_path(&d).await.expect("rmdir");
+    assert!(!local.join(&d).exists());
+}
+
+/// Every name of a directory, read over the export with READDIRPLUS (or READDIR).
+async fn list(m: &dyn Mount, dir: &str, plus: bool) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    if plus {
+        let mut s = m.readdirplus_path(dir).await.expect("readdirplus");
+        while let Some(e) = s.try_next().await.expect("readdirplus entry") {
+            names.insert(e.file_name);
+        }
+    } else {
+        let mut s = m.readdir_path(dir).await.expect("readdir");
+        while let Some(e) = s.try_next().await.expect("readdir entry") {
+            names.insert(e.file_name);
+        }
+    }
+    names.remove(".");
+    names.remove("..");
+    names
+}
+
+/// What a non-root client may and may not do: the daemon sees the client's uid.
+async fn as_user(m: &dyn Mount, local: &Path) {
+    let err = m.create_path("root-owned", Some(0o644)).await.unwrap_err();
+    assert!(is_denied(&err), "create in a root-owned 0755 directory: {err:?}");
+    assert!(!local.join("root-owned").exists());
+    put(m, "shared/mine", b"user data").await;
+    let meta = std::fs::metadata(local.join("shared/mine")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (USER, USER), "owner of a file the user made");
+    let err = m
+        .open_path("private/secret", nfs_rs::OPEN_READ)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(is_denied(&err), "lookup in a root-only directory: {err:?}");
+    let err = m
+        .setattr_path("shared/roots", false, Some(0o666), None, None, None, None, None)
+        .await
+        .unwrap_err();
+    assert!(is_denied(&err), "chmod of root's file: {err:?}");
+    assert_eq!(
+        std::fs::metadata(local.join("shared/roots")).unwrap().mode() & 0o7777,
+        0o644
+    );
+    let err = m.remove_path("sticky/roots").await.unwrap_err();
+    assert!(is_denied(&err), "unlink of root's file in a sticky directory: {err:?}");
+    assert!(local.join("sticky/roots").exists());
+}
+
+fn sh_ok(cmd: &str) {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("run sh");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn drop_caches() {
+    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
+}
+
+/// One ganesha (and rpcbind) at a time: the tests of this file run one after the other.
+static ONE_SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn export_in_mode(mode: Mode) {
+    if skip_without_fuse() || skip_without_ganesha() {
+        return;
+    }
+    let _one = ONE_SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    // allow_other: ganesha serves a non-root client with that uid as its own, and FUSE
+    // refuses every process but the mounting user's without it (docs/NFS.md).
+    let mut fs = MountGuard::with_pool_size(mode, 1 << 30, &["allow_other"]);
+    let local = fs.path().to_path_buf();
+    for (dir, perm) in [("shared", 0o777), ("private", 0o700), ("sticky", 0o1777)] {
+        std::fs::create_dir(local.join(dir)).unwrap();
+        std::fs::set_permissions(local.join(dir), std::os::unix::fs::PermissionsExt::from_mode(perm))
+            .unwrap();
+    }
+    for f in ["shared/roots", "private/secret", "sticky/roots"] {
+        std::fs::write(local.join(f), b"root's").unwrap();
+    }
+    let many = local.join("many");
+    std::fs::create_dir(&many).unwrap();
+    let expected: BTreeSet<String> = (0..10_000).map(|i| format!("entry-{i:05}")).collect();
+    for name in &expected {
+        std::fs::File::create(many.join(name)).unwrap();
+    }
+    let _rpcbind = Rpcbind::ensure();
+    let mut ganesha = Ganesha::start(&local);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+
+    // Data, names and listing over each protocol version.
+    let (kept, gone) = rt.block_on(async {
+        for version in ["3", "4.0", "4.1"] {
+            let m = mount(&ganesha.url(&local, version, 0)).await;
+            let tag = format!("v{}", version.replace('.', ""));
+            data_both_ways(&*m, &local, &tag).await;
+            namespace_ops(&*m, &local, &tag).await;
+            assert_eq!(list(&*m, "many", true).await, expected, "NFSv{version} READDIRPLUS");
+            assert_eq!(list(&*m, "many", false).await, expected, "NFSv{version} READDIR");
+            m.umount().await.ok();
+        }
+        let m = mount(&ganesha.url(&local, "3", USER)).await;
+        as_user(&*m, &local).await;
+        m.umount().await.ok();
+        // Handles to keep across the restarts: one of a file that stays, one of a file
+        // deleted meanwhile.
+        let m = mount(&ganesha.url(&local, "3", 0)).await;
+        let kept = put(&*m, "kept", &pattern(7, 300_000)).await;
+        let gone = put(&*m, "gone", b"soon deleted").await;
+        let dir = m.lookup_path("many").await.expect("lookup many").fh;
+        m.umount().await.ok();
+        (kept, (gone, dir))
+    });
+    let (gone, many_fh) = gone;
+
+    // Restart ganesha with the kernel's caches dropped: its handles now resolve through
+    // LOOKUP(".") by inode number.
+    ganesha.stop();
+    std::fs::remove_file(local.join("gone")).unwrap();
+    drop_caches();
+    ganesha.run();
+    rt.block_on(async {
+        let m = mount(&ganesha.url(&local, "3", 0)).await;
+        match m.getattr(kept.clone()).await {
+            Ok(_) => {}
+            Err(e) => panic!("kept {kept:02x?}: {e:?}; ganesha log:\n{}", ganesha.log()),
+        }
+        assert!(get(&*m, &kept).await == pattern(7, 300_000), "kept, after a ganesha restart");
+        let err = m.getattr(gone.clone()).await.unwrap_err();
+        assert!(is_stale(&err), "handle of a deleted file: {err:?}");
+        m.umount().await.ok();
+    });
+
+    // Restart the pfnfs daemon (ganesha stopped: it holds files open on the mount), then
+    // ganesha. The new mount gets another device number (a tmpfs takes the freed one for
+    // the moment), as a mount after a reboot or beside other mounts may: a handle that
+    // named the device would go stale (DESIGN 10).
+    ganesha.stop();
+    let dev_before = std::fs::metadata(&local).unwrap().dev();
+    fs.unmount().unwrap_or_else(|e| panic!("unmount: {e}"));
+    let holder = tempfile::tempdir().unwrap();
+    sh_ok(&format!("mount -t tmpfs -o size=1M pfnfs-test {}", holder.path().display()));
+    fs.remount();
+    sh_ok(&format!("umount {}", holder.path().display()));
+    assert_ne!(
+        std::fs::metadata(&local).unwrap().dev(),
+        dev_before,
+        "the remount kept its device number; this check needs another one"
+    );
+    drop_caches();
+    ganesha.run();
+    rt.block_on(async {
+        let m = mount(&ganesha.url(&local, "3", 0)).await;
+        assert!(
+            get(&*m, &kept).await == pattern(7, 300_000),
+            "kept, after the pfnfs daemon and ganesha restarted"
+        );
+        let err = m.getattr(gone.clone()).await.unwrap_err();
+        assert!(is_stale(&err), "handle of a deleted file after a remount: {err:?}");
+        let a = m.getattr(many_fh.clone()).await.expect("directory handle");
+        assert_eq!(a.type_, 2, "the handle of 'many' is a directory");
+        // A file made after the restarts, read and removed over NFSv4.1 too.
+        m.umount().await.ok();
+        let m = mount(&ganesha.url(&local, "4.1", 0)).await;
+        put(&*m, "after", b"after the restarts").await;
+        assert_eq!(get_path(&*m, "after").await, b"after the restarts");
+        m.remove_path("after").await.expect("unlink");
+        m.umount().await.ok();
+    });
+    ganesha.stop();
+    let log = ganesha.log();
+    drop(ganesha);
+    if let Err(e) = fs.unmount() {
+        panic!("unmount: {e}");
+    }
+    let out = pfnfs_on(&["fsck", "-n"], fs.pool());
+    assert!(
+        out.status.success(),
+        "fsck -n after the NFS run: {}{}\nganesha log:\n{log}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn nfs_export_direct() {
+    export_in_mode(Mode::Direct);
+}
+
+#[test]
+fn nfs_export_buffered() {
+    export_in_mode(Mode::Buffered);
+}
