@@ -844,14 +844,24 @@ fn file_handle_lookups_and_generations() {
         let d = v.mkdir(ROOT, ROOT_INO, b"dir", 0o755).unwrap();
         let f = v.create(ROOT, d.ino, b"file", 0o644, true).unwrap();
         assert_ne!(f.attr.generation, 0);
-        assert!(f.attr.generation <= u64::from(u32::MAX), "the kernel keeps 32 bits");
-        assert_eq!(d.attr.generation, f.attr.generation, "one generation per mount");
+        assert!(
+            f.attr.generation <= u64::from(u32::MAX),
+            "the kernel keeps 32 bits"
+        );
+        assert_eq!(
+            d.attr.generation, f.attr.generation,
+            "one generation per mount"
+        );
         v.shutdown().unwrap();
         (d.ino, f.ino, f.attr.generation)
     };
     let v = load(&p);
     let dot = v.lookup(f, b".").unwrap();
-    assert_eq!((dot.ino, dot.attr.generation), (f, g1), "kept across a remount");
+    assert_eq!(
+        (dot.ino, dot.attr.generation),
+        (f, g1),
+        "kept across a remount"
+    );
     assert_eq!(v.lookup(d, b".").unwrap().ino, d);
     assert_eq!(v.lookup(d, b"..").unwrap().ino, ROOT_INO);
     assert_eq!(

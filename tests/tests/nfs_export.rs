@@ -48,10 +48,14 @@ fn ganesha_missing() -> Option<String> {
 
 /// Where ganesha's VFS FSAL is, if installed.
 fn vfs_fsal() -> Option<PathBuf> {
-    ["/usr/lib/x86_64-linux-gnu/ganesha", "/usr/lib/ganesha", "/usr/lib64/ganesha"]
-        .iter()
-        .map(|d| Path::new(d).join("libfsalvfs.so"))
-        .find(|p| p.is_file())
+    [
+        "/usr/lib/x86_64-linux-gnu/ganesha",
+        "/usr/lib/ganesha",
+        "/usr/lib64/ganesha",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join("libfsalvfs.so"))
+    .find(|p| p.is_file())
 }
 
 fn skip_without_ganesha() -> bool {
@@ -76,7 +80,10 @@ fn free_port() -> u16 {
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
-        assert!(start.elapsed() < timeout, "{what}: not ready after {timeout:?}");
+        assert!(
+            start.elapsed() < timeout,
+            "{what}: not ready after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -156,7 +163,12 @@ impl Ganesha {
             dir,
             child: None,
         };
-        let config = ganesha_config(export, g.nfs_port, g.mnt_port, &g.dir.path().join("recovery"));
+        let config = ganesha_config(
+            export,
+            g.nfs_port,
+            g.mnt_port,
+            &g.dir.path().join("recovery"),
+        );
         std::fs::write(g.dir.path().join("ganesha.conf"), config).expect("write ganesha.conf");
         g.run();
         g
@@ -189,7 +201,10 @@ impl Ganesha {
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("ganesha.nfsd exited with {status}; its log:\n{}", self.log());
+                panic!(
+                    "ganesha.nfsd exited with {status}; its log:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
@@ -350,11 +365,17 @@ async fn data_both_ways(m: &dyn Mount, local: &Path, tag: &str) {
     }
     // The room goes back when the client deletes.
     let before = pfnfs_free_bytes(local);
-    for name in [format!("{tag}/f{}", 64 << 20), format!("{tag}/l{}", 64 << 20)] {
+    for name in [
+        format!("{tag}/f{}", 64 << 20),
+        format!("{tag}/l{}", 64 << 20),
+    ] {
         m.remove_path(&name).await.expect("unlink");
         assert!(!local.join(&name).exists());
     }
-    assert!(pfnfs_free_bytes(local) >= before + (128 << 20), "unlinked space is free again");
+    assert!(
+        pfnfs_free_bytes(local) >= before + (128 << 20),
+        "unlinked space is free again"
+    );
 }
 
 /// Free bytes of the filesystem at `path` (statvfs, through `df`, so that the test needs no
@@ -377,37 +398,80 @@ async fn namespace_ops(m: &dyn Mount, local: &Path, tag: &str) {
     let d = format!("{tag}-ns");
     m.mkdir_path(&d, 0o750).await.expect("mkdir");
     assert!(local.join(&d).is_dir());
-    assert_eq!(std::fs::metadata(local.join(&d)).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(
+        std::fs::metadata(local.join(&d)).unwrap().mode() & 0o7777,
+        0o750
+    );
     put(m, &format!("{d}/a"), b"contents of a").await;
-    m.mkdir_path(&format!("{d}/sub"), 0o755).await.expect("mkdir sub");
+    m.mkdir_path(&format!("{d}/sub"), 0o755)
+        .await
+        .expect("mkdir sub");
     m.rename_path(&format!("{d}/a"), &format!("{d}/sub/b"))
         .await
         .expect("rename");
     assert!(!local.join(&d).join("a").exists());
-    assert_eq!(std::fs::read(local.join(&d).join("sub/b")).unwrap(), b"contents of a");
+    assert_eq!(
+        std::fs::read(local.join(&d).join("sub/b")).unwrap(),
+        b"contents of a"
+    );
     m.link_path(&format!("{d}/sub/b"), &format!("{d}/c"))
         .await
         .expect("link");
     let meta = std::fs::metadata(local.join(&d).join("c")).unwrap();
     assert_eq!(meta.nlink(), 2);
-    assert_eq!(meta.ino(), std::fs::metadata(local.join(&d).join("sub/b")).unwrap().ino());
-    m.setattr_path(&format!("{d}/c"), false, Some(0o600), None, None, Some(8), None, None)
-        .await
-        .expect("setattr");
+    assert_eq!(
+        meta.ino(),
+        std::fs::metadata(local.join(&d).join("sub/b"))
+            .unwrap()
+            .ino()
+    );
+    m.setattr_path(
+        &format!("{d}/c"),
+        false,
+        Some(0o600),
+        None,
+        None,
+        Some(8),
+        None,
+        None,
+    )
+    .await
+    .expect("setattr");
     let meta = std::fs::metadata(local.join(&d).join("sub/b")).unwrap();
     assert_eq!((meta.mode() & 0o7777, meta.len()), (0o600, 8));
-    assert_eq!(std::fs::read(local.join(&d).join("sub/b")).unwrap(), b"contents");
-    let a = m.getattr_path(&format!("{d}/sub/b")).await.expect("getattr");
-    assert_eq!((a.file_mode & 0o7777, a.filesize, a.nlink), (0o600, 8, 2));
-    m.setattr_path(&format!("{d}/c"), false, None, Some(USER), Some(USER), None, None, None)
+    assert_eq!(
+        std::fs::read(local.join(&d).join("sub/b")).unwrap(),
+        b"contents"
+    );
+    let a = m
+        .getattr_path(&format!("{d}/sub/b"))
         .await
-        .expect("chown");
+        .expect("getattr");
+    assert_eq!((a.file_mode & 0o7777, a.filesize, a.nlink), (0o600, 8, 2));
+    m.setattr_path(
+        &format!("{d}/c"),
+        false,
+        None,
+        Some(USER),
+        Some(USER),
+        None,
+        None,
+        None,
+    )
+    .await
+    .expect("chown");
     let meta = std::fs::metadata(local.join(&d).join("c")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (USER, USER));
     let err = m.rmdir_path(&format!("{d}/sub")).await.unwrap_err();
-    assert!(is_status(&err, "NOTEMPTY"), "rmdir of a full directory: {err:?}");
+    assert!(
+        is_status(&err, "NOTEMPTY"),
+        "rmdir of a full directory: {err:?}"
+    );
     m.remove_path(&format!("{d}/sub/b")).await.expect("unlink");
-    assert_eq!(std::fs::metadata(local.join(&d).join("c")).unwrap().nlink(), 1);
+    assert_eq!(
+        std::fs::metadata(local.join(&d).join("c")).unwrap().nlink(),
+        1
+    );
     m.remove_path(&format!("{d}/c")).await.expect("unlink");
     m.rmdir_path(&format!("{d}/sub")).await.expect("rmdir");
     m.rmdir_path(&d).await.expect("rmdir");
@@ -436,11 +500,18 @@ async fn list(m: &dyn Mount, dir: &str, plus: bool) -> BTreeSet<String> {
 /// What a non-root client may and may not do: the daemon sees the client's uid.
 async fn as_user(m: &dyn Mount, local: &Path) {
     let err = m.create_path("root-owned", Some(0o644)).await.unwrap_err();
-    assert!(is_denied(&err), "create in a root-owned 0755 directory: {err:?}");
+    assert!(
+        is_denied(&err),
+        "create in a root-owned 0755 directory: {err:?}"
+    );
     assert!(!local.join("root-owned").exists());
     put(m, "shared/mine", b"user data").await;
     let meta = std::fs::metadata(local.join("shared/mine")).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (USER, USER), "owner of a file the user made");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (USER, USER),
+        "owner of a file the user made"
+    );
     let err = m
         .open_path("private/secret", nfs_rs::OPEN_READ)
         .await
@@ -448,21 +519,40 @@ async fn as_user(m: &dyn Mount, local: &Path) {
         .unwrap_err();
     assert!(is_denied(&err), "lookup in a root-only directory: {err:?}");
     let err = m
-        .setattr_path("shared/roots", false, Some(0o666), None, None, None, None, None)
+        .setattr_path(
+            "shared/roots",
+            false,
+            Some(0o666),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(is_denied(&err), "chmod of root's file: {err:?}");
     assert_eq!(
-        std::fs::metadata(local.join("shared/roots")).unwrap().mode() & 0o7777,
+        std::fs::metadata(local.join("shared/roots"))
+            .unwrap()
+            .mode()
+            & 0o7777,
         0o644
     );
     let err = m.remove_path("sticky/roots").await.unwrap_err();
-    assert!(is_denied(&err), "unlink of root's file in a sticky directory: {err:?}");
+    assert!(
+        is_denied(&err),
+        "unlink of root's file in a sticky directory: {err:?}"
+    );
     assert!(local.join("sticky/roots").exists());
 }
 
 fn sh_ok(cmd: &str) {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("run sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
     assert!(
         out.status.success(),
         "{cmd}: {}",
@@ -488,8 +578,11 @@ fn export_in_mode(mode: Mode) {
     let local = fs.path().to_path_buf();
     for (dir, perm) in [("shared", 0o777), ("private", 0o700), ("sticky", 0o1777)] {
         std::fs::create_dir(local.join(dir)).unwrap();
-        std::fs::set_permissions(local.join(dir), std::os::unix::fs::PermissionsExt::from_mode(perm))
-            .unwrap();
+        std::fs::set_permissions(
+            local.join(dir),
+            std::os::unix::fs::PermissionsExt::from_mode(perm),
+        )
+        .unwrap();
     }
     for f in ["shared/roots", "private/secret", "sticky/roots"] {
         std::fs::write(local.join(f), b"root's").unwrap();
@@ -514,8 +607,16 @@ fn export_in_mode(mode: Mode) {
             let tag = format!("v{}", version.replace('.', ""));
             data_both_ways(&*m, &local, &tag).await;
             namespace_ops(&*m, &local, &tag).await;
-            assert_eq!(list(&*m, "many", true).await, expected, "NFSv{version} READDIRPLUS");
-            assert_eq!(list(&*m, "many", false).await, expected, "NFSv{version} READDIR");
+            assert_eq!(
+                list(&*m, "many", true).await,
+                expected,
+                "NFSv{version} READDIRPLUS"
+            );
+            assert_eq!(
+                list(&*m, "many", false).await,
+                expected,
+                "NFSv{version} READDIR"
+            );
             m.umount().await.ok();
         }
         let m = mount(&ganesha.url(&local, "3", USER)).await;
@@ -544,7 +645,10 @@ fn export_in_mode(mode: Mode) {
             Ok(_) => {}
             Err(e) => panic!("kept {kept:02x?}: {e:?}; ganesha log:\n{}", ganesha.log()),
         }
-        assert!(get(&*m, &kept).await == pattern(7, 300_000), "kept, after a ganesha restart");
+        assert!(
+            get(&*m, &kept).await == pattern(7, 300_000),
+            "kept, after a ganesha restart"
+        );
         let err = m.getattr(gone.clone()).await.unwrap_err();
         assert!(is_stale(&err), "handle of a deleted file: {err:?}");
         m.umount().await.ok();
@@ -558,7 +662,10 @@ fn export_in_mode(mode: Mode) {
     let dev_before = std::fs::metadata(&local).unwrap().dev();
     fs.unmount().unwrap_or_else(|e| panic!("unmount: {e}"));
     let holder = tempfile::tempdir().unwrap();
-    sh_ok(&format!("mount -t tmpfs -o size=1M pfnfs-test {}", holder.path().display()));
+    sh_ok(&format!(
+        "mount -t tmpfs -o size=1M pfnfs-test {}",
+        holder.path().display()
+    ));
     fs.remount();
     sh_ok(&format!("umount {}", holder.path().display()));
     assert_ne!(
@@ -575,7 +682,10 @@ fn export_in_mode(mode: Mode) {
             "kept, after the pfnfs daemon and ganesha restarted"
         );
         let err = m.getattr(gone.clone()).await.unwrap_err();
-        assert!(is_stale(&err), "handle of a deleted file after a remount: {err:?}");
+        assert!(
+            is_stale(&err),
+            "handle of a deleted file after a remount: {err:?}"
+        );
         let a = m.getattr(many_fh.clone()).await.expect("directory handle");
         assert_eq!(a.type_, 2, "the handle of 'many' is a directory");
         // A file made after the restarts, read and removed over NFSv4.1 too.
