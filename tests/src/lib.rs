@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 pub use pfnfs_fs::Mode;
 
+pub mod nfs;
 pub mod sys;
 pub mod users;
 

@@ -12,330 +12,32 @@
 //! by the test. Only processes the test started are ended, by PID.
 
 use std::collections::BTreeSet;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use nfs_rs::Mount;
-use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_on, send_signal, skip_without_fuse};
-
-/// The switch that lets this test pass as skipped where nfs-ganesha is not installed.
-const SKIP_SWITCH: &str = "PFNFS_SKIP_WITHOUT_GANESHA";
+use pfnfs_tests::nfs::{
+    Export, Ganesha, Mount, NfsError, Rpcbind, get, get_path, is_status, mount,
+    skip_without_ganesha,
+};
+use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_on, skip_without_fuse};
 
 /// A non-root user and group for the permission checks.
 const USER: u32 = 4321;
 
-/// Why the NFS test cannot run here, if it cannot.
-fn ganesha_missing() -> Option<String> {
-    let on_path = |bin: &str| {
-        ["/usr/bin", "/usr/sbin", "/sbin", "/bin"]
-            .iter()
-            .any(|d| Path::new(d).join(bin).is_file())
-    };
-    if !on_path("ganesha.nfsd") || !on_path("rpcbind") || vfs_fsal().is_none() {
-        return Some(
-            "nfs-ganesha with its VFS FSAL and rpcbind are not installed \
-             (apt-get install nfs-ganesha nfs-ganesha-vfs rpcbind)"
-                .into(),
-        );
-    }
-    None
-}
-
-/// Where ganesha's VFS FSAL is, if installed.
-fn vfs_fsal() -> Option<PathBuf> {
-    [
-        "/usr/lib/x86_64-linux-gnu/ganesha",
-        "/usr/lib/ganesha",
-        "/usr/lib64/ganesha",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join("libfsalvfs.so"))
-    .find(|p| p.is_file())
-}
-
-fn skip_without_ganesha() -> bool {
-    let Some(why) = ganesha_missing() else {
-        return false;
-    };
-    if std::env::var(SKIP_SWITCH).is_ok_and(|v| v == "1") {
-        eprintln!("SKIP: {why}");
-        return true;
-    }
-    panic!("{why}; set {SKIP_SWITCH}=1 to skip the NFS export test instead");
-}
-
-/// A free TCP port on the loopback (taken again by ganesha a moment later).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(
-            start.elapsed() < timeout,
-            "{what}: not ready after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn kill_and_wait(child: &mut Child, what: &str) {
-    if !matches!(child.try_wait(), Ok(None)) {
-        return;
-    }
-    send_signal(child.id() as i32, "TERM");
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("{what} {} ignored SIGTERM; killing it", child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// rpcbind: the one already running, or one this guard started and stops.
-struct Rpcbind {
-    child: Option<Child>,
-}
-
-impl Rpcbind {
-    fn running() -> bool {
-        TcpStream::connect(("127.0.0.1", 111)).is_ok()
-    }
-
-    fn ensure() -> Rpcbind {
-        if Rpcbind::running() {
-            return Rpcbind { child: None };
-        }
-        let child = Command::new("rpcbind")
-            .arg("-f")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rpcbind");
-        let rpcbind = Rpcbind { child: Some(child) };
-        wait_for("rpcbind", Duration::from_secs(10), Rpcbind::running);
-        rpcbind
-    }
-}
-
-impl Drop for Rpcbind {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            kill_and_wait(child, "rpcbind");
-        }
-    }
-}
-
-/// nfs-ganesha serving one path, in the foreground as this guard's child.
-struct Ganesha {
-    dir: tempfile::TempDir,
-    nfs_port: u16,
-    mnt_port: u16,
-    child: Option<Child>,
-}
-
-/// The export's NFSv4 pseudo path.
-const PSEUDO: &str = "/pfnfs";
-
-impl Ganesha {
-    fn start(export: &Path) -> Ganesha {
-        let dir = tempfile::Builder::new()
-            .prefix("pfnfs-ganesha-")
-            .tempdir()
-            .expect("tempdir");
-        let mut g = Ganesha {
-            nfs_port: free_port(),
-            mnt_port: free_port(),
-            dir,
-            child: None,
-        };
-        let config = ganesha_config(
-            export,
-            g.nfs_port,
-            g.mnt_port,
-            &g.dir.path().join("recovery"),
-        );
-        std::fs::write(g.dir.path().join("ganesha.conf"), config).expect("write ganesha.conf");
-        g.run();
-        g
-    }
-
-    fn run(&mut self) {
-        let d = self.dir.path();
-        let child = Command::new("ganesha.nfsd")
-            .arg("-F")
-            .arg("-L")
-            .arg(d.join("ganesha.log"))
-            .arg("-f")
-            .arg(d.join("ganesha.conf"))
-            .arg("-p")
-            .arg(d.join("ganesha.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ganesha.nfsd");
-        self.child = Some(child);
-        let port = self.nfs_port;
-        let start = Instant::now();
-        loop {
-            if self.log().contains("NFS SERVER INITIALIZED")
-                && TcpStream::connect(("127.0.0.1", port)).is_ok()
-            {
-                return;
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "ganesha.nfsd exited with {status}; its log:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "ganesha.nfsd did not start serving; its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_and_wait(&mut child, "ganesha.nfsd");
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("ganesha.log")).unwrap_or_default()
-    }
-
-    /// The client URL of the export over NFS `version` as `uid`/`gid`.
-    fn url(&self, export: &Path, version: &str, uid: u32) -> String {
-        let path = if version == "3" {
-            export.display().to_string()
-        } else {
-            PSEUDO.to_string()
-        };
-        format!(
-            "nfs://127.0.0.1{path}?version={version}&nfsport={}&mountport={}&uid={uid}&gid={uid}",
-            self.nfs_port, self.mnt_port
-        )
-    }
-}
-
-impl Drop for Ganesha {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The configuration docs/NFS.md gives, on the test's own ports and recovery directory,
-/// without a grace period (no client state to reclaim here).
-fn ganesha_config(export: &Path, nfs_port: u16, mnt_port: u16, recovery: &Path) -> String {
-    format!(
-        r#"NFS_CORE_PARAM {{
-    Protocols = 3, 4;
-    Bind_Addr = 127.0.0.1;
-    NFS_Port = {nfs_port};
-    MNT_Port = {mnt_port};
-    Enable_NLM = false;
-    Enable_RQUOTA = false;
-}}
-NFSv4 {{
-    Graceless = true;
-    RecoveryRoot = {recovery};
-}}
-EXPORT {{
-    Export_Id = 1;
-    Path = {export};
-    Pseudo = {PSEUDO};
-    Access_Type = RW;
-    Squash = No_Root_Squash;
-    Protocols = 3, 4;
-    Transports = TCP;
-    SecType = sys;
-    FSAL {{ Name = VFS; fsid_type = Major64; }}
-}}
-LOG {{ Default_Log_Level = EVENT; }}
-"#,
-        recovery = recovery.display(),
-        export = export.display(),
-    )
-}
-
-async fn mount(url: &str) -> Box<dyn Mount> {
-    match nfs_rs::parse_url_and_mount(url).await {
-        Ok(m) => m,
-        Err(e) => panic!("NFS mount of {url}: {e}"),
-    }
-}
-
-/// Writes `data` to a new file `path` through the export, and closes it.
-async fn put(m: &dyn Mount, path: &str, data: &[u8]) -> Bytes {
-    let f = m.create_path(path, Some(0o644)).await.expect("create");
-    let n = nfs_rs::write_all(m, f.fh.clone(), 0, Bytes::copy_from_slice(data))
-        .await
-        .unwrap_or_else(|e| panic!("write {path}: {e}"));
-    assert_eq!(n, data.len() as u64, "{path}: bytes written");
-    m.close(f.fh.clone()).await.expect("close");
-    f.fh
-}
-
-/// The whole file behind `fh`, read in chunks of the mount's read size.
-async fn get(m: &dyn Mount, fh: &Bytes) -> Vec<u8> {
-    let chunk = m.get_max_read_size();
-    let mut out = Vec::new();
-    loop {
-        let b = m
-            .read(fh.clone(), out.len() as u64, chunk)
-            .await
-            .unwrap_or_else(|e| panic!("read at {}: {e}", out.len()));
-        if b.is_empty() {
-            return out;
-        }
-        out.extend_from_slice(&b);
-    }
-}
-
-async fn get_path(m: &dyn Mount, path: &str) -> Vec<u8> {
-    let f = m.open_path(path, nfs_rs::OPEN_READ).await.expect("open");
-    let data = get(m, &f.fh).await;
-    m.close(f.fh).await.expect("close");
-    data
-}
-
-/// Whether `e` is the NFS status `name` (`STALE`, `ACCES`, ...) of either protocol.
-fn is_status(e: &nfs_rs::NfsError, name: &str) -> bool {
-    use nfs_rs::NfsError::{Nfs3, Nfs4};
-    match e {
-        Nfs3(code) => format!("{code:?}") == format!("NFS3ERR_{name}"),
-        Nfs4(code) => format!("{code:?}") == format!("NFS4ERR_{name}"),
-        _ => false,
-    }
-}
-
-fn is_stale(e: &nfs_rs::NfsError) -> bool {
+fn is_stale(e: &NfsError) -> bool {
     is_status(e, "STALE")
 }
 
-fn is_denied(e: &nfs_rs::NfsError) -> bool {
+fn is_denied(e: &NfsError) -> bool {
     is_status(e, "ACCES") || is_status(e, "PERM")
+}
+
+/// Writes `data` to a new file `path` through the export; its file handle.
+async fn put(m: &dyn Mount, path: &str, data: &[u8]) -> Bytes {
+    pfnfs_tests::nfs::put(m, path, Bytes::copy_from_slice(data)).await
 }
 
 /// Sizes moved through the export: a few bytes to 64 MiB, crossing page and RPC sizes.
@@ -594,7 +296,11 @@ fn export_in_mode(mode: Mode) {
         std::fs::File::create(many.join(name)).unwrap();
     }
     let _rpcbind = Rpcbind::ensure();
-    let mut ganesha = Ganesha::start(&local);
+    let mut ganesha = Ganesha::start(&[Export {
+        path: local.clone(),
+        pseudo: "/pfnfs".into(),
+        stable_handles: true,
+    }]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -603,7 +309,7 @@ fn export_in_mode(mode: Mode) {
     // Data, names and listing over each protocol version.
     let (kept, gone) = rt.block_on(async {
         for version in ["3", "4.0", "4.1"] {
-            let m = mount(&ganesha.url(&local, version, 0)).await;
+            let m = mount(&ganesha.url(0, version, 0)).await;
             let tag = format!("v{}", version.replace('.', ""));
             data_both_ways(&*m, &local, &tag).await;
             namespace_ops(&*m, &local, &tag).await;
@@ -619,12 +325,12 @@ fn export_in_mode(mode: Mode) {
             );
             m.umount().await.ok();
         }
-        let m = mount(&ganesha.url(&local, "3", USER)).await;
+        let m = mount(&ganesha.url(0, "3", USER)).await;
         as_user(&*m, &local).await;
         m.umount().await.ok();
         // Handles to keep across the restarts: one of a file that stays, one of a file
         // deleted meanwhile.
-        let m = mount(&ganesha.url(&local, "3", 0)).await;
+        let m = mount(&ganesha.url(0, "3", 0)).await;
         let kept = put(&*m, "kept", &pattern(7, 300_000)).await;
         let gone = put(&*m, "gone", b"soon deleted").await;
         let dir = m.lookup_path("many").await.expect("lookup many").fh;
@@ -640,7 +346,7 @@ fn export_in_mode(mode: Mode) {
     drop_caches();
     ganesha.run();
     rt.block_on(async {
-        let m = mount(&ganesha.url(&local, "3", 0)).await;
+        let m = mount(&ganesha.url(0, "3", 0)).await;
         match m.getattr(kept.clone()).await {
             Ok(_) => {}
             Err(e) => panic!("kept {kept:02x?}: {e:?}; ganesha log:\n{}", ganesha.log()),
@@ -676,7 +382,7 @@ fn export_in_mode(mode: Mode) {
     drop_caches();
     ganesha.run();
     rt.block_on(async {
-        let m = mount(&ganesha.url(&local, "3", 0)).await;
+        let m = mount(&ganesha.url(0, "3", 0)).await;
         assert!(
             get(&*m, &kept).await == pattern(7, 300_000),
             "kept, after the pfnfs daemon and ganesha restarted"
@@ -690,7 +396,7 @@ fn export_in_mode(mode: Mode) {
         assert_eq!(a.type_, 2, "the handle of 'many' is a directory");
         // A file made after the restarts, read and removed over NFSv4.1 too.
         m.umount().await.ok();
-        let m = mount(&ganesha.url(&local, "4.1", 0)).await;
+        let m = mount(&ganesha.url(0, "4.1", 0)).await;
         put(&*m, "after", b"after the restarts").await;
         assert_eq!(get_path(&*m, "after").await, b"after the restarts");
         m.remove_path("after").await.expect("unlink");
