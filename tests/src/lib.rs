@@ -90,7 +90,11 @@ fn build_binary(package: &str, bin: &str) -> PathBuf {
     let deps = exe
         .parent()
         .expect("test executable has a parent directory");
-    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") {
+    // Tests run from target/<profile>/deps, examples from target/<profile>/examples.
+    let profile_dir = if deps
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
         deps.parent().unwrap()
     } else {
         deps
