@@ -3,8 +3,9 @@
 //! NFSv4.0 and NFSv4.1: files from 3 bytes to 64 MiB byte-identical both ways, mkdir,
 //! rename, link, unlink, setattr, a 10,000-entry directory, permissions for a non-root
 //! uid, file handles that survive a restart of ganesha and of the pfnfs daemon (with the
-//! kernel's caches dropped) and are stale, never another file, once their file is gone;
-//! fsck clean at the end. docs/NFS.md is the deployment this checks.
+//! kernel's caches dropped) and are stale, never another file, once their file is gone or
+//! its inode number was handed out again (the pool rolled back to a copy); fsck clean at
+//! the end. docs/NFS.md is the deployment this checks.
 //!
 //! Needs `nfs-ganesha`, `nfs-ganesha-vfs` and `rpcbind` (the README's test command and CI
 //! install them). Ganesha runs as this test's child on ports of its own; rpcbind, which
@@ -400,6 +401,51 @@ fn export_in_mode(mode: Mode) {
         put(&*m, "after", b"after the restarts").await;
         assert_eq!(get_path(&*m, "after").await, b"after the restarts");
         m.remove_path("after").await.expect("unlink");
+        m.umount().await.ok();
+    });
+
+    // An inode number handed out again: the pool goes back to a copy taken before a file
+    // was made (a restored backup), and the next file made gets the same number. The old
+    // handle must be stale, not the new file.
+    ganesha.stop();
+    fs.unmount().unwrap_or_else(|e| panic!("unmount: {e}"));
+    let backup = fs.pool().with_extension("copy");
+    std::fs::copy(fs.pool(), &backup).expect("copy the pool");
+    fs.remount();
+    ganesha.run();
+    let old = rt.block_on(async {
+        let m = mount(&ganesha.url(0, "3", 0)).await;
+        let fh = put(&*m, "before-rollback", b"the old file").await;
+        m.umount().await.ok();
+        fh
+    });
+    let old_ino = std::fs::metadata(local.join("before-rollback"))
+        .unwrap()
+        .ino();
+    ganesha.stop();
+    fs.unmount().unwrap_or_else(|e| panic!("unmount: {e}"));
+    std::fs::rename(&backup, fs.pool()).expect("restore the pool copy");
+    fs.remount();
+    ganesha.run();
+    rt.block_on(async {
+        let m = mount(&ganesha.url(0, "3", 0)).await;
+        put(&*m, "after-rollback", b"the new file").await;
+        let new_ino = std::fs::metadata(local.join("after-rollback"))
+            .unwrap()
+            .ino();
+        assert_eq!(
+            new_ino, old_ino,
+            "the rollback should hand the number out again"
+        );
+        match m.getattr(old.clone()).await {
+            Err(e) => assert!(is_stale(&e), "handle of the rolled-back file: {e:?}"),
+            Ok(a) => panic!(
+                "the old handle reached inode {} after the rollback",
+                a.fileid
+            ),
+        }
+        let err = m.read(old.clone(), 0, 100).await.unwrap_err();
+        assert!(is_stale(&err), "read through the old handle: {err:?}");
         m.umount().await.ok();
     });
     ganesha.stop();
