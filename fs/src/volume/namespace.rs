@@ -42,9 +42,9 @@ impl Volume {
         let cell = self.cell(ino)?;
         let inode = cell.inode.read();
         if name == b"." && inode.attr.nlink == 0 {
-            // A file handle to a file that is gone from the namespace (still open somewhere,
-            // or not yet reclaimed) resolves to ESTALE, as on a local filesystem; the kernel
-            // turns this ENOENT into it.
+            // A file handle to a file that is gone from the namespace, which the daemon still
+            // holds (not yet reclaimed), resolves to ESTALE: the kernel turns this ENOENT
+            // into it. (While the kernel itself holds the inode it never asks.)
             return Err(not_found("inode has no names left"));
         }
         cell.lookups.fetch_add(1, Ordering::AcqRel);
