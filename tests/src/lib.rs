@@ -154,14 +154,21 @@ pub const SKIP_SWITCH: &str = "PFNFS_SKIP_WITHOUT_FUSE";
 /// Whether a FUSE test must be skipped: false where FUSE works; where it does not, true
 /// (after printing why) if `PFNFS_SKIP_WITHOUT_FUSE=1`, else a panic saying why.
 pub fn skip_without_fuse() -> bool {
-    let Some(why) = fuse_missing() else {
+    skip_if_missing(fuse_missing(), SKIP_SWITCH, "the tests that mount")
+}
+
+/// Whether tests needing something `missing` says is absent must be skipped: false if
+/// nothing is missing; else true (after printing why) if the environment variable `switch`
+/// is `1`, and otherwise a panic saying why and how to skip `what`.
+pub fn skip_if_missing(missing: Option<String>, switch: &str, what: &str) -> bool {
+    let Some(why) = missing else {
         return false;
     };
-    if std::env::var(SKIP_SWITCH).is_ok_and(|v| v == "1") {
+    if std::env::var(switch).is_ok_and(|v| v == "1") {
         eprintln!("SKIP: {why}");
         return true;
     }
-    panic!("{why}; set {SKIP_SWITCH}=1 to skip the tests that mount instead");
+    panic!("{why}; set {switch}=1 to skip {what} instead");
 }
 
 /// Runs `body` on a fresh mount in `mode`, then unmounts and checks that the daemon exited

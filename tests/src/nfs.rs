@@ -51,14 +51,7 @@ fn vfs_fsal() -> Option<PathBuf> {
 /// Whether an NFS test must be skipped: false where ganesha is installed; where it is not,
 /// true (after printing why) if `PFNFS_SKIP_WITHOUT_GANESHA=1`, else a panic saying why.
 pub fn skip_without_ganesha() -> bool {
-    let Some(why) = ganesha_missing() else {
-        return false;
-    };
-    if std::env::var(SKIP_SWITCH).is_ok_and(|v| v == "1") {
-        eprintln!("SKIP: {why}");
-        return true;
-    }
-    panic!("{why}; set {SKIP_SWITCH}=1 to skip the NFS export tests instead");
+    crate::skip_if_missing(ganesha_missing(), SKIP_SWITCH, "the NFS export tests")
 }
 
 /// A free TCP port on the loopback (taken again by ganesha a moment later).
