@@ -12,43 +12,14 @@
 //! is nfs-rs: writes are UNSTABLE with up to 8 in flight and a COMMIT at the end; reads go
 //! through its `BufferedFile`, which keeps several READs in flight.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use nfs_rs::{BufferedFile, Mount};
 use pfnfs_tests::nfs::{Export, Ganesha, Rpcbind, mount, put, skip_without_ganesha};
-use pfnfs_tests::{Mode, MountGuard, pattern, skip_without_fuse};
-
-/// A tmpfs mounted in a temp dir, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn new(bytes: u64) -> Tmpfs {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "nfs-bench"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "mount a tmpfs on {}", dir.path().display());
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
+use pfnfs_tests::{Mode, MountGuard, Tmpfs, pattern, skip_without_fuse};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -95,7 +66,7 @@ fn main() {
     let targets: [(&str, &Path); 3] = [
         ("pfnfs-direct", direct.path()),
         ("pfnfs-buffered", buffered.path()),
-        ("tmpfs", &tmpfs.path()),
+        ("tmpfs", tmpfs.path()),
     ];
     let exports: Vec<Export> = targets
         .iter()

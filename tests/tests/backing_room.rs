@@ -10,55 +10,19 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use pfnfs_tests::sys::{self, errno};
-use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_on, read_all, skip_without_fuse};
+use pfnfs_tests::{Mode, MountGuard, Tmpfs, pattern, pfnfs_on, read_all, skip_without_fuse};
 
 const MIB: usize = 1 << 20;
 
-/// A tmpfs of a given size mounted on a temp dir; unmounted (lazily if busy) when dropped.
-struct SmallTmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallTmpfs {
-    fn new(bytes: usize) -> SmallTmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("pfnfs-room-")
-            .tempdir()
-            .expect("tempdir");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallTmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
+/// A 1 GiB pool made by `pfnfs mkfs` on a 64 MiB tmpfs; with mkfs's output.
+fn pool_on_small_tmpfs() -> (Tmpfs, PathBuf, std::process::Output) {
+    let tmpfs = Tmpfs::new(64 * MIB as u64);
+    let pool: PathBuf = tmpfs.path().join("test.pool");
+    let out = pfnfs_on(&["mkfs", "--size", "1G"], &pool);
+    assert!(out.status.success(), "{out:?}");
+    (tmpfs, pool, out)
 }
 
 /// True for the errors a write that found no room may give: ENOSPC, or EIO where the kernel
@@ -105,10 +69,7 @@ fn run(mode: Mode) {
     if skip_without_fuse() {
         return;
     }
-    let tmpfs = SmallTmpfs::new(64 * MIB);
-    let pool: PathBuf = tmpfs.path().join("test.pool");
-    let out = pfnfs_on(&["mkfs", "--size", "1G"], &pool);
-    assert!(out.status.success(), "{out:?}");
+    let (_tmpfs, pool, out) = pool_on_small_tmpfs();
     let warning = String::from_utf8_lossy(&out.stderr);
     assert!(
         warning.contains("warning") && warning.contains("ENOSPC"),
@@ -197,10 +158,7 @@ fn sparse_backing_out_of_room_is_enospc_and_marks_nothing_bad() {
     if skip_without_fuse() {
         return;
     }
-    let tmpfs = SmallTmpfs::new(64 * MIB);
-    let pool: PathBuf = tmpfs.path().join("test.pool");
-    let out = pfnfs_on(&["mkfs", "--size", "1G"], &pool);
-    assert!(out.status.success(), "{out:?}");
+    let (tmpfs, pool, _) = pool_on_small_tmpfs();
     let mut g =
         MountGuard::try_existing_with_options(&pool, Mode::Direct, None, &["backing=sparse"])
             .expect("mount");

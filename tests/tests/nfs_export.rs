@@ -23,7 +23,7 @@ use pfnfs_tests::nfs::{
     Export, Ganesha, Mount, NfsError, Rpcbind, get, get_path, is_status, mount,
     skip_without_ganesha,
 };
-use pfnfs_tests::{Mode, MountGuard, pattern, pfnfs_on, skip_without_fuse};
+use pfnfs_tests::{Mode, MountGuard, Tmpfs, pattern, pfnfs_on, skip_without_fuse};
 
 /// A non-root user and group for the permission checks.
 const USER: u32 = 4321;
@@ -250,19 +250,6 @@ async fn as_user(m: &dyn Mount, local: &Path) {
     assert!(local.join("sticky/roots").exists());
 }
 
-fn sh_ok(cmd: &str) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn drop_caches() {
     std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
 }
@@ -368,13 +355,9 @@ fn export_in_mode(mode: Mode) {
     ganesha.stop();
     let dev_before = std::fs::metadata(&local).unwrap().dev();
     fs.unmount().unwrap_or_else(|e| panic!("unmount: {e}"));
-    let holder = tempfile::tempdir().unwrap();
-    sh_ok(&format!(
-        "mount -t tmpfs -o size=1M pfnfs-test {}",
-        holder.path().display()
-    ));
+    let holder = Tmpfs::new(1 << 20);
     fs.remount();
-    sh_ok(&format!("umount {}", holder.path().display()));
+    drop(holder);
     assert_ne!(
         std::fs::metadata(&local).unwrap().dev(),
         dev_before,
