@@ -323,12 +323,7 @@ fn check_name(name: &[u8]) -> FsResult<()> {
 /// inode's) and within 32 bits, the width the kernel keeps (`i_generation`) and puts in a
 /// file handle.
 fn new_generation() -> u32 {
-    loop {
-        let g: u32 = rand::random();
-        if g != 0 {
-            return g;
-        }
-    }
+    rand::random_range(1..=u32::MAX)
 }
 
 /// What a volume is built from (mount, fsck, upgrade).
