@@ -498,8 +498,8 @@ impl Pool {
     /// current + 2` and persists it, and makes it current. After it returns `Ok`, both slots
     /// hold the new root, so damage to either copy loses nothing.
     ///
-    /// Only `meta`, `mounted` (and `seq`, which is overwritten) may differ from the current
-    /// superblock; a change to the geometry, uuid or version is refused with
+    /// Only `meta`, `mounted`, `bad_frames`, `inline_data` (which may be turned on, never off)
+    /// and `seq` (which is overwritten) may differ from the current superblock; a change to the geometry, uuid or version is refused with
     /// [`PoolError::BadSuperblock`], as is a `meta` breaking the field rules. A format 1 pool
     /// is refused with [`PoolError::OldFormat`]. With [`Durability::Msync`] each slot is also
     /// msynced before the next step.
@@ -536,11 +536,15 @@ impl Pool {
         fixed.meta = current.meta;
         fixed.mounted = current.mounted;
         fixed.bad_frames = current.bad_frames;
+        fixed.inline_data = current.inline_data;
         fixed.seq = current.seq;
         if fixed != *current {
             return Err(bad(format!(
-                "commit may change only the metadata root and the mounted and bad-frames flags: {sb:?} vs current {current:?}"
+                "commit may change only the metadata root and the mounted, bad-frames and inline-data flags: {sb:?} vs current {current:?}"
             )));
+        }
+        if current.inline_data && !sb.inline_data {
+            return Err(bad("inline data cannot be turned off once on".into()));
         }
         sb.seq = first_seq;
         sb.validate().map_err(|e| bad(e.to_string()))?;
@@ -594,6 +598,7 @@ impl Pool {
             seq: first_seq,
             meta,
             mounted: false,
+            inline_data: true,
             ..current.clone()
         };
         sb.validate().map_err(|e| bad(e.to_string()))?;

@@ -274,8 +274,13 @@ pub const FLAG_MOUNTED: u32 = 1;
 /// failed, never to be used again). A build that does not know the bit refuses the pool
 /// ("unknown flag bits") rather than open it and hand those frames out.
 pub const FLAG_BAD_FRAMES: u32 = 1 << 1;
+/// `flags` bit 2 (format 2): files of the metadata tree may keep their bytes in their inode
+/// record (inline data) and the log may hold the records that write them. Set by mkfs and by
+/// `pfnfs upgrade`; once set it stays. A build that does not know the bit refuses the pool
+/// ("unknown flag bits") rather than misread those inodes.
+pub const FLAG_INLINE_DATA: u32 = 1 << 2;
 /// Every flag bit this version knows; others must be zero.
-pub const FLAGS_KNOWN: u32 = FLAG_MOUNTED | FLAG_BAD_FRAMES;
+pub const FLAGS_KNOWN: u32 = FLAG_MOUNTED | FLAG_BAD_FRAMES | FLAG_INLINE_DATA;
 
 /// Why a superblock slot did not decode. Checks run in this order: length, magic, version,
 /// checksum, then fields.
@@ -441,6 +446,8 @@ pub struct Superblock {
     pub mounted: bool,
     /// The metadata tree holds a bad-frame table ([`FLAG_BAD_FRAMES`]).
     pub bad_frames: bool,
+    /// Files may keep their bytes in their inode record ([`FLAG_INLINE_DATA`]).
+    pub inline_data: bool,
     /// mkfs time, seconds since the epoch.
     pub created_secs: u64,
 }
@@ -548,8 +555,9 @@ fn encode_common(sb: &Superblock, version: u32) -> [u8; SUPERBLOCK_BYTES] {
         &sb.data_start_pfn.to_le_bytes(),
     );
     put(&mut buf, field::DATA_FRAMES, &sb.data_frames.to_le_bytes());
-    let flags =
-        if sb.mounted { FLAG_MOUNTED } else { 0 } | if sb.bad_frames { FLAG_BAD_FRAMES } else { 0 };
+    let flags = if sb.mounted { FLAG_MOUNTED } else { 0 }
+        | if sb.bad_frames { FLAG_BAD_FRAMES } else { 0 }
+        | if sb.inline_data { FLAG_INLINE_DATA } else { 0 };
     put(&mut buf, field::FLAGS, &flags.to_le_bytes());
     put(
         &mut buf,
@@ -580,13 +588,14 @@ fn decode_common(buf: &[u8; SUPERBLOCK_BYTES], flags: u32) -> Superblock {
         meta: MetaRoot::EMPTY,
         mounted: flags & FLAG_MOUNTED != 0,
         bad_frames: flags & FLAG_BAD_FRAMES != 0,
+        inline_data: flags & FLAG_INLINE_DATA != 0,
         created_secs: get_u64(buf, field::CREATED_SECS),
     }
 }
 
 impl Superblock {
     /// The superblock mkfs writes for a pool of `pool_bytes` (layout per [`crate::layout`]),
-    /// with `seq` 1, [`MetaRoot::EMPTY`], not mounted. Fails if the size cannot hold a pool.
+    /// with `seq` 1, [`MetaRoot::EMPTY`], not mounted, inline data on. Fails if the size cannot hold a pool.
     pub fn for_new_pool(
         pool_bytes: u64,
         uuid: [u8; 16],
@@ -608,6 +617,7 @@ impl Superblock {
             meta: MetaRoot::EMPTY,
             mounted: false,
             bad_frames: false,
+            inline_data: true,
             created_secs,
         };
         sb.validate()?;
@@ -1090,7 +1100,7 @@ mod tests {
         ));
 
         let mut b = buf;
-        put(&mut b, field::FLAGS, &(FLAG_MOUNTED | 1 << 2).to_le_bytes());
+        put(&mut b, field::FLAGS, &(FLAG_MOUNTED | 1 << 3).to_le_bytes());
         seal(&mut b);
         assert!(matches!(
             Superblock::decode(&b),

@@ -952,6 +952,7 @@ fn golden_superblock() -> Superblock {
         },
         mounted: true,
         bad_frames: false,
+        inline_data: false,
         created_secs: 1_700_000_000,
     }
 }
@@ -1036,6 +1037,23 @@ fn golden_bytes_bad_frames_flag() {
         &bytes[100..104],
         &[3, 0, 0, 0],
         "flags: mounted | bad frames"
+    );
+    assert_eq!(&bytes[..100], &golden[..100]);
+    assert_eq!(&bytes[104..252], &golden[104..252]);
+    assert_eq!(Superblock::decode(&bytes), Ok(sb));
+}
+
+/// The inline-data flag is bit 2 of the flags word (byte 100); nothing else moves.
+#[test]
+fn golden_bytes_inline_data_flag() {
+    let mut sb = golden_superblock();
+    sb.inline_data = true;
+    let bytes = sb.encode();
+    let golden = with_crc(GOLDEN_V2, GOLDEN_V2_CRC);
+    assert_eq!(
+        &bytes[100..104],
+        &[5, 0, 0, 0],
+        "flags: mounted | inline data"
     );
     assert_eq!(&bytes[..100], &golden[..100]);
     assert_eq!(&bytes[104..252], &golden[104..252]);
