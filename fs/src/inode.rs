@@ -1,8 +1,9 @@
-//! Inodes and directories as they live in RAM (and, serialized, in the checkpoint).
+//! Inodes and directories as they live in RAM while they are in use.
 //!
-//! The whole metadata of a mounted pool is held in RAM: an inode costs its attributes, its
-//! name entries and one map entry per extent, never anything per frame. The pool holds the
-//! same state as a checkpoint plus the redo log since it (see `journal`).
+//! The metadata tree on the pool is authoritative (`schema`, `volume::store`); the daemon
+//! holds the inodes it reads in a bounded cache (`volume::cache`), plus a directory's
+//! changes since the last commit. An inode costs its attributes, its xattrs and one map entry
+//! per extent (or its inline bytes), never anything per frame.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -445,6 +446,9 @@ impl Directory {
 pub enum Body {
     /// A regular file's extent map.
     File(ExtentMap),
+    /// A regular file's bytes, kept in its inode record (inline data): 1 to
+    /// [`crate::schema::INLINE_DATA_MAX`] of them, exactly its size.
+    Inline(Vec<u8>),
     /// A directory's entries.
     Dir(Directory),
     /// A symlink's target.

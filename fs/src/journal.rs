@@ -1,26 +1,28 @@
-//! The metadata log (a logical redo log) and the checkpoint it starts from.
+//! The metadata log (a logical redo log) in front of the metadata tree.
 //!
 //! Every metadata change is one [`Op`] record appended to the log region and persisted
 //! (flush + fence) before the change is applied in RAM and before the kernel hears of it.
-//! Mount loads the newest checkpoint and replays, in order, the records of the checkpoint's
-//! log generation whose header, sequence number and checksum are intact; the first record
+//! Mount opens the tree the superblock names and replays, in order, the records of its log
+//! generation whose header, sequence number, nonce and checksum are intact; the first record
 //! that is not ends the log. A record is therefore atomic: present whole or absent.
 //!
-//! Record layout (little-endian; offsets from the record start, records 8-byte aligned):
+//! Record layout (format 2; little-endian; offsets from the record start, records 8-byte
+//! aligned; docs/DESIGN.md 3.3, pinned by `fs/tests/log_format.rs`):
 //!
 //! ```text
-//! 0   u32  magic  "PLOG"
+//! 0   u32  magic  "PLG2" (format 1: "PLOG")
 //! 4   u32  payload length in bytes
-//! 8   u64  log generation (== superblock.checkpoint.log_generation)
+//! 8   u64  log generation (== superblock.meta.log_generation)
 //! 16  u64  sequence number, 0, 1, 2, ... within the generation
-//! 24  u32  CRC32C of bytes 0..24 and of the payload
-//! 28  u32  zero
+//! 24  u32  CRC32C of the nonce (8 bytes), bytes 0..24 and the payload
+//! 28  u32  low 32 bits of the generation's nonce (format 1: zero)
 //! 32  ...  payload: postcard encoding of `Op`
 //! ```
 //!
-//! A checkpoint is written when the log passes half full, and at unmount: the full metadata
-//! image goes into freshly allocated data frames, is persisted, and only then does a
-//! superblock update (the commit point) name it and start a new log generation.
+//! A commit (`volume::commit`) is written when the log passes half full, when enough inodes
+//! changed, and at unmount: what changed goes into a copy-on-write transaction of the tree,
+//! is persisted, and only then does a superblock update (the commit point) name the new root
+//! and start a new log generation.
 //!
 //! A failed persist: if a record's persist fails, the record may or may not have reached the
 //! pool (a replay after a crash may find it whole). The append fails ([`AppendError`], *in
@@ -259,6 +261,23 @@ pub enum Op {
         ctime: Time,
         xattrs: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     },
+    /// A write to a file whose bytes live in its inode record (inline data,
+    /// [`crate::schema::INLINE_DATA_MAX`]): `data` lands at `offset`, the file becomes `size`
+    /// bytes long (zeros where nothing was written). The record carries the bytes, so no
+    /// frame is touched. A file without extents becomes inline by it.
+    WriteInline {
+        ino: u64,
+        offset: u64,
+        data: Vec<u8>,
+        size: u64,
+        times: DataTimes,
+        /// The mode after the write: the mode the file already has (section 9).
+        mode: u32,
+    },
+    /// An inline file's bytes moved into the frames of `extent` (written and persisted
+    /// before this record): the file maps them from its first frame and is inline no more.
+    /// Its size and times do not change.
+    Spill { ino: u64, extent: Extent },
 }
 
 impl Op {
@@ -289,8 +308,9 @@ impl Op {
             Op::Write { times, .. }
             | Op::Allocate { times, .. }
             | Op::Punch { times, .. }
-            | Op::ZeroRange { times, .. } => vec![times.mtime, times.ctime],
-            Op::Reclaim { .. } => Vec::new(),
+            | Op::ZeroRange { times, .. }
+            | Op::WriteInline { times, .. } => vec![times.mtime, times.ctime],
+            Op::Reclaim { .. } | Op::Spill { .. } => Vec::new(),
         }
     }
 
@@ -298,10 +318,28 @@ impl Op {
     /// but says something no operation writes (forged or a bug), which replay must not turn
     /// into metadata the tree would refuse.
     pub fn invalid(&self) -> Option<String> {
-        self.times()
-            .iter()
-            .find(|t| t.nsecs >= 1_000_000_000)
-            .map(|t| format!("a time with {} nanoseconds", t.nsecs))
+        if let Some(t) = self.times().iter().find(|t| t.nsecs >= 1_000_000_000) {
+            return Some(format!("a time with {} nanoseconds", t.nsecs));
+        }
+        match self {
+            Op::WriteInline {
+                offset, data, size, ..
+            } => {
+                let end = offset.checked_add(data.len() as u64);
+                let max = crate::schema::INLINE_DATA_MAX as u64;
+                (data.is_empty() || end.is_none_or(|e| e > *size) || *size > max).then(|| {
+                    format!(
+                        "an inline write of {} bytes at {offset} to size {size} (at most {max})",
+                        data.len()
+                    )
+                })
+            }
+            Op::Spill { extent, .. } => {
+                (extent.file_frame != 0 || extent.unwritten || extent.pfns.len != 1)
+                    .then(|| format!("a spill to {extent:?}"))
+            }
+            _ => None,
+        }
     }
 }
 

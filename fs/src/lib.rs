@@ -163,6 +163,11 @@ pub struct PoolReport {
     pub inodes: u64,
     /// Regular files.
     pub files: u64,
+    /// Regular files whose bytes live in their inode record (inline data).
+    pub inline_files: u64,
+    /// The pool lets small files keep their bytes inline (superblock flag; `pfnfs upgrade`
+    /// turns it on for a pool made before it existed).
+    pub inline_data: bool,
     /// Directories.
     pub directories: u64,
     /// Extents over all files.

@@ -291,11 +291,23 @@ pub const INODE_FIXED_BYTES: usize = 88;
 /// Bytes of a directory's inode record.
 pub const INODE_DIR_BYTES: usize = 112;
 
+/// Inode record `flags` bit 0: a regular file whose bytes follow the fixed part (inline
+/// data) instead of living in frames named by the extent table.
+pub const INODE_FLAG_INLINE: u32 = 1;
+
+/// The most bytes a file keeps inline. A 100-byte file then takes a share of a tree leaf
+/// (its record: 88 + 100 bytes) instead of a 4 KiB frame of its own; a record of 88 + 512
+/// bytes is still well inside the 1024 bytes a leaf keeps inline (3.4), and a leaf holds
+/// six of them. A write that would make the file longer moves its bytes into a frame.
+pub const INLINE_DATA_MAX: usize = 512;
+
 /// What an inode record holds besides the attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InodeTail {
     /// A regular file (its extents are in the extent table) or a special file.
     None,
+    /// A regular file's bytes, 1..=[`INLINE_DATA_MAX`] of them (flag [`INODE_FLAG_INLINE`]).
+    Inline(Vec<u8>),
     /// A directory: its parent, the next readdir cookie and its entry count.
     Dir {
         parent: u64,
@@ -312,9 +324,10 @@ pub enum InodeTail {
 /// 0   u32 mode        4  u32 uid         8  u32 gid        12 u32 nlink
 /// 16  u64 size        24 i64 atime s     32 i64 mtime s    40 i64 ctime s
 /// 48  i64 crtime s    56 u32 atime ns    60 u32 mtime ns   64 u32 ctime ns
-/// 68  u32 crtime ns   72 u32 rdev        76 u32 flags (0)  80 u64 generation
+/// 68  u32 crtime ns   72 u32 rdev        76 u32 flags      80 u64 generation
 /// 88  directory: u64 parent, u64 next_cookie, u64 entries  (112 bytes in all)
-///     symlink: the target (size bytes); others: nothing
+///     symlink: the target (size bytes)
+///     regular file with flag INODE_FLAG_INLINE: its bytes (size bytes); others: nothing
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InodeRecord {
@@ -338,7 +351,11 @@ impl InodeRecord {
             b.extend_from_slice(&t.nsecs.to_le_bytes());
         }
         b.extend_from_slice(&a.rdev.to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
+        let flags = match self.tail {
+            InodeTail::Inline(_) => INODE_FLAG_INLINE,
+            _ => 0,
+        };
+        b.extend_from_slice(&flags.to_le_bytes());
         b.extend_from_slice(&a.generation.to_le_bytes());
         match &self.tail {
             InodeTail::None => {}
@@ -351,13 +368,13 @@ impl InodeRecord {
                     b.extend_from_slice(&w.to_le_bytes());
                 }
             }
-            InodeTail::Symlink(t) => b.extend_from_slice(t),
+            InodeTail::Symlink(t) | InodeTail::Inline(t) => b.extend_from_slice(t),
         }
         b
     }
 
     /// Decodes a record, checking its length against its kind, the nanoseconds, the flags and
-    /// a symlink's length against its size.
+    /// the length of a symlink's target or a file's inline bytes against its size.
     pub fn decode(b: &[u8]) -> Result<InodeRecord, SchemaError> {
         if b.len() < INODE_FIXED_BYTES {
             return Err(bad(format!("inode record of {} bytes", b.len())));
@@ -385,13 +402,28 @@ impl InodeRecord {
             rdev: u32_at(b, 72),
             generation: u64_at(b, 80),
         };
-        if u32_at(b, 76) != 0 {
-            return Err(bad("unknown inode flags"));
+        let flags = u32_at(b, 76);
+        if flags & !INODE_FLAG_INLINE != 0 {
+            return Err(bad(format!("unknown inode flags {flags:#x}")));
         }
         let kind = Kind::from_mode(attr.mode)
             .ok_or_else(|| bad(format!("mode {:o} has no file type", attr.mode)))?;
         let rest = &b[INODE_FIXED_BYTES..];
+        if flags & INODE_FLAG_INLINE != 0 && kind != Kind::File {
+            return Err(bad(format!("inline data on a {kind:?}")));
+        }
         let tail = match kind {
+            Kind::File if flags & INODE_FLAG_INLINE != 0 => {
+                if rest.is_empty() || rest.len() > INLINE_DATA_MAX || rest.len() as u64 != attr.size
+                {
+                    return Err(bad(format!(
+                        "inline data of {} bytes, size {} (1 to {INLINE_DATA_MAX} bytes)",
+                        rest.len(),
+                        attr.size
+                    )));
+                }
+                InodeTail::Inline(rest.to_vec())
+            }
             Kind::Dir => {
                 if rest.len() != INODE_DIR_BYTES - INODE_FIXED_BYTES {
                     return Err(bad(format!("directory record of {} bytes", b.len())));

@@ -44,6 +44,14 @@ pub(crate) fn serve(config: MountConfig, ready: impl FnOnce()) -> Result<(), Ser
     if config.sparse_backing {
         pool.set_sparse_backing();
     }
+    if !pool.superblock().inline_data {
+        tracing::info!(
+            "{}: small files take a frame each on this pool (made before inline data); \
+             `pfnfs upgrade {}` turns inline data on",
+            config.pool.display(),
+            config.pool.display()
+        );
+    }
     let vol = Arc::new(Volume::load(Arc::new(pool)).map_err(ServeError::Load)?);
     vol.set_cache_bytes(config.metadata_cache_bytes);
     let has = |o: &str| config.extra_options.iter().any(|x| x == o);
@@ -242,6 +250,7 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
         free_extents: stats.free_extents,
         largest_free_bytes: stats.largest_free_frames * FRAME_SIZE,
         mounted: sb.mounted,
+        inline_data: sb.inline_data,
         bad_frames: vol
             .pool()
             .bad_frames()
@@ -276,6 +285,9 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
                 let rec = crate::schema::InodeRecord::decode(&v)
                     .map_err(|e| load(crate::error::corrupt(format!("inode {ino}: {e}"))))?;
                 r.inodes += 1;
+                if matches!(rec.tail, crate::schema::InodeTail::Inline(_)) {
+                    r.inline_files += 1;
+                }
                 match rec.attr.kind() {
                     crate::inode::Kind::File => r.files += 1,
                     crate::inode::Kind::Dir => r.directories += 1,
@@ -309,6 +321,10 @@ pub(crate) fn report(path: &Path) -> Result<PoolReport, ServeError> {
                 r.extents += m.len() as u64;
                 mapped += m.mapped_frames();
                 huge += m.huge_frames();
+            }
+            Body::Inline(_) => {
+                r.files += 1;
+                r.inline_files += 1;
             }
             Body::Dir(_) => r.directories += 1,
             Body::Symlink(_) | Body::Special => {}

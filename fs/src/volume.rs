@@ -53,6 +53,7 @@ use pfnfs_extent::{Extent, ExtentMap};
 use crate::error::*;
 use crate::inode::*;
 use crate::journal::*;
+use crate::schema::INLINE_DATA_MAX;
 
 /// Largest file size (and the largest byte offset + 1): `i64::MAX`, the kernel's
 /// `MAX_LFS_FILESIZE` (FUSE's `s_maxbytes`), as on ext4, xfs and tmpfs. Every byte and frame
@@ -175,7 +176,7 @@ pub struct SetAttr {
 pub struct Entry {
     pub ino: u64,
     pub attr: Attr,
-    /// 512-byte blocks the inode occupies in the pool (mapped frames).
+    /// 512-byte blocks the inode occupies in the pool (mapped frames, or its inline bytes).
     pub blocks: u64,
 }
 
@@ -184,6 +185,8 @@ impl Entry {
     pub fn of(inode: &Inode) -> Entry {
         let blocks = match &inode.body {
             Body::File(m) => m.mapped_frames() * (FRAME_SIZE / 512),
+            // What the bytes take in the tree, so that no tool takes the file for a sparse one.
+            Body::Inline(b) => (b.len() as u64).div_ceil(512),
             _ => 0,
         };
         Entry {
@@ -228,17 +231,24 @@ pub struct IoStats {
     pub overwrites: AtomicU64,
     /// Writes that allocated, converted or extended (one log record each).
     pub journaled_writes: AtomicU64,
+    /// Writes to files that keep their bytes inline (one log record each, carrying them).
+    pub inline_writes: AtomicU64,
+    /// Inline files whose bytes moved into a frame (a write, truncate or fallocate past the
+    /// inline limit).
+    pub spills: AtomicU64,
 }
 
 impl IoStats {
     /// The counters as JSON.
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"single_extent_reads\":{},\"gathered_reads\":{},\"overwrites\":{},\"journaled_writes\":{}}}",
+            "{{\"single_extent_reads\":{},\"gathered_reads\":{},\"overwrites\":{},\"journaled_writes\":{},\"inline_writes\":{},\"spills\":{}}}",
             self.single_extent_reads.load(Ordering::Relaxed),
             self.gathered_reads.load(Ordering::Relaxed),
             self.overwrites.load(Ordering::Relaxed),
-            self.journaled_writes.load(Ordering::Relaxed)
+            self.journaled_writes.load(Ordering::Relaxed),
+            self.inline_writes.load(Ordering::Relaxed),
+            self.spills.load(Ordering::Relaxed)
         )
     }
 }
@@ -530,5 +540,5 @@ pub(crate) mod store;
 mod unlinked;
 mod xattr;
 pub use data::SeekWhence;
-pub use format1::{Upgraded, upgrade_pool};
+pub use format1::{Upgrade, Upgraded, upgrade_pool};
 pub(crate) use load::{MetadataDamage, MetadataFault, decode_metadata};

@@ -149,6 +149,38 @@ fn single(name: &str) -> Option<Vec<Step>> {
             create("/d1/last", 0o600),
             Step::Shutdown,
         ],
+        // Inline data (files of at most 512 bytes keep them in their inode record): /d2/full/
+        // inner holds 100 inline bytes, /h1 spilled into frames in the prelude.
+        "write_inline_new_file" => vec![
+            create("/d1/small", 0o644),
+            write(p("/d1/small"), 0, 300, 50),
+        ],
+        "write_inline_overwrite" => vec![write(p("/d2/full/inner"), 10, 50, 51)],
+        "write_inline_extend" => vec![write(p("/d2/full/inner"), 100, 400, 52)],
+        "write_inline_past_eof_leaving_zeros" => vec![write(p("/d2/full/inner"), 300, 10, 53)],
+        "write_spills_inline" => vec![write(p("/d2/full/inner"), 90, 5000, 54)],
+        "truncate_inline_down" => vec![truncate(p("/d2/full/inner"), 40)],
+        "truncate_inline_to_zero_then_write" => vec![
+            truncate(p("/d2/full/inner"), 0),
+            write(p("/d2/full/inner"), 0, 200, 55),
+        ],
+        "truncate_inline_up_within" => vec![truncate(p("/d2/full/inner"), 512)],
+        "truncate_inline_past_limit" => vec![truncate(p("/d2/full/inner"), 513)],
+        "fallocate_inline" => vec![fallocate(p("/d2/full/inner"), 0, 8192, 0)],
+        "punch_inline" => vec![fallocate(
+            p("/d2/full/inner"),
+            10,
+            20,
+            FALLOC_PUNCH_HOLE | FALLOC_KEEP_SIZE,
+        )],
+        "inline_grow_spill_fsync" => vec![
+            open("/d2/full/inner", 1),
+            write(fd(1), 100, 200, 56),
+            fsync(fd(1)),
+            write(fd(1), 300, 300, 57),
+            fsync(fd(1)),
+            close(1),
+        ],
         "unlink_open_file" => vec![
             open("/f3", 1),
             unlink("/f3"),
@@ -707,6 +739,18 @@ mod single_op {
         punch_then_overwrite_edge,
         zero_range_then_overwrite,
         shutdown,
+        write_inline_new_file,
+        write_inline_overwrite,
+        write_inline_extend,
+        write_inline_past_eof_leaving_zeros,
+        write_spills_inline,
+        truncate_inline_down,
+        truncate_inline_to_zero_then_write,
+        truncate_inline_up_within,
+        truncate_inline_past_limit,
+        fallocate_inline,
+        punch_inline,
+        inline_grow_spill_fsync,
         unlink_open_file,
     );
 }

@@ -170,6 +170,54 @@ fn inode_records_have_the_documented_bytes() {
     let bytes = link.encode();
     assert_eq!(&bytes[88..], b"abc");
     assert_eq!(InodeRecord::decode(&bytes).unwrap(), link);
+
+    // Inline data: flag bit 0 at byte 76, the bytes after the fixed part; the rest is the
+    // file record above, byte for byte.
+    let inline = InodeRecord {
+        attr: attr(libc::S_IFREG | 0o4755, 5),
+        tail: InodeTail::Inline(b"hello".to_vec()),
+    };
+    let bytes = inline.encode();
+    assert_eq!(bytes.len(), schema::INODE_FIXED_BYTES + 5);
+    assert_eq!(hex(&bytes[72..80]), "0908000001000000", "rdev, flags");
+    assert_eq!(&bytes[88..], b"hello");
+    let plain = InodeRecord {
+        attr: attr(libc::S_IFREG | 0o4755, 5),
+        tail: InodeTail::None,
+    }
+    .encode();
+    assert_eq!(&bytes[..76], &plain[..76]);
+    assert_eq!(&bytes[80..88], &plain[80..88]);
+    assert_eq!(InodeRecord::decode(&bytes).unwrap(), inline);
+    assert_eq!(schema::INODE_FLAG_INLINE, 1);
+    assert_eq!(schema::INLINE_DATA_MAX, 512);
+}
+
+#[test]
+fn inline_records_that_break_the_rules_are_refused() {
+    let record = |mode: u32, size: u64, bytes: &[u8]| {
+        InodeRecord {
+            attr: attr(mode, size),
+            tail: InodeTail::Inline(bytes.to_vec()),
+        }
+        .encode()
+    };
+    let reg = libc::S_IFREG | 0o644;
+    let max = schema::INLINE_DATA_MAX;
+    // At the limit it decodes; one byte over, empty, or not matching the size, it does not.
+    assert!(InodeRecord::decode(&record(reg, max as u64, &vec![7; max])).is_ok());
+    assert!(InodeRecord::decode(&record(reg, max as u64 + 1, &vec![7; max + 1])).is_err());
+    assert!(InodeRecord::decode(&record(reg, 0, b"")).is_err());
+    assert!(InodeRecord::decode(&record(reg, 4, b"abc")).is_err());
+    assert!(InodeRecord::decode(&record(reg, 2, b"abc")).is_err());
+    // Only regular files have inline data.
+    for kind in [libc::S_IFLNK, libc::S_IFIFO, libc::S_IFCHR] {
+        assert!(InodeRecord::decode(&record(kind | 0o644, 3, b"abc")).is_err());
+    }
+    // Unknown flag bits next to it.
+    let mut bad = record(reg, 3, b"abc");
+    bad[76] = 3;
+    assert!(InodeRecord::decode(&bad).is_err());
 }
 
 #[test]

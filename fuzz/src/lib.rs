@@ -149,10 +149,11 @@ fn open_volume(mem: &Arc<MemBackend>) -> Volume {
 }
 
 /// Small format 2 pools for the seeds: (name, backend). `fresh`: just formatted. `clean`:
-/// files, directories (one with enough names for a tree of two levels), symlinks, xattrs (one
-/// long enough for an overflow run), a hard link, a FIFO, cleanly unmounted (a committed
-/// tree, an empty log). `crashed`: `clean` plus a checkpoint and a few logged operations and
-/// no unmount (records to replay, an orphan list entry for the file still open).
+/// files (small ones inline), directories (one with enough names for a tree of two levels),
+/// symlinks, xattrs (one long enough for an overflow run), a hard link, a FIFO, cleanly
+/// unmounted (a committed tree, an empty log). `crashed`: `clean` plus a checkpoint and a few
+/// logged operations (inline writes and a spill among them) and no unmount (records to
+/// replay, an orphan list entry for the file still open).
 pub fn seed_pools() -> Vec<(&'static str, Arc<MemBackend>)> {
     let fresh = Arc::new(MemBackend::new(POOL_BYTES));
     Pool::format_backend("fresh", Box::new(fresh.clone())).expect("format");
@@ -190,6 +191,13 @@ pub fn seed_pools() -> Vec<(&'static str, Arc<MemBackend>)> {
         }
         v.symlink(ROOT, many, b"long-link", &pattern(b'a', 300))
             .expect("symlink");
+        // Inline data: 300 bytes, then 4 more past a gap of zeros (a record with its bytes).
+        let s = v
+            .create(ROOT, ROOT_INO, b"inline", 0o644, true)
+            .expect("create")
+            .ino;
+        v.write(ROOT, s, 0, &pattern(3, 300)).expect("write");
+        v.write(ROOT, s, 400, b"tail").expect("write");
         // A frame whose memory failed (free, inside the compact image): the bad-frame table.
         let last = (data_offset() + DATA_MAX as u64) / FRAME_SIZE - 1;
         v.pool().bad_frames().add(pfnfs_alloc::PfnRange {
@@ -225,6 +233,15 @@ pub fn seed_pools() -> Vec<(&'static str, Arc<MemBackend>)> {
         v.remove(ROOT_INO, b"hard", false).expect("unlink");
         v.setxattr(h, b"user.z", b"1", 0).expect("setxattr");
         v.mkdir(ROOT, d, b"sub", 0o755).expect("mkdir");
+        // Inline writes and a spill in the log.
+        let s = v.lookup(ROOT_INO, b"inline").expect("lookup").ino;
+        v.write(ROOT, s, 100, b"overwritten").expect("write");
+        let k = v
+            .create(ROOT, ROOT_INO, b"spilled", 0o644, true)
+            .expect("create")
+            .ino;
+        v.write(ROOT, k, 0, b"x").expect("write");
+        v.write(ROOT, k, 0, &pattern(4, 2000)).expect("write");
         // Crash: dropped without shutdown.
     }
     vec![("fresh", fresh), ("clean", clean), ("crashed", crashed)]

@@ -107,7 +107,7 @@ impl Model {
 /// The kind an inode's body says it is (`None`: a special body with a non-special mode).
 pub(super) fn body_kind(inode: &Inode) -> Option<Kind> {
     match &inode.body {
-        Body::File(_) => Some(Kind::File),
+        Body::File(_) | Body::Inline(_) => Some(Kind::File),
         Body::Dir(_) => Some(Kind::Dir),
         Body::Symlink(_) => Some(Kind::Symlink),
         Body::Special => match Kind::from_mode(inode.attr.mode) {
@@ -208,7 +208,7 @@ fn check_inodes(m: &mut Model, findings: &mut Vec<Finding>, progress: Progress<'
         }
         let want_size = match &inode.body {
             Body::Dir(_) => Some(0),
-            Body::Symlink(t) => Some(t.len() as u64),
+            Body::Symlink(t) | Body::Inline(t) => Some(t.len() as u64),
             _ => None,
         };
         if let Some(want) = want_size
@@ -219,7 +219,11 @@ fn check_inodes(m: &mut Model, findings: &mut Vec<Finding>, progress: Progress<'
                     "size",
                     format!(
                         "inode {ino} ({}) has size {}, should be {want}",
-                        if want == 0 { "directory" } else { "symlink" },
+                        match inode.body {
+                            Body::Dir(_) => "directory",
+                            Body::Symlink(_) => "symlink",
+                            _ => "file with inline data",
+                        },
                         inode.attr.size
                     ),
                     format!("set it to {want}"),

@@ -444,5 +444,16 @@ fn describe_op(op: &Op) -> String {
             name_str(name)
         ),
         Op::SetAttrXattrs { ino, .. } => format!("setattr with attributes of inode {ino}"),
+        Op::WriteInline {
+            ino, offset, data, ..
+        } => format!(
+            "inline write of {} bytes at {offset} to inode {ino}",
+            data.len()
+        ),
+        Op::Spill { ino, extent } => format!(
+            "spill of inode {ino} to frames {}..{}",
+            extent.pfns.start.0,
+            extent.pfns.end().0
+        ),
     }
 }

@@ -65,6 +65,8 @@ impl Volume {
             | Op::SetXattr { ino, .. }
             | Op::RemoveXattr { ino, .. }
             | Op::SetAttrXattrs { ino, .. }
+            | Op::WriteInline { ino, .. }
+            | Op::Spill { ino, .. }
             | Op::Reclaim { ino } => {
                 self.cell(*ino)?;
                 vec![*ino]
@@ -208,6 +210,15 @@ impl Volume {
                 apply_set_attr_xattrs(locked.get(*ino)?, op);
                 Ok(())
             }
+            Op::WriteInline {
+                ino,
+                offset,
+                data,
+                size,
+                times,
+                mode,
+            } => apply_write_inline(locked.get(*ino)?, *offset, data, *size, *times, *mode),
+            Op::Spill { ino, extent } => self.apply_spill(locked.get(*ino)?, extent, replay),
         }
     }
 
@@ -447,11 +458,29 @@ impl Volume {
         cow: &[Extent],
         replay: bool,
     ) -> FsResult<()> {
-        if let Body::File(map) = &mut i.body {
-            for r in map.truncate(size.div_ceil(FRAME_SIZE)) {
-                self.alloc.free(r)?;
+        match &mut i.body {
+            Body::File(map) => {
+                for r in map.truncate(size.div_ceil(FRAME_SIZE)) {
+                    self.alloc.free(r)?;
+                }
+                self.apply_cow(map, cow, replay)?;
             }
-            self.apply_cow(map, cow, replay)?;
+            // An inline file stays inline (cut, or grown with zeros) up to the inline limit; to
+            // go past it, it spills first.
+            Body::Inline(bytes) => {
+                if size > INLINE_DATA_MAX as u64 || !cow.is_empty() {
+                    return Err(corrupt(format!(
+                        "truncate of inline inode {} to {size} bytes",
+                        i.ino
+                    )));
+                }
+                if size == 0 {
+                    i.body = Body::File(ExtentMap::new());
+                } else {
+                    bytes.resize(size as usize, 0);
+                }
+            }
+            _ => {}
         }
         i.attr.size = size;
         i.attr.mtime = time;
@@ -568,6 +597,21 @@ impl Volume {
         Ok(())
     }
 
+    /// Applies a `Spill`: the inline bytes are in the frame of `extent` now, which the file
+    /// maps from its first frame (replay takes the frame out of the free set).
+    pub(super) fn apply_spill(&self, i: &mut Inode, extent: &Extent, replay: bool) -> FsResult<()> {
+        if !matches!(i.body, Body::Inline(_)) {
+            return Err(corrupt(format!(
+                "spill of inode {}, which is not inline",
+                i.ino
+            )));
+        }
+        let mut map = ExtentMap::new();
+        self.map_new(&mut map, std::slice::from_ref(extent), &[], replay)?;
+        i.body = Body::File(map);
+        Ok(())
+    }
+
     /// Applies a `Reclaim`: releases the inode if it still has no names.
     fn apply_reclaim(&self, i: &mut Inode) -> FsResult<()> {
         if i.attr.nlink == 0 {
@@ -625,6 +669,50 @@ impl Volume {
         self.unlinked.reclaimed(inode.ino);
         Ok(())
     }
+}
+
+/// Applies a `WriteInline`: the bytes land in the file's inline data, which a file without
+/// extents gets here (its size so far reads as zeros).
+pub(super) fn apply_write_inline(
+    i: &mut Inode,
+    offset: u64,
+    data: &[u8],
+    size: u64,
+    times: DataTimes,
+    mode: u32,
+) -> FsResult<()> {
+    let end = offset + data.len() as u64;
+    if size > INLINE_DATA_MAX as u64 || end > size || size < i.attr.size {
+        return Err(corrupt(format!(
+            "inline write to inode {} of {} bytes at {offset}, size {size}",
+            i.ino,
+            data.len()
+        )));
+    }
+    let old = i.attr.size as usize;
+    let bytes = match &mut i.body {
+        Body::Inline(b) => b,
+        Body::File(map) if map.is_empty() => {
+            i.body = Body::Inline(vec![0; old]);
+            let Body::Inline(b) = &mut i.body else {
+                unreachable!("just set")
+            };
+            b
+        }
+        _ => {
+            return Err(corrupt(format!(
+                "inline write to inode {}, which has extents or is not a file",
+                i.ino
+            )));
+        }
+    };
+    bytes.resize(size as usize, 0);
+    bytes[offset as usize..end as usize].copy_from_slice(data);
+    i.attr.size = size;
+    i.attr.mtime = times.mtime;
+    i.attr.ctime = times.ctime;
+    i.attr.mode = mode;
+    Ok(())
 }
 
 /// Applies a `Link`: a new name for an existing inode.

@@ -28,7 +28,7 @@ impl Volume {
         if let Some(size) = req.size {
             let inode = locked.get(ino)?;
             match inode.body {
-                Body::File(_) => {}
+                Body::File(_) | Body::Inline(_) => {}
                 Body::Dir(_) => return Err(is_directory("cannot truncate a directory")),
                 _ => return Err(invalid("cannot truncate this file type")),
             }
@@ -40,6 +40,10 @@ impl Volume {
             // A truncate, even to the same size, takes privileges away like a write does,
             // before the size changes (a mode asked for in the same request is set below).
             self.drop_privileges(inode, Writer::process(caller))?;
+            if size > INLINE_DATA_MAX as u64 {
+                // An inline file stays inline up to the limit; past it, it needs a frame.
+                self.spill(inode)?;
+            }
             if size != inode.attr.size || req.mtime.is_none() {
                 self.zero_past_eof(inode, size)?;
                 let mut cow = Vec::new();

@@ -207,6 +207,7 @@ impl InodeEntries {
                 ))
             }
             InodeTail::Symlink(t) => Body::Symlink(t),
+            InodeTail::Inline(b) => Body::Inline(b),
             InodeTail::None if record.attr.kind() == Kind::File => Body::File(
                 load::strict_map(extents, view.pool.data_region())
                     .map_err(|e| corrupt(format!("inode {ino}: {e}")))?,
@@ -215,7 +216,7 @@ impl InodeEntries {
         };
         if !extents_allowed(&body) && has_extents {
             return Err(corrupt(format!(
-                "inode {ino}: extents on a file that is not regular"
+                "inode {ino}: extents on a file that is not regular or keeps its bytes inline"
             )));
         }
         Ok(Inode {
@@ -227,7 +228,7 @@ impl InodeEntries {
     }
 }
 
-/// True for the inodes that may have extents (regular files).
+/// True for the inodes that may have extents (regular files not kept inline).
 fn extents_allowed(body: &Body) -> bool {
     matches!(body, Body::File(_))
 }

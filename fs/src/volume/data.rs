@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use pfnfs_alloc::{FRAME_SIZE, Frames};
 use pfnfs_extent::{Extent, ExtentMap, ReadSegment, io as extent_io};
 
-use super::apply::apply_set_attr_xattrs;
+use super::apply::{apply_set_attr_xattrs, apply_write_inline};
 use super::*;
 
 /// SEEK_DATA or SEEK_HOLE.
@@ -105,6 +105,12 @@ impl Volume {
     ) -> FsResult<R> {
         let map = match &inode.body {
             Body::File(m) => m,
+            Body::Inline(bytes) => {
+                // The bytes are the file (their length is its size).
+                let from = (offset.min(bytes.len() as u64)) as usize;
+                let to = from.saturating_add(size as usize).min(bytes.len());
+                return Ok(reply(&bytes[from..to]));
+            }
             Body::Dir(_) => return Err(is_directory("is a directory")),
             _ => return Err(invalid("not a regular file")),
         };
@@ -187,6 +193,10 @@ impl Volume {
             .checked_add(data.len() as u64)
             .filter(|e| *e <= MAX_FILE_BYTES)
             .ok_or_else(|| file_too_large("write past the largest file size"))?;
+        if end <= INLINE_DATA_MAX as u64 && self.may_be_inline(inode) {
+            return self.write_inline(writer, inode, offset, data, end);
+        }
+        self.spill(inode)?;
         let Body::File(map) = &mut inode.body else {
             return Err(invalid("not a regular file"));
         };
@@ -232,6 +242,94 @@ impl Volume {
             self.apply_write(inode, allocated, converted, size, times, mode, false)?;
         }
         self.stats.journaled_writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// True if a write that ends within the inline limit keeps `inode`'s bytes inline: the
+    /// pool allows inline data, and the file is inline already or has no extents and a size
+    /// within the limit (it is empty, or a hole that reads as zeros).
+    fn may_be_inline(&self, inode: &Inode) -> bool {
+        match &inode.body {
+            Body::Inline(_) => true,
+            Body::File(map) => {
+                map.is_empty()
+                    && inode.attr.size <= INLINE_DATA_MAX as u64
+                    && self.pool.superblock().inline_data
+            }
+            _ => false,
+        }
+    }
+
+    /// A write that leaves the file within the inline limit: one record carrying the bytes;
+    /// no frame is touched.
+    fn write_inline(
+        &self,
+        writer: Writer,
+        inode: &mut Inode,
+        offset: u64,
+        data: &[u8],
+        end: u64,
+    ) -> FsResult<()> {
+        // The record and the inode record grow the metadata by about the bytes written.
+        self.ensure_metadata_room(data.len() as u64)?;
+        self.drop_privileges(inode, writer)?;
+        let op = Op::WriteInline {
+            ino: inode.ino,
+            offset,
+            data: data.to_vec(),
+            size: inode.attr.size.max(end),
+            times: self.data_times(&inode.attr),
+            mode: inode.attr.mode,
+        };
+        self.journal.append(&self.pool, &op)?;
+        if let Op::WriteInline {
+            offset,
+            data,
+            size,
+            times,
+            mode,
+            ..
+        } = &op
+        {
+            apply_write_inline(inode, *offset, data, *size, *times, *mode)?;
+        }
+        self.stats.inline_writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Moves an inline file's bytes into a frame of their own, before a change that takes
+    /// the file past the inline limit or needs frames (fallocate, punch): the frame is
+    /// written and persisted, then a `Spill` record maps it. Nothing to do for other inodes.
+    pub(super) fn spill(&self, inode: &mut Inode) -> FsResult<()> {
+        let Body::Inline(bytes) = &inode.body else {
+            return Ok(());
+        };
+        self.ensure_space(&ExtentMap::new(), 0, 1)?;
+        let frames = self.alloc.allocate(1, None)?;
+        let range = match frames.ranges() {
+            [range] if range.len == 1 => *range,
+            _ => return Err(corrupt("allocator returned a split single frame")),
+        };
+        let mut frame = [0u8; FRAME_SIZE as usize];
+        frame[..bytes.len()].copy_from_slice(bytes);
+        let at = range.start.byte_offset();
+        self.pool.write(at, &frame)?;
+        self.pool.flush(at, FRAME_SIZE)?;
+        self.pool.fence()?;
+        let extent = Extent {
+            file_frame: 0,
+            pfns: range,
+            unwritten: false,
+        };
+        self.journal_owning(
+            &Op::Spill {
+                ino: inode.ino,
+                extent,
+            },
+            frames,
+        )?;
+        self.apply_spill(inode, &extent, false)?;
+        self.stats.spills.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -318,11 +416,13 @@ impl Volume {
         let mut locked = self.lock(&[ino])?;
         let inode = locked.get(ino)?;
         match inode.body {
-            Body::File(_) => {}
+            Body::File(_) | Body::Inline(_) => {}
             Body::Dir(_) => return Err(is_directory("is a directory")),
             _ => return Err(enodev_like()),
         }
         self.drop_privileges(inode, Writer::process(caller))?;
+        // Every mode works on frames.
+        self.spill(inode)?;
         let times = self.data_times(&inode.attr);
         let mode = inode.attr.mode;
         let size = inode.attr.size;
@@ -517,10 +617,18 @@ impl Volume {
     pub fn seek(&self, ino: u64, offset: u64, whence: SeekWhence) -> FsResult<u64> {
         let cell = self.cell(ino)?;
         let inode = cell.inode.read();
+        let size = inode.attr.size;
+        if matches!(inode.body, Body::Inline(_)) {
+            // All data, no hole before the end.
+            return match whence {
+                _ if offset >= size => Err(no_such_offset("offset at or past end of file")),
+                SeekWhence::Data => Ok(offset),
+                SeekWhence::Hole => Ok(size),
+            };
+        }
         let map = inode
             .file_map()
             .ok_or_else(|| invalid("not a regular file"))?;
-        let size = inode.attr.size;
         if offset >= size {
             return Err(no_such_offset("offset at or past end of file"));
         }
@@ -584,6 +692,12 @@ impl Volume {
             .ok_or_else(|| file_too_large("copy past the largest file size"))?;
         let writer = Writer::process(caller);
         self.drop_privileges(locked.get(ino_out)?, writer)?;
+        if let Body::Inline(bytes) = &locked.get(ino_in)?.body {
+            // At most the inline limit: one write of the source's bytes.
+            let piece = bytes[off_in as usize..(off_in + len) as usize].to_vec();
+            self.write_locked(writer, locked.get(ino_out)?, off_out, &piece)?;
+            return Ok(len);
+        }
         if ino_in != ino_out {
             // Take the source's guard out of `locked`: its segments borrow its extent map
             // (shared) while the destination is written through `locked`. One bulk copy per
@@ -656,6 +770,10 @@ impl Volume {
             ReadSegment::Zeros(n) => n as u64,
         };
         let dst = locked.get(ino_out)?;
+        if matches!(dst.body, Body::Inline(_)) && at + n > INLINE_DATA_MAX as u64 {
+            // Past the inline limit the run stays a hole where it can: in frames.
+            self.spill(dst)?;
+        }
         let mapped = match &dst.body {
             Body::File(m) => m
                 .mappings_iter(
@@ -663,6 +781,9 @@ impl Volume {
                     (at + n).div_ceil(FRAME_SIZE) - at / FRAME_SIZE,
                 )
                 .any(|m| matches!(m, pfnfs_extent::Mapping::Mapped(_))),
+            // Within the limit: inline bytes are overwritten (or the file extended) by a
+            // write of zeros.
+            Body::Inline(_) => true,
             _ => false,
         };
         let (size, mode) = (dst.attr.size, dst.attr.mode);

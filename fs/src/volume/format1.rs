@@ -207,7 +207,7 @@ impl Volume {
 /// Opens the format 1 pool at `path` read-write (refused while a daemon holds it) and
 /// converts it to format 2 ([`Volume::upgrade`]). A pool already in format 2 is an error
 /// naming its version.
-pub fn upgrade_pool(path: &std::path::Path) -> FsResult<Upgraded> {
+pub fn upgrade_pool(path: &std::path::Path) -> FsResult<Upgrade> {
     let pool = Pool::open(
         path,
         &pfnfs_alloc::OpenOptions {
@@ -215,12 +215,30 @@ pub fn upgrade_pool(path: &std::path::Path) -> FsResult<Upgraded> {
             ..Default::default()
         },
     )?;
-    if pool.format1_checkpoint().is_none() {
+    if pool.format1_checkpoint().is_some() {
+        return Volume::upgrade(Arc::new(pool)).map(Upgrade::Format1);
+    }
+    if pool.superblock().inline_data {
         return Err(invalid(format!(
-            "{} is already a pfnfs format {} pool: nothing to upgrade",
+            "{} is already a pfnfs format {} pool with inline data: nothing to upgrade",
             path.display(),
             pool.version()
         )));
     }
-    Volume::upgrade(Arc::new(pool))
+    // The same root and log generation with the flag set: a superblock commit, crash-safe as
+    // every commit is (both slots, one after the other).
+    let mut sb = pool.superblock();
+    sb.inline_data = true;
+    pool.commit_superblock(sb)?;
+    Ok(Upgrade::InlineData)
+}
+
+/// What `pfnfs upgrade` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upgrade {
+    /// Converted a format 1 pool to format 2 (with inline data on).
+    Format1(Upgraded),
+    /// Turned inline data on for a format 2 pool made before it existed (superblock flag
+    /// bit 2; nothing else changes).
+    InlineData,
 }

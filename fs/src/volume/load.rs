@@ -316,14 +316,20 @@ pub(crate) fn decode_metadata(
         let ino = match parsed {
             schema::InodeKey::Record(ino) => ino,
             schema::InodeKey::Extent(ino, frame) => {
-                let is_file = matches!(inodes.get(&ino).map(|i| &i.body), Some(Body::File(_)));
+                let body = inodes.get(&ino).map(|i| &i.body);
+                let is_file = matches!(body, Some(Body::File(_)));
+                let why = if matches!(body, Some(Body::Inline(_))) {
+                    "the file keeps its bytes inline"
+                } else {
+                    "no regular file has that number"
+                };
                 match schema::decode_extent(frame, &value) {
                     Ok(e) if is_file => extents.entry(ino).or_default().push(e),
                     Ok(_) => tolerate(
                         &mut damage,
                         &name,
                         format!("extent of inode {ino}"),
-                        "no regular file has that number".into(),
+                        why.into(),
                     )?,
                     Err(e) => tolerate(
                         &mut damage,
@@ -375,6 +381,7 @@ pub(crate) fn decode_metadata(
                 Body::Dir(Directory::new(parent))
             }
             InodeTail::Symlink(t) => Body::Symlink(t),
+            InodeTail::Inline(b) => Body::Inline(b),
             InodeTail::None if record.attr.kind() == Kind::File => Body::File(ExtentMap::new()),
             InodeTail::None => Body::Special,
         };

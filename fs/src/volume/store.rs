@@ -133,6 +133,7 @@ pub(crate) fn record_of(inode: &Inode) -> InodeRecord {
             entries: d.len() as u64,
         },
         Body::Symlink(t) => InodeTail::Symlink(t.clone()),
+        Body::Inline(b) => InodeTail::Inline(b.clone()),
         Body::File(_) | Body::Special => InodeTail::None,
     };
     InodeRecord {

@@ -163,6 +163,14 @@ fn render(out: &StatOutput) -> String {
                 r.inodes, r.files, r.directories
             ),
         ),
+        (
+            "inline data",
+            if r.inline_data {
+                format!("on ({} files keep their bytes inline)", r.inline_files)
+            } else {
+                format!("off (`pfnfs upgrade {}` turns it on)", r.pool)
+            },
+        ),
         ("extents", r.extents.to_string()),
         (
             "free extents",
@@ -272,6 +280,8 @@ mod tests {
             free_bytes: 750 << 20,
             inodes: 3,
             files: 1,
+            inline_files: 1,
+            inline_data: true,
             directories: 2,
             extents: 4,
             free_extents: 5,
@@ -300,6 +310,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("3 (1 files, 2 directories)"), "{text}");
+        assert!(text.contains("inline data:  on (1 files keep"), "{text}");
         assert!(text.contains("50.0% of file data"), "{text}");
         assert!(
             text.contains("metadata RAM: 4.00 KiB, estimated"),
@@ -314,7 +325,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert_eq!(text.lines().count(), 16);
+        assert_eq!(text.lines().count(), 17);
         out.daemon = Some(Daemon {
             pid: 77,
             comm: "pfnfs".into(),

@@ -1,4 +1,6 @@
-//! `pfnfs upgrade POOL`: convert a format 1 pool to format 2, in place.
+//! `pfnfs upgrade POOL`: convert a format 1 pool to format 2, in place; on a format 2 pool
+//! made before inline data existed, turn it on (a superblock flag: older builds then refuse
+//! the pool, so it is never set behind the user's back).
 //!
 //! Format 2 keeps metadata in an on-pool tree instead of a full image in each checkpoint
 //! (docs/DESIGN.md, section 3). The conversion is crash-safe: it reads the format 1
@@ -10,10 +12,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use pfnfs_fs::mountinfo;
+use pfnfs_fs::volume::Upgrade;
 
 use crate::Failure;
 
-/// Convert a format 1 pool to format 2 in place (crash-safe: rerun it if interrupted).
+/// Convert a format 1 pool to format 2 in place (crash-safe: rerun it if interrupted), or
+/// turn inline data on for a format 2 pool made without it.
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
     /// The pool file or device.
@@ -38,6 +42,19 @@ pub fn run(args: UpgradeArgs) -> Result<(), Failure> {
         message: format!("upgrade {}", crate::about(pool, &e.to_string())),
         code: 1,
     })?;
+    let done = match done {
+        Upgrade::Format1(done) => done,
+        Upgrade::InlineData => {
+            println!(
+                "{}: inline data turned on: files of up to {} bytes keep their bytes in their \
+                 inode record from now on (pfnfs builds older than this one no longer open \
+                 the pool)",
+                pool.display(),
+                pfnfs_fs::schema::INLINE_DATA_MAX
+            );
+            return Ok(());
+        }
+    };
     println!(
         "{}: converted to format 2: {} inode(s), {} log record(s) replayed; the metadata tree \
          takes {} frame(s), {} frame(s) of the format 1 checkpoint are free again",
