@@ -50,6 +50,13 @@ impl Volume {
                 took_ms = took.as_secs_f64() * 1e3,
                 "slow metadata commit"
             );
+        } else {
+            tracing::debug!(
+                inodes = dirty.inodes.len(),
+                waited_ms = waited.as_secs_f64() * 1e3,
+                took_ms = took.as_secs_f64() * 1e3,
+                "metadata commit"
+            );
         }
         match &result {
             Ok(()) => self.dirty.lock().forget(&dirty),
