@@ -134,6 +134,14 @@ fn kib(kib: u64) -> String {
 /// The text form of a report.
 fn render(out: &StatOutput) -> String {
     let r = &out.pool;
+    // A pool whose files are all inline (or empty) has no data in frames to divide by.
+    let per_gib = |bytes: f64| {
+        if r.extents == 0 {
+            "no file data in frames".to_string()
+        } else {
+            format!("{bytes:.0} B per GiB of data")
+        }
+    };
     let mut rows: Vec<(&str, String)> = vec![
         ("pool", r.pool.clone()),
         ("uuid", r.uuid.clone()),
@@ -190,13 +198,18 @@ fn render(out: &StatOutput) -> String {
         (
             "metadata",
             format!(
-                "{} on the pool ({:.0} B per GiB of data; per file: {})",
+                "{} on the pool ({}; per file: {}{})",
                 format_size(r.metadata_pool_bytes),
-                r.metadata_pool_bytes_per_gib,
+                per_gib(r.metadata_pool_bytes_per_gib),
                 out.metadata_pool_bytes_per_file.map_or_else(
                     || "not reported by this pool format".to_string(),
                     |b| { format!("{b:.0} B") }
                 ),
+                if r.inline_files > 0 {
+                    ", inline file bytes included"
+                } else {
+                    ""
+                },
             ),
         ),
         (
@@ -236,10 +249,9 @@ fn render(out: &StatOutput) -> String {
             "metadata RAM",
             format!(
                 "{}, estimated for a mount of this pool (free-set index plus a full inode \
-                 cache), not measured ({:.0} B per GiB of data; struct page for this pool \
-                 would be {})",
+                 cache), not measured ({}; struct page for this pool would be {})",
                 format_size(r.metadata_ram_bytes),
-                r.metadata_ram_bytes_per_gib,
+                per_gib(r.metadata_ram_bytes_per_gib),
                 format_size(r.struct_page_bytes)
             ),
         ),
