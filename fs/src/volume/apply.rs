@@ -689,22 +689,14 @@ pub(super) fn apply_write_inline(
             data.len()
         )));
     }
-    let old = i.attr.size as usize;
-    let bytes = match &mut i.body {
-        Body::Inline(b) => b,
-        Body::File(map) if map.is_empty() => {
-            i.body = Body::Inline(vec![0; old]);
-            let Body::Inline(b) = &mut i.body else {
-                unreachable!("just set")
-            };
-            b
-        }
-        _ => {
-            return Err(corrupt(format!(
-                "inline write to inode {}, which has extents or is not a file",
-                i.ino
-            )));
-        }
+    if matches!(&i.body, Body::File(map) if map.is_empty()) {
+        i.body = Body::Inline(vec![0; i.attr.size as usize]);
+    }
+    let Body::Inline(bytes) = &mut i.body else {
+        return Err(corrupt(format!(
+            "inline write to inode {}, which has extents or is not a file",
+            i.ino
+        )));
     };
     bytes.resize(size as usize, 0);
     bytes[offset as usize..end as usize].copy_from_slice(data);
