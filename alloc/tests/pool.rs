@@ -1026,38 +1026,29 @@ fn golden_bytes_format2() {
     assert_eq!(Superblock::decode(&expected), Ok(sb));
 }
 
-/// The bad-frames flag is bit 1 of the flags word (byte 100); nothing else moves.
+/// The bad-frames flag is bit 1 and the inline-data flag bit 2 of the flags word (byte 100);
+/// nothing else moves.
 #[test]
-fn golden_bytes_bad_frames_flag() {
-    let mut sb = golden_superblock();
-    sb.bad_frames = true;
-    let bytes = sb.encode();
+fn golden_bytes_flags() {
     let golden = with_crc(GOLDEN_V2, GOLDEN_V2_CRC);
-    assert_eq!(
-        &bytes[100..104],
-        &[3, 0, 0, 0],
-        "flags: mounted | bad frames"
-    );
-    assert_eq!(&bytes[..100], &golden[..100]);
-    assert_eq!(&bytes[104..252], &golden[104..252]);
-    assert_eq!(Superblock::decode(&bytes), Ok(sb));
-}
-
-/// The inline-data flag is bit 2 of the flags word (byte 100); nothing else moves.
-#[test]
-fn golden_bytes_inline_data_flag() {
-    let mut sb = golden_superblock();
-    sb.inline_data = true;
-    let bytes = sb.encode();
-    let golden = with_crc(GOLDEN_V2, GOLDEN_V2_CRC);
-    assert_eq!(
-        &bytes[100..104],
-        &[5, 0, 0, 0],
-        "flags: mounted | inline data"
-    );
-    assert_eq!(&bytes[..100], &golden[..100]);
-    assert_eq!(&bytes[104..252], &golden[104..252]);
-    assert_eq!(Superblock::decode(&bytes), Ok(sb));
+    type SetFlag = fn(&mut Superblock);
+    let flags: [(SetFlag, u8, &str); 2] = [
+        (|sb| sb.bad_frames = true, 3, "flags: mounted | bad frames"),
+        (
+            |sb| sb.inline_data = true,
+            5,
+            "flags: mounted | inline data",
+        ),
+    ];
+    for (set, byte, what) in flags {
+        let mut sb = golden_superblock();
+        set(&mut sb);
+        let bytes = sb.encode();
+        assert_eq!(&bytes[100..104], &[byte, 0, 0, 0], "{what}");
+        assert_eq!(&bytes[..100], &golden[..100]);
+        assert_eq!(&bytes[104..252], &golden[104..252]);
+        assert_eq!(Superblock::decode(&bytes), Ok(sb));
+    }
 }
 
 #[test]
