@@ -475,6 +475,12 @@ impl Pool {
         self.header.lock().sb.version
     }
 
+    /// True if files may keep their bytes inline (superblock flag bit 2), read without
+    /// copying the superblock: asked on the write path.
+    pub fn inline_data(&self) -> bool {
+        self.header.lock().sb.inline_data
+    }
+
     /// A format 1 pool's checkpoint reference (`None` for a format 2 pool, also after
     /// [`Pool::upgrade_superblock`]).
     pub fn format1_checkpoint(&self) -> Option<CheckpointRefV1> {

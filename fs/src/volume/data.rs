@@ -254,7 +254,7 @@ impl Volume {
             Body::File(map) => {
                 map.is_empty()
                     && inode.attr.size <= INLINE_DATA_MAX as u64
-                    && self.pool.superblock().inline_data
+                    && self.pool.inline_data()
             }
             _ => false,
         }
